@@ -1,0 +1,1 @@
+"""splitrec core: vertically federated split MMoE, with no dependency on the orchestrator."""

@@ -1,0 +1,98 @@
+"""Row alignment: PSI, then the label party's train/test flag for every common position.
+
+Each party ends with `aligned.parquet` in its own workspace: `row` (its local row), `position` (the
+common order) and `is_train`. The split flag comes from the label party over the channel, so a
+feature party can fit its transforms on training rows only without seeing anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.errors import InputError
+from splitrec_core.io import write_parquet
+from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
+from splitrec_core.validate import ID
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The outcome of aligning all parties: per-party files, sizes and channel traffic."""
+
+    files: dict[str, Path]
+    intersection: int
+    train_rows: int
+    test_rows: int
+    channel: dict[str, dict[str, int]]
+
+
+def _read_ids(path: Path) -> list[str]:
+    return pq.read_table(path, columns=[ID]).column(ID).to_pylist()
+
+
+def _write_aligned(rows: np.ndarray, is_train: np.ndarray, path: Path) -> Path:
+    table = pa.table({
+        "row": rows.astype(np.int64),
+        "position": np.arange(len(rows), dtype=np.int64),
+        "is_train": is_train.astype(bool),
+    })
+    return write_parquet(table, path)
+
+
+def label_side(
+    channel: Channel, ids_file: Path, split_file: Path, followers: list[str], out: Path,
+    domain: str, chunk_size: int,
+) -> Path:
+    """The label party leads PSI, then sends every follower the train flag per common position."""
+    rows = run_leader(channel, _read_ids(ids_file), followers, domain, chunk_size)
+    split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
+    is_train = split[rows] == "train"
+    for follower in followers:
+        channel.send(Kind.SPLIT_MASK, follower, array_table(is_train))
+    return _write_aligned(rows, is_train, out)
+
+
+def feature_side(
+    channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int
+) -> Path:
+    """A feature party follows PSI and receives the train flag per common position."""
+    rows = run_follower(channel, _read_ids(ids_file), leader, domain, chunk_size)
+    is_train = table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool)
+    return _write_aligned(rows, is_train, out)
+
+
+def align_local(
+    ids_files: dict[str, Path], split_file: Path, label_party: str, out_files: dict[str, Path],
+    domain: str, chunk_size: int = 20_000, hub: LocalHub | None = None,
+) -> Alignment:
+    """Align all parties in this process, each on its own thread, over a `LocalHub`."""
+    hub = hub or LocalHub()
+    followers = [p for p in ids_files if p != label_party]
+    jobs: dict[str, Callable[[], Path]] = {
+        label_party: partial(label_side, hub.channel(label_party), ids_files[label_party],
+                             split_file, followers, out_files[label_party], domain, chunk_size),
+    }
+    for p in followers:
+        jobs[p] = partial(feature_side, hub.channel(p), ids_files[p], label_party, out_files[p],
+                          domain, chunk_size)
+    try:
+        hub.run(jobs)
+    except EmptyIntersection:
+        raise InputError(
+            ", ".join(str(f) for f in ids_files.values()), ID,
+            f"empty intersection: no ID is held by all of {list(ids_files)}",
+        ) from None
+    aligned = pq.read_table(out_files[label_party])
+    train = int(np.sum(aligned.column("is_train").to_numpy()))
+    return Alignment(
+        files=dict(out_files), intersection=aligned.num_rows, train_rows=train,
+        test_rows=aligned.num_rows - train, channel=hub.stats().as_dict(),
+    )

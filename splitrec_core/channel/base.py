@@ -1,0 +1,83 @@
+"""What a channel is: typed messages between named parties, counted in bytes and messages per kind."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+
+
+class Kind(StrEnum):
+    """Every kind of message that may cross between parties; nothing else can be sent."""
+
+    PSI_BLINDED = "psi_blinded"                # H(id)^k of the sender's own IDs, shuffled
+    PSI_DOUBLE_BLINDED = "psi_double_blinded"  # the leader's blinded list raised to the follower's key
+    PSI_POSITIONS = "psi_positions"            # which of a follower's sent points are shared, in common order
+    SPLIT_MASK = "split_mask"                  # train/test flag per common position (from the label party)
+    EMBEDDING = "embedding"                    # a feature party's cut-layer output for a training batch
+    GRADIENT = "gradient"                      # dL/dh for that batch, returned by the label party
+    EVAL_EMBEDDING = "eval_embedding"          # cut-layer output for rows being scored (no gradient back)
+
+
+@dataclass
+class ChannelStats:
+    """Bytes and messages per kind that crossed a channel."""
+
+    bytes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    messages: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, kind: Kind, nbytes: int) -> None:
+        """Count one message of `kind` carrying `nbytes`."""
+        self.bytes[kind.value] += nbytes
+        self.messages[kind.value] += 1
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        """`{kind: {"bytes": n, "messages": n}}`, kinds sorted, for reports."""
+        return {k: {"bytes": self.bytes[k], "messages": self.messages[k]} for k in sorted(self.bytes)}
+
+    @staticmethod
+    def merge(*reports: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """Sum several `as_dict()` reports."""
+        total: dict[str, dict[str, int]] = {}
+        for report in reports:
+            for kind, counts in report.items():
+                slot = total.setdefault(kind, {"bytes": 0, "messages": 0})
+                slot["bytes"] += counts["bytes"]
+                slot["messages"] += counts["messages"]
+        return dict(sorted(total.items()))
+
+
+class Channel(Protocol):
+    """One party's view of the network: send to and receive from other parties by name."""
+
+    me: str
+
+    def send(self, kind: Kind, to: str, table: pa.Table) -> None:
+        """Send `table` to party `to` as a message of `kind`."""
+
+    def recv(self, kind: Kind, frm: str) -> pa.Table:
+        """Block until the next message of `kind` from party `frm` arrives and return it."""
+
+    def stats(self) -> ChannelStats:
+        """Traffic counted so far on this channel (all parties sharing it)."""
+
+
+def array_table(array: np.ndarray, name: str = "value") -> pa.Table:
+    """Wrap a 1-D or 2-D numpy array as a one-column Arrow table (2-D as fixed-size lists)."""
+    if array.ndim == 1:
+        return pa.table({name: array})
+    flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+    return pa.table({name: pa.FixedSizeListArray.from_arrays(flat, array.shape[1])})
+
+
+def table_array(table: pa.Table, name: str = "value") -> np.ndarray:
+    """Inverse of `array_table`."""
+    column = table.column(name).combine_chunks()
+    if pa.types.is_fixed_size_list(column.type):
+        width = column.type.list_size
+        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+    return column.to_numpy(zero_copy_only=False)

@@ -1,0 +1,116 @@
+"""All parties in one process: messages are Arrow IPC buffers passed through per-route queues."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+import pyarrow as pa
+
+from splitrec_core.channel.base import ChannelStats, Kind
+
+RECV_TIMEOUT_S = 600.0
+POLL_S = 0.2
+T = TypeVar("T")
+
+
+class ChannelAborted(RuntimeError):
+    """Another party failed, so no message will come."""
+
+
+class LocalHub:
+    """The in-process 'network' that `LocalChannel`s share; it counts and can record traffic.
+
+    Messages are serialised to Arrow IPC on send and read back on receive, so parties never share
+    memory and the byte counts are what a network transport would carry.
+    """
+
+    def __init__(self, record: bool = False) -> None:
+        self._queues: dict[tuple[str, str, str], queue.Queue[pa.Buffer]] = defaultdict(queue.Queue)
+        self._lock = threading.Lock()
+        self._stats = ChannelStats()
+        self.record = record
+        self._aborted: str | None = None
+        self.recorded: list[tuple[Kind, str, str, bytes]] = []
+
+    def channel(self, me: str) -> LocalChannel:
+        """Return party `me`'s endpoint."""
+        return LocalChannel(self, me)
+
+    def _route(self, kind: Kind, frm: str, to: str) -> queue.Queue[pa.Buffer]:
+        with self._lock:
+            return self._queues[(kind.value, frm, to)]
+
+    def post(self, kind: Kind, frm: str, to: str, table: pa.Table) -> None:
+        """Serialise and enqueue one message, counting its bytes."""
+        if not isinstance(kind, Kind):
+            raise ValueError(f"unknown message kind {kind!r}")
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        buffer = sink.getvalue()
+        with self._lock:
+            self._stats.add(kind, buffer.size)
+            if self.record:
+                self.recorded.append((kind, frm, to, buffer.to_pybytes()))
+        self._route(kind, frm, to).put(buffer)
+
+    def take(self, kind: Kind, frm: str, to: str, timeout: float = RECV_TIMEOUT_S) -> pa.Table:
+        """Dequeue and deserialise the next message on a route."""
+        route, deadline = self._route(kind, frm, to), time.monotonic() + timeout
+        while True:
+            if self._aborted:
+                raise ChannelAborted(f"{to} stopped waiting for '{kind.value}': {self._aborted}")
+            try:
+                buffer = route.get(timeout=POLL_S)
+                break
+            except queue.Empty:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{to} waited {timeout:.0f}s for '{kind.value}' from {frm}") from None
+        return pa.ipc.open_stream(buffer).read_all()
+
+    def abort(self, reason: str) -> None:
+        """Make every pending and future `take` raise, so no party waits for a failed one."""
+        self._aborted = reason
+
+    def run(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T]:
+        """Run each party's job on its own thread; on the first failure abort the rest, re-raise it."""
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
+            failed = [f.exception() for f in done if f.exception() is not None]
+            if failed:
+                error = next((e for e in failed if not isinstance(e, ChannelAborted)), failed[0])
+                self.abort(f"{type(error).__name__}: {error}")
+                raise error  # type: ignore[misc]
+            return {name: future.result() for name, future in futures.items()}
+
+    def stats(self) -> ChannelStats:
+        """Traffic counted so far."""
+        return self._stats
+
+
+class LocalChannel:
+    """Party `me`'s endpoint on a `LocalHub`."""
+
+    def __init__(self, hub: LocalHub, me: str) -> None:
+        self.hub = hub
+        self.me = me
+
+    def send(self, kind: Kind, to: str, table: pa.Table) -> None:
+        """Send `table` to party `to`."""
+        self.hub.post(kind, self.me, to, table)
+
+    def recv(self, kind: Kind, frm: str) -> pa.Table:
+        """Receive the next `kind` message from `frm`."""
+        return self.hub.take(kind, frm, self.me)
+
+    def stats(self) -> ChannelStats:
+        """Traffic counted on the shared hub."""
+        return self.hub.stats()

@@ -1,0 +1,173 @@
+"""The run configuration: parties, columns, tasks, model, training and privacy, read from TOML."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from splitrec_core.errors import InputError
+
+
+class _Strict(BaseModel):
+    """A config section that rejects keys it does not know, so a typo is an error, not a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PartyConfig(_Strict):
+    """One organisation: its table, its ID column and the columns it contributes as features."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    file: str
+    id_column: str = "id"
+    categorical: list[str] = []
+    numeric: list[str] = []
+    split_column: str | None = None
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Categorical then numeric columns, the order the bottom network sees them in."""
+        return [*self.categorical, *self.numeric]
+
+    @model_validator(mode="after")
+    def _columns_are_distinct(self) -> PartyConfig:
+        seen: set[str] = set()
+        for column in [self.id_column, *self.feature_columns]:
+            if column in seen:
+                raise ValueError(f"column '{column}' is declared twice in party '{self.name}'")
+            seen.add(column)
+        return self
+
+
+class TaskConfig(_Strict):
+    """One binary prediction task: the label party's column holding its 0/1 label, and its loss weight."""
+
+    name: str
+    column: str
+    weight: float = Field(default=1.0, gt=0)
+
+
+class ModelConfig(_Strict):
+    """Sizes of the bottom networks and of the MMoE top."""
+
+    embedding_dim: int = Field(default=4, ge=1)
+    bottom_units: list[int] = [64]
+    cut_dim: int = Field(default=32, ge=1, description="width of each party's embedding h_p")
+    num_experts: int = Field(default=8, ge=1)
+    expert_units: int = Field(default=16, ge=1)
+    tower_units: int = Field(default=8, ge=1)
+
+
+class TrainingConfig(_Strict):
+    """Optimisation settings shared by all parties (the batch order comes from `seed`)."""
+
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    seed: int = 7
+
+
+class PrivacyConfig(_Strict):
+    """Gaussian noise on what crosses the cut layer; zero disables it."""
+
+    clip_norm: float = Field(default=0.0, ge=0, description="per-row L2 clip of embeddings; 0 = none")
+    embedding_noise: float = Field(default=0.0, ge=0, description="noise std on sent embeddings")
+    gradient_noise: float = Field(default=0.0, ge=0, description="noise std on returned gradients")
+
+
+class PsiConfig(_Strict):
+    """ID alignment settings."""
+
+    domain: str = "splitrec-psi-v1"
+    chunk_size: int = Field(default=20_000, ge=1)
+
+
+class ScheduleConfig(_Strict):
+    """When the served deployment retrains."""
+
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+
+class Config(_Strict):
+    """A whole run: who takes part, what is predicted and how the model is trained."""
+
+    name: str
+    data_dir: str = "data"
+    label_party: str
+    parties: list[PartyConfig] = Field(min_length=2)
+    tasks: list[TaskConfig] = Field(min_length=1)
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    psi: PsiConfig = PsiConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+
+    @model_validator(mode="after")
+    def _parties_are_consistent(self) -> Config:
+        names = [p.name for p in self.parties]
+        if len(set(names)) != len(names):
+            raise ValueError(f"party names must be unique, got {names}")
+        if self.label_party not in names:
+            raise ValueError(f"label_party '{self.label_party}' is not one of the parties {names}")
+        label = self.party(self.label_party)
+        if label.split_column is None:
+            raise ValueError(f"the label party '{label.name}' needs a split_column (train/test)")
+        for party in self.parties:
+            if party.name != self.label_party and party.split_column is not None:
+                raise ValueError(f"only the label party has a split_column, not '{party.name}'")
+        task_names = [t.name for t in self.tasks]
+        if len(set(task_names)) != len(task_names):
+            raise ValueError(f"task names must be unique, got {task_names}")
+        return self
+
+    @property
+    def label(self) -> PartyConfig:
+        """The party that holds the labels and the MMoE top."""
+        return self.party(self.label_party)
+
+    @property
+    def feature_parties(self) -> list[PartyConfig]:
+        """Every party but the label party, in config order."""
+        return [p for p in self.parties if p.name != self.label_party]
+
+    def party(self, name: str) -> PartyConfig:
+        """Return the party called `name`."""
+        for party in self.parties:
+            if party.name == name:
+                return party
+        raise KeyError(f"no party named '{name}'")
+
+    def party_file(self, party: PartyConfig, workdir: Path) -> Path:
+        """Resolve a party's input file: relative to `data_dir`, itself relative to the workdir."""
+        data_dir = Path(self.data_dir)
+        if not data_dir.is_absolute():
+            data_dir = workdir / data_dir
+        return data_dir / party.file
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a TOML config; an error names the file and the offending key."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(path, None, "config file does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, None, f"config file is unreadable: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, None, f"not valid TOML: {exc}") from None
+    return parse_config(raw, source=path)
+
+
+def parse_config(raw: dict[str, object], source: Path | str = "<config>") -> Config:
+    """Validate a config mapping, turning pydantic's report into one readable error."""
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+            problems.append(f"key '{key}': {err['msg']}")
+        raise InputError(source, None, "; ".join(problems)) from None
+

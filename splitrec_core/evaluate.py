@@ -1,0 +1,34 @@
+"""Held-out metrics per task, each from that task's own labels on the test rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+from sklearn.metrics import log_loss, roc_auc_score
+
+from splitrec_core.features import FeatureMatrix
+
+
+def task_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """AUC and log loss of one task; AUC is undefined (NaN) when the labels have one class."""
+    auc = roc_auc_score(labels, probabilities) if len(np.unique(labels)) == 2 else float("nan")
+    return {
+        "auc": float(auc),
+        "logloss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "positives": int(labels.sum()),
+        "rows": int(len(labels)),
+    }
+
+
+def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str, dict[str, float]]:
+    """Score `predictions` (from training or scoring) against the label party's test labels.
+
+    Both files are in common-position order; positions are checked to match row for row.
+    """
+    predicted = pq.read_table(predictions)
+    truth = FeatureMatrix.read(label_test)
+    if not np.array_equal(predicted.column("position").to_numpy(), FeatureMatrix.positions(label_test)):
+        raise ValueError(f"{predictions}: rows do not line up with the test labels in {label_test}")
+    return {t: task_metrics(truth.labels[t], predicted.column(f"p:{t}").to_numpy()) for t in tasks}

@@ -1,0 +1,86 @@
+"""Export a trained split model per party (SavedModel + transform + manifest) and score with it.
+
+Each party's folder holds only what that party needs to serve: its bottom as a TensorFlow
+SavedModel, its fitted `transform.json` and a `manifest.json` naming its input columns. The label
+party's folder also holds the MMoE top, which takes every party's h_p in the manifest's order.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from splitrec_core.config import Config
+from splitrec_core.features import Transform
+from splitrec_core.io import atomic_path, read_json, write_json
+
+import splitrec_core.model  # noqa: F401  (registers the custom layers for keras.models.load_model)
+
+
+def export_party(cfg: Config, party: str, bottom: Path, transform: Path, out: Path,
+                 top: Path | None = None) -> Path:
+    """Write `out/` = `bottom/` SavedModel, `transform.json`, `manifest.json` (+ `top/` if given)."""
+    spec = cfg.party(party)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        keras.models.load_model(bottom).export(tmp / "bottom", verbose=False)
+        shutil.copyfile(transform, tmp / "transform.json")
+        manifest: dict[str, object] = {
+            "party": party,
+            "role": "label" if party == cfg.label_party else "feature",
+            "id_column": spec.id_column,
+            "inputs": {"categorical": spec.categorical, "numeric": spec.numeric},
+            "bottom": {"path": "bottom", "signature": "serve", "args": ["cats int32 [n, n_cat]",
+                                                                         "nums float32 [n, n_num]"],
+                       "output": f"h float32 [n, {cfg.model.cut_dim}]"},
+            "transform": "transform.json",
+        }
+        if top is not None:
+            keras.models.load_model(top).export(tmp / "top", verbose=False)
+            manifest["top"] = {
+                "path": "top", "signature": "serve",
+                "parties": [cfg.label_party, *(p.name for p in cfg.feature_parties)],
+                "tasks": [t.name for t in cfg.tasks], "output": "logits float32 [n, num_tasks]",
+            }
+        write_json(manifest, tmp / "manifest.json")
+    return out
+
+
+@dataclass
+class ExportedParty:
+    """One party's export, loaded in this process."""
+
+    manifest: dict[str, object]
+    transform: Transform
+    bottom: object
+    top: object | None
+
+    @classmethod
+    def load(cls, folder: Path) -> ExportedParty:
+        """Load an export folder written by `export_party`."""
+        manifest = read_json(folder / "manifest.json")
+        top = tf.saved_model.load(str(folder / "top")) if "top" in manifest else None
+        return cls(manifest, Transform.load(folder / "transform.json"),
+                   tf.saved_model.load(str(folder / "bottom")), top)
+
+    def embed(self, rows: pd.DataFrame) -> np.ndarray:
+        """h_p for raw rows (typed as `validate` types them)."""
+        cats, nums = self.transform.apply(rows)
+        return self.bottom.serve([tf.constant(cats), tf.constant(nums)]).numpy()
+
+
+def score(exports: dict[str, Path], rows: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Probabilities per task for people whose rows are given per party in one common order."""
+    loaded = {p: ExportedParty.load(folder) for p, folder in exports.items()}
+    label = next(e for e in loaded.values() if e.top is not None)
+    order = label.manifest["top"]["parties"]  # type: ignore[index]
+    hs = [tf.constant(loaded[p].embed(rows[p])) for p in order]
+    logits = label.top.serve(hs).numpy()
+    tasks = label.manifest["top"]["tasks"]  # type: ignore[index]
+    return pd.DataFrame(tf.sigmoid(logits).numpy(), columns=[f"p:{t}" for t in tasks])

@@ -1,0 +1,178 @@
+"""The split MMoE: a bottom network per party and the Multi-gate Mixture-of-Experts top.
+
+Ma et al. 2018, "Modeling Task Relationships in Multi-task Learning with Multi-gate
+Mixture-of-Experts": K shared experts, one softmax gate per task over the experts, one tower per
+task. Here the experts read the concatenation of every party's cut-layer output h_p.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from splitrec_core.config import ModelConfig
+
+
+@keras.saving.register_keras_serializable(package="splitrec")
+class Bottom(keras.layers.Layer):
+    """One party's network over its own columns.
+
+    Args:
+        vocab_sizes: embedding table size per categorical column (index 0 = unknown).
+        num_numeric: number of numeric columns.
+        embedding_dim: width of each categorical embedding.
+        units: hidden layer widths.
+        cut_dim: width of the output h_p that crosses the cut.
+        clip_norm: if > 0, each row of h_p is scaled to L2 norm at most this (bounds what one
+            person's embedding can carry, the precondition for calibrated noise).
+        **kwargs: Args to pass to the base class.
+
+    Call args: `[cats int32 [batch, n_cat], nums float32 [batch, n_num]]`; returns `[batch, cut_dim]`.
+    """
+
+    def __init__(
+        self, vocab_sizes: Sequence[int], num_numeric: int, embedding_dim: int,
+        units: Sequence[int], cut_dim: int, clip_norm: float = 0.0, **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.vocab_sizes = list(vocab_sizes)
+        self.num_numeric = num_numeric
+        self.embedding_dim = embedding_dim
+        self.units = list(units)
+        self.cut_dim = cut_dim
+        self.clip_norm = clip_norm
+        self.embeddings = [
+            keras.layers.Embedding(size, embedding_dim, name=f"embedding_{j}")
+            for j, size in enumerate(self.vocab_sizes)
+        ]
+        self.hidden = [keras.layers.Dense(u, activation="relu", name=f"hidden_{j}")
+                       for j, u in enumerate(self.units)]
+        self.cut = keras.layers.Dense(cut_dim, activation="relu", name="cut")
+
+    def build(self, input_shape: object) -> None:
+        """Build sublayers for the concatenated input width."""
+        width = len(self.vocab_sizes) * self.embedding_dim + self.num_numeric
+        for embedding in self.embeddings:
+            embedding.build((None,))
+        for layer in self.hidden:
+            layer.build((None, width))
+            width = layer.units
+        self.cut.build((None, width))
+
+    def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Embed, concatenate and run the MLP."""
+        cats, nums = inputs
+        parts = [emb(cats[:, j]) for j, emb in enumerate(self.embeddings)]
+        if self.num_numeric:
+            parts.append(nums)
+        x = keras.ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
+        for layer in self.hidden:
+            x = layer(x)
+        h = self.cut(x)
+        if self.clip_norm > 0:
+            norm = keras.ops.sqrt(keras.ops.sum(h * h, axis=-1, keepdims=True) + 1e-12)
+            h = h * keras.ops.minimum(1.0, self.clip_norm / norm)
+        return h
+
+    def get_config(self) -> dict[str, object]:
+        """Return the constructor arguments."""
+        return {**super().get_config(), "vocab_sizes": self.vocab_sizes,
+                "num_numeric": self.num_numeric, "embedding_dim": self.embedding_dim,
+                "units": self.units, "cut_dim": self.cut_dim, "clip_norm": self.clip_norm}
+
+
+@keras.saving.register_keras_serializable(package="splitrec")
+class MMoE(keras.layers.Layer):
+    """Experts shared by all tasks, a softmax gate and a tower per task.
+
+    Args:
+        num_tasks: number of binary tasks.
+        num_experts: number of experts K.
+        expert_units: width of each expert.
+        tower_units: hidden width of each task tower.
+        **kwargs: Args to pass to the base class.
+
+    Call args: `x [batch, d]`; returns logits `[batch, num_tasks]`.
+    """
+
+    def __init__(
+        self, num_tasks: int, num_experts: int, expert_units: int, tower_units: int,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_tasks = num_tasks
+        self.num_experts = num_experts
+        self.expert_units = expert_units
+        self.tower_units = tower_units
+        # All experts as one kernel: one matmul instead of K small ones.
+        self.experts = keras.layers.Dense(num_experts * expert_units, activation="relu",
+                                          name="experts")
+        self.gates = [keras.layers.Dense(num_experts, activation="softmax", name=f"gate_{t}")
+                      for t in range(num_tasks)]
+        self.towers = [keras.layers.Dense(tower_units, activation="relu", name=f"tower_{t}")
+                       for t in range(num_tasks)]
+        self.heads = [keras.layers.Dense(1, name=f"head_{t}") for t in range(num_tasks)]
+
+    def build(self, input_shape: tuple[int | None, int]) -> None:
+        """Build experts, gates and towers for input width `input_shape[-1]`."""
+        self.experts.build(input_shape)
+        for gate, tower, head in zip(self.gates, self.towers, self.heads, strict=True):
+            gate.build(input_shape)
+            tower.build((None, self.expert_units))
+            head.build((None, self.tower_units))
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        """Mix the experts per task and return one logit per task."""
+        experts = keras.ops.reshape(self.experts(x), (-1, self.num_experts, self.expert_units))
+        logits = []
+        for gate, tower, head in zip(self.gates, self.towers, self.heads, strict=True):
+            mixed = keras.ops.einsum("bk,bku->bu", gate(x), experts)
+            logits.append(head(tower(mixed)))
+        return keras.ops.concatenate(logits, axis=-1)
+
+    def gate_weights(self, x: tf.Tensor) -> tf.Tensor:
+        """Each task's gate output `[num_tasks, batch, num_experts]`, for reporting expert use."""
+        return keras.ops.stack([gate(x) for gate in self.gates])
+
+    def get_config(self) -> dict[str, object]:
+        """Return the constructor arguments."""
+        return {**super().get_config(), "num_tasks": self.num_tasks,
+                "num_experts": self.num_experts, "expert_units": self.expert_units,
+                "tower_units": self.tower_units}
+
+
+def bottom_model(name: str, vocab_sizes: Sequence[int], num_numeric: int,
+                 cfg: ModelConfig, clip_norm: float = 0.0) -> keras.Model:
+    """A party's bottom as a Keras model with inputs `cats` and `nums`."""
+    cats = keras.Input((len(vocab_sizes),), dtype="int32", name="cats")
+    nums = keras.Input((num_numeric,), dtype="float32", name="nums")
+    h = Bottom(vocab_sizes, num_numeric, cfg.embedding_dim, cfg.bottom_units, cfg.cut_dim,
+               clip_norm, name="bottom")([cats, nums])
+    return keras.Model([cats, nums], h, name=f"bottom_{name}")
+
+
+def top_model(parties: Sequence[str], num_tasks: int, cfg: ModelConfig) -> keras.Model:
+    """The label party's MMoE over every party's h_p (in `parties` order); outputs logits."""
+    hs = [keras.Input((cfg.cut_dim,), dtype="float32", name=f"h_{p}") for p in parties]
+    x = keras.ops.concatenate(hs, axis=-1) if len(hs) > 1 else hs[0]
+    logits = MMoE(num_tasks, cfg.num_experts, cfg.expert_units, cfg.tower_units, name="mmoe")(x)
+    return keras.Model(hs, logits, name="top")
+
+
+def composed_model(bottoms: dict[str, keras.Model], top: keras.Model) -> keras.Model:
+    """Bottoms and top wired into one model, sharing their weights: the centralised twin."""
+    inputs, hs = [], []
+    for name, bottom in bottoms.items():
+        cats = keras.Input(bottom.inputs[0].shape[1:], dtype="int32", name=f"{name}_cats")
+        nums = keras.Input(bottom.inputs[1].shape[1:], dtype="float32", name=f"{name}_nums")
+        inputs += [cats, nums]
+        hs.append(bottom([cats, nums]))
+    return keras.Model(inputs, top(hs), name="central")
+
+
+def multitask_loss(labels: tf.Tensor, logits: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """`sum_t w_t * mean BCE_t` from logits; labels and logits are `[batch, num_tasks]`."""
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    return tf.reduce_sum(tf.reduce_mean(bce, axis=0) * weights)

@@ -1,0 +1,295 @@
+"""Split training: each party steps its own bottom; the label party steps the MMoE top.
+
+Per batch a feature party sends h_p (after optional clipping and noise); the label party computes
+the multi-task loss, steps its own variables and returns dL/dh_p (optionally noised); the feature
+party applies `tape.gradient(h_p, vars, output_gradients=g)`. Batch order comes from a seed every
+party shares, so no row indices travel. `train_central` trains the same composed model in one
+place, for the comparison a federation must win.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import keras
+import numpy as np
+import pyarrow as pa
+import tensorflow as tf
+
+from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.config import Config, PrivacyConfig
+from splitrec_core.features import FeatureMatrix, Transform
+from splitrec_core.io import atomic_path, write_json, write_parquet
+from splitrec_core.model import bottom_model, composed_model, multitask_loss, top_model
+
+EVAL_BATCH = 8192
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
+    """The row indices of each batch of an epoch; every party derives the same ones."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size]
+
+
+def eval_batches(n: int) -> Iterator[np.ndarray]:
+    """Consecutive row ranges for scoring."""
+    for start in range(0, n, EVAL_BATCH):
+        yield np.arange(start, min(n, start + EVAL_BATCH))
+
+
+def build_models(cfg: Config, transforms: dict[str, Transform]) -> tuple[dict[str, keras.Model], keras.Model]:
+    """Every party's bottom (label party first) and the top, seeded for reproducibility."""
+    keras.utils.set_random_seed(cfg.training.seed)
+    order = [cfg.label_party, *(p.name for p in cfg.feature_parties)]
+    bottoms = {
+        name: bottom_model(name, transforms[name].vocab_sizes(), len(transforms[name].numeric),
+                           cfg.model, cfg.privacy.clip_norm)
+        for name in order
+    }
+    return bottoms, top_model(order, len(cfg.tasks), cfg.model)
+
+
+class FeaturePartyTrainer:
+    """A feature party's bottom and optimizer; it sees only its own columns and the gradients."""
+
+    def __init__(self, bottom: keras.Model, learning_rate: float, privacy: PrivacyConfig) -> None:
+        self.bottom = bottom
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.privacy = privacy
+        self._noise = tf.random.Generator.from_non_deterministic_state()
+
+    @tf.function(reduce_retracing=True)
+    def forward(self, cats: tf.Tensor, nums: tf.Tensor) -> tf.Tensor:
+        """The embedding to send (clipped inside the bottom), plus Gaussian noise if configured."""
+        h = self.bottom([cats, nums], training=True)
+        if self.privacy.embedding_noise > 0:
+            h += self._noise.normal(tf.shape(h), stddev=self.privacy.embedding_noise)
+        return h
+
+    @tf.function(reduce_retracing=True)
+    def backward(self, cats: tf.Tensor, nums: tf.Tensor, grad: tf.Tensor) -> None:
+        """Back-propagate the received dL/dh through the bottom and step it."""
+        with tf.GradientTape() as tape:
+            h = self.bottom([cats, nums], training=True)
+        variables = self.bottom.trainable_variables
+        self.optimizer.apply(tape.gradient(h, variables, output_gradients=grad), variables)
+
+    @tf.function(reduce_retracing=True)
+    def embed(self, cats: tf.Tensor, nums: tf.Tensor) -> tf.Tensor:
+        """The embedding for scoring: no noise."""
+        return self.bottom([cats, nums], training=False)
+
+
+class LabelPartyTrainer:
+    """The label party's bottom, the MMoE top and one optimizer over both."""
+
+    def __init__(self, bottom: keras.Model, top: keras.Model, task_weights: list[float],
+                 learning_rate: float, privacy: PrivacyConfig) -> None:
+        self.bottom = bottom
+        self.top = top
+        self.weights = tf.constant(task_weights, tf.float32)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.privacy = privacy
+        self._noise = tf.random.Generator.from_non_deterministic_state()
+
+    @property
+    def variables(self) -> list[tf.Variable]:
+        """Trainable variables of the bottom and the top."""
+        return [*self.bottom.trainable_variables, *self.top.trainable_variables]
+
+    def loss_and_gradients(self, cats: tf.Tensor, nums: tf.Tensor, labels: tf.Tensor,
+                           received: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
+        """Loss, gradients for our variables, and dL/dh for each received embedding."""
+        with tf.GradientTape() as tape:
+            tape.watch(received)
+            h_own = self.bottom([cats, nums], training=True)
+            loss = multitask_loss(labels, self.top([h_own, *received], training=True), self.weights)
+        grads = tape.gradient(loss, [*self.variables, *received])
+        n = len(self.variables)
+        return loss, grads[:n], grads[n:]
+
+    @tf.function(reduce_retracing=True)
+    def step(self, cats: tf.Tensor, nums: tf.Tensor, labels: tf.Tensor,
+             received: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """Step our variables; return the loss and the (optionally noised) gradients to send."""
+        loss, grads, to_send = self.loss_and_gradients(cats, nums, labels, received)
+        self.optimizer.apply(grads, self.variables)
+        if self.privacy.gradient_noise > 0:
+            to_send = [g + self._noise.normal(tf.shape(g), stddev=self.privacy.gradient_noise)
+                       for g in to_send]
+        return loss, to_send
+
+    @tf.function(reduce_retracing=True)
+    def predict(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor]) -> tf.Tensor:
+        """Probabilities `[batch, num_tasks]`."""
+        h_own = self.bottom([cats, nums], training=False)
+        return tf.sigmoid(self.top([h_own, *received], training=False))
+
+
+def _label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
+    return np.stack([data.labels[t] for t in tasks], axis=1).astype(np.float32)
+
+
+def feature_loop(channel: Channel, trainer: FeaturePartyTrainer, train: FeatureMatrix,
+                 test: FeatureMatrix, leader: str, epochs: int, batch_size: int, seed: int) -> None:
+    """A feature party's whole training run, then its embeddings of the test rows."""
+    for epoch in range(epochs):
+        for rows in epoch_batches(len(train), batch_size, seed, epoch):
+            cats, nums = train.cats[rows], train.nums[rows]
+            h = trainer.forward(cats, nums)
+            channel.send(Kind.EMBEDDING, leader, array_table(h.numpy()))
+            grad = table_array(channel.recv(Kind.GRADIENT, leader))
+            trainer.backward(cats, nums, grad)
+    for rows in eval_batches(len(test)):
+        h = trainer.embed(test.cats[rows], test.nums[rows])
+        channel.send(Kind.EVAL_EMBEDDING, leader, array_table(h.numpy()))
+
+
+@dataclass
+class History:
+    """Mean training loss per epoch and wall time."""
+
+    loss: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatrix,
+               test: FeatureMatrix, followers: list[str], tasks: list[str], epochs: int,
+               batch_size: int, seed: int) -> tuple[History, np.ndarray]:
+    """The label party's whole training run; returns its history and test probabilities."""
+    labels = _label_matrix(train, tasks)
+    history = History()
+    for epoch in range(epochs):
+        start, losses = time.perf_counter(), []
+        for rows in epoch_batches(len(train), batch_size, seed, epoch):
+            received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]
+            loss, grads = trainer.step(train.cats[rows], train.nums[rows], labels[rows], received)
+            for follower, grad in zip(followers, grads, strict=True):
+                channel.send(Kind.GRADIENT, follower, array_table(grad.numpy()))
+            losses.append(float(loss))
+        history.loss.append(float(np.mean(losses)))
+        history.seconds.append(time.perf_counter() - start)
+    probabilities = []
+    for rows in eval_batches(len(test)):
+        received = [table_array(channel.recv(Kind.EVAL_EMBEDDING, f)) for f in followers]
+        probabilities.append(trainer.predict(test.cats[rows], test.nums[rows], received).numpy())
+    return history, np.concatenate(probabilities) if probabilities else np.zeros((0, len(tasks)))
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What training wrote and measured."""
+
+    models: dict[str, Path]
+    predictions: Path
+    history: Path
+    rows_per_s: float
+    channel: dict[str, dict[str, int]]
+
+
+def _write_predictions(positions: np.ndarray, probabilities: np.ndarray, tasks: list[str],
+                       path: Path) -> Path:
+    columns = {"position": positions} | {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
+    return write_parquet(pa.table(columns), path)
+
+
+def _read_party_data(features: dict[str, dict[str, Path]]) -> tuple[dict[str, FeatureMatrix], dict[str, FeatureMatrix]]:
+    train = {p: FeatureMatrix.read(f["train"]) for p, f in features.items()}
+    test = {p: FeatureMatrix.read(f["test"]) for p, f in features.items()}
+    return train, test
+
+
+def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dirs: dict[str, Path],
+                      hub: LocalHub | None = None) -> TrainResult:
+    """Train the split MMoE with every party on its own thread over a `LocalHub`.
+
+    `features[party]` names that party's `train`, `test` and `transform` files; each party's model
+    is written to `out_dirs[party]`, and the label party's test predictions beside its model.
+    """
+    hub = hub or LocalHub()
+    train, test = _read_party_data(features)
+    transforms = {p: Transform.load(f["transform"]) for p, f in features.items()}
+    bottoms, top = build_models(cfg, transforms)
+    label, followers = cfg.label_party, [p.name for p in cfg.feature_parties]
+    tasks = [t.name for t in cfg.tasks]
+    t = cfg.training
+    label_trainer = LabelPartyTrainer(bottoms[label], top, [w.weight for w in cfg.tasks],
+                                      t.learning_rate, cfg.privacy)
+    jobs: dict[str, Callable[[], object]] = {
+        label: partial(label_loop, hub.channel(label), label_trainer, train[label], test[label],
+                       followers, tasks, t.epochs, t.batch_size, t.seed),
+    }
+    for f in followers:
+        jobs[f] = partial(feature_loop, hub.channel(f),
+                          FeaturePartyTrainer(bottoms[f], t.learning_rate, cfg.privacy),
+                          train[f], test[f], label, t.epochs, t.batch_size, t.seed)
+    start = time.perf_counter()
+    history, probabilities = hub.run(jobs)[label]  # type: ignore[misc]
+    rows_per_s = t.epochs * len(train[label]) / (time.perf_counter() - start)
+    models = {p: _save(bottoms[p], out_dirs[p] / "bottom.keras") for p in bottoms}
+    models["top"] = _save(top, out_dirs[label] / "top.keras")
+    positions = FeatureMatrix.positions(features[label]["test"])
+    return TrainResult(
+        models=models,
+        predictions=_write_predictions(positions, probabilities, tasks,
+                                       out_dirs[label] / "predictions.parquet"),
+        history=write_json({"loss": history.loss, "seconds": history.seconds},
+                           out_dirs[label] / "history.json"),
+        rows_per_s=rows_per_s,
+        channel=hub.stats().as_dict(),
+    )
+
+
+def _save(model: keras.Model, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Path) -> TrainResult:
+    """Train the same composed model on all columns in one place (the pooled-data baseline)."""
+    train, test = _read_party_data(features)
+    transforms = {p: Transform.load(f["transform"]) for p, f in features.items()}
+    bottoms, top = build_models(cfg, transforms)
+    model = composed_model(bottoms, top)
+    tasks = [t.name for t in cfg.tasks]
+    weights = tf.constant([t.weight for t in cfg.tasks], tf.float32)
+    optimizer = keras.optimizers.Adam(cfg.training.learning_rate)
+    label = cfg.label_party
+
+    def inputs(data: dict[str, FeatureMatrix], rows: np.ndarray) -> list[np.ndarray]:
+        return [m for p in bottoms for m in (data[p].cats[rows], data[p].nums[rows])]
+
+    @tf.function(reduce_retracing=True)
+    def step(x: list[tf.Tensor], y: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            loss = multitask_loss(y, model(x, training=True), weights)
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+        return loss
+
+    labels = _label_matrix(train[label], tasks)
+    history, t = History(), cfg.training
+    start_all = time.perf_counter()
+    for epoch in range(t.epochs):
+        start, losses = time.perf_counter(), []
+        for rows in epoch_batches(len(train[label]), t.batch_size, t.seed, epoch):
+            losses.append(float(step(inputs(train, rows), labels[rows])))
+        history.loss.append(float(np.mean(losses)))
+        history.seconds.append(time.perf_counter() - start)
+    rows_per_s = t.epochs * len(train[label]) / (time.perf_counter() - start_all)
+    predict = tf.function(lambda x: tf.sigmoid(model(x, training=False)), reduce_retracing=True)
+    probabilities = np.concatenate(
+        [predict(inputs(test, rows)).numpy() for rows in eval_batches(len(test[label]))])
+    positions = FeatureMatrix.positions(features[label]["test"])
+    return TrainResult(
+        models={"central": _save(model, out_dir / "central.keras")},
+        predictions=_write_predictions(positions, probabilities, tasks, out_dir / "predictions.parquet"),
+        history=write_json({"loss": history.loss, "seconds": history.seconds}, out_dir / "history.json"),
+        rows_per_s=rows_per_s,
+        channel={},
+    )
