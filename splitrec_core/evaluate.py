@@ -32,3 +32,22 @@ def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str,
     if not np.array_equal(predicted.column("position").to_numpy(), FeatureMatrix.positions(label_test)):
         raise ValueError(f"{predictions}: rows do not line up with the test labels in {label_test}")
     return {t: task_metrics(truth.labels[t], predicted.column(f"p:{t}").to_numpy()) for t in tasks}
+
+
+def build_report(
+    tasks: dict[str, dict[str, float]], intersection: int, train_rows: int, test_rows: int,
+    channel: dict[str, dict[str, int]], rows_per_s: float,
+    central: dict[str, dict[str, float]] | None = None,
+) -> dict[str, object]:
+    """The run's `metrics.json`: per-task test metrics, sizes, traffic per message kind."""
+    report: dict[str, object] = {
+        "tasks": tasks,
+        "psi": {"intersection": intersection},
+        "rows": {"train": train_rows, "test": test_rows},
+        "channel": channel,
+        "training": {"rows_per_s": rows_per_s},
+    }
+    if central is not None:
+        report["central"] = central
+        report["gap"] = {t: tasks[t]["auc"] - central[t]["auc"] for t in tasks}
+    return report

@@ -22,10 +22,12 @@ ID = "id"
 
 @dataclass(frozen=True)
 class ValidatedParty:
-    """Where a party's checked data went: its IDs alone (for PSI) and its typed columns."""
+    """Where a party's checked data went: its IDs alone (for PSI), its typed columns, and at the
+    label party the train/test split alone (so a feature change does not re-run PSI)."""
 
     ids: Path
     table: Path
+    split: Path | None
     rows: int
 
 
@@ -141,8 +143,12 @@ def validate_party(
 
     table = pa.Table.from_pandas(pd.DataFrame(typed), preserve_index=False)
     id_table = pa.table({ID: pa.array(ids.tolist(), pa.string())})
+    split_file = None
+    if party.split_column:
+        split_file = write_parquet(pa.table({"split": typed["split"].tolist()}), out_dir / "split.parquet")
     return ValidatedParty(
         ids=write_parquet(id_table, out_dir / "ids.parquet"),
         table=write_parquet(table, out_dir / "validated.parquet"),
+        split=split_file,
         rows=len(raw),
     )

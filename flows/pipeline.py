@@ -1,0 +1,53 @@
+"""The training pipeline as one Prefect flow: validate → align → features → train → evaluate → export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from splitrec_core.config import load_config
+from tasks.align import align_ids
+from tasks.evaluate import evaluate_run
+from tasks.export import export_model
+from tasks.features import build_party_features
+from tasks.train import train_centralized, train_split
+from tasks.validate import validate_input
+
+
+@flow(name="train_pipeline", log_prints=True)
+def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/census",
+                   centralized: bool = False) -> str:
+    """Align, engineer, train, evaluate and export; return the path of `report/metrics.json`."""
+    cfg = load_config(Path(config_path))
+    raw, root, label = cfg.model_dump(mode="json"), Path(workdir).resolve(), cfg.label_party
+
+    # 1. Every party checks its own input, concurrently
+    checks = {p.name: validate_input.submit(raw, p.name, cfg.party_file(p, root), root)
+              for p in cfg.parties}
+    validated = {name: future.result() for name, future in checks.items()}
+
+    # 2. All parties align their IDs with PSI; the label party shares the train/test flag
+    alignment = align_ids(raw, {n: v["ids"] for n, v in validated.items()},
+                          validated[label]["split"], root)
+
+    # 3. Every party fits its features on its own training rows, concurrently
+    builds = {n: build_party_features.submit(raw, n, validated[n]["table"],
+                                             alignment["files"][n], root)
+              for n in validated}
+    features = {name: future.result() for name, future in builds.items()}
+
+    # 4. Split training (and, on request, the centralised baseline)
+    training = train_split(raw, features, root)
+    central = train_centralized(raw, features, root) if centralized else None
+
+    # 5. Evaluate every task on the test rows
+    report = evaluate_run(raw, features[label]["test"], alignment, training, root, central)
+
+    # 6. Every party exports its own part, concurrently
+    exports = [export_model.submit(raw, n, training["models"][n], features[n]["transform"], root,
+                                   training["models"]["top"] if n == label else None)
+               for n in features]
+    for future in exports:
+        future.result()
+    return str(report)

@@ -1,0 +1,84 @@
+"""Cache keys from content: the bytes of the files a task reads, the core library's source, inputs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.context import TaskRunContext
+
+import splitrec_core
+
+_BLOCK = 1 << 20
+
+
+def _paths(value: Any) -> Iterator[Path]:
+    if isinstance(value, Path):
+        yield value
+    elif isinstance(value, dict):
+        for key in sorted(value, key=str):
+            yield from _paths(value[key])
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _paths(item)
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    digest.update(str(path).encode())
+    if path.is_dir():
+        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+            _hash_file(digest, child)
+        return
+    if not path.exists():
+        digest.update(b"<missing>")
+        return
+    with path.open("rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+
+
+@dataclass
+class FileContent(CachePolicy):
+    """Key on the bytes of every file named by a `Path` in the task's inputs (also inside
+    dicts and lists), except inputs listed in `skip` (e.g. the output folder)."""
+
+    skip: tuple[str, ...] = field(default=("workdir",))
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        """Hash the named files' bytes in a stable order."""
+        digest = hashlib.sha256()
+        for name in sorted(inputs or {}):
+            if name not in self.skip:
+                for path in _paths(inputs[name]):
+                    _hash_file(digest, path)
+        return digest.hexdigest()
+
+
+@cache
+def _core_source_digest() -> str:
+    digest = hashlib.sha256()
+    root = Path(splitrec_core.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass
+class CoreSource(CachePolicy):
+    """Key on the source of `splitrec_core`, since each task is a thin wrapper over it."""
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        """The digest of every core module's source."""
+        return _core_source_digest()
+
+
+#: The policy of every pipeline task: unchanged files, code and parameters mean a cache hit.
+CONTENT = FileContent() + CoreSource() + TASK_SOURCE + INPUTS

@@ -1,0 +1,20 @@
+"""Prefect task: export one party's trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from splitrec_core.config import parse_config
+from splitrec_core.export import export_party
+from splitrec_core.workspace import Workspace
+from tasks._common import TASK_OPTIONS
+
+
+@task(name="export", task_run_name="export-{party}", **TASK_OPTIONS)
+def export_model(cfg: dict, party: str, bottom: Path, transform: Path, workdir: Path,
+                 top: Path | None = None) -> Path:
+    """Write the party's SavedModel, transform and manifest (and the top at the label party)."""
+    return export_party(parse_config(cfg), party, bottom, transform,
+                        Workspace(workdir).export(party), top)

@@ -1,0 +1,33 @@
+"""Prefect tasks: split training across the parties, and the centralised baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from splitrec_core.config import parse_config
+from splitrec_core.train import TrainResult, train_central, train_split_local
+from splitrec_core.workspace import Workspace
+from tasks._common import TASK_OPTIONS
+
+
+def _summary(result: TrainResult) -> dict[str, Any]:
+    return {"models": result.models, "predictions": result.predictions,
+            "history": result.history, "rows_per_s": result.rows_per_s,
+            "channel": result.channel}
+
+
+@task(name="train_split_mmoe", **TASK_OPTIONS)
+def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
+    """Train the split MMoE; each party's model goes to its own workspace."""
+    config = parse_config(cfg)
+    space = Workspace(workdir)
+    return _summary(train_split_local(config, features, {p: space.trained(p) for p in features}))
+
+
+@task(name="train_centralized", **TASK_OPTIONS)
+def train_centralized(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
+    """Train the same model on all columns pooled: the baseline the split model is held to."""
+    return _summary(train_central(parse_config(cfg), features, Workspace(workdir).central))

@@ -1,0 +1,86 @@
+"""Shared fixtures: an isolated Prefect API and result store per session, synthetic parties."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before Prefect is imported: results and the test database go to a fresh folder per session.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="splitrec-tests-"))
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_SESSION_DIR / "results")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from splitrec_core.config import Config, load_config  # noqa: E402
+from splitrec_core.datasets.synthetic import make_people, write_parties  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SYNTHETIC_TOML = REPO / "data" / "synthetic.toml"
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One throwaway Prefect API for the whole session (starting one costs ~15 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def synthetic_cfg() -> Config:
+    """The synthetic three-party config from `data/synthetic.toml`."""
+    return load_config(SYNTHETIC_TOML)
+
+
+@pytest.fixture
+def synthetic_run(tmp_path: Path) -> Path:
+    """A workdir whose `data/` holds three synthetic party CSVs (3,000 people)."""
+    write_parties(make_people(3000, seed=0), tmp_path / "data")
+    return tmp_path
+
+
+def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, dict[str, Path]]:
+    """Validate, align and engineer every party's features with the core library (no Prefect)."""
+    from splitrec_core.align import align_local
+    from splitrec_core.features import build_features
+    from splitrec_core.validate import validate_party
+    from splitrec_core.workspace import Workspace
+
+    space = Workspace(run)
+    validated = {
+        p.name: validate_party(p, cfg.party_file(p, run), space.validated(p.name),
+                               cfg.tasks if p.name == cfg.label_party else None)
+        for p in cfg.parties
+    }
+    alignment = align_local({n: v.ids for n, v in validated.items()},
+                            validated[cfg.label_party].split, cfg.label_party,
+                            {n: space.aligned(n) for n in validated}, cfg.psi.domain, hub=hub)
+    features = {}
+    for party in cfg.parties:
+        out = build_features(party, validated[party.name].table, alignment.files[party.name],
+                             space.features(party.name))
+        features[party.name] = {"train": out.train, "test": out.test, "transform": out.transform}
+    return features
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory):
+    """Synthetic parties trained once, split (with every payload recorded) and central."""
+    from splitrec_core.channel import LocalHub
+    from splitrec_core.train import train_central, train_split_local
+    from splitrec_core.workspace import Workspace
+
+    run = tmp_path_factory.mktemp("train")
+    write_parties(make_people(6000, seed=5), run / "data")
+    cfg = load_config(SYNTHETIC_TOML)
+    hub = LocalHub(record=True)
+    features = prepare_features(cfg, run, hub)
+    space = Workspace(run)
+    split = train_split_local(cfg, features, {p: space.trained(p) for p in features}, hub)
+    central = train_central(cfg, features, space.central)
+    return cfg, run, hub, features, split, central

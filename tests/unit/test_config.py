@@ -1,0 +1,65 @@
+"""Config parsing: good configs load, bad keys and unknown names are named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from splitrec_core.config import load_config, parse_config
+from splitrec_core.errors import InputError
+from tests.conftest import REPO, SYNTHETIC_TOML
+
+
+def _raw() -> dict:
+    import tomllib
+
+    return tomllib.loads(SYNTHETIC_TOML.read_text())
+
+
+def test_shipped_configs_load():
+    # Execute
+    census = load_config(REPO / "data" / "census.toml")
+    synthetic = load_config(SYNTHETIC_TOML)
+
+    # Assert
+    assert [p.name for p in census.parties] == ["advertiser", "media", "bank"]
+    assert census.label.split_column == "split"
+    assert [t.name for t in census.tasks] == ["income_50k", "never_married"]
+    assert [p.name for p in synthetic.feature_parties] == ["bank", "media"]
+
+
+def test_unknown_label_party_is_named():
+    raw = _raw() | {"label_party": "retailer"}
+    with pytest.raises(InputError, match="label_party 'retailer' is not one of the parties"):
+        parse_config(raw)
+
+
+def test_unknown_key_is_named():
+    raw = _raw()
+    raw["model"] = raw["model"] | {"num_expert": 3}
+    with pytest.raises(InputError, match=r"key 'model.num_expert': Extra inputs are not permitted"):
+        parse_config(raw)
+
+
+def test_wrong_type_is_named():
+    raw = _raw()
+    raw["training"] = raw["training"] | {"epochs": "many"}
+    with pytest.raises(InputError, match=r"key 'training.epochs'"):
+        parse_config(raw)
+
+
+def test_column_declared_twice_is_rejected():
+    raw = _raw()
+    raw["parties"][1]["numeric"] = ["balance", "product"]
+    with pytest.raises(InputError, match="column 'product' is declared twice in party 'bank'"):
+        parse_config(raw)
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [unclosed")
+    with pytest.raises(InputError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    with pytest.raises(InputError, match="not valid TOML"):
+        load_config(bad)

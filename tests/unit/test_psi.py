@@ -1,0 +1,121 @@
+"""ECDH PSI over X25519: exact intersections, one common order, nothing but points on the wire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from nacl.bindings import crypto_scalarmult
+from nacl.utils import random as random_bytes
+
+from splitrec_core.align import align_local
+from splitrec_core.channel import Kind, LocalHub
+from splitrec_core.errors import InputError
+from splitrec_core.psi import blind, hash_to_points
+
+
+def _write_ids(folder: Path, name: str, ids: list[str]) -> Path:
+    path = folder / f"{name}.ids.parquet"
+    pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), path)
+    return path
+
+
+def _align(tmp_path: Path, sets: dict[str, list[str]], hub: LocalHub | None = None):
+    """Align `sets` (first = label party); return each party's IDs in the common order."""
+    label = next(iter(sets))
+    ids = {name: _write_ids(tmp_path, name, values) for name, values in sets.items()}
+    split = tmp_path / "split.parquet"
+    pq.write_table(pa.table({"split": ["train"] * len(sets[label])}), split)
+    out = {name: tmp_path / name / "aligned.parquet" for name in sets}
+    result = align_local(ids, split, label, out, domain="test-run", chunk_size=7, hub=hub)
+    ordered = {}
+    for name, values in sets.items():
+        rows = pq.read_table(out[name]).column("row").to_numpy()
+        ordered[name] = [values[r] for r in rows]
+    return result, ordered
+
+
+def test_blinding_commutes():
+    # Prepare
+    points = hash_to_points(["alice", "bob"], "d")
+    a, b = random_bytes(32), random_bytes(32)
+
+    # Execute / Assert
+    assert blind(blind(points, a), b) == blind(blind(points, b), a)
+    assert blind(points, a)[0] == crypto_scalarmult(a, points[0])
+    assert hash_to_points(["alice"], "d") != hash_to_points(["alice"], "other-domain")
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"a": ["1", "2", "3", "4"], "b": ["3", "4", "5"]},
+        {"a": [f"u{i}" for i in range(50)], "b": [f"u{i}" for i in range(50)][::-1]},
+        {"a": ["zoë", "Zoë", "李雷", "😀", "x"], "b": ["李雷", "zoë", "y", "😀"]},
+        {"a": [str(i) for i in range(40)], "b": [str(i) for i in range(10, 60)],
+         "c": [str(i) for i in range(0, 80, 2)]},
+    ],
+    ids=["two-parties", "full-overlap", "unicode", "three-parties"],
+)
+def test_intersection_is_exact_and_in_one_order(tmp_path: Path, sets: dict[str, list[str]]):
+    # Execute
+    result, ordered = _align(tmp_path, sets)
+
+    # Assert
+    expected = set.intersection(*(set(v) for v in sets.values()))
+    label = next(iter(sets))
+    assert set(ordered[label]) == expected
+    assert result.intersection == len(expected)
+    for name in sets:
+        assert ordered[name] == ordered[label], f"{name} is not in the common order"
+
+
+def test_empty_intersection_fails_every_party_clearly(tmp_path: Path):
+    with pytest.raises(InputError, match="empty intersection: no ID is held by all of"):
+        _align(tmp_path, {"a": ["1", "2"], "b": ["3"], "c": ["1"]})
+    assert not (tmp_path / "a" / "aligned.parquet").exists()
+
+
+def test_only_points_cross_and_are_counted(tmp_path: Path):
+    # Prepare
+    hub = LocalHub(record=True)
+    sets = {"a": [f"secret-id-{i}" for i in range(30)], "b": [f"secret-id-{i}" for i in range(20, 45)]}
+
+    # Execute
+    result, _ = _align(tmp_path, sets, hub)
+
+    # Assert: message counts per kind, and no raw ID in any payload
+    messages = result.channel
+    assert messages["psi_blinded"]["messages"] == 2
+    assert messages["psi_double_blinded"]["messages"] == 1
+    assert messages["psi_positions"]["messages"] == 1
+    assert messages["split_mask"]["messages"] == 1
+    assert messages["psi_blinded"]["bytes"] > 32 * (30 + 25)
+    payload = b"".join(p for *_, p in hub.recorded)
+    assert not any(i.encode() in payload for i in sets["a"] + sets["b"])
+    assert {k for k, *_ in hub.recorded} <= set(Kind)
+
+
+def test_blinded_lists_are_shuffled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Prepare: pin the scalar so the test can compute what an unshuffled list would be
+    import splitrec_core.psi as psi
+
+    scalar = b"\x01" * 32
+    monkeypatch.setattr(psi, "random_bytes", lambda size: scalar)
+    hub = LocalHub(record=True)
+    ids = [f"id-{i:03d}" for i in range(200)]
+
+    # Execute
+    _align(tmp_path, {"a": ids, "b": ids[::-1]}, hub)
+
+    # Assert: each party sent exactly its blinded IDs, but not in its own row order
+    for name, own in (("a", ids), ("b", ids[::-1])):
+        sent = next(p for k, frm, _, p in hub.recorded if k == Kind.PSI_BLINDED and frm == name)
+        values = pa.ipc.open_stream(sent).read_all().column("value").to_pylist()
+        points = [bytes(v) for v in values]
+        in_row_order = blind(hash_to_points(own, "test-run"), scalar)
+        assert sorted(points) == sorted(in_row_order)
+        assert points != in_row_order

@@ -1,0 +1,93 @@
+"""Bad input gets one clear error naming file, column and problem, and nothing is overwritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from splitrec_core.config import Config
+from splitrec_core.errors import InputError
+from splitrec_core.validate import validate_party
+
+
+def _edit(path: Path, change) -> None:
+    frame = pd.read_csv(path, dtype=str)
+    change(frame)
+    frame.to_csv(path, index=False)
+
+
+def _validate(cfg: Config, run: Path, name: str):
+    party = cfg.party(name)
+    tasks = cfg.tasks if name == cfg.label_party else None
+    return validate_party(party, cfg.party_file(party, run), run / "out" / name, tasks)
+
+
+def test_valid_party_is_typed(synthetic_cfg: Config, synthetic_run: Path):
+    # Execute
+    result = _validate(synthetic_cfg, synthetic_run, "advertiser")
+
+    # Assert
+    table = pq.read_table(result.table)
+    raw = pd.read_csv(synthetic_run / "data" / "advertiser.csv")
+    assert result.rows == len(raw) == table.num_rows
+    assert table.schema.field("age").type == "double"
+    assert table.column("label:income_50k").to_pylist() == raw["income_50k"].tolist()
+    assert pq.read_table(result.ids).column("id").to_pylist() == raw["user_id"].tolist()
+    assert pq.read_table(result.split).column("split").to_pylist() == raw["split"].tolist()
+
+
+def _set(column: str, row: int, value: object):
+    """An edit that puts `value` into one cell."""
+    def change(frame: pd.DataFrame) -> None:
+        frame[column] = frame[column].astype(object)
+        frame.loc[row, column] = value if not callable(value) else value(frame)
+    return change
+
+
+@pytest.mark.parametrize(
+    ("party", "change", "column", "problem"),
+    [
+        ("bank", _set("user_id", 5, lambda f: f.loc[3, "user_id"]),
+         "user_id", r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[3, 5\]"),
+        ("media", _set("user_id", 7, None), "user_id", r"null IDs in 1 row\(s\), e.g. row\(s\) \[7\]"),
+        ("bank", _set("balance", 2, "12,5k"),
+         "balance", r"non-numeric value '12,5k' in a numeric column, 1 row\(s\)"),
+        ("advertiser", _set("income_50k", 4, "2"), "income_50k", r"label '2' is outside \{0,1\}"),
+        ("advertiser", _set("split", 1, "holdout"), "split", r"split value 'holdout' is not one of"),
+        ("media", lambda f: f.pop("segment"), "segment", "declared column is missing"),
+    ],
+    ids=["duplicate-id", "null-id", "non-numeric", "label-outside-0-1", "bad-split", "missing-column"],
+)
+def test_bad_input_names_file_column_and_problem(synthetic_cfg, synthetic_run, party, change, column, problem):
+    # Prepare: a good earlier output exists, then the input goes bad
+    good = _validate(synthetic_cfg, synthetic_run, party)
+    before = good.table.read_bytes()
+    _edit(synthetic_cfg.party_file(synthetic_cfg.party(party), synthetic_run), change)
+
+    # Execute
+    with pytest.raises(InputError, match=problem) as caught:
+        _validate(synthetic_cfg, synthetic_run, party)
+
+    # Assert
+    assert caught.value.file.endswith(f"{party}.csv")
+    assert caught.value.column == column
+    assert good.table.read_bytes() == before, "an earlier output was replaced"
+    assert not list((synthetic_run / "out" / party).glob(".*")), "a temporary file was left behind"
+
+
+def test_missing_and_unreadable_files(synthetic_cfg: Config, synthetic_run: Path):
+    path = synthetic_cfg.party_file(synthetic_cfg.party("bank"), synthetic_run)
+    path.unlink()
+    with pytest.raises(InputError, match="file does not exist"):
+        _validate(synthetic_cfg, synthetic_run, "bank")
+
+    garbage = synthetic_run / "data" / "bank.parquet"
+    garbage.write_bytes(b"\x00not parquet at all" * 10)
+    cfg = synthetic_cfg.model_copy(update={"parties": [
+        p.model_copy(update={"file": "bank.parquet"}) if p.name == "bank" else p
+        for p in synthetic_cfg.parties]})
+    with pytest.raises(InputError, match="bank.parquet: file is unreadable"):
+        _validate(cfg, synthetic_run, "bank")
