@@ -96,7 +96,8 @@ def run(config: Path, workdir: Workdir = None,
 
 
 @app.command()
-def serve(config: Path = Path("data/census.toml"), workdir: Workdir = None,
+def serve(config: Annotated[Path, typer.Argument()] = Path("data/census.toml"),
+          workdir: Workdir = None,
           name: str = "retrain") -> None:
     """Serve the pipeline as a deployment on the config's cron schedule (trigger it from the UI)."""
     try:

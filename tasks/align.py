@@ -13,7 +13,7 @@ from splitrec_core.workspace import Workspace
 from tasks._common import TASK_OPTIONS
 
 
-@task(name="psi_align", **TASK_OPTIONS)
+@task(name="psi_align", task_run_name="psi_align", **TASK_OPTIONS)
 def align_ids(cfg: dict, ids: dict[str, Path], split: Path, workdir: Path) -> dict[str, Any]:
     """Intersect all parties' IDs and give each its rows in one common order."""
     config = parse_config(cfg)

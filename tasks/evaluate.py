@@ -16,7 +16,7 @@ from splitrec_core.workspace import Workspace
 from tasks._common import TASK_OPTIONS
 
 
-@task(name="evaluate", **TASK_OPTIONS)
+@task(name="evaluate", task_run_name="evaluate", **TASK_OPTIONS)
 def evaluate_run(cfg: dict, label_test: Path, alignment: dict[str, Any], training: dict[str, Any],
                  workdir: Path, central: dict[str, Any] | None = None) -> Path:
     """Write `report/metrics.json` and a metrics table artifact for the Prefect UI."""

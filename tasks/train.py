@@ -19,7 +19,7 @@ def _summary(result: TrainResult) -> dict[str, Any]:
             "channel": result.channel}
 
 
-@task(name="train_split_mmoe", **TASK_OPTIONS)
+@task(name="train_split_mmoe", task_run_name="train_split_mmoe", **TASK_OPTIONS)
 def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
     """Train the split MMoE; each party's model goes to its own workspace."""
     config = parse_config(cfg)
@@ -27,7 +27,7 @@ def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) 
     return _summary(train_split_local(config, features, {p: space.trained(p) for p in features}))
 
 
-@task(name="train_centralized", **TASK_OPTIONS)
+@task(name="train_centralized", task_run_name="train_centralized", **TASK_OPTIONS)
 def train_centralized(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
     """Train the same model on all columns pooled: the baseline the split model is held to."""
     return _summary(train_central(parse_config(cfg), features, Workspace(workdir).central))

@@ -1,0 +1,37 @@
+# splitrec: `make demo` sets everything up and runs the census pipeline; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+WORKDIR ?= runs/census
+
+.PHONY: install demo test test-fast ui clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Fetch census-income, split it into three parties, run the whole pipeline (with the central baseline).
+demo: install
+	$(BIN)/splitrec data census --workdir $(WORKDIR)
+	$(BIN)/splitrec run data/census.toml --workdir $(WORKDIR) --centralized
+
+## Every test, the census end-to-end run included.
+test: install
+	$(BIN)/python -m pytest
+
+## Unit tests only (synthetic data).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+## A local Prefect server with the UI at http://127.0.0.1:4200, serving the scheduled pipeline.
+ui: install
+	$(BIN)/splitrec data census --workdir $(WORKDIR)
+	VENV=$(VENV) WORKDIR=$(WORKDIR) bash deployments/ui.sh
+
+clean:
+	rm -rf runs

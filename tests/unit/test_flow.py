@@ -1,0 +1,117 @@
+"""The Prefect flow: a full run, an all-cached rerun, a partial rerun, and the CLI's error exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO, SYNTHETIC_TOML
+
+PARTY_STEPS = ("validate", "features", "export")
+
+
+def _run(workdir: Path) -> tuple[dict, dict[str, str]]:
+    """Run the flow; return the report and each task run's final state name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.pipeline import train_pipeline
+
+    state = train_pipeline(str(SYNTHETIC_TOML), str(workdir), return_state=True)
+    report = json.loads(Path(state.result()).read_text())
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    return report, {run.name: run.state.name for run in runs}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory, prefect_api):
+    from splitrec_core.datasets.synthetic import make_people, write_parties
+
+    workdir = tmp_path_factory.mktemp("flow")
+    write_parties(make_people(3000, seed=1), workdir / "data")
+    return workdir, *_run(workdir)
+
+
+def test_first_run_writes_the_report(first_run):
+    workdir, report, states = first_run
+    assert set(states.values()) == {"Completed"}
+    assert len(states) == 3 * len(PARTY_STEPS) + 3  # + psi_align, train_split_mmoe, evaluate
+    assert set(report["tasks"]) == {"income_50k", "never_married"}
+    assert report["tasks"]["income_50k"]["auc"] > 0.8
+    assert report["rows"]["train"] + report["rows"]["test"] == report["psi"]["intersection"]
+    assert 0.8 * 3000 < report["psi"]["intersection"] < 3000
+    assert {"psi_blinded", "psi_double_blinded", "psi_positions", "split_mask", "embedding",
+            "gradient", "eval_embedding"} == set(report["channel"])
+    assert all(v["bytes"] > 0 and v["messages"] > 0 for v in report["channel"].values())
+    for party in ("advertiser", "bank", "media"):
+        assert (workdir / "export" / party / "manifest.json").exists()
+
+
+def test_rerun_with_nothing_changed_is_all_cache_hits(first_run):
+    workdir, report, _ = first_run
+    rerun_report, states = _run(workdir)
+    assert set(states.values()) == {"Cached"}, states
+    assert rerun_report == report
+
+
+def test_changing_one_feature_party_reruns_only_what_depends_on_it(first_run):
+    # Prepare: change one feature value of the bank (IDs untouched)
+    workdir, _, _ = first_run
+    path = workdir / "data" / "bank.csv"
+    frame = pd.read_csv(path)
+    frame.loc[0, "balance"] = frame.loc[0, "balance"] + 1234.5
+    frame.to_csv(path, index=False)
+
+    # Execute
+    _, states = _run(workdir)
+
+    # Assert
+    reran = {name for name, state in states.items() if state == "Completed"}
+    assert reran == {"validate-bank", "features-bank", "train_split_mmoe", "evaluate",
+                     "export-advertiser", "export-bank", "export-media"}
+    assert {n for n, s in states.items() if s == "Cached"} == {
+        "validate-advertiser", "validate-media", "psi_align", "features-advertiser",
+        "features-media"}
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run `splitrec` in a fresh process with its own Prefect home (and ephemeral API)."""
+    env = os.environ | {"PREFECT_HOME": str(home)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_reports_bad_input_and_exits_2(tmp_path: Path):
+    # Prepare: a party file with a duplicate ID, and a config naming an unknown label party
+    from splitrec_core.datasets.synthetic import make_people, write_parties
+
+    write_parties(make_people(500, seed=2), tmp_path / "data")
+    media = tmp_path / "data" / "media.csv"
+    frame = pd.read_csv(media)
+    frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
+    frame.to_csv(media, index=False)
+    bad_config = tmp_path / "bad.toml"
+    bad_config.write_text(SYNTHETIC_TOML.read_text().replace('label_party = "advertiser"',
+                                                             'label_party = "retailer"'))
+
+    # Execute
+    duplicate = _cli("run", str(SYNTHETIC_TOML), "--workdir", str(tmp_path), home=tmp_path / "prefect")
+    unknown = _cli("run", str(bad_config), "--workdir", str(tmp_path), home=tmp_path / "prefect")
+
+    # Assert
+    assert duplicate.returncode == 2, duplicate.stderr[-2000:]
+    assert f"error: {media}, column 'user_id': duplicate IDs in 2 row(s)" in duplicate.stderr
+    assert "Traceback" not in duplicate.stderr + duplicate.stdout
+    assert not (tmp_path / "parties" / "media" / "validated").exists()
+    assert unknown.returncode == 2
+    assert "label_party 'retailer' is not one of the parties" in unknown.stderr
+    assert "Traceback" not in unknown.stderr + unknown.stdout
