@@ -157,6 +157,11 @@ class History:
     loss: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
 
+    def record(self, losses: list[float], started: float) -> None:
+        """Close an epoch that began at `time.perf_counter()` value `started`."""
+        self.loss.append(float(np.mean(losses)))
+        self.seconds.append(time.perf_counter() - started)
+
 
 def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatrix,
                test: FeatureMatrix, followers: list[str], tasks: list[str], epochs: int,
@@ -172,8 +177,7 @@ def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatri
             for follower, grad in zip(followers, grads, strict=True):
                 channel.send(Kind.GRADIENT, follower, array_table(grad.numpy()))
             losses.append(float(loss))
-        history.loss.append(float(np.mean(losses)))
-        history.seconds.append(time.perf_counter() - start)
+        history.record(losses, start)
     probabilities = []
     for rows in eval_batches(len(test)):
         received = [table_array(channel.recv(Kind.EVAL_EMBEDDING, f)) for f in followers]
@@ -192,16 +196,44 @@ class TrainResult:
     channel: dict[str, dict[str, int]]
 
 
-def _write_predictions(positions: np.ndarray, probabilities: np.ndarray, tasks: list[str],
-                       path: Path) -> Path:
-    columns = {"position": positions} | {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
-    return write_parquet(pa.table(columns), path)
+@dataclass(frozen=True)
+class _Run:
+    """Everything both trainers start from: each party's matrices and freshly seeded models."""
+
+    train: dict[str, FeatureMatrix]
+    test: dict[str, FeatureMatrix]
+    bottoms: dict[str, keras.Model]
+    top: keras.Model
+
+    @classmethod
+    def load(cls, cfg: Config, features: dict[str, dict[str, Path]]) -> _Run:
+        transforms = {p: Transform.load(f["transform"]) for p, f in features.items()}
+        return cls({p: FeatureMatrix.read(f["train"]) for p, f in features.items()},
+                   {p: FeatureMatrix.read(f["test"]) for p, f in features.items()},
+                   *build_models(cfg, transforms))
 
 
-def _read_party_data(features: dict[str, dict[str, Path]]) -> tuple[dict[str, FeatureMatrix], dict[str, FeatureMatrix]]:
-    train = {p: FeatureMatrix.read(f["train"]) for p, f in features.items()}
-    test = {p: FeatureMatrix.read(f["test"]) for p, f in features.items()}
-    return train, test
+def _finish(cfg: Config, label_test: Path, probabilities: np.ndarray, history: History,
+            rows_per_s: float, models: dict[str, Path], channel: dict[str, dict[str, int]],
+            out_dir: Path) -> TrainResult:
+    """Write test predictions (in common-position order) and the loss history."""
+    tasks = [t.name for t in cfg.tasks]
+    columns = {"position": FeatureMatrix.positions(label_test)}
+    columns |= {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
+    return TrainResult(
+        models=models,
+        predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
+        history=write_json({"loss": history.loss, "seconds": history.seconds},
+                           out_dir / "history.json"),
+        rows_per_s=rows_per_s,
+        channel=channel,
+    )
+
+
+def _save(model: keras.Model, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
 
 
 def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dirs: dict[str, Path],
@@ -212,58 +244,39 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     is written to `out_dirs[party]`, and the label party's test predictions beside its model.
     """
     hub = hub or LocalHub()
-    train, test = _read_party_data(features)
-    transforms = {p: Transform.load(f["transform"]) for p, f in features.items()}
-    bottoms, top = build_models(cfg, transforms)
+    run = _Run.load(cfg, features)
     label, followers = cfg.label_party, [p.name for p in cfg.feature_parties]
-    tasks = [t.name for t in cfg.tasks]
     t = cfg.training
-    label_trainer = LabelPartyTrainer(bottoms[label], top, [w.weight for w in cfg.tasks],
+    label_trainer = LabelPartyTrainer(run.bottoms[label], run.top, [w.weight for w in cfg.tasks],
                                       t.learning_rate, cfg.privacy)
     jobs: dict[str, Callable[[], object]] = {
-        label: partial(label_loop, hub.channel(label), label_trainer, train[label], test[label],
-                       followers, tasks, t.epochs, t.batch_size, t.seed),
+        label: partial(label_loop, hub.channel(label), label_trainer, run.train[label],
+                       run.test[label], followers, [w.name for w in cfg.tasks], t.epochs,
+                       t.batch_size, t.seed),
     }
     for f in followers:
         jobs[f] = partial(feature_loop, hub.channel(f),
-                          FeaturePartyTrainer(bottoms[f], t.learning_rate, cfg.privacy),
-                          train[f], test[f], label, t.epochs, t.batch_size, t.seed)
+                          FeaturePartyTrainer(run.bottoms[f], t.learning_rate, cfg.privacy),
+                          run.train[f], run.test[f], label, t.epochs, t.batch_size, t.seed)
     start = time.perf_counter()
     history, probabilities = hub.run(jobs)[label]  # type: ignore[misc]
-    rows_per_s = t.epochs * len(train[label]) / (time.perf_counter() - start)
-    models = {p: _save(bottoms[p], out_dirs[p] / "bottom.keras") for p in bottoms}
-    models["top"] = _save(top, out_dirs[label] / "top.keras")
-    positions = FeatureMatrix.positions(features[label]["test"])
-    return TrainResult(
-        models=models,
-        predictions=_write_predictions(positions, probabilities, tasks,
-                                       out_dirs[label] / "predictions.parquet"),
-        history=write_json({"loss": history.loss, "seconds": history.seconds},
-                           out_dirs[label] / "history.json"),
-        rows_per_s=rows_per_s,
-        channel=hub.stats().as_dict(),
-    )
-
-
-def _save(model: keras.Model, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-    return path
+    rows_per_s = t.epochs * len(run.train[label]) / (time.perf_counter() - start)
+    models = {p: _save(run.bottoms[p], out_dirs[p] / "bottom.keras") for p in run.bottoms}
+    models["top"] = _save(run.top, out_dirs[label] / "top.keras")
+    return _finish(cfg, features[label]["test"], probabilities, history, rows_per_s, models,
+                   hub.stats().as_dict(), out_dirs[label])
 
 
 def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Path) -> TrainResult:
     """Train the same composed model on all columns in one place (the pooled-data baseline)."""
-    train, test = _read_party_data(features)
-    transforms = {p: Transform.load(f["transform"]) for p, f in features.items()}
-    bottoms, top = build_models(cfg, transforms)
-    model = composed_model(bottoms, top)
-    tasks = [t.name for t in cfg.tasks]
+    run = _Run.load(cfg, features)
+    model = composed_model(run.bottoms, run.top)
     weights = tf.constant([t.weight for t in cfg.tasks], tf.float32)
     optimizer = keras.optimizers.Adam(cfg.training.learning_rate)
     label = cfg.label_party
 
     def inputs(data: dict[str, FeatureMatrix], rows: np.ndarray) -> list[np.ndarray]:
-        return [m for p in bottoms for m in (data[p].cats[rows], data[p].nums[rows])]
+        return [m for p in run.bottoms for m in (data[p].cats[rows], data[p].nums[rows])]
 
     @tf.function(reduce_retracing=True)
     def step(x: list[tf.Tensor], y: tf.Tensor) -> tf.Tensor:
@@ -272,24 +285,17 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
         return loss
 
-    labels = _label_matrix(train[label], tasks)
+    labels = _label_matrix(run.train[label], [t.name for t in cfg.tasks])
     history, t = History(), cfg.training
     start_all = time.perf_counter()
     for epoch in range(t.epochs):
         start, losses = time.perf_counter(), []
-        for rows in epoch_batches(len(train[label]), t.batch_size, t.seed, epoch):
-            losses.append(float(step(inputs(train, rows), labels[rows])))
-        history.loss.append(float(np.mean(losses)))
-        history.seconds.append(time.perf_counter() - start)
-    rows_per_s = t.epochs * len(train[label]) / (time.perf_counter() - start_all)
+        for rows in epoch_batches(len(labels), t.batch_size, t.seed, epoch):
+            losses.append(float(step(inputs(run.train, rows), labels[rows])))
+        history.record(losses, start)
+    rows_per_s = t.epochs * len(labels) / (time.perf_counter() - start_all)
     predict = tf.function(lambda x: tf.sigmoid(model(x, training=False)), reduce_retracing=True)
     probabilities = np.concatenate(
-        [predict(inputs(test, rows)).numpy() for rows in eval_batches(len(test[label]))])
-    positions = FeatureMatrix.positions(features[label]["test"])
-    return TrainResult(
-        models={"central": _save(model, out_dir / "central.keras")},
-        predictions=_write_predictions(positions, probabilities, tasks, out_dir / "predictions.parquet"),
-        history=write_json({"loss": history.loss, "seconds": history.seconds}, out_dir / "history.json"),
-        rows_per_s=rows_per_s,
-        channel={},
-    )
+        [predict(inputs(run.test, rows)).numpy() for rows in eval_batches(len(run.test[label]))])
+    return _finish(cfg, features[label]["test"], probabilities, history, rows_per_s,
+                   {"central": _save(model, out_dir / "central.keras")}, {}, out_dir)

@@ -1,4 +1,4 @@
-"""Prefect task: export one party's trained model."""
+"""Prefect task: export one party's trained model (TensorFlow loads only when it runs)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from prefect import task
 
 from splitrec_core.config import parse_config
-from splitrec_core.export import export_party
 from splitrec_core.workspace import Workspace
 from tasks._common import TASK_OPTIONS
 
@@ -16,5 +15,7 @@ from tasks._common import TASK_OPTIONS
 def export_model(cfg: dict, party: str, bottom: Path, transform: Path, workdir: Path,
                  top: Path | None = None) -> Path:
     """Write the party's SavedModel, transform and manifest (and the top at the label party)."""
+    from splitrec_core.export import export_party
+
     return export_party(parse_config(cfg), party, bottom, transform,
                         Workspace(workdir).export(party), top)

@@ -1,16 +1,21 @@
-"""Prefect tasks: split training across the parties, and the centralised baseline."""
+"""Prefect tasks: split training across the parties, and the centralised baseline.
+
+TensorFlow is imported inside the task bodies, so a fully cached rerun never pays for loading it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
 from splitrec_core.config import parse_config
-from splitrec_core.train import TrainResult, train_central, train_split_local
 from splitrec_core.workspace import Workspace
 from tasks._common import TASK_OPTIONS
+
+if TYPE_CHECKING:
+    from splitrec_core.train import TrainResult
 
 
 def _summary(result: TrainResult) -> dict[str, Any]:
@@ -22,12 +27,16 @@ def _summary(result: TrainResult) -> dict[str, Any]:
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **TASK_OPTIONS)
 def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
     """Train the split MMoE; each party's model goes to its own workspace."""
-    config = parse_config(cfg)
+    from splitrec_core.train import train_split_local
+
     space = Workspace(workdir)
-    return _summary(train_split_local(config, features, {p: space.trained(p) for p in features}))
+    return _summary(train_split_local(parse_config(cfg), features,
+                                      {p: space.trained(p) for p in features}))
 
 
 @task(name="train_centralized", task_run_name="train_centralized", **TASK_OPTIONS)
 def train_centralized(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
     """Train the same model on all columns pooled: the baseline the split model is held to."""
+    from splitrec_core.train import train_central
+
     return _summary(train_central(parse_config(cfg), features, Workspace(workdir).central))
