@@ -55,6 +55,9 @@ def label_side(
     rows = run_leader(channel, _read_ids(ids_file), followers, domain, chunk_size)
     split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
     is_train = split[rows] == "train"
+    for name, count in (("training", is_train.sum()), ("test", (~is_train).sum())):
+        if count == 0:
+            raise InputError(split_file, "split", f"no {name} rows among the {len(rows)} shared IDs")
     for follower in followers:
         channel.send(Kind.SPLIT_MASK, follower, array_table(is_train))
     return _write_aligned(rows, is_train, out)

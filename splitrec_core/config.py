@@ -32,6 +32,8 @@ class PartyConfig(_Strict):
 
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> PartyConfig:
+        if not self.feature_columns:
+            raise ValueError(f"party '{self.name}' declares no feature columns (categorical or numeric)")
         seen: set[str] = set()
         for column in [self.id_column, *self.feature_columns]:
             if column in seen:

@@ -56,6 +56,13 @@ def test_column_declared_twice_is_rejected():
         parse_config(raw)
 
 
+def test_party_without_feature_columns_is_rejected():
+    raw = _raw()
+    raw["parties"][2] = raw["parties"][2] | {"categorical": [], "numeric": []}
+    with pytest.raises(InputError, match="party 'media' declares no feature columns"):
+        parse_config(raw)
+
+
 def test_missing_and_malformed_files(tmp_path: Path):
     bad = tmp_path / "bad.toml"
     bad.write_text("name = [unclosed")

@@ -23,12 +23,13 @@ def _write_ids(folder: Path, name: str, ids: list[str]) -> Path:
     return path
 
 
-def _align(tmp_path: Path, sets: dict[str, list[str]], hub: LocalHub | None = None):
+def _align(tmp_path: Path, sets: dict[str, list[str]], hub: LocalHub | None = None,
+           split_of=lambda i: "test" if i % 3 == 0 else "train"):
     """Align `sets` (first = label party); return each party's IDs in the common order."""
     label = next(iter(sets))
     ids = {name: _write_ids(tmp_path, name, values) for name, values in sets.items()}
     split = tmp_path / "split.parquet"
-    pq.write_table(pa.table({"split": ["train"] * len(sets[label])}), split)
+    pq.write_table(pa.table({"split": [split_of(i) for i in range(len(sets[label]))]}), split)
     out = {name: tmp_path / name / "aligned.parquet" for name in sets}
     result = align_local(ids, split, label, out, domain="test-run", chunk_size=7, hub=hub)
     ordered = {}
@@ -77,6 +78,27 @@ def test_empty_intersection_fails_every_party_clearly(tmp_path: Path):
     with pytest.raises(InputError, match="empty intersection: no ID is held by all of"):
         _align(tmp_path, {"a": ["1", "2"], "b": ["3"], "c": ["1"]})
     assert not (tmp_path / "a" / "aligned.parquet").exists()
+
+
+def test_split_flag_follows_the_label_party_to_every_party(tmp_path: Path):
+    # Prepare: the label party marks its IDs with an even number as test rows
+    sets = {"a": [str(i) for i in range(30)], "b": [str(i) for i in range(10, 40)]}
+
+    # Execute
+    _align(tmp_path, sets, split_of=lambda i: "test" if i % 2 == 0 else "train")
+
+    # Assert
+    for name, values in sets.items():
+        aligned = pq.read_table(tmp_path / name / "aligned.parquet").to_pandas()
+        for row, is_train in zip(aligned["row"], aligned["is_train"]):
+            assert is_train == (int(values[row]) % 2 == 1)
+
+
+def test_no_training_rows_in_the_intersection_is_an_error(tmp_path: Path):
+    with pytest.raises(InputError, match="no training rows among the 2 shared IDs"):
+        _align(tmp_path, {"a": ["1", "2", "3"], "b": ["1", "2"]},
+               split_of=lambda i: "test" if i < 2 else "train")
+    assert not (tmp_path / "b" / "aligned.parquet").exists()
 
 
 def test_only_points_cross_and_are_counted(tmp_path: Path):
