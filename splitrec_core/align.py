@@ -7,7 +7,7 @@ feature party can fit its transforms on training rows only without seeing anythi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,8 +34,10 @@ class Alignment:
     channel: dict[str, dict[str, int]]
 
 
-def _read_ids(path: Path) -> list[str]:
-    return pq.read_table(path, columns=[ID]).column(ID).to_pylist()
+def _id_chunks(path: Path, chunk: int) -> Iterator[list[str]]:
+    """Stream a party's IDs from Parquet, `chunk` at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk, columns=[ID]):
+        yield batch.column(0).to_pylist()
 
 
 def _write_aligned(rows: np.ndarray, is_train: np.ndarray, path: Path) -> Path:
@@ -52,7 +54,7 @@ def label_side(
     domain: str, chunk_size: int,
 ) -> Path:
     """The label party leads PSI, then sends every follower the train flag per common position."""
-    rows = run_leader(channel, _read_ids(ids_file), followers, domain, chunk_size)
+    rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain, chunk_size)
     split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
     is_train = split[rows] == "train"
     for name, count in (("training", is_train.sum()), ("test", (~is_train).sum())):
@@ -67,7 +69,7 @@ def feature_side(
     channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int
 ) -> Path:
     """A feature party follows PSI and receives the train flag per common position."""
-    rows = run_follower(channel, _read_ids(ids_file), leader, domain, chunk_size)
+    rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain, chunk_size)
     is_train = table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool)
     return _write_aligned(rows, is_train, out)
 

@@ -82,7 +82,7 @@ class PsiConfig(_Strict):
     """ID alignment settings."""
 
     domain: str = "splitrec-psi-v1"
-    chunk_size: int = Field(default=20_000, ge=1)
+    chunk_size: int = Field(default=50_000, ge=1, description="IDs per chunk read and sent")
 
 
 class ScheduleConfig(_Strict):

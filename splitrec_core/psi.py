@@ -3,18 +3,22 @@
 Each party maps an ID to an X25519 u-coordinate with SHA-256 over a per-run domain string and
 "raises" it to a secret scalar with `crypto_scalarmult`. X25519 clamps scalars, which clears the
 cofactor, so blinding commutes: X(b, X(a, u)) == X(a, X(b, u)). The leader (the label party) sends
-H(x)^a; each follower returns H(x)^ab in the same order and sends its own H(y)^b, shuffled; the
-leader computes H(y)^ba, matches, keeps what every follower shares and tells each follower which of
-*its* points are in the intersection, in one common random order. Under semi-honest parties each
+H(x)^a; each follower sends its own H(y)^b and returns H(x)^ab in the order received; the leader
+computes H(y)^ba, matches, keeps what every follower shares and tells each follower which of *its*
+points are in the intersection, in one common random order. Under semi-honest parties each
 follower learns only the final intersection; IDs outside it stay hidden behind unknown scalars.
+
+Points live in numpy arrays of shape (n, 32); lists cross the channel in chunks, shuffled; the
+scalars are drawn fresh for every run and exist only in memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,96 +28,161 @@ from nacl.utils import random as random_bytes
 from splitrec_core.channel import Channel, Kind, array_table, table_array
 
 POINT_BYTES = 32
+#: Bound on the chance that two different IDs compare equal anywhere in a run: 2^-40.
+COLLISION_BITS = 40
 
 
 class EmptyIntersection(ValueError):
     """No ID is held by every party; raised at every party so none waits forever."""
 
 
-def hash_to_points(ids: Sequence[str], domain: str) -> list[bytes]:
-    """Map each ID to a 32-byte X25519 u-coordinate, separated per run by `domain`."""
+def hash_to_points(ids: Sequence[str], domain: str) -> np.ndarray:
+    """Map each ID to a 32-byte X25519 u-coordinate, separated per run by `domain`; (n, 32) uint8."""
     prefix = hashlib.sha256(domain.encode("utf-8")).digest()
-    return [hashlib.sha256(prefix + i.encode("utf-8")).digest() for i in ids]
+    digests = b"".join(hashlib.sha256(prefix + i.encode("utf-8")).digest() for i in ids)
+    return np.frombuffer(digests, np.uint8).reshape(-1, POINT_BYTES)
 
 
-def blind(points: Sequence[bytes], scalar: bytes, chunk_size: int = 20_000) -> list[bytes]:
-    """Raise every point to `scalar`, in chunks on all cores.
+def _blind_block(points: np.ndarray, scalar: bytes) -> np.ndarray:
+    data = points.tobytes()
+    out = b"".join(crypto_scalarmult(scalar, data[i : i + POINT_BYTES])
+                   for i in range(0, len(data), POINT_BYTES))
+    return np.frombuffer(out, np.uint8).reshape(-1, POINT_BYTES)
 
-    libsodium releases the GIL inside `crypto_scalarmult`, so threads scale with cores here
-    without copying the points into other processes.
+
+class Blinder:
+    """Raises points to one secret scalar on all cores.
+
+    libsodium releases the GIL inside `crypto_scalarmult`, so threads scale with the cores
+    without copying points into other processes. The scalar is drawn here, fresh, and is never
+    written anywhere.
     """
-    chunks = [points[i : i + chunk_size] for i in range(0, len(points), chunk_size)]
 
-    def run(chunk: Sequence[bytes]) -> list[bytes]:
-        return [crypto_scalarmult(scalar, p) for p in chunk]
+    def __init__(self, block: int = 4096, workers: int | None = None) -> None:
+        self._scalar = random_bytes(32)
+        self.block = block
+        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        return [point for part in pool.map(run, chunks) for point in part]
+    def __enter__(self) -> Blinder:
+        return self
 
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown()
 
-def points_table(points: list[bytes]) -> np.ndarray:
-    """Pack points into an (n, 32) uint8 array for the channel."""
-    if not points:
-        return np.zeros((0, POINT_BYTES), np.uint8)
-    return np.frombuffer(b"".join(points), np.uint8).reshape(-1, POINT_BYTES)
+    def blind(self, points: np.ndarray) -> np.ndarray:
+        """Return `points` raised to the scalar, row for row."""
+        blocks = [points[i : i + self.block] for i in range(0, len(points), self.block)]
+        done = list(self._pool.map(lambda b: _blind_block(b, self._scalar), blocks))
+        return np.concatenate(done) if done else np.zeros((0, POINT_BYTES), np.uint8)
 
-
-def table_points(array: np.ndarray) -> list[bytes]:
-    """Unpack an (n, 32) uint8 array into points."""
-    data = np.ascontiguousarray(array, np.uint8).tobytes()
-    return [data[i : i + POINT_BYTES] for i in range(0, len(data), POINT_BYTES)]
-
-
-def _send_points(channel: Channel, kind: Kind, to: str, points: list[bytes]) -> None:
-    channel.send(kind, to, array_table(points_table(points)))
+    def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str) -> np.ndarray:
+        """Hash and blind IDs that arrive in chunks (a stream from Parquet); (n, 32)."""
+        return _concat(self.blind(hash_to_points(chunk, domain)) for chunk in id_chunks)
 
 
-def _recv_points(channel: Channel, kind: Kind, frm: str) -> list[bytes]:
-    return table_points(table_array(channel.recv(kind, frm)).reshape(-1, POINT_BYTES))
+def _concat(parts: Iterable[np.ndarray], width: int = POINT_BYTES) -> np.ndarray:
+    arrays = list(parts)
+    return np.concatenate(arrays) if arrays else np.zeros((0, width), np.uint8)
 
 
-def run_leader(
-    channel: Channel, ids: Sequence[str], followers: Sequence[str], domain: str, chunk_size: int
-) -> np.ndarray:
+def comparison_bytes(n_leader: int, n_follower: int) -> int:
+    """How many leading bytes of a double-blinded point the parties compare.
+
+    Double-blinded points are uniform, so the chance that any of the n_leader * n_follower pairs
+    of different IDs agrees on the first k bytes is at most n_leader * n_follower / 2^(8k). We take
+    the smallest k (at least 8, at most 32) that keeps it below 2^-40: 10 bytes for 1M x 1M.
+    """
+    pairs = max(1, n_leader) * max(1, n_follower)
+    return min(POINT_BYTES, max(8, math.ceil((math.log2(pairs) + COLLISION_BITS) / 8)))
+
+
+def match(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    """For each row of `ours`, the index of the equal row of `theirs`, or -1 (rows are unique).
+
+    Both are (n, k) uint8 with k >= 8; a sort on the first 8 bytes and a binary search do the join.
+    """
+    result = np.full(len(ours), -1, np.int64)
+    if len(ours) == 0 or len(theirs) == 0:
+        return result
+    key_ours = np.ascontiguousarray(ours[:, :8]).view("<u8").ravel()
+    key_theirs = np.ascontiguousarray(theirs[:, :8]).view("<u8").ravel()
+    order = np.argsort(key_theirs, kind="stable")
+    sorted_keys = key_theirs[order]
+    if np.any(sorted_keys[1:] == sorted_keys[:-1]):  # 8-byte prefixes collide: join on all bytes
+        where = {row.tobytes(): j for j, row in enumerate(theirs)}
+        return np.array([where.get(row.tobytes(), -1) for row in ours], np.int64)
+    slot = np.minimum(np.searchsorted(sorted_keys, key_ours), len(sorted_keys) - 1)
+    candidate = order[slot]
+    hit = (sorted_keys[slot] == key_ours) & np.all(ours == theirs[candidate], axis=1)
+    result[hit] = candidate[hit]
+    return result
+
+
+def send_points(channel: Channel, kind: Kind, to: str, points: np.ndarray, chunk: int) -> None:
+    """Send an (n, k) array in chunks, then an empty chunk to mark the end."""
+    for start in range(0, len(points), chunk):
+        channel.send(kind, to, array_table(points[start : start + chunk]))
+    channel.send(kind, to, array_table(points[:0]))
+
+
+def recv_chunks(channel: Channel, kind: Kind, frm: str) -> Iterator[np.ndarray]:
+    """Yield the chunks of one `send_points` stream as (n, k) uint8 arrays."""
+    while True:
+        chunk = table_array(channel.recv(kind, frm)).astype(np.uint8, copy=False)
+        if len(chunk) == 0:
+            return
+        yield chunk
+
+
+def _shuffle(n: int) -> np.ndarray:
+    return np.random.default_rng(secrets.randbits(128)).permutation(n)
+
+
+def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: Sequence[str],
+               domain: str, chunk: int) -> np.ndarray:
     """Run the leader's side; return the leader's local rows in the common order."""
-    # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
-    scalar = random_bytes(32)
-    order = np.random.default_rng(secrets.randbits(128)).permutation(len(ids))
-    ours = blind(hash_to_points([ids[i] for i in order], domain), scalar, chunk_size)
-    for follower in followers:
-        _send_points(channel, Kind.PSI_BLINDED, follower, ours)
+    with Blinder() as blinder:
+        # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
+        ours = blinder.blind_ids(id_chunks, domain)
+        order = _shuffle(len(ours))
+        ours = ours[order]
+        for follower in followers:
+            send_points(channel, Kind.PSI_BLINDED, follower, ours, chunk)
 
-    # 2. For each follower: match our double-blinded points against theirs raised to our scalar
-    matches = []  # per follower: index into its sent list for each of our sent points, or -1
-    for follower in followers:
-        ours_twice = _recv_points(channel, Kind.PSI_DOUBLE_BLINDED, follower)
-        theirs_twice = blind(_recv_points(channel, Kind.PSI_BLINDED, follower), scalar, chunk_size)
-        where = {point: j for j, point in enumerate(theirs_twice)}
-        matches.append(np.array([where.get(p, -1) for p in ours_twice], dtype=np.int64))
+        # 2. Per follower: raise its points to our scalar and join with our double-blinded points
+        matches = []  # per follower: for each of our sent points, its index in their list or -1
+        for follower in followers:
+            theirs = _concat(blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower))
+            width = comparison_bytes(len(ours), len(theirs))
+            ours_twice = _concat(recv_chunks(channel, Kind.PSI_DOUBLE_BLINDED, follower), width)
+            matches.append(match(ours_twice, theirs[:, :width]))
 
     # 3. Keep what all share, in a fresh random order; tell each follower its positions
-    shared = np.flatnonzero(np.all(np.stack(matches) >= 0, axis=0)) if matches else np.arange(0)
-    shared = shared[np.random.default_rng(secrets.randbits(128)).permutation(len(shared))]
-    for follower, match in zip(followers, matches, strict=True):
-        channel.send(Kind.PSI_POSITIONS, follower, array_table(match[shared]))
+    shared = np.flatnonzero(np.all(np.stack(matches) >= 0, axis=0))
+    shared = shared[_shuffle(len(shared))]
+    for follower, found in zip(followers, matches, strict=True):
+        channel.send(Kind.PSI_POSITIONS, follower, array_table(found[shared]))
     if len(shared) == 0:
         raise EmptyIntersection(f"no ID is held by all of {[channel.me, *followers]}")
     return order[shared]
 
 
-def run_follower(
-    channel: Channel, ids: Sequence[str], leader: str, domain: str, chunk_size: int
-) -> np.ndarray:
+def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: str, domain: str,
+                 chunk: int) -> np.ndarray:
     """Run a follower's side; return its local rows in the common order."""
-    # 1. Raise the leader's points to our fresh scalar and return them in the order received
-    scalar = random_bytes(32)
-    theirs = _recv_points(channel, Kind.PSI_BLINDED, leader)
-    _send_points(channel, Kind.PSI_DOUBLE_BLINDED, leader, blind(theirs, scalar, chunk_size))
+    with Blinder() as blinder:
+        # 1. Send our own blinded IDs, shuffled
+        ours = blinder.blind_ids(id_chunks, domain)
+        order = _shuffle(len(ours))
+        send_points(channel, Kind.PSI_BLINDED, leader, ours[order], chunk)
+        size = len(ours)
+        del ours
 
-    # 2. Send our own blinded IDs, shuffled
-    order = np.random.default_rng(secrets.randbits(128)).permutation(len(ids))
-    ours = blind(hash_to_points([ids[i] for i in order], domain), scalar, chunk_size)
-    _send_points(channel, Kind.PSI_BLINDED, leader, ours)
+        # 2. Raise the leader's points to our scalar and return them in the order received,
+        #    cut to the bytes the leader compares
+        theirs_twice = _concat(blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, leader))
+        width = comparison_bytes(len(theirs_twice), size)
+        send_points(channel, Kind.PSI_DOUBLE_BLINDED, leader, theirs_twice[:, :width], chunk)
 
     # 3. Learn which of our sent points are shared, in the common order
     positions = table_array(channel.recv(Kind.PSI_POSITIONS, leader)).astype(np.int64)

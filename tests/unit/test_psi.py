@@ -14,7 +14,7 @@ from nacl.utils import random as random_bytes
 from splitrec_core.align import align_local
 from splitrec_core.channel import Kind, LocalHub
 from splitrec_core.errors import InputError
-from splitrec_core.psi import blind, hash_to_points
+from splitrec_core.psi import Blinder, comparison_bytes, hash_to_points, match
 
 
 def _write_ids(folder: Path, name: str, ids: list[str]) -> Path:
@@ -39,15 +39,48 @@ def _align(tmp_path: Path, sets: dict[str, list[str]], hub: LocalHub | None = No
     return result, ordered
 
 
-def test_blinding_commutes():
+def test_blinding_commutes(monkeypatch: pytest.MonkeyPatch):
     # Prepare
+    import splitrec_core.psi as psi
+
     points = hash_to_points(["alice", "bob"], "d")
     a, b = random_bytes(32), random_bytes(32)
+    scalars = iter([a, b])
+    monkeypatch.setattr(psi, "random_bytes", lambda size: next(scalars))
 
-    # Execute / Assert
-    assert blind(blind(points, a), b) == blind(blind(points, b), a)
-    assert blind(points, a)[0] == crypto_scalarmult(a, points[0])
-    assert hash_to_points(["alice"], "d") != hash_to_points(["alice"], "other-domain")
+    # Execute
+    with Blinder() as alice, Blinder() as bob:
+        ab, ba = bob.blind(alice.blind(points)), alice.blind(bob.blind(points))
+        first = alice.blind(points)[0].tobytes()
+
+    # Assert
+    np.testing.assert_array_equal(ab, ba)
+    assert first == crypto_scalarmult(a, points[0].tobytes())
+    assert hash_to_points(["alice"], "d").tobytes() != hash_to_points(["alice"], "e").tobytes()
+
+
+def test_comparison_width_keeps_collisions_below_2_to_the_minus_40():
+    assert comparison_bytes(10, 10) == 8
+    assert comparison_bytes(1_000_000, 1_000_000) == 10
+    for n in (10, 1000, 10**6, 10**8):
+        assert n * n / 2.0 ** (8 * comparison_bytes(n, n)) <= 2.0**-40
+
+
+def test_match_joins_rows_exactly():
+    # Prepare: rows as bytes, including two rows whose first 8 bytes are equal
+    theirs = np.zeros((4, 10), np.uint8)
+    theirs[:, 9] = [1, 2, 3, 4]
+    ours = theirs[[3, 0]].copy()
+    ours = np.vstack([ours, np.full((1, 10), 9, np.uint8)])
+
+    # Execute / Assert: the prefix collision falls back to a full-width join
+    assert match(ours, theirs).tolist() == [3, 0, -1]
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (1000, 10), dtype=np.uint8)
+    picks = rng.permutation(1000)[:300]
+    probe = np.vstack([wide[picks], rng.integers(0, 256, (50, 10), dtype=np.uint8)])
+    assert match(probe, wide).tolist() == [*picks.tolist(), *[-1] * 50]
+    assert match(probe[:0], wide).tolist() == []
 
 
 @pytest.mark.parametrize(
@@ -109,10 +142,10 @@ def test_only_points_cross_and_are_counted(tmp_path: Path):
     # Execute
     result, _ = _align(tmp_path, sets, hub)
 
-    # Assert: message counts per kind, and no raw ID in any payload
+    # Assert: message counts per kind (chunks of 7 plus an end marker), and no raw ID anywhere
     messages = result.channel
-    assert messages["psi_blinded"]["messages"] == 2
-    assert messages["psi_double_blinded"]["messages"] == 1
+    assert messages["psi_blinded"]["messages"] == (5 + 1) + (4 + 1)
+    assert messages["psi_double_blinded"]["messages"] == 5 + 1
     assert messages["psi_positions"]["messages"] == 1
     assert messages["split_mask"]["messages"] == 1
     assert messages["psi_blinded"]["bytes"] > 32 * (30 + 25)
@@ -135,9 +168,9 @@ def test_blinded_lists_are_shuffled(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     # Assert: each party sent exactly its blinded IDs, but not in its own row order
     for name, own in (("a", ids), ("b", ids[::-1])):
-        sent = next(p for k, frm, _, p in hub.recorded if k == Kind.PSI_BLINDED and frm == name)
-        values = pa.ipc.open_stream(sent).read_all().column("value").to_pylist()
-        points = [bytes(v) for v in values]
-        in_row_order = blind(hash_to_points(own, "test-run"), scalar)
+        chunks = [pa.ipc.open_stream(p).read_all() for k, frm, _, p in hub.recorded
+                  if k == Kind.PSI_BLINDED and frm == name]
+        points = [bytes(v) for c in chunks for v in c.column("value").to_pylist()]
+        in_row_order = [bytes(r) for r in psi._blind_block(hash_to_points(own, "test-run"), scalar)]
         assert sorted(points) == sorted(in_row_order)
         assert points != in_row_order

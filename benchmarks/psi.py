@@ -1,0 +1,176 @@
+"""PSI benchmark: splitrec's X25519 PSI against openmined-psi and the libsodium floor.
+
+Each measurement runs in a fresh process so its peak memory is its own. Every leader holds n IDs;
+every follower holds n IDs of which half are the leader's (the same half for all followers), so
+the intersection is n/2.
+
+    python benchmarks/psi.py                                  # 100k and 1M, 2 and 3 parties
+    python benchmarks/psi.py --n 100000 --parties 2 --json out.json
+
+Implementations:
+  splitrec       align_local: all parties in this process over the counted local channel,
+                 IDs streamed from Parquet, blinding on all cores
+  openmined-psi  the OpenMined library (P-256, single-threaded): the leader as client, each
+                 follower as server, intersections of the pairwise results for 3+ parties
+  floor          the bare libsodium work the protocol needs: SHA-256 of every ID and
+                 n * (1 + 3 * (parties - 1)) X25519 calls, spread over all cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+IMPLS = ("splitrec", "openmined-psi", "floor")
+
+
+def party_ids(n: int, parties: int) -> list[list[str]]:
+    """The leader's n IDs, then each follower's: the leader's first half plus n/2 of its own."""
+    leader = [f"user-{i:010d}" for i in range(n)]
+    followers = [leader[: n // 2] + [f"user-{p}-{i:010d}" for i in range(n - n // 2)]
+                 for p in range(1, parties)]
+    return [leader, *followers]
+
+
+def run_splitrec(sets: list[list[str]]) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from splitrec_core.align import align_local
+
+    names = ["leader", *(f"follower{i}" for i in range(1, len(sets)))]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ids = {}
+        for name, values in zip(names, sets, strict=True):
+            ids[name] = folder / f"{name}.parquet"
+            pq.write_table(pa.table({"id": values}), ids[name])
+        split = folder / "split.parquet"
+        pq.write_table(pa.table({"split": ["train" if i % 2 else "test" for i in range(len(sets[0]))]}), split)
+        out = {name: folder / name / "aligned.parquet" for name in names}
+        del sets
+        start = time.perf_counter()
+        result = align_local(ids, split, "leader", out, domain="benchmark")
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "intersection": result.intersection,
+            "bytes": sum(v["bytes"] for v in result.channel.values()),
+            "bytes_by_kind": {k: v["bytes"] for k, v in result.channel.items()}}
+
+
+def run_openmined(sets: list[list[str]]) -> dict:
+    import private_set_intersection.python as psi
+
+    leader, followers = sets[0], sets[1:]
+    start = time.perf_counter()
+    shared: set[int] | None = None
+    nbytes = 0
+    for follower in followers:
+        client = psi.client.CreateWithNewKey(True)
+        server = psi.server.CreateWithNewKey(True)
+        setup = server.CreateSetupMessage(1e-9, len(leader), follower, psi.DataStructure.RAW)
+        request = client.CreateRequest(leader)
+        response = server.ProcessRequest(request)
+        found = set(client.GetIntersection(setup, response))
+        nbytes += sum(len(m.SerializeToString()) for m in (setup, request, response))
+        shared = found if shared is None else shared & found
+    return {"seconds": time.perf_counter() - start, "intersection": len(shared or ()),
+            "bytes": nbytes}
+
+
+def run_floor(sets: list[list[str]]) -> dict:
+    from nacl.bindings import crypto_scalarmult
+    from nacl.utils import random as random_bytes
+
+    n, parties = len(sets[0]), len(sets)
+    calls = n * (1 + 3 * (parties - 1))
+    scalar = random_bytes(32)
+    start = time.perf_counter()
+    points = [hashlib.sha256(i.encode()).digest() for s in sets for i in s]
+    work = (points * (calls // len(points) + 1))[:calls]
+    blocks = [work[i : i + 4096] for i in range(0, calls, 4096)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+        for _ in pool.map(lambda b: [crypto_scalarmult(scalar, p) for p in b], blocks):
+            pass
+    return {"seconds": time.perf_counter() - start, "intersection": n // 2, "bytes": 0}
+
+
+RUNNERS = {"splitrec": run_splitrec, "openmined-psi": run_openmined, "floor": run_floor}
+
+
+def worker(impl: str, n: int, parties: int) -> dict:
+    """One measurement, in this process; prints nothing."""
+    result = RUNNERS[impl](party_ids(n, parties))
+    if result["intersection"] != n // 2:
+        raise SystemExit(f"{impl}: intersection {result['intersection']} != {n // 2}")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"impl": impl, "n": n, "parties": parties, "seconds": round(result["seconds"], 3),
+            "ids_per_s": round(n * parties / result["seconds"]), "bytes": result["bytes"],
+            "peak_mib": round(peak_mib, 1),
+            **({"bytes_by_kind": result["bytes_by_kind"]} if "bytes_by_kind" in result else {})}
+
+
+def measure(impl: str, n: int, parties: int) -> dict | None:
+    """Run `worker` in a fresh interpreter; None if the implementation is not installed."""
+    proc = subprocess.run([sys.executable, __file__, "--worker", impl, "--n", str(n),
+                           "--parties", str(parties)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        if "No module named 'private_set_intersection'" in proc.stderr:
+            print(f"  {impl}: not installed (pip install -e '.[bench]')", file=sys.stderr)
+            return None
+        raise RuntimeError(f"{impl} n={n} parties={parties} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'impl':<14} {'n':>9} {'parties':>7} {'seconds':>9} {'IDs/s':>9} {'MB sent':>9} "
+          f"{'peak MiB':>9} {'vs openmined':>12} {'% of floor':>10}")
+    for row in rows:
+        same = {r["impl"]: r for r in rows if r["n"] == row["n"] and r["parties"] == row["parties"]}
+        speedup = (f"{same['openmined-psi']['seconds'] / row['seconds']:.2f}x"
+                   if "openmined-psi" in same else "-")
+        floor = f"{100 * same['floor']['seconds'] / row['seconds']:.0f}%" if "floor" in same else "-"
+        print(f"{row['impl']:<14} {row['n']:>9} {row['parties']:>7} {row['seconds']:>9.2f} "
+              f"{row['ids_per_s']:>9} {row['bytes'] / 1e6:>9.1f} {row['peak_mib']:>9.0f} "
+              f"{speedup:>12} {floor:>10}")
+    for row in rows:
+        if "bytes_by_kind" in row:
+            kinds = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in row["bytes_by_kind"].items())
+            print(f"splitrec n={row['n']} parties={row['parties']}: {kinds}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--parties", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.n[0], args.parties[0])))
+        return
+    rows = []
+    for n in args.n:
+        for parties in args.parties:
+            for impl in args.impl:
+                print(f"running {impl} n={n} parties={parties} ...", file=sys.stderr, flush=True)
+                if (row := measure(impl, n, parties)) is not None:
+                    rows.append(row)
+    print(f"PSI benchmark, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print_table(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()
