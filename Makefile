@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WORKDIR ?= runs/census
 
-.PHONY: install demo test test-fast ui clean
+.PHONY: install demo test test-fast ui bench-psi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ test-fast: install
 ui: install
 	$(BIN)/splitrec data census --workdir $(WORKDIR)
 	VENV=$(VENV) WORKDIR=$(WORKDIR) bash deployments/ui.sh
+
+## PSI benchmark against openmined-psi and the libsodium floor (about 25 minutes on 2 cores).
+bench-psi: install
+	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	mkdir -p runs
+	$(BIN)/python benchmarks/psi.py --json runs/psi-benchmark.json
 
 clean:
 	rm -rf runs

@@ -11,7 +11,7 @@ from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
-from tasks.train import train_centralized, train_split
+from tasks.train import train_centralized, train_label_only, train_split
 from tasks.validate import validate_input
 
 
@@ -37,12 +37,14 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
               for n in validated}
     features = {name: future.result() for name, future in builds.items()}
 
-    # 4. Split training (and, on request, the centralised baseline)
+    # 4. Split training; the label party alone (for the lift); on request all columns pooled
     training = train_split(raw, features, root)
+    label_only = train_label_only(raw, features[label], root)
     central = train_centralized(raw, features, root) if centralized else None
 
     # 5. Evaluate every task on the test rows
-    report = evaluate_run(raw, features[label]["test"], alignment, training, root, central)
+    report = evaluate_run(raw, features[label]["test"], alignment, training, label_only, root,
+                          central)
 
     # 6. Every party exports its own part, concurrently
     exports = [export_model.submit(raw, n, training["models"][n], features[n]["transform"], root,

@@ -49,9 +49,17 @@ def _write_aligned(rows: np.ndarray, is_train: np.ndarray, path: Path) -> Path:
     return write_parquet(table, path)
 
 
+def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path:
+    """Keep, for this party alone, its own IDs outside the intersection (it learns nothing new)."""
+    ids = pq.read_table(ids_file, columns=[ID])
+    outside = np.ones(ids.num_rows, bool)
+    outside[shared_rows] = False
+    return write_parquet(ids.filter(pa.array(outside)), out)
+
+
 def label_side(
     channel: Channel, ids_file: Path, split_file: Path, followers: list[str], out: Path,
-    domain: str, chunk_size: int,
+    domain: str, chunk_size: int, unmatched: Path | None = None,
 ) -> Path:
     """The label party leads PSI, then sends every follower the train flag per common position."""
     rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain, chunk_size)
@@ -62,32 +70,43 @@ def label_side(
             raise InputError(split_file, "split", f"no {name} rows among the {len(rows)} shared IDs")
     for follower in followers:
         channel.send(Kind.SPLIT_MASK, follower, array_table(is_train))
+    if unmatched:
+        _write_unmatched(ids_file, rows, unmatched)
     return _write_aligned(rows, is_train, out)
 
 
 def feature_side(
-    channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int
+    channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int,
+    unmatched: Path | None = None,
 ) -> Path:
     """A feature party follows PSI and receives the train flag per common position."""
     rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain, chunk_size)
     is_train = table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool)
+    if unmatched:
+        _write_unmatched(ids_file, rows, unmatched)
     return _write_aligned(rows, is_train, out)
 
 
 def align_local(
     ids_files: dict[str, Path], split_file: Path, label_party: str, out_files: dict[str, Path],
-    domain: str, chunk_size: int = 20_000, hub: LocalHub | None = None,
+    domain: str, chunk_size: int = 50_000, hub: LocalHub | None = None,
+    unmatched_files: dict[str, Path] | None = None,
 ) -> Alignment:
-    """Align all parties in this process, each on its own thread, over a `LocalHub`."""
+    """Align all parties in this process, each on its own thread, over a `LocalHub`.
+
+    With `unmatched_files`, each party also writes its own IDs outside the intersection there.
+    """
+    unmatched = unmatched_files or {}
     hub = hub or LocalHub()
     followers = [p for p in ids_files if p != label_party]
     jobs: dict[str, Callable[[], Path]] = {
         label_party: partial(label_side, hub.channel(label_party), ids_files[label_party],
-                             split_file, followers, out_files[label_party], domain, chunk_size),
+                             split_file, followers, out_files[label_party], domain, chunk_size,
+                             unmatched.get(label_party)),
     }
     for p in followers:
         jobs[p] = partial(feature_side, hub.channel(p), ids_files[p], label_party, out_files[p],
-                          domain, chunk_size)
+                          domain, chunk_size, unmatched.get(p))
     try:
         hub.run(jobs)
     except EmptyIntersection:

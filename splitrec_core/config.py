@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from splitrec_core.errors import InputError
@@ -82,6 +83,10 @@ class PsiConfig(_Strict):
     """ID alignment settings."""
 
     domain: str = "splitrec-psi-v1"
+    normalize: list[Literal["nfc", "strip", "lower", "digits"]] = Field(
+        default=[], description="ID normalisations, in order (digits: keep digits only, for phones)")
+    write_unmatched: bool = Field(
+        default=False, description="each party writes its own IDs outside the intersection locally")
     chunk_size: int = Field(default=50_000, ge=1, description="IDs per chunk read and sent")
 
 

@@ -25,6 +25,7 @@ from splitrec_core.config import Config, PrivacyConfig
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.model import bottom_model, composed_model, multitask_loss, top_model
+from splitrec_core.privacy import LeakageAudit
 
 EVAL_BATCH = 8192
 
@@ -43,9 +44,9 @@ def eval_batches(n: int) -> Iterator[np.ndarray]:
 
 
 def build_models(cfg: Config, transforms: dict[str, Transform]) -> tuple[dict[str, keras.Model], keras.Model]:
-    """Every party's bottom (label party first) and the top, seeded for reproducibility."""
+    """A bottom per party in `transforms` (label party first) and a top over them, seeded."""
     keras.utils.set_random_seed(cfg.training.seed)
-    order = [cfg.label_party, *(p.name for p in cfg.feature_parties)]
+    order = [p for p in [cfg.label_party, *(p.name for p in cfg.feature_parties)] if p in transforms]
     bottoms = {
         name: bottom_model(name, transforms[name].vocab_sizes(), len(transforms[name].numeric),
                            cfg.model, cfg.privacy.clip_norm)
@@ -165,24 +166,32 @@ class History:
 
 def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatrix,
                test: FeatureMatrix, followers: list[str], tasks: list[str], epochs: int,
-               batch_size: int, seed: int) -> tuple[History, np.ndarray]:
-    """The label party's whole training run; returns its history and test probabilities."""
+               batch_size: int, seed: int) -> tuple[History, np.ndarray, dict[str, dict[str, float]]]:
+    """The label party's whole training run.
+
+    Returns its history, the test probabilities and the leakage audit of the gradients it sent
+    in the last epoch.
+    """
     labels = _label_matrix(train, tasks)
-    history = History()
+    history, audit = History(), LeakageAudit(tasks, seed)
     for epoch in range(epochs):
         start, losses = time.perf_counter(), []
         for rows in epoch_batches(len(train), batch_size, seed, epoch):
             received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]
             loss, grads = trainer.step(train.cats[rows], train.nums[rows], labels[rows], received)
-            for follower, grad in zip(followers, grads, strict=True):
-                channel.send(Kind.GRADIENT, follower, array_table(grad.numpy()))
+            sent = [grad.numpy() for grad in grads]
+            for follower, grad in zip(followers, sent, strict=True):
+                channel.send(Kind.GRADIENT, follower, array_table(grad))
+            if epoch == epochs - 1:
+                audit.observe(sent, labels[rows])
             losses.append(float(loss))
         history.record(losses, start)
     probabilities = []
     for rows in eval_batches(len(test)):
         received = [table_array(channel.recv(Kind.EVAL_EMBEDDING, f)) for f in followers]
         probabilities.append(trainer.predict(test.cats[rows], test.nums[rows], received).numpy())
-    return history, np.concatenate(probabilities) if probabilities else np.zeros((0, len(tasks)))
+    predicted = np.concatenate(probabilities) if probabilities else np.zeros((0, len(tasks)))
+    return history, predicted, audit.report()
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,7 @@ class TrainResult:
     history: Path
     rows_per_s: float
     channel: dict[str, dict[str, int]]
+    leakage: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -215,7 +225,7 @@ class _Run:
 
 def _finish(cfg: Config, label_test: Path, probabilities: np.ndarray, history: History,
             rows_per_s: float, models: dict[str, Path], channel: dict[str, dict[str, int]],
-            out_dir: Path) -> TrainResult:
+            leakage: dict[str, dict[str, float]], out_dir: Path) -> TrainResult:
     """Write test predictions (in common-position order) and the loss history."""
     tasks = [t.name for t in cfg.tasks]
     columns = {"position": FeatureMatrix.positions(label_test)}
@@ -227,6 +237,7 @@ def _finish(cfg: Config, label_test: Path, probabilities: np.ndarray, history: H
                            out_dir / "history.json"),
         rows_per_s=rows_per_s,
         channel=channel,
+        leakage=leakage,
     )
 
 
@@ -259,16 +270,20 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
                           FeaturePartyTrainer(run.bottoms[f], t.learning_rate, cfg.privacy),
                           run.train[f], run.test[f], label, t.epochs, t.batch_size, t.seed)
     start = time.perf_counter()
-    history, probabilities = hub.run(jobs)[label]  # type: ignore[misc]
+    history, probabilities, leakage = hub.run(jobs)[label]  # type: ignore[misc]
     rows_per_s = t.epochs * len(run.train[label]) / (time.perf_counter() - start)
     models = {p: _save(run.bottoms[p], out_dirs[p] / "bottom.keras") for p in run.bottoms}
     models["top"] = _save(run.top, out_dirs[label] / "top.keras")
     return _finish(cfg, features[label]["test"], probabilities, history, rows_per_s, models,
-                   hub.stats().as_dict(), out_dirs[label])
+                   hub.stats().as_dict(), leakage, out_dirs[label])
 
 
 def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Path) -> TrainResult:
-    """Train the same composed model on all columns in one place (the pooled-data baseline)."""
+    """Train the same composed model in one place on the columns of the parties in `features`.
+
+    With every party it is the pooled-data baseline; with the label party alone, what the label
+    party could do without federating (the baseline for the federation lift).
+    """
     run = _Run.load(cfg, features)
     model = composed_model(run.bottoms, run.top)
     weights = tf.constant([t.weight for t in cfg.tasks], tf.float32)
@@ -298,4 +313,4 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     probabilities = np.concatenate(
         [predict(inputs(run.test, rows)).numpy() for rows in eval_batches(len(run.test[label]))])
     return _finish(cfg, features[label]["test"], probabilities, history, rows_per_s,
-                   {"central": _save(model, out_dir / "central.keras")}, {}, out_dir)
+                   {"pooled": _save(model, out_dir / "model.keras")}, {}, {}, out_dir)

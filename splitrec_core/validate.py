@@ -6,6 +6,8 @@ up to three example rows, so the party can fix its data without guessing.
 
 from __future__ import annotations
 
+import codecs
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +40,16 @@ def read_raw(path: Path, columns: list[str]) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            header = pd.read_csv(path, nrows=0).columns
+            header = pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns
             _require_columns(path, list(header), columns)
-            frame = pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False,
-                                na_values=[""])
+            if _is_utf8(path):
+                frame = pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False,
+                                    na_values=[""])
+            else:  # undecodable bytes become lone surrogates, to be reported row by row
+                frame = pd.read_csv(path, usecols=columns, dtype=object, keep_default_na=False,
+                                    na_values=[""], encoding_errors="surrogateescape")
+                for column in columns:
+                    _reject_surrogates(path, column, frame[column])
         elif suffix in (".parquet", ".pq"):
             import pyarrow.parquet as pq
 
@@ -69,19 +77,70 @@ def _examples(mask: pd.Series) -> str:
     return f"{int(mask.sum())} row(s), e.g. row(s) {rows} (0-based, header excluded)"
 
 
-def check_ids(path: Path, column: str, ids: pd.Series) -> pd.Series:
-    """Return the IDs as text; reject nulls, empty strings and duplicates."""
+#: ID normalisations a config may ask for, applied in the order given.
+NORMALIZERS: dict[str, Callable[[pd.Series], pd.Series]] = {
+    "nfc": lambda ids: ids.str.normalize("NFC"),
+    "strip": lambda ids: ids.str.strip(),
+    "lower": lambda ids: ids.str.lower(),
+    "digits": lambda ids: ids.str.replace(r"\D", "", regex=True),
+}
+
+
+def _is_utf8(path: Path, block: int = 1 << 20) -> bool:
+    """Whether the whole file decodes as UTF-8 (checked in blocks, at C speed)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as handle:
+            while data := handle.read(block):
+                decoder.decode(data)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _reject_surrogates(path: Path, column: str, values: pd.Series) -> None:
+    bad = values.map(lambda v: isinstance(v, str) and not _encodes(v))
+    if bad.any():
+        raise InputError(path, column, f"values that are not valid UTF-8 in {_examples(bad)}")
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def as_text(path: Path, column: str, values: pd.Series) -> pd.Series:
+    """Non-null `values` as `str` (nulls stay null); bytes must decode as UTF-8."""
+    if pd.api.types.infer_dtype(values, skipna=True) in ("bytes", "mixed"):
+        values = values.map(lambda v: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v,
+                            na_action="ignore")
+        _reject_surrogates(path, column, values)
+    return values.astype(str).where(values.notna(), None)
+
+
+def check_ids(path: Path, column: str, ids: pd.Series, normalize: Sequence[str] = ()) -> pd.Series:
+    """Return the IDs as normalised text; reject nulls, bad UTF-8, empty IDs and duplicates.
+
+    All of this runs before any cryptography, so a party sees every problem with its IDs first.
+    """
     null = ids.isna()
     if null.any():
         raise InputError(path, column, f"null IDs in {_examples(null)}")
-    text = ids.astype(str)
+    text = as_text(path, column, ids)
+    for step in normalize:
+        text = NORMALIZERS[step](text)
+    after = f" after normalisation {list(normalize)}" if normalize else ""
     empty = text.str.strip() == ""
     if empty.any():
-        raise InputError(path, column, f"empty IDs in {_examples(empty)}")
+        raise InputError(path, column, f"empty IDs{after} in {_examples(empty)}")
     duplicated = text.duplicated(keep=False)
     if duplicated.any():
         sample = sorted(text[duplicated].unique())[:3]
-        raise InputError(path, column, f"duplicate IDs in {_examples(duplicated)}: {sample}")
+        raise InputError(path, column, f"duplicate IDs{after} in {_examples(duplicated)}: {sample}")
     return text
 
 
@@ -118,22 +177,24 @@ def to_split(path: Path, column: str, values: pd.Series) -> pd.Series:
 
 
 def validate_party(
-    party: PartyConfig, path: Path, out_dir: Path, tasks: list[TaskConfig] | None = None
+    party: PartyConfig, path: Path, out_dir: Path, tasks: list[TaskConfig] | None = None,
+    normalize: Sequence[str] = (),
 ) -> ValidatedParty:
     """Check a party's table and write `ids.parquet` and `validated.parquet` into `out_dir`.
 
-    `tasks` is given for the label party only: their label columns must be 0/1. The written
-    table keeps the input's row order, so row i of both files is the same person.
+    `tasks` is given for the label party only: their label columns must be 0/1. `normalize`
+    names the ID normalisations (see `NORMALIZERS`). The written table keeps the input's row
+    order, so row i of both files is the same person.
     """
     label_columns = [t.column for t in tasks or []]
     split = [party.split_column] if party.split_column else []
     declared = list(dict.fromkeys([party.id_column, *party.feature_columns, *split, *label_columns]))
     raw = read_raw(path, declared)
 
-    ids = check_ids(path, party.id_column, raw[party.id_column])
+    ids = check_ids(path, party.id_column, raw[party.id_column], normalize)
     typed: dict[str, pd.Series] = {}
     for column in party.categorical:
-        typed[column] = raw[column].astype(str).where(raw[column].notna(), None)
+        typed[column] = as_text(path, column, raw[column]).astype(object).where(raw[column].notna(), None)
     for column in party.numeric:
         typed[column] = to_numeric(path, column, raw[column])
     if party.split_column:

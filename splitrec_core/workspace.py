@@ -24,6 +24,10 @@ class Workspace:
         """The party's rows in the common order, with the train flag."""
         return self.party(name) / "aligned.parquet"
 
+    def unmatched(self, name: str) -> Path:
+        """The party's own IDs outside the intersection (written only if the config asks)."""
+        return self.party(name) / "unmatched.parquet"
+
     def features(self, name: str) -> Path:
         """Engineered `train.parquet`, `test.parquet` and `transform.json`."""
         return self.party(name) / "features"
@@ -40,6 +44,10 @@ class Workspace:
     def central(self) -> Path:
         """The centralised baseline (all columns pooled): a comparison only, never deployed."""
         return self.root / "central"
+
+    def label_only(self, label: str) -> Path:
+        """The label party's model on its own columns: the baseline of the federation lift."""
+        return self.party(label) / "label_only"
 
     @property
     def report(self) -> Path:

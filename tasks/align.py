@@ -18,9 +18,10 @@ def align_ids(cfg: dict, ids: dict[str, Path], split: Path, workdir: Path) -> di
     """Intersect all parties' IDs and give each its rows in one common order."""
     config = parse_config(cfg)
     space = Workspace(workdir)
+    unmatched = {p: space.unmatched(p) for p in ids} if config.psi.write_unmatched else None
     alignment = align_local(ids, split, config.label_party,
                             {p: space.aligned(p) for p in ids}, config.psi.domain,
-                            config.psi.chunk_size)
+                            config.psi.chunk_size, unmatched_files=unmatched)
     return {"files": alignment.files, "intersection": alignment.intersection,
             "train_rows": alignment.train_rows, "test_rows": alignment.test_rows,
             "channel": alignment.channel}

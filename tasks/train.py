@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def _summary(result: TrainResult) -> dict[str, Any]:
     return {"models": result.models, "predictions": result.predictions,
             "history": result.history, "rows_per_s": result.rows_per_s,
-            "channel": result.channel}
+            "channel": result.channel, "leakage": result.leakage}
 
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **TASK_OPTIONS)
@@ -32,6 +32,16 @@ def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) 
     space = Workspace(workdir)
     return _summary(train_split_local(parse_config(cfg), features,
                                       {p: space.trained(p) for p in features}))
+
+
+@task(name="train_label_only", task_run_name="train_label_only", **TASK_OPTIONS)
+def train_label_only(cfg: dict, features: dict[str, Path], workdir: Path) -> dict[str, Any]:
+    """Train the same model on the label party's own columns: what federating is measured against."""
+    from splitrec_core.train import train_central
+
+    config = parse_config(cfg)
+    return _summary(train_central(config, {config.label_party: features},
+                                  Workspace(workdir).label_only(config.label_party)))
 
 
 @task(name="train_centralized", task_run_name="train_centralized", **TASK_OPTIONS)

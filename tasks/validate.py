@@ -17,5 +17,6 @@ def validate_input(cfg: dict, party: str, raw: Path, workdir: Path) -> dict[str,
     """Check `raw` for `party` and write its typed copy into the party's workspace."""
     config = parse_config(cfg)
     tasks = config.tasks if party == config.label_party else None
-    result = validate_party(config.party(party), raw, Workspace(workdir).validated(party), tasks)
+    result = validate_party(config.party(party), raw, Workspace(workdir).validated(party), tasks,
+                            config.psi.normalize)
     return {"ids": result.ids, "table": result.table, "split": result.split}

@@ -43,7 +43,8 @@ def first_run(tmp_path_factory: pytest.TempPathFactory, prefect_api):
 def test_first_run_writes_the_report(first_run):
     workdir, report, states = first_run
     assert set(states.values()) == {"Completed"}
-    assert len(states) == 3 * len(PARTY_STEPS) + 3  # + psi_align, train_split_mmoe, evaluate
+    # + psi_align, train_split_mmoe, train_label_only, evaluate
+    assert len(states) == 3 * len(PARTY_STEPS) + 4
     assert set(report["tasks"]) == {"income_50k", "never_married"}
     assert report["tasks"]["income_50k"]["auc"] > 0.8
     assert report["rows"]["train"] + report["rows"]["test"] == report["psi"]["intersection"]
@@ -53,6 +54,12 @@ def test_first_run_writes_the_report(first_run):
     assert all(v["bytes"] > 0 and v["messages"] > 0 for v in report["channel"].values())
     for party in ("advertiser", "bank", "media"):
         assert (workdir / "export" / party / "manifest.json").exists()
+    for task, lift in report["lift"].items():
+        assert lift["split"] == report["tasks"][task]["auc"]
+        assert lift["lift"] == lift["split"] - lift["label_only"] > 0.05  # the label party is weak
+        assert lift["central"] is None
+    assert report["leakage"]["income_50k"]["norm_auc"] > 0.6  # no noise: gradients leak labels
+    assert all(0.5 <= v <= 1 for t in report["leakage"].values() for v in t.values())
 
 
 def test_rerun_with_nothing_changed_is_all_cache_hits(first_run):
@@ -79,7 +86,7 @@ def test_changing_one_feature_party_reruns_only_what_depends_on_it(first_run):
                      "export-advertiser", "export-bank", "export-media"}
     assert {n for n, s in states.items() if s == "Cached"} == {
         "validate-advertiser", "validate-media", "psi_align", "features-advertiser",
-        "features-media"}
+        "features-media", "train_label_only"}
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

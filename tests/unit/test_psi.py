@@ -107,6 +107,23 @@ def test_intersection_is_exact_and_in_one_order(tmp_path: Path, sets: dict[str, 
         assert ordered[name] == ordered[label], f"{name} is not in the common order"
 
 
+def test_each_party_can_keep_its_own_unmatched_ids(tmp_path: Path):
+    # Prepare
+    sets = {"a": ["1", "2", "3", "4"], "b": ["3", "4", "5"], "c": ["0", "3", "4", "9"]}
+    ids = {name: _write_ids(tmp_path, name, values) for name, values in sets.items()}
+    split = tmp_path / "split.parquet"
+    pq.write_table(pa.table({"split": ["train", "test", "train", "test"]}), split)
+    unmatched = {name: tmp_path / name / "unmatched.parquet" for name in sets}
+
+    # Execute
+    align_local(ids, split, "a", {n: tmp_path / n / "aligned.parquet" for n in sets}, "d",
+                unmatched_files=unmatched)
+
+    # Assert
+    read = {n: pq.read_table(p).column("id").to_pylist() for n, p in unmatched.items()}
+    assert read == {"a": ["1", "2"], "b": ["5"], "c": ["0", "9"]}
+
+
 def test_empty_intersection_fails_every_party_clearly(tmp_path: Path):
     with pytest.raises(InputError, match="empty intersection: no ID is held by all of"):
         _align(tmp_path, {"a": ["1", "2"], "b": ["3"], "c": ["1"]})

@@ -8,7 +8,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from splitrec_core.config import Config
+from splitrec_core.config import Config, PartyConfig
 from splitrec_core.errors import InputError
 from splitrec_core.validate import validate_party
 
@@ -91,3 +91,48 @@ def test_missing_and_unreadable_files(synthetic_cfg: Config, synthetic_run: Path
         for p in synthetic_cfg.parties]})
     with pytest.raises(InputError, match="bank.parquet: file is unreadable"):
         _validate(cfg, synthetic_run, "bank")
+
+
+def _ids_only(tmp_path: Path, ids: list, normalize: list[str], raw_bytes: bytes | None = None):
+    """Validate a one-column party file holding `ids` (or the literal CSV bytes given)."""
+    tmp_path.mkdir(exist_ok=True)
+    path = tmp_path / "ids.csv"
+    if raw_bytes is None:
+        pd.DataFrame({"id": ids, "x": range(len(ids))}).to_csv(path, index=False)
+    else:
+        path.write_bytes(raw_bytes)
+    party = PartyConfig(name="p", file="ids.csv", id_column="id", numeric=["x"])
+    return validate_party(party, path, tmp_path / "out", normalize=normalize)
+
+
+def test_ids_are_normalised_in_the_configured_order(tmp_path: Path):
+    # Prepare: NFD "é", padding and case, which all name the same person after normalising
+    ids = ["  Ann@X.com", "jose\u0301@y.org", "+1 (555) 010-0199"]
+
+    # Execute
+    result = _ids_only(tmp_path / "emails", ids, ["nfc", "strip", "lower"])
+    phones = _ids_only(tmp_path / "phones", ["+1 (555) 010-0199", "555.010.0198"], ["digits"])
+
+    # Assert
+    assert pq.read_table(result.ids).column("id").to_pylist() == [
+        "ann@x.com", "jos\u00e9@y.org", "+1 (555) 010-0199"]
+    assert pq.read_table(phones.ids).column("id").to_pylist() == ["15550100199", "5550100198"]
+
+
+def test_duplicates_after_normalisation_are_reported(tmp_path: Path):
+    with pytest.raises(InputError, match=r"duplicate IDs after normalisation \['strip', 'lower'\] "
+                                         r"in 2 row\(s\), e.g. row\(s\) \[0, 2\] .*\['ann@x.com'\]"):
+        _ids_only(tmp_path, ["Ann@x.com", "bob", " ann@X.COM "], ["strip", "lower"])
+
+
+def test_ids_empty_after_normalisation_are_reported(tmp_path: Path):
+    with pytest.raises(InputError, match=r"empty IDs after normalisation \['digits'\] in 1 row\(s\), "
+                                         r"e.g. row\(s\) \[1\]"):
+        _ids_only(tmp_path, ["555-0101", "n/a", "555-0102"], ["digits"])
+
+
+def test_ids_that_are_not_utf8_are_reported(tmp_path: Path):
+    csv = b"id,x\nalice,1\nb\xffb,2\ncarol,3\n"
+    with pytest.raises(InputError, match=r"column 'id': values that are not valid UTF-8 in 1 row\(s\), "
+                                         r"e.g. row\(s\) \[1\]"):
+        _ids_only(tmp_path, [], [], raw_bytes=csv)
