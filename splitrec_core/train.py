@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import pyarrow as pa
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
 from splitrec_core.config import Config, PrivacyConfig
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
@@ -137,15 +138,18 @@ def _label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
 
 
 def feature_loop(channel: Channel, trainer: FeaturePartyTrainer, train: FeatureMatrix,
-                 test: FeatureMatrix, leader: str, epochs: int, batch_size: int, seed: int) -> None:
-    """A feature party's whole training run, then its embeddings of the test rows."""
-    for epoch in range(epochs):
+                 test: FeatureMatrix, leader: str, epochs: int, batch_size: int, seed: int,
+                 start_epoch: int = 0, checkpoints: Checkpoints | None = None) -> None:
+    """A feature party's training run from `start_epoch`, then its embeddings of the test rows."""
+    for epoch in range(start_epoch, epochs):
         for rows in epoch_batches(len(train), batch_size, seed, epoch):
             cats, nums = train.cats[rows], train.nums[rows]
             h = trainer.forward(cats, nums)
             channel.send(Kind.EMBEDDING, leader, array_table(h.numpy()))
             grad = table_array(channel.recv(Kind.GRADIENT, leader))
             trainer.backward(cats, nums, grad)
+        if checkpoints:
+            checkpoints.save(epoch + 1, [trainer.bottom], trainer.optimizer)
     for rows in eval_batches(len(test)):
         h = trainer.embed(test.cats[rows], test.nums[rows])
         channel.send(Kind.EVAL_EMBEDDING, leader, array_table(h.numpy()))
@@ -166,15 +170,17 @@ class History:
 
 def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatrix,
                test: FeatureMatrix, followers: list[str], tasks: list[str], epochs: int,
-               batch_size: int, seed: int) -> tuple[History, np.ndarray, dict[str, dict[str, float]]]:
-    """The label party's whole training run.
+               batch_size: int, seed: int, start_epoch: int = 0,
+               checkpoints: Checkpoints | None = None, history: History | None = None,
+               ) -> tuple[History, np.ndarray, dict[str, dict[str, float]]]:
+    """The label party's training run from `start_epoch` (with the `history` so far).
 
     Returns its history, the test probabilities and the leakage audit of the gradients it sent
     in the last epoch.
     """
     labels = _label_matrix(train, tasks)
-    history, audit = History(), LeakageAudit(tasks, seed)
-    for epoch in range(epochs):
+    history, audit = history or History(), LeakageAudit(tasks, seed)
+    for epoch in range(start_epoch, epochs):
         start, losses = time.perf_counter(), []
         for rows in epoch_batches(len(train), batch_size, seed, epoch):
             received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]
@@ -186,6 +192,9 @@ def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatri
                 audit.observe(sent, labels[rows])
             losses.append(float(loss))
         history.record(losses, start)
+        if checkpoints:
+            checkpoints.save(epoch + 1, [trainer.bottom, trainer.top], trainer.optimizer,
+                             {"loss": np.array(history.loss), "seconds": np.array(history.seconds)})
     probabilities = []
     for rows in eval_batches(len(test)):
         received = [table_array(channel.recv(Kind.EVAL_EMBEDDING, f)) for f in followers]
@@ -204,6 +213,7 @@ class TrainResult:
     rows_per_s: float
     channel: dict[str, dict[str, int]]
     leakage: dict[str, dict[str, float]]
+    resumed_after_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -260,22 +270,40 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     t = cfg.training
     label_trainer = LabelPartyTrainer(run.bottoms[label], run.top, [w.weight for w in cfg.tasks],
                                       t.learning_rate, cfg.privacy)
+    feature_trainers = {f: FeaturePartyTrainer(run.bottoms[f], t.learning_rate, cfg.privacy)
+                        for f in followers}
+
+    # Resume from the last epoch every party has checkpointed for these exact inputs (the last
+    # epoch is always rerun: it feeds the leakage audit)
+    run_id = fingerprint(cfg.model_dump(mode="json"),
+                         [path for files in features.values() for path in files.values()])
+    checkpoints = {p: Checkpoints(out_dirs[p] / "checkpoints" / run_id) for p in features}
+    start_epoch, history = common_epoch(list(checkpoints.values()), t.epochs - 1), History()
+    if start_epoch:
+        saved = checkpoints[label].restore(start_epoch, [run.bottoms[label], run.top],
+                                           label_trainer.optimizer)
+        history = History(saved["loss"].tolist(), saved["seconds"].tolist())
+        for f, trainer in feature_trainers.items():
+            checkpoints[f].restore(start_epoch, [trainer.bottom], trainer.optimizer)
+
     jobs: dict[str, Callable[[], object]] = {
         label: partial(label_loop, hub.channel(label), label_trainer, run.train[label],
                        run.test[label], followers, [w.name for w in cfg.tasks], t.epochs,
-                       t.batch_size, t.seed),
+                       t.batch_size, t.seed, start_epoch, checkpoints[label], history),
     }
-    for f in followers:
-        jobs[f] = partial(feature_loop, hub.channel(f),
-                          FeaturePartyTrainer(run.bottoms[f], t.learning_rate, cfg.privacy),
-                          run.train[f], run.test[f], label, t.epochs, t.batch_size, t.seed)
+    for f, trainer in feature_trainers.items():
+        jobs[f] = partial(feature_loop, hub.channel(f), trainer, run.train[f], run.test[f], label,
+                          t.epochs, t.batch_size, t.seed, start_epoch, checkpoints[f])
     start = time.perf_counter()
     history, probabilities, leakage = hub.run(jobs)[label]  # type: ignore[misc]
-    rows_per_s = t.epochs * len(run.train[label]) / (time.perf_counter() - start)
+    rows_per_s = (t.epochs - start_epoch) * len(run.train[label]) / (time.perf_counter() - start)
     models = {p: _save(run.bottoms[p], out_dirs[p] / "bottom.keras") for p in run.bottoms}
     models["top"] = _save(run.top, out_dirs[label] / "top.keras")
-    return _finish(cfg, features[label]["test"], probabilities, history, rows_per_s, models,
-                   hub.stats().as_dict(), leakage, out_dirs[label])
+    result = _finish(cfg, features[label]["test"], probabilities, history, rows_per_s, models,
+                     hub.stats().as_dict(), leakage, out_dirs[label])
+    for party in checkpoints.values():
+        party.clear()
+    return replace(result, resumed_after_epoch=start_epoch)
 
 
 def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Path) -> TrainResult:

@@ -1,0 +1,75 @@
+"""Training killed after epoch k resumes at epoch k+1 and ends with the weights of an unbroken run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
+from splitrec_core.config import load_config
+from splitrec_core.datasets.synthetic import make_people, write_parties
+from splitrec_core.train import train_split_local
+from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features
+
+EPOCHS = 12
+TRAIN_IN_CHILD = """
+import json, sys
+from pathlib import Path
+from splitrec_core.config import load_config
+from splitrec_core.train import train_split_local
+args = json.loads(sys.argv[1])
+cfg = load_config(Path(args["config"]))
+cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args["epochs"]})})
+features = {p: {k: Path(v) for k, v in f.items()} for p, f in args["features"].items()}
+train_split_local(cfg, features, {p: Path(d) for p, d in args["out"].items()})
+"""
+
+
+def _weights(out: dict[str, Path]) -> list[np.ndarray]:
+    models = [out[p] / "bottom.keras" for p in sorted(out)] + [out["advertiser"] / "top.keras"]
+    return [w for m in models for w in keras.models.load_model(m).get_weights()]
+
+
+def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
+    # Prepare: features, and the config with enough epochs to kill one run part-way
+    write_parties(make_people(3000, seed=4), tmp_path / "data")
+    cfg = load_config(SYNTHETIC_TOML)
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": EPOCHS})})
+    features = prepare_features(cfg, tmp_path)
+    unbroken = {p: tmp_path / "unbroken" / p for p in features}
+    broken = {p: tmp_path / "broken" / p for p in features}
+    run_id = fingerprint(cfg.model_dump(mode="json"),
+                         [path for files in features.values() for path in files.values()])
+    checkpoints = [Checkpoints(broken[p] / "checkpoints" / run_id) for p in features]
+
+    # Execute: an unbroken run; a run killed (SIGKILL) once every party has finished epoch 2
+    train_split_local(cfg, features, unbroken)
+    child = subprocess.Popen(
+        [sys.executable, "-c", TRAIN_IN_CHILD, json.dumps({
+            "config": str(SYNTHETIC_TOML), "epochs": EPOCHS,
+            "features": {p: {k: str(v) for k, v in f.items()} for p, f in features.items()},
+            "out": {p: str(d) for p, d in broken.items()}})],
+        cwd=REPO)
+    deadline = time.monotonic() + 120
+    while common_epoch(checkpoints, EPOCHS) < 2 and time.monotonic() < deadline:
+        assert child.poll() is None, "training finished before it could be killed"
+        time.sleep(0.01)
+    child.kill()
+    child.wait()
+    killed_after = common_epoch(checkpoints, EPOCHS - 1)
+    resumed = train_split_local(cfg, features, broken)
+
+    # Assert
+    assert 2 <= killed_after < EPOCHS
+    assert resumed.resumed_after_epoch == killed_after
+    history = json.loads(resumed.history.read_text())
+    assert len(history["loss"]) == EPOCHS
+    for a, b in zip(_weights(unbroken), _weights(broken), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert all(c.completed() == [] for c in checkpoints), "checkpoints are cleared at the end"
