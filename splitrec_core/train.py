@@ -82,6 +82,13 @@ class FeaturePartyTrainer:
         self.optimizer.apply(tape.gradient(h, variables, output_gradients=grad), variables)
 
     @tf.function(reduce_retracing=True)
+    def backward_then_forward(self, cats: tf.Tensor, nums: tf.Tensor, grad: tf.Tensor,
+                              next_cats: tf.Tensor, next_nums: tf.Tensor) -> tf.Tensor:
+        """Step on one batch's gradient, then embed the next batch with the updated bottom."""
+        self.backward(cats, nums, grad)
+        return self.forward(next_cats, next_nums)
+
+    @tf.function(reduce_retracing=True)
     def embed(self, cats: tf.Tensor, nums: tf.Tensor) -> tf.Tensor:
         """The embedding for scoring: no noise."""
         return self.bottom([cats, nums], training=False)
@@ -140,16 +147,32 @@ def _label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
 def feature_loop(channel: Channel, trainer: FeaturePartyTrainer, train: FeatureMatrix,
                  test: FeatureMatrix, leader: str, epochs: int, batch_size: int, seed: int,
                  start_epoch: int = 0, checkpoints: Checkpoints | None = None) -> None:
-    """A feature party's training run from `start_epoch`, then its embeddings of the test rows."""
+    """A feature party's training run from `start_epoch`, then its embeddings of the test rows.
+
+    While it waits for a batch's gradient it has nothing to do, so each batch's backward pass
+    and the next batch's forward pass go to TensorFlow as one call (in that order: the next
+    embedding comes from the updated bottom, exactly as in sequential training).
+    """
+    def save(epoch: int) -> None:
+        if checkpoints:
+            checkpoints.save(epoch + 1, [trainer.bottom], trainer.optimizer)
+
+    waiting: tuple[int, np.ndarray, np.ndarray] | None = None  # a sent batch awaiting its gradient
     for epoch in range(start_epoch, epochs):
         for rows in epoch_batches(len(train), batch_size, seed, epoch):
             cats, nums = train.cats[rows], train.nums[rows]
-            h = trainer.forward(cats, nums)
+            if waiting is None:
+                h = trainer.forward(cats, nums)
+            else:
+                grad = table_array(channel.recv(Kind.GRADIENT, leader))
+                h = trainer.backward_then_forward(waiting[1], waiting[2], grad, cats, nums)
+                if waiting[0] != epoch:
+                    save(waiting[0])
             channel.send(Kind.EMBEDDING, leader, array_table(h.numpy()))
-            grad = table_array(channel.recv(Kind.GRADIENT, leader))
-            trainer.backward(cats, nums, grad)
-        if checkpoints:
-            checkpoints.save(epoch + 1, [trainer.bottom], trainer.optimizer)
+            waiting = (epoch, cats, nums)
+    if waiting is not None:
+        trainer.backward(waiting[1], waiting[2], table_array(channel.recv(Kind.GRADIENT, leader)))
+        save(waiting[0])
     for rows in eval_batches(len(test)):
         h = trainer.embed(test.cats[rows], test.nums[rows])
         channel.send(Kind.EVAL_EMBEDDING, leader, array_table(h.numpy()))

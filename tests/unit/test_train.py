@@ -66,3 +66,44 @@ def test_no_raw_id_or_feature_value_crosses(trained):
     assert any(len(n) == 8 for n in needles)
     leaked = [n for n in needles if n in payload]
     assert leaked == []
+
+
+def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None, epochs: int = 8):
+    """Split-train synthetic parties; also the label party alone; return both reports."""
+    from splitrec_core.config import load_config
+    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.train import train_central, train_split_local
+    from splitrec_core.workspace import Workspace
+    from tests.conftest import SYNTHETIC_TOML, prepare_features
+
+    write_parties(make_people(4000, seed=7, label_signal=label_signal), tmp_path / "data")
+    cfg = load_config(SYNTHETIC_TOML)
+    cfg = cfg.model_copy(update={
+        "training": cfg.training.model_copy(update={"epochs": epochs}),
+        "privacy": cfg.privacy.model_copy(update=privacy or {})})
+    features = prepare_features(cfg, tmp_path)
+    space = Workspace(tmp_path)
+    split = train_split_local(cfg, features, {p: space.trained(p) for p in features})
+    alone = train_central(cfg, {"advertiser": features["advertiser"]}, space.label_only("advertiser"))
+    tasks = [t.name for t in cfg.tasks]
+    test = features["advertiser"]["test"]
+    return split, evaluate(split.predictions, test, tasks), evaluate(alone.predictions, test, tasks)
+
+
+def test_federation_lifts_a_label_party_without_signal(tmp_path):
+    # The label party's own columns carry nothing about either task
+    _, split, alone = _train_variant(tmp_path, label_signal=0.0)
+    for task in ("income_50k", "never_married"):
+        assert alone[task]["auc"] < 0.6
+        assert split[task]["auc"] - alone[task]["auc"] > 0.1
+
+
+def test_leakage_audit_sees_leaks_and_strong_noise_hides_them(tmp_path):
+    leaky, _, _ = _train_variant(tmp_path / "plain", label_signal=0.3, epochs=1)
+    noisy, _, _ = _train_variant(tmp_path / "noisy", label_signal=0.3, epochs=1,
+                                       privacy={"gradient_noise": 1.0})
+    # Built to leak: one epoch, so every audited gradient comes from a barely trained model
+    # (measured: income cosine attack 1.0, norm attack 0.88; with noise all four below 0.53)
+    assert max(leaky.leakage["income_50k"].values()) > 0.9
+    for task in ("income_50k", "never_married"):
+        assert max(noisy.leakage[task].values()) < 0.58
