@@ -43,10 +43,11 @@ class Bottom(keras.layers.Layer):
         self.units = list(units)
         self.cut_dim = cut_dim
         self.clip_norm = clip_norm
-        self.embeddings = [
-            keras.layers.Embedding(size, embedding_dim, name=f"embedding_{j}")
-            for j, size in enumerate(self.vocab_sizes)
-        ]
+        # All categorical columns share one table at per-column offsets: one gather per batch
+        # instead of one per column (the bottom runs twice per step in split training).
+        self.offsets = [sum(self.vocab_sizes[:j]) for j in range(len(self.vocab_sizes))]
+        self.embedding = (keras.layers.Embedding(sum(self.vocab_sizes), embedding_dim, name="embedding")
+                          if self.vocab_sizes else None)
         self.hidden = [keras.layers.Dense(u, activation="relu", name=f"hidden_{j}")
                        for j, u in enumerate(self.units)]
         self.cut = keras.layers.Dense(cut_dim, activation="relu", name="cut")
@@ -54,8 +55,8 @@ class Bottom(keras.layers.Layer):
     def build(self, input_shape: object) -> None:
         """Build sublayers for the concatenated input width."""
         width = len(self.vocab_sizes) * self.embedding_dim + self.num_numeric
-        for embedding in self.embeddings:
-            embedding.build((None,))
+        if self.embedding is not None:
+            self.embedding.build((None, len(self.vocab_sizes)))
         for layer in self.hidden:
             layer.build((None, width))
             width = layer.units
@@ -64,7 +65,10 @@ class Bottom(keras.layers.Layer):
     def call(self, inputs: Sequence[tf.Tensor]) -> tf.Tensor:
         """Embed, concatenate and run the MLP."""
         cats, nums = inputs
-        parts = [emb(cats[:, j]) for j, emb in enumerate(self.embeddings)]
+        parts = []
+        if self.embedding is not None:
+            embedded = self.embedding(cats + keras.ops.convert_to_tensor(self.offsets, "int32"))
+            parts.append(keras.ops.reshape(embedded, (-1, len(self.vocab_sizes) * self.embedding_dim)))
         if self.num_numeric:
             parts.append(nums)
         x = keras.ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]

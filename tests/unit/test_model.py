@@ -35,6 +35,15 @@ def models():
     return bottoms, top_model(list(PARTIES), 2, CFG)
 
 
+def test_columns_use_their_own_rows_of_the_shared_table(models):
+    # Column j's index i reads row offset_j + i of the one embedding table
+    bottom = models[0]["label"].get_layer("bottom")
+    table = bottom.embedding.embeddings.numpy()
+    cats = np.array([[3, 2]], np.int32)
+    looked_up = bottom.embedding(cats + np.array(bottom.offsets, np.int32)).numpy()
+    np.testing.assert_array_equal(looked_up[0], table[[3, 4 + 2]])
+
+
 def test_shapes(models):
     bottoms, top = models
     x = _batch(7)
@@ -81,8 +90,9 @@ def test_split_step_equals_composed_model(models):
 
 def test_clipping_bounds_row_norms():
     keras.utils.set_random_seed(0)
-    bottom = bottom_model("p", [4], 2, CFG, clip_norm=0.01)
-    h = bottom(list(_batch()["label"][:1]) + [np.ones((16, 2), np.float32)])
+    bottom = bottom_model("p", [4, 3], 1, CFG, clip_norm=0.01)
+    h = bottom(list(_batch()["label"]))
+    assert h.shape == (16, CFG.cut_dim)
     assert float(tf.reduce_max(tf.norm(h, axis=1))) <= 0.01 + 1e-6
 
 
