@@ -155,16 +155,35 @@ class Config(_Strict):
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate a TOML config; an error names the file and the offending key."""
+    """Read and validate a TOML config; an error names the file and the offending key.
+
+    `extends = "other.toml"` (relative to this file) starts from that config: tables merge key by
+    key, and everything else given here replaces the value there.
+    """
+    return parse_config(_read_toml(Path(path)), source=path)
+
+
+def _read_toml(path: Path) -> dict[str, object]:
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(path, None, "config file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, None, f"config file is unreadable: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, None, f"not valid TOML: {exc}") from None
-    return parse_config(raw, source=path)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    return _merge(_read_toml(path.parent / str(base)), raw)
+
+
+def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for key, value in override.items():
+        old = merged.get(key)
+        merged[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
+    return merged
 
 
 def parse_config(raw: dict[str, object], source: Path | str = "<config>") -> Config:

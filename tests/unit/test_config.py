@@ -70,3 +70,12 @@ def test_missing_and_malformed_files(tmp_path: Path):
         load_config(tmp_path / "nope.toml")
     with pytest.raises(InputError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_a_config_can_extend_another():
+    private = load_config(REPO / "data" / "census-private.toml")
+    census = load_config(REPO / "data" / "census.toml")
+    assert private.privacy.gradient_noise == 0.0015
+    assert private.name == "census-private"
+    assert private.parties == census.parties
+    assert private.privacy.clip_norm == census.privacy.clip_norm
