@@ -176,7 +176,7 @@ def composed_model(bottoms: dict[str, keras.Model], top: keras.Model) -> keras.M
     return keras.Model(inputs, top(hs), name="central")
 
 
-def multitask_loss(labels: tf.Tensor, logits: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
-    """`sum_t w_t * mean BCE_t` from logits; labels and logits are `[batch, num_tasks]`."""
-    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-    return tf.reduce_sum(tf.reduce_mean(bce, axis=0) * weights)
+def task_losses(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """Mean BCE per task `[num_tasks]` from logits; labels and logits are `[batch, num_tasks]`."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)
+

@@ -25,7 +25,7 @@ from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
 from splitrec_core.config import Config, PrivacyConfig
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
-from splitrec_core.model import bottom_model, composed_model, multitask_loss, top_model
+from splitrec_core.model import bottom_model, composed_model, task_losses, top_model
 from splitrec_core.privacy import LeakageAudit
 
 EVAL_BATCH = 8192
@@ -113,25 +113,32 @@ class LabelPartyTrainer:
 
     def loss_and_gradients(self, cats: tf.Tensor, nums: tf.Tensor, labels: tf.Tensor,
                            received: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
-        """Loss, gradients for our variables, and dL/dh for each received embedding."""
+        """Per-task losses, gradients for our variables, and dL/dh for each received embedding."""
         with tf.GradientTape() as tape:
             tape.watch(received)
             h_own = self.bottom([cats, nums], training=True)
-            loss = multitask_loss(labels, self.top([h_own, *received], training=True), self.weights)
+            per_task = task_losses(labels, self.top([h_own, *received], training=True))
+            loss = tf.reduce_sum(per_task * self.weights)
         grads = tape.gradient(loss, [*self.variables, *received])
         n = len(self.variables)
-        return loss, grads[:n], grads[n:]
+        return per_task, grads[:n], grads[n:]
 
     @tf.function(reduce_retracing=True)
     def step(self, cats: tf.Tensor, nums: tf.Tensor, labels: tf.Tensor,
              received: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """Step our variables; return the loss and the (optionally noised) gradients to send."""
+        """Step our variables; return per-task losses and the (optionally noised) gradients to send."""
         loss, grads, to_send = self.loss_and_gradients(cats, nums, labels, received)
         self.optimizer.apply(grads, self.variables)
         if self.privacy.gradient_noise > 0:
             to_send = [g + self._noise.normal(tf.shape(g), stddev=self.privacy.gradient_noise)
                        for g in to_send]
         return loss, to_send
+
+    @tf.function(reduce_retracing=True)
+    def gate_usage(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor]) -> tf.Tensor:
+        """Each task's mean gate weight per expert on these rows, `[num_tasks, num_experts]`."""
+        h = tf.concat([self.bottom([cats, nums], training=False), *received], axis=1)
+        return tf.reduce_mean(self.top.get_layer("mmoe").gate_weights(h), axis=1)
 
     @tf.function(reduce_retracing=True)
     def predict(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor]) -> tf.Tensor:
@@ -180,15 +187,40 @@ def feature_loop(channel: Channel, trainer: FeaturePartyTrainer, train: FeatureM
 
 @dataclass
 class History:
-    """Mean training loss per epoch and wall time."""
+    """Per epoch: loss per task, each task's mean gate weight per expert, and wall time."""
 
-    loss: list[float] = field(default_factory=list)
+    task_loss: list[list[float]] = field(default_factory=list)   # [epoch][task]
+    gates: list[list[list[float]]] = field(default_factory=list)  # [epoch][task][expert]
     seconds: list[float] = field(default_factory=list)
 
-    def record(self, losses: list[float], started: float) -> None:
+    def record(self, losses: list[np.ndarray], gates: np.ndarray, started: float) -> None:
         """Close an epoch that began at `time.perf_counter()` value `started`."""
-        self.loss.append(float(np.mean(losses)))
+        self.task_loss.append(np.mean(losses, axis=0).tolist())
+        self.gates.append(np.asarray(gates).tolist())
         self.seconds.append(time.perf_counter() - started)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The history as arrays, for a checkpoint."""
+        return {"task_loss": np.array(self.task_loss), "gates": np.array(self.gates),
+                "seconds": np.array(self.seconds)}
+
+    @classmethod
+    def from_arrays(cls, saved: dict[str, np.ndarray]) -> History:
+        """Inverse of `arrays`."""
+        return cls(saved["task_loss"].tolist(), saved["gates"].tolist(), saved["seconds"].tolist())
+
+    def as_json(self, tasks: list[str], weights: list[float]) -> dict[str, object]:
+        """Loss curves per task, gate use per task (mean weight per expert and its entropy)."""
+        losses = np.array(self.task_loss).reshape(-1, len(tasks))
+        gates = np.array(self.gates).reshape(len(self.gates), len(tasks), -1)
+        entropy = -np.sum(gates * np.log(np.clip(gates, 1e-12, None)), axis=2)
+        return {
+            "loss": (losses @ np.array(weights)).tolist(),
+            "task_loss": {t: losses[:, j].tolist() for j, t in enumerate(tasks)},
+            "gate_mean": {t: gates[:, j].tolist() for j, t in enumerate(tasks)},
+            "gate_entropy": {t: entropy[:, j].tolist() for j, t in enumerate(tasks)},
+            "seconds": self.seconds,
+        }
 
 
 def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatrix,
@@ -213,11 +245,13 @@ def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatri
                 channel.send(Kind.GRADIENT, follower, array_table(grad))
             if epoch == epochs - 1:
                 audit.observe(sent, labels[rows])
-            losses.append(float(loss))
-        history.record(losses, start)
+            losses.append(loss.numpy())
+        # gate use measured on the epoch's last batch, with the weights the epoch ended with
+        gates = trainer.gate_usage(train.cats[rows], train.nums[rows], received).numpy()
+        history.record(losses, gates, start)
         if checkpoints:
             checkpoints.save(epoch + 1, [trainer.bottom, trainer.top], trainer.optimizer,
-                             {"loss": np.array(history.loss), "seconds": np.array(history.seconds)})
+                             history.arrays())
     probabilities = []
     for rows in eval_batches(len(test)):
         received = [table_array(channel.recv(Kind.EVAL_EMBEDDING, f)) for f in followers]
@@ -259,14 +293,14 @@ class _Run:
 def _finish(cfg: Config, label_test: Path, probabilities: np.ndarray, history: History,
             rows_per_s: float, models: dict[str, Path], channel: dict[str, dict[str, int]],
             leakage: dict[str, dict[str, float]], out_dir: Path) -> TrainResult:
-    """Write test predictions (in common-position order) and the loss history."""
+    """Write test predictions (in common-position order) and the training history."""
     tasks = [t.name for t in cfg.tasks]
     columns = {"position": FeatureMatrix.positions(label_test)}
     columns |= {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
     return TrainResult(
         models=models,
         predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
-        history=write_json({"loss": history.loss, "seconds": history.seconds},
+        history=write_json(history.as_json(tasks, [t.weight for t in cfg.tasks]),
                            out_dir / "history.json"),
         rows_per_s=rows_per_s,
         channel=channel,
@@ -305,7 +339,7 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     if start_epoch:
         saved = checkpoints[label].restore(start_epoch, [run.bottoms[label], run.top],
                                            label_trainer.optimizer)
-        history = History(saved["loss"].tolist(), saved["seconds"].tolist())
+        history = History.from_arrays(saved)
         for f, trainer in feature_trainers.items():
             checkpoints[f].restore(start_epoch, [trainer.bottom], trainer.optimizer)
 
@@ -347,9 +381,16 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     @tf.function(reduce_retracing=True)
     def step(x: list[tf.Tensor], y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
-            loss = multitask_loss(y, model(x, training=True), weights)
+            per_task = task_losses(y, model(x, training=True))
+            loss = tf.reduce_sum(per_task * weights)
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
-        return loss
+        return per_task
+
+    @tf.function(reduce_retracing=True)
+    def gate_usage(x: list[tf.Tensor]) -> tf.Tensor:
+        h = tf.concat([b(x[2 * i : 2 * i + 2], training=False)
+                       for i, b in enumerate(run.bottoms.values())], axis=1)
+        return tf.reduce_mean(run.top.get_layer("mmoe").gate_weights(h), axis=1)
 
     labels = _label_matrix(run.train[label], [t.name for t in cfg.tasks])
     history, t = History(), cfg.training
@@ -357,8 +398,8 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     for epoch in range(t.epochs):
         start, losses = time.perf_counter(), []
         for rows in epoch_batches(len(labels), t.batch_size, t.seed, epoch):
-            losses.append(float(step(inputs(run.train, rows), labels[rows])))
-        history.record(losses, start)
+            losses.append(step(inputs(run.train, rows), labels[rows]).numpy())
+        history.record(losses, gate_usage(inputs(run.train, rows)).numpy(), start)
     rows_per_s = t.epochs * len(labels) / (time.perf_counter() - start_all)
     predict = tf.function(lambda x: tf.sigmoid(model(x, training=False)), reduce_retracing=True)
     probabilities = np.concatenate(

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from splitrec_core.config import ModelConfig, PrivacyConfig
-from splitrec_core.model import MMoE, Bottom, bottom_model, composed_model, multitask_loss, top_model
+from splitrec_core.model import MMoE, Bottom, bottom_model, composed_model, task_losses, top_model
 from splitrec_core.train import LabelPartyTrainer
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
@@ -64,14 +64,16 @@ def test_split_step_equals_composed_model(models):
 
     # Execute: centrally composed loss and gradients
     with tf.GradientTape() as tape:
-        central_loss = multitask_loss(labels, central([m for p in PARTIES for m in x[p]]), weights)
+        logits = central([m for p in PARTIES for m in x[p]])
+        central_loss = tf.reduce_sum(task_losses(labels, logits) * weights)
     central_grads = dict(zip([v.path for v in central.trainable_variables],
                              tape.gradient(central_loss, central.trainable_variables)))
 
     # Execute: the split step, as each party computes it
     received = [bottoms[p](list(x[p])) for p in ("bank", "media")]
     label = LabelPartyTrainer(bottoms["label"], top, [1.0, 0.5], 1e-3, PrivacyConfig())
-    split_loss, label_grads, sent = label.loss_and_gradients(*x["label"], labels, received)
+    per_task, label_grads, sent = label.loss_and_gradients(*x["label"], labels, received)
+    split_loss = tf.reduce_sum(per_task * weights)
     split_grads = dict(zip([v.path for v in label.variables], label_grads))
     for party, g in zip(("bank", "media"), sent):
         with tf.GradientTape() as tape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
@@ -27,6 +28,24 @@ def test_split_matches_central_training(trained):
     b = pq.read_table(central.predictions).to_pandas()
     assert a["position"].tolist() == b["position"].tolist()
     np.testing.assert_allclose(a.drop(columns="position"), b.drop(columns="position"), atol=1e-5)
+
+
+def test_history_has_per_task_curves_and_gate_use(trained):
+    cfg, _, _, _, split, central = trained
+    for result in (split, central):
+        history = json.loads(result.history.read_text())
+        assert len(history["loss"]) == cfg.training.epochs
+        for task in ("income_50k", "never_married"):
+            assert len(history["task_loss"][task]) == cfg.training.epochs
+            assert history["task_loss"][task][-1] < history["task_loss"][task][0]  # it learns
+            gates = np.array(history["gate_mean"][task])
+            assert gates.shape == (cfg.training.epochs, cfg.model.num_experts)
+            np.testing.assert_allclose(gates.sum(axis=1), 1.0, rtol=1e-5)
+            entropy = np.array(history["gate_entropy"][task])
+            assert np.all((entropy >= 0) & (entropy <= np.log(cfg.model.num_experts) + 1e-6))
+        total = [sum(history["task_loss"][t][e] for t in history["task_loss"])
+                 for e in range(cfg.training.epochs)]
+        np.testing.assert_allclose(history["loss"], total, rtol=1e-6)  # weights are 1 here
 
 
 def test_traffic_is_counted_per_kind(trained):
