@@ -68,6 +68,8 @@ class TrainingConfig(_Strict):
     epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
+    loss_weighting: Literal["static", "uncertainty"] = Field(
+        default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7
 
 

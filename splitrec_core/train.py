@@ -25,7 +25,7 @@ from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
 from splitrec_core.config import Config, PrivacyConfig
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
-from splitrec_core.model import bottom_model, composed_model, task_losses, top_model
+from splitrec_core.model import TaskWeighting, bottom_model, composed_model, task_losses, top_model
 from splitrec_core.privacy import LeakageAudit
 
 EVAL_BATCH = 8192
@@ -54,6 +54,12 @@ def build_models(cfg: Config, transforms: dict[str, Transform]) -> tuple[dict[st
         for name in order
     }
     return bottoms, top_model(order, len(cfg.tasks), cfg.model)
+
+
+def task_weighting(cfg: Config) -> TaskWeighting:
+    """The configured combination of the task losses (static, or learned by uncertainty)."""
+    return TaskWeighting([t.weight for t in cfg.tasks], cfg.training.loss_weighting == "uncertainty",
+                         name="task_weighting")
 
 
 class FeaturePartyTrainer:
@@ -97,19 +103,24 @@ class FeaturePartyTrainer:
 class LabelPartyTrainer:
     """The label party's bottom, the MMoE top and one optimizer over both."""
 
-    def __init__(self, bottom: keras.Model, top: keras.Model, task_weights: list[float],
+    def __init__(self, bottom: keras.Model, top: keras.Model, weighting: TaskWeighting,
                  learning_rate: float, privacy: PrivacyConfig) -> None:
         self.bottom = bottom
         self.top = top
-        self.weights = tf.constant(task_weights, tf.float32)
+        self.weighting = weighting
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.privacy = privacy
         self._noise = tf.random.Generator.from_non_deterministic_state()
 
     @property
+    def models(self) -> list[keras.Layer]:
+        """What the label party trains (and checkpoints): its bottom, the top, the task weighting."""
+        return [self.bottom, self.top, self.weighting]
+
+    @property
     def variables(self) -> list[tf.Variable]:
-        """Trainable variables of the bottom and the top."""
-        return [*self.bottom.trainable_variables, *self.top.trainable_variables]
+        """Trainable variables of the bottom, the top and (if learned) the task weighting."""
+        return [v for model in self.models for v in model.trainable_variables]
 
     def loss_and_gradients(self, cats: tf.Tensor, nums: tf.Tensor, labels: tf.Tensor,
                            received: list[tf.Tensor]) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
@@ -118,7 +129,7 @@ class LabelPartyTrainer:
             tape.watch(received)
             h_own = self.bottom([cats, nums], training=True)
             per_task = task_losses(labels, self.top([h_own, *received], training=True))
-            loss = tf.reduce_sum(per_task * self.weights)
+            loss = self.weighting(per_task)
         grads = tape.gradient(loss, [*self.variables, *received])
         n = len(self.variables)
         return per_task, grads[:n], grads[n:]
@@ -191,32 +202,38 @@ class History:
 
     task_loss: list[list[float]] = field(default_factory=list)   # [epoch][task]
     gates: list[list[list[float]]] = field(default_factory=list)  # [epoch][task][expert]
+    task_weight: list[list[float]] = field(default_factory=list)  # [epoch][task]
     seconds: list[float] = field(default_factory=list)
 
-    def record(self, losses: list[np.ndarray], gates: np.ndarray, started: float) -> None:
+    def record(self, losses: list[np.ndarray], gates: np.ndarray, task_weights: np.ndarray,
+               started: float) -> None:
         """Close an epoch that began at `time.perf_counter()` value `started`."""
         self.task_loss.append(np.mean(losses, axis=0).tolist())
         self.gates.append(np.asarray(gates).tolist())
+        self.task_weight.append(np.asarray(task_weights).tolist())
         self.seconds.append(time.perf_counter() - started)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The history as arrays, for a checkpoint."""
         return {"task_loss": np.array(self.task_loss), "gates": np.array(self.gates),
-                "seconds": np.array(self.seconds)}
+                "task_weight": np.array(self.task_weight), "seconds": np.array(self.seconds)}
 
     @classmethod
     def from_arrays(cls, saved: dict[str, np.ndarray]) -> History:
         """Inverse of `arrays`."""
-        return cls(saved["task_loss"].tolist(), saved["gates"].tolist(), saved["seconds"].tolist())
+        return cls(saved["task_loss"].tolist(), saved["gates"].tolist(),
+                   saved["task_weight"].tolist(), saved["seconds"].tolist())
 
-    def as_json(self, tasks: list[str], weights: list[float]) -> dict[str, object]:
-        """Loss curves per task, gate use per task (mean weight per expert and its entropy)."""
+    def as_json(self, tasks: list[str]) -> dict[str, object]:
+        """Loss curves per task, task weights, gate use per task (mean weight per expert, entropy)."""
         losses = np.array(self.task_loss).reshape(-1, len(tasks))
+        weights = np.array(self.task_weight).reshape(-1, len(tasks))
         gates = np.array(self.gates).reshape(len(self.gates), len(tasks), -1)
         entropy = -np.sum(gates * np.log(np.clip(gates, 1e-12, None)), axis=2)
         return {
-            "loss": (losses @ np.array(weights)).tolist(),
+            "loss": np.sum(losses * weights, axis=1).tolist(),
             "task_loss": {t: losses[:, j].tolist() for j, t in enumerate(tasks)},
+            "task_weight": {t: weights[:, j].tolist() for j, t in enumerate(tasks)},
             "gate_mean": {t: gates[:, j].tolist() for j, t in enumerate(tasks)},
             "gate_entropy": {t: entropy[:, j].tolist() for j, t in enumerate(tasks)},
             "seconds": self.seconds,
@@ -248,10 +265,9 @@ def label_loop(channel: Channel, trainer: LabelPartyTrainer, train: FeatureMatri
             losses.append(loss.numpy())
         # gate use measured on the epoch's last batch, with the weights the epoch ended with
         gates = trainer.gate_usage(train.cats[rows], train.nums[rows], received).numpy()
-        history.record(losses, gates, start)
+        history.record(losses, gates, trainer.weighting.effective_weights().numpy(), start)
         if checkpoints:
-            checkpoints.save(epoch + 1, [trainer.bottom, trainer.top], trainer.optimizer,
-                             history.arrays())
+            checkpoints.save(epoch + 1, trainer.models, trainer.optimizer, history.arrays())
     probabilities = []
     for rows in eval_batches(len(test)):
         received = [table_array(channel.recv(Kind.EVAL_EMBEDDING, f)) for f in followers]
@@ -300,7 +316,7 @@ def _finish(cfg: Config, label_test: Path, probabilities: np.ndarray, history: H
     return TrainResult(
         models=models,
         predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
-        history=write_json(history.as_json(tasks, [t.weight for t in cfg.tasks]),
+        history=write_json(history.as_json(tasks),
                            out_dir / "history.json"),
         rows_per_s=rows_per_s,
         channel=channel,
@@ -325,7 +341,7 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     run = _Run.load(cfg, features)
     label, followers = cfg.label_party, [p.name for p in cfg.feature_parties]
     t = cfg.training
-    label_trainer = LabelPartyTrainer(run.bottoms[label], run.top, [w.weight for w in cfg.tasks],
+    label_trainer = LabelPartyTrainer(run.bottoms[label], run.top, task_weighting(cfg),
                                       t.learning_rate, cfg.privacy)
     feature_trainers = {f: FeaturePartyTrainer(run.bottoms[f], t.learning_rate, cfg.privacy)
                         for f in followers}
@@ -337,7 +353,7 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     checkpoints = {p: Checkpoints(out_dirs[p] / "checkpoints" / run_id) for p in features}
     start_epoch, history = common_epoch(list(checkpoints.values()), t.epochs - 1), History()
     if start_epoch:
-        saved = checkpoints[label].restore(start_epoch, [run.bottoms[label], run.top],
+        saved = checkpoints[label].restore(start_epoch, label_trainer.models,
                                            label_trainer.optimizer)
         history = History.from_arrays(saved)
         for f, trainer in feature_trainers.items():
@@ -371,7 +387,8 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     """
     run = _Run.load(cfg, features)
     model = composed_model(run.bottoms, run.top)
-    weights = tf.constant([t.weight for t in cfg.tasks], tf.float32)
+    weighting = task_weighting(cfg)
+    trained = [*model.trainable_variables, *weighting.trainable_variables]
     optimizer = keras.optimizers.Adam(cfg.training.learning_rate)
     label = cfg.label_party
 
@@ -382,8 +399,8 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     def step(x: list[tf.Tensor], y: tf.Tensor) -> tf.Tensor:
         with tf.GradientTape() as tape:
             per_task = task_losses(y, model(x, training=True))
-            loss = tf.reduce_sum(per_task * weights)
-        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+            loss = weighting(per_task)
+        optimizer.apply(tape.gradient(loss, trained), trained)
         return per_task
 
     @tf.function(reduce_retracing=True)
@@ -399,7 +416,8 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
         start, losses = time.perf_counter(), []
         for rows in epoch_batches(len(labels), t.batch_size, t.seed, epoch):
             losses.append(step(inputs(run.train, rows), labels[rows]).numpy())
-        history.record(losses, gate_usage(inputs(run.train, rows)).numpy(), start)
+        history.record(losses, gate_usage(inputs(run.train, rows)).numpy(),
+                       weighting.effective_weights().numpy(), start)
     rows_per_s = t.epochs * len(labels) / (time.perf_counter() - start_all)
     predict = tf.function(lambda x: tf.sigmoid(model(x, training=False)), reduce_retracing=True)
     probabilities = np.concatenate(

@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from splitrec_core.config import ModelConfig, PrivacyConfig
-from splitrec_core.model import MMoE, Bottom, bottom_model, composed_model, task_losses, top_model
+from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, composed_model, task_losses, top_model
 from splitrec_core.train import LabelPartyTrainer
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
@@ -71,7 +71,7 @@ def test_split_step_equals_composed_model(models):
 
     # Execute: the split step, as each party computes it
     received = [bottoms[p](list(x[p])) for p in ("bank", "media")]
-    label = LabelPartyTrainer(bottoms["label"], top, [1.0, 0.5], 1e-3, PrivacyConfig())
+    label = LabelPartyTrainer(bottoms["label"], top, TaskWeighting([1.0, 0.5]), 1e-3, PrivacyConfig())
     per_task, label_grads, sent = label.loss_and_gradients(*x["label"], labels, received)
     split_loss = tf.reduce_sum(per_task * weights)
     split_grads = dict(zip([v.path for v in label.variables], label_grads))
@@ -101,10 +101,24 @@ def test_clipping_bounds_row_norms():
 @pytest.mark.parametrize("layer", [
     Bottom([4, 3], 2, 3, [8], 4, clip_norm=1.5, name="b"),
     MMoE(2, 3, 5, 2, name="m"),
-], ids=["bottom", "mmoe"])
+    TaskWeighting([1.0, 0.5], learned=True, name="w"),
+], ids=["bottom", "mmoe", "task-weighting"])
 def test_serialization(layer):
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert restored.get_config() == layer.get_config()
+
+
+def test_task_weighting():
+    per_task = tf.constant([0.2, 0.8])
+    static = TaskWeighting([1.0, 0.5])
+    learned = TaskWeighting([1.0, 0.5], learned=True)
+    assert float(static(per_task)) == pytest.approx(0.2 + 0.4)
+    assert float(learned(per_task)) == pytest.approx(0.2 + 0.4)  # s_t starts at 0
+    assert static.trainable_variables == [] and len(learned.trainable_variables) == 1
+    learned.log_vars.assign([np.log(2.0), 0.0])
+    # w * (exp(-s) L + s): 1 * (0.1 + log 2) + 0.5 * 0.8
+    assert float(learned(per_task)) == pytest.approx(0.1 + np.log(2.0) + 0.4, rel=1e-6)
+    np.testing.assert_allclose(learned.effective_weights(), [0.5, 0.5], rtol=1e-6)
 
 
 def test_model_saving(models, tmp_path: Path):

@@ -87,7 +87,8 @@ def test_no_raw_id_or_feature_value_crosses(trained):
     assert leaked == []
 
 
-def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None, epochs: int = 8):
+def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None, epochs: int = 8,
+                   training: dict | None = None):
     """Split-train synthetic parties; also the label party alone; return both reports."""
     from splitrec_core.config import load_config
     from splitrec_core.datasets.synthetic import make_people, write_parties
@@ -98,7 +99,7 @@ def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None
     write_parties(make_people(4000, seed=7, label_signal=label_signal), tmp_path / "data")
     cfg = load_config(SYNTHETIC_TOML)
     cfg = cfg.model_copy(update={
-        "training": cfg.training.model_copy(update={"epochs": epochs}),
+        "training": cfg.training.model_copy(update={"epochs": epochs, **(training or {})}),
         "privacy": cfg.privacy.model_copy(update=privacy or {})})
     features = prepare_features(cfg, tmp_path)
     space = Workspace(tmp_path)
@@ -115,6 +116,20 @@ def test_federation_lifts_a_label_party_without_signal(tmp_path):
     for task in ("income_50k", "never_married"):
         assert alone[task]["auc"] < 0.6
         assert split[task]["auc"] - alone[task]["auc"] > 0.1
+
+
+def test_uncertainty_weighting_moves_each_weight_towards_one_over_its_loss(tmp_path):
+    # Kendall et al.: for a loss L_t the optimum of exp(-s) L_t + s is exp(-s) = 1 / L_t, so with
+    # BCE losses below 1 every task's weight climbs from 1, epoch after epoch
+    result, metrics, _ = _train_variant(tmp_path, label_signal=0.3,
+                                        training={"loss_weighting": "uncertainty"})
+    history = json.loads(result.history.read_text())
+    for task, weights in history["task_weight"].items():
+        final_loss = history["task_loss"][task][-1]
+        assert final_loss < 1
+        assert 1.0 < weights[0] < weights[-1] < 1 / final_loss
+        assert all(a < b for a, b in zip(weights, weights[1:]))
+    assert metrics["income_50k"]["auc"] > 0.8
 
 
 def test_leakage_audit_sees_leaks_and_strong_noise_hides_them(tmp_path):
