@@ -77,22 +77,36 @@ def _workdir(config: Path, workdir: Path | None) -> Path:
     return workdir or Path("runs") / load_config(config).name
 
 
+def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: object) -> Path:
+    """Run a flow locally, its cached results kept in the run folder; bad input exits with 2."""
+    try:
+        root = _workdir(config, workdir)
+        _use_workdir_results(root)
+        from flows.pipeline import train_pipeline
+        from flows.sweep import sweep
+
+        _quiet_prefect_input_errors()
+        flow = {"train_pipeline": train_pipeline, "sweep": sweep}[name]
+        return Path(flow(str(config), str(root), **parameters))
+    except InputError as error:
+        _fail(error)
+        raise  # unreachable: _fail exits
+
+
 @app.command()
 def run(config: Path, workdir: Workdir = None,
         centralized: Annotated[bool, typer.Option(help="Also train on all columns pooled.")] = False,
         ) -> None:
     """Run the whole pipeline locally (all parties in this process) and print the metrics."""
-    try:
-        root = _workdir(config, workdir)
-        _use_workdir_results(root)
-        from flows.pipeline import train_pipeline
-
-        _quiet_prefect_input_errors()
-        report = train_pipeline(str(config), str(root), centralized)
-    except InputError as error:
-        _fail(error)
-    typer.echo(json.dumps(json.loads(Path(report).read_text())["tasks"], indent=2))
+    report = _run_flow("train_pipeline", config, workdir, centralized=centralized)
+    typer.echo(json.dumps(json.loads(report.read_text())["tasks"], indent=2))
     typer.echo(f"report: {report}")
+
+
+@app.command()
+def sweep(config: Path, workdir: Workdir = None) -> None:
+    """Train the split MMoE over the config's [sweep] grid and print the comparison table."""
+    typer.echo(_run_flow("sweep", config, workdir).read_text())
 
 
 @app.command()

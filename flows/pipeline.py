@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
-from splitrec_core.config import load_config
+from splitrec_core.config import Config, load_config
 from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
@@ -15,12 +16,9 @@ from tasks.train import train_centralized, train_label_only, train_split
 from tasks.validate import validate_input
 
 
-@flow(name="train_pipeline", log_prints=True)
-def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/census",
-                   centralized: bool = False) -> str:
-    """Align, engineer, train, evaluate and export; return the path of `report/metrics.json`."""
-    cfg = load_config(Path(config_path))
-    raw, root, label = cfg.model_dump(mode="json"), Path(workdir).resolve(), cfg.label_party
+def prepare_parties(cfg: Config, raw: dict, root: Path) -> tuple[dict[str, Any], dict[str, dict]]:
+    """Steps 1-3, shared by every flow: validate, align, engineer; returns alignment and features."""
+    label = cfg.label_party
 
     # 1. Every party checks its own input, concurrently
     checks = {p.name: validate_input.submit(raw, p.name, cfg.party_file(p, root), root)
@@ -35,7 +33,18 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
     builds = {n: build_party_features.submit(raw, n, validated[n]["table"],
                                              alignment["files"][n], root)
               for n in validated}
-    features = {name: future.result() for name, future in builds.items()}
+    return alignment, {name: future.result() for name, future in builds.items()}
+
+
+@flow(name="train_pipeline", log_prints=True)
+def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/census",
+                   centralized: bool = False) -> str:
+    """Align, engineer, train, evaluate and export; return the path of `report/metrics.json`."""
+    cfg = load_config(Path(config_path))
+    raw, root, label = cfg.model_dump(mode="json"), Path(workdir).resolve(), cfg.label_party
+
+    # 1-3. Validate, align, engineer features
+    alignment, features = prepare_parties(cfg, raw, root)
 
     # 4. Split training; the label party alone (for the lift); on request all columns pooled
     training = train_split(raw, features, root)

@@ -99,6 +99,15 @@ class ScheduleConfig(_Strict):
     timezone: str = "UTC"
 
 
+class SweepConfig(_Strict):
+    """The grid `splitrec sweep` trains over (every combination)."""
+
+    num_experts: list[int] = Field(default=[4, 8], min_length=1)
+    expert_units: list[int] = Field(default=[8, 16], min_length=1)
+    task_weights: list[list[float]] = Field(default=[[1.0, 1.0]], min_length=1,
+                                            description="one weight per task, in task order")
+
+
 class Config(_Strict):
     """A whole run: who takes part, what is predicted and how the model is trained."""
 
@@ -112,6 +121,7 @@ class Config(_Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     psi: PsiConfig = PsiConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")
     def _parties_are_consistent(self) -> Config:
@@ -129,7 +139,22 @@ class Config(_Strict):
         task_names = [t.name for t in self.tasks]
         if len(set(task_names)) != len(task_names):
             raise ValueError(f"task names must be unique, got {task_names}")
+        for weights in self.sweep.task_weights:
+            if len(weights) != len(self.tasks):
+                raise ValueError(f"sweep.task_weights {weights} needs one weight per task {task_names}")
         return self
+
+    def variants(self) -> list[tuple[dict[str, object], Config]]:
+        """The sweep grid: each point's settings and the config that trains it."""
+        out = []
+        for experts in self.sweep.num_experts:
+            for units in self.sweep.expert_units:
+                for weights in self.sweep.task_weights:
+                    model = self.model.model_copy(update={"num_experts": experts, "expert_units": units})
+                    tasks = [t.model_copy(update={"weight": w}) for t, w in zip(self.tasks, weights)]
+                    point = {"num_experts": experts, "expert_units": units, "task_weights": weights}
+                    out.append((point, self.model_copy(update={"model": model, "tasks": tasks})))
+        return out
 
     @property
     def label(self) -> PartyConfig:

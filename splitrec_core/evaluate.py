@@ -56,3 +56,13 @@ def build_report(
     if central is not None:
         report["central"] = central
     return report
+
+
+def sweep_table(rows: list[dict[str, object]], tasks: list[str]) -> str:
+    """A Markdown table of sweep results: one row per grid point, test AUC per task."""
+    head = "| experts | expert units | task weights | " + " | ".join(f"{t} AUC" for t in tasks) + " |"
+    lines = [head, "|" + "---|" * (3 + len(tasks))]
+    for row in rows:
+        aucs = " | ".join(f"{row['auc'][t]:.4f}" for t in tasks)  # type: ignore[index]
+        lines.append(f"| {row['num_experts']} | {row['expert_units']} | {row['task_weights']} | {aucs} |")
+    return "\n".join(lines) + "\n"

@@ -79,3 +79,14 @@ def test_a_config_can_extend_another():
     assert private.name == "census-private"
     assert private.parties == census.parties
     assert private.privacy.clip_norm == census.privacy.clip_norm
+
+
+def test_sweep_grid_expands_every_combination():
+    raw = _raw() | {"sweep": {"num_experts": [2, 4], "expert_units": [8, 16],
+                              "task_weights": [[1.0, 1.0]]}}
+    variants = parse_config(raw).variants()
+    assert [(p["num_experts"], p["expert_units"]) for p, _ in variants] == [
+        (2, 8), (2, 16), (4, 8), (4, 16)]
+    assert variants[3][1].model.num_experts == 4 and variants[3][1].model.expert_units == 16
+    with pytest.raises(InputError, match=r"sweep.task_weights \[1.0\] needs one weight per task"):
+        parse_config(_raw() | {"sweep": {"task_weights": [[1.0]]}})

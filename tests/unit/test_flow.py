@@ -123,3 +123,30 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path):
     assert unknown.returncode == 2
     assert "label_party 'retailer' is not one of the parties" in unknown.stderr
     assert "Traceback" not in unknown.stderr + unknown.stdout
+
+
+def test_sweep_reuses_the_features_and_compares_every_grid_point(first_run):
+    # Execute: a sweep in the workdir the pipeline already prepared
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.sweep import sweep
+
+    workdir, _, _ = first_run
+    state = sweep(str(SYNTHETIC_TOML), str(workdir), return_state=True)
+    table = Path(state.result()).read_text()
+    rows = json.loads((workdir / "report" / "sweep.json").read_text())
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    states = {run.name: run.state.name for run in runs}
+
+    # Assert: 2 expert counts x 1 size x 2 weightings, each trained and scored; steps 1-3 cached
+    assert [(r["num_experts"], r["task_weights"]) for r in rows] == [
+        (2, [1.0, 1.0]), (2, [1.0, 2.0]), (4, [1.0, 1.0]), (4, [1.0, 2.0])]
+    assert all(r["auc"]["income_50k"] > 0.75 for r in rows)
+    assert len({r["auc"]["never_married"] for r in rows}) == 4  # four different models
+    assert table.count("\n") == 2 + 4
+    for name in ("validate-bank", "psi_align", "features-media"):
+        assert states[name] == "Cached"
+    assert sorted(p.name for p in (workdir / "sweep").iterdir()) == ["00", "01", "02", "03"]

@@ -1,0 +1,36 @@
+"""Prefect tasks for `splitrec sweep`: score one grid point, write the comparison table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+
+from splitrec_core.config import parse_config
+from splitrec_core.evaluate import evaluate, sweep_table
+from splitrec_core.io import atomic_path, write_json
+from splitrec_core.workspace import Workspace
+from tasks._common import TASK_OPTIONS
+
+
+@task(name="evaluate_variant", **TASK_OPTIONS)
+def evaluate_variant(cfg: dict, predictions: Path, label_test: Path) -> dict[str, float]:
+    """Test AUC per task of one grid point's predictions."""
+    tasks = [t.name for t in parse_config(cfg).tasks]
+    return {t: m["auc"] for t, m in evaluate(predictions, label_test, tasks).items()}
+
+
+@task(name="write_sweep", task_run_name="write_sweep", **TASK_OPTIONS)
+def write_sweep(cfg: dict, rows: list[dict[str, Any]], workdir: Path) -> Path:
+    """Write `report/sweep.json` and `report/sweep.md`, and publish the table to the UI."""
+    config = parse_config(cfg)
+    table = sweep_table(rows, [t.name for t in config.tasks])
+    report = Workspace(workdir).report
+    write_json(rows, report / "sweep.json")
+    with atomic_path(report / "sweep.md") as tmp:
+        tmp.write_text(table, encoding="utf-8")
+    create_markdown_artifact(table, key=f"{config.name}-sweep".lower().replace("_", "-"),
+                             description=f"Split MMoE sweep on {config.name}")
+    return report / "sweep.md"
