@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -25,7 +25,7 @@ app.add_typer(data_app, name="data")
 Workdir = Annotated[Path | None, typer.Option(help="Run folder (default: runs/<config name>).")]
 
 
-def _fail(error: InputError) -> None:
+def _fail(error: InputError) -> NoReturn:
     typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=2)
 
@@ -90,7 +90,6 @@ def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: objec
         return Path(flow(str(config), str(root), **parameters))
     except InputError as error:
         _fail(error)
-        raise  # unreachable: _fail exits
 
 
 @app.command()
