@@ -101,7 +101,7 @@ class FeaturePartyTrainer:
 
 
 class LabelPartyTrainer:
-    """The label party's bottom, the MMoE top and one optimizer over both."""
+    """The label party's bottom, the MMoE top, the task weighting and one optimizer over them."""
 
     def __init__(self, bottom: keras.Model, top: keras.Model, weighting: TaskWeighting,
                  learning_rate: float, privacy: PrivacyConfig) -> None:

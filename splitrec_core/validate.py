@@ -194,7 +194,7 @@ def validate_party(
     ids = check_ids(path, party.id_column, raw[party.id_column], normalize)
     typed: dict[str, pd.Series] = {}
     for column in party.categorical:
-        typed[column] = as_text(path, column, raw[column]).astype(object).where(raw[column].notna(), None)
+        typed[column] = as_text(path, column, raw[column])
     for column in party.numeric:
         typed[column] = to_numeric(path, column, raw[column])
     if party.split_column:
