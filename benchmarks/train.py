@@ -52,7 +52,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-train")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: the config's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,7 +64,8 @@ def main() -> None:
     from splitrec_core.workspace import Workspace
 
     cfg = load_config(args.config)
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args.epochs})})
+    if args.epochs:
+        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args.epochs})})
     features = prepare(cfg, args.workdir)
     space = Workspace(args.workdir)
     tasks = [t.name for t in cfg.tasks]
@@ -77,15 +78,18 @@ def main() -> None:
         else:
             out = train_central(cfg, features, space.central)
         metrics = evaluate(out.predictions, label_test, tasks)
-        results[mode] = {"rows_per_s": round(out.rows_per_s),
+        results[mode] = {"rows_per_s": round(out.rows_per_s), "startup_s": round(out.startup_s, 1),
+                         "epochs_run": out.epochs_run, "best_epoch": out.best_epoch,
                          "seconds": round(time.perf_counter() - start, 1),
                          "auc": {t: round(m["auc"], 4) for t, m in metrics.items()}}
     ratio = results["split"]["rows_per_s"] / results["central"]["rows_per_s"]
-    print(f"Training throughput on {cfg.name}, {args.epochs} epoch(s), batch {cfg.training.batch_size}, "
-          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
-    print(f"{'mode':<8} {'rows/s':>8} {'seconds':>8} " + " ".join(f"{t + ' AUC':>18}" for t in tasks))
+    print(f"Training on {cfg.name}: at most {cfg.training.epochs} epochs, batch "
+          f"{cfg.training.batch_size}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print(f"{'mode':<8} {'rows/s':>8} {'startup s':>9} {'epochs':>6} {'kept':>4} {'seconds':>8} "
+          + " ".join(f"{t + ' AUC':>18}" for t in tasks))
     for mode, row in results.items():
-        print(f"{mode:<8} {row['rows_per_s']:>8} {row['seconds']:>8} "
+        print(f"{mode:<8} {row['rows_per_s']:>8} {row['startup_s']:>9} {row['epochs_run']:>6} "
+              f"{row['best_epoch']:>4} {row['seconds']:>8} "
               + " ".join(f"{row['auc'][t]:>18}" for t in tasks))
     print(f"split / central rows/s: {ratio:.2f}x")
     if args.json:

@@ -42,11 +42,12 @@ class Checkpoints:
             return []
         return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.fullmatch(p.name)))
 
-    def save(self, epochs_done: int, models: list[keras.Model], optimizer: keras.optimizers.Optimizer,
-             extra: dict[str, np.ndarray] | None = None) -> Path:
-        """Write the weights of `models`, the optimizer's state and `extra` arrays."""
+    def save(self, epochs_done: int, models: list[keras.Layer],
+             optimizers: list[keras.optimizers.Optimizer], extra: dict[str, np.ndarray] | None = None,
+             ) -> Path:
+        """Write the weights of `models`, the state of `optimizers` and `extra` arrays."""
         arrays = {f"w{i}": w for i, w in enumerate(w for m in models for w in m.get_weights())}
-        arrays |= {f"o{i}": v.numpy() for i, v in enumerate(optimizer.variables)}
+        arrays |= {f"o{i}": v.numpy() for i, v in enumerate(_state(optimizers))}
         arrays |= {f"x_{k}": v for k, v in (extra or {}).items()}
         path = self.folder / f"epoch-{epochs_done}.npz"
         with atomic_path(path) as tmp:
@@ -57,9 +58,10 @@ class Checkpoints:
                 (self.folder / f"epoch-{older}.npz").unlink(missing_ok=True)
         return path
 
-    def restore(self, epochs_done: int, models: list[keras.Model],
-                optimizer: keras.optimizers.Optimizer) -> dict[str, np.ndarray]:
-        """Load the checkpoint after `epochs_done` epochs into `models` and `optimizer`."""
+    def restore(self, epochs_done: int, models: list[keras.Layer],
+                optimizers: list[keras.optimizers.Optimizer]) -> dict[str, np.ndarray]:
+        """Load the checkpoint after `epochs_done` epochs into `models` and (built) `optimizers`;
+        return the `extra` arrays saved with it."""
         with np.load(self.folder / f"epoch-{epochs_done}.npz") as data:
             weights = [data[f"w{i}"] for i in range(sum(1 for k in data.files if k.startswith("w")))]
             start = 0
@@ -67,14 +69,17 @@ class Checkpoints:
                 count = len(model.get_weights())
                 model.set_weights(weights[start : start + count])
                 start += count
-            optimizer.build([v for m in models for v in m.trainable_variables])
-            for i, variable in enumerate(optimizer.variables):
+            for i, variable in enumerate(_state(optimizers)):
                 variable.assign(data[f"o{i}"])
             return {k[2:]: data[k] for k in data.files if k.startswith("x_")}
 
     def clear(self) -> None:
         """Drop the checkpoints once the run has finished."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _state(optimizers: list[keras.optimizers.Optimizer]) -> list[keras.Variable]:
+    return [v for optimizer in optimizers for v in optimizer.variables]
 
 
 def common_epoch(parties: list[Checkpoints], limit: int) -> int:

@@ -68,6 +68,13 @@ class TrainingConfig(_Strict):
     epochs: int = Field(default=5, ge=1)
     batch_size: int = Field(default=1024, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate_decay: float = Field(
+        default=1.0, gt=0, le=1, description="the learning rate is multiplied by this after every epoch")
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=0.5,
+        description="share of training rows held out to choose the epoch; 0 = keep the last epoch")
+    patience: int = Field(default=5, ge=1, description="stop after this many epochs without a better "
+                                                       "mean validation AUC")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7

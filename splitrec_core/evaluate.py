@@ -36,18 +36,18 @@ def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str,
 
 def build_report(
     tasks: dict[str, dict[str, float]], intersection: int, train_rows: int, test_rows: int,
-    channel: dict[str, dict[str, int]], rows_per_s: float, leakage: dict[str, dict[str, float]],
+    channel: dict[str, dict[str, int]], training: dict[str, float], leakage: dict[str, dict[str, float]],
     label_only: dict[str, dict[str, float]], central: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, object]:
-    """The run's `metrics.json`: per-task test metrics, sizes, traffic per message kind, the
-    leakage audit of the gradients the label party sent, and the federation lift: test AUC of
+    """The run's `metrics.json`: per-task test metrics, sizes, traffic per message kind, training
+    speed and epochs (run, and kept by early stopping), the leakage audit of the gradients the label party sent, and the federation lift: test AUC of
     the split model, of the label party alone and (if trained) of all columns pooled."""
     report: dict[str, object] = {
         "tasks": tasks,
         "psi": {"intersection": intersection},
         "rows": {"train": train_rows, "test": test_rows},
         "channel": channel,
-        "training": {"rows_per_s": rows_per_s},
+        "training": training,
         "leakage": leakage,
         "lift": {t: {"split": tasks[t]["auc"], "label_only": label_only[t]["auc"],
                      "central": central[t]["auc"] if central else None,

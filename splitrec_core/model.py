@@ -214,6 +214,12 @@ def composed_model(bottoms: dict[str, keras.Model], top: keras.Model) -> keras.M
     return keras.Model(inputs, top(hs), name="central")
 
 
+def mean_gate_weights(top: keras.Model, hs: Sequence[tf.Tensor]) -> tf.Tensor:
+    """Each task's mean gate weight per expert on these rows, `[num_tasks, num_experts]`."""
+    x = keras.ops.concatenate(list(hs), axis=-1) if len(hs) > 1 else hs[0]
+    return keras.ops.mean(top.get_layer("mmoe").gate_weights(x), axis=1)
+
+
 def task_losses(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Mean BCE per task `[num_tasks]` from logits; labels and logits are `[batch, num_tasks]`."""
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)

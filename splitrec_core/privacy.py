@@ -4,7 +4,7 @@ Li et al. 2022, "Label Leakage and Protection in Two-party Split Learning": in b
 gradient of the loss with respect to h_p has a larger norm for the rarer class (norm attack), and
 gradients of same-class examples point the same way (cosine attack: similarity to the gradient of
 one example the attacker knows is positive). The label party, which knows both what it sent and
-the labels, scores both attacks on the last epoch's gradients. Each is reported as
+the labels, scores both attacks on the gradients of the last epoch run. Each is reported as
 max(AUC, 1 - AUC), since an attacker can flip the sign: 0.5 means nothing leaks.
 """
 
@@ -25,36 +25,42 @@ def attack_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 class LeakageAudit:
-    """Collects attack scores over batches of sent gradients, per task, over all feature parties."""
+    """Collects the gradients sent to each feature party with the batch's labels, and scores both
+    attacks on them, per task, when asked (observing is a list append: it runs on every batch)."""
 
     def __init__(self, tasks: list[str], seed: int = 0) -> None:
         self.tasks = tasks
-        self._rng = np.random.default_rng(seed)
-        self._norm: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-        self._cosine: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.seed = seed
+        self._sent: list[tuple[list[np.ndarray], np.ndarray]] = []
 
     def observe(self, gradients: list[np.ndarray], labels: np.ndarray) -> None:
-        """Score one batch: `gradients[f]` is [batch, d] as sent to follower f, labels [batch, tasks]."""
-        for f, grad in enumerate(gradients):
-            norms = np.linalg.norm(grad, axis=1)
-            unit = grad / np.maximum(norms, 1e-12)[:, None]
-            for t, task in enumerate(self.tasks):
-                y = labels[:, t]
-                self._norm[(f, task)].append((norms, y))
-                positives = np.flatnonzero(y == 1)
-                if len(positives) == 0:
-                    continue
-                known = self._rng.choice(positives)  # the one positive the attacker knows
-                others = np.arange(len(y)) != known
-                self._cosine[(f, task)].append(((unit[others] @ unit[known]), y[others]))
+        """Keep one batch: `gradients[f]` is [batch, d] as sent to follower f, labels [batch, tasks]."""
+        self._sent.append((gradients, labels))
 
     def report(self) -> dict[str, dict[str, float]]:
         """Per task, the worst case over feature parties of each attack's AUC."""
+        rng = np.random.default_rng(self.seed)
+        norm: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        cosine: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        for gradients, labels in self._sent:
+            for f, grad in enumerate(gradients):
+                norms = np.linalg.norm(grad, axis=1)
+                unit = grad / np.maximum(norms, 1e-12)[:, None]
+                for t, task in enumerate(self.tasks):
+                    y = labels[:, t]
+                    norm[(f, task)].append((norms, y))
+                    positives = np.flatnonzero(y == 1)
+                    if len(positives) == 0:
+                        continue
+                    known = rng.choice(positives)  # the one positive the attacker knows
+                    others = np.arange(len(y)) != known
+                    cosine[(f, task)].append((unit[others] @ unit[known], y[others]))
+
         def worst(store: dict, task: str) -> float:
             aucs = [attack_auc(np.concatenate([s for s, _ in parts]),
                                np.concatenate([y for _, y in parts]))
                     for (f, t), parts in store.items() if t == task]
             return round(max(aucs, default=0.5), 4)
 
-        return {task: {"norm_auc": worst(self._norm, task), "cosine_auc": worst(self._cosine, task)}
+        return {task: {"norm_auc": worst(norm, task), "cosine_auc": worst(cosine, task)}
                 for task in self.tasks}

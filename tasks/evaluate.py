@@ -28,7 +28,7 @@ def evaluate_run(cfg: dict, label_test: Path, alignment: dict[str, Any], trainin
     central_metrics = evaluate(central["predictions"], label_test, names) if central else None
     report = build_report(
         metrics, alignment["intersection"], alignment["train_rows"], alignment["test_rows"],
-        ChannelStats.merge(alignment["channel"], training["channel"]), training["rows_per_s"],
+        ChannelStats.merge(alignment["channel"], training["channel"]), training["training"],
         training["leakage"], alone, central_metrics,
     )
     path = write_json(report, Workspace(workdir).report / "metrics.json")

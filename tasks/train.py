@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 
 def _summary(result: TrainResult) -> dict[str, Any]:
     return {"models": result.models, "predictions": result.predictions,
-            "history": result.history, "rows_per_s": result.rows_per_s,
-            "channel": result.channel, "leakage": result.leakage}
+            "history": result.history, "channel": result.channel, "leakage": result.leakage,
+            "training": {"rows_per_s": result.rows_per_s, "startup_s": result.startup_s,
+                         "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}}
 
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **TASK_OPTIONS)

@@ -20,6 +20,10 @@ class Kind(StrEnum):
     SPLIT_MASK = "split_mask"                  # train/test flag per common position (from the label party)
     EMBEDDING = "embedding"                    # a feature party's cut-layer output for a training batch
     GRADIENT = "gradient"                      # dL/dh for that batch, returned by the label party
+    VALIDATION_EMBEDDING = "validation_embedding"  # cut-layer output (noised as in training) for
+    #                                            the held-out training rows, to choose the epoch
+    EARLY_STOPPING = "early_stopping"          # after each epoch, from the label party: keep these
+    #                                            weights as the best so far? stop?
     EVAL_EMBEDDING = "eval_embedding"          # cut-layer output for rows being scored (no gradient back)
 
 

@@ -50,7 +50,11 @@ def test_first_run_writes_the_report(first_run):
     assert report["rows"]["train"] + report["rows"]["test"] == report["psi"]["intersection"]
     assert 0.8 * 3000 < report["psi"]["intersection"] < 3000
     assert {"psi_blinded", "psi_double_blinded", "psi_positions", "split_mask", "embedding",
-            "gradient", "eval_embedding"} == set(report["channel"])
+            "gradient", "validation_embedding", "early_stopping", "eval_embedding",
+            } == set(report["channel"])
+    training = report["training"]
+    assert 1 <= training["best_epoch"] <= training["epochs_run"] <= 8
+    assert training["rows_per_s"] > 0 and training["startup_s"] > 0
     assert all(v["bytes"] > 0 and v["messages"] > 0 for v in report["channel"].values())
     for party in ("advertiser", "bank", "media"):
         assert (workdir / "export" / party / "manifest.json").exists()

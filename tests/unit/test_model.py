@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from splitrec_core.config import ModelConfig, PrivacyConfig
+from splitrec_core.config import ModelConfig
 from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, composed_model, task_losses, top_model
-from splitrec_core.train import LabelPartyTrainer
+from splitrec_core.trainers import BottomTrainer, TopTrainer
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
                   tower_units=2)
@@ -28,11 +28,15 @@ def _batch(n: int = 16, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray
     }
 
 
-@pytest.fixture
-def models():
+def _fresh_models() -> tuple[dict[str, keras.Model], keras.Model]:
     keras.utils.set_random_seed(1)
     bottoms = {name: bottom_model(name, vocab, nums, CFG) for name, (vocab, nums) in PARTIES.items()}
     return bottoms, top_model(list(PARTIES), 2, CFG)
+
+
+@pytest.fixture
+def models():
+    return _fresh_models()
 
 
 def test_columns_use_their_own_rows_of_the_shared_table(models):
@@ -54,40 +58,38 @@ def test_shapes(models):
     np.testing.assert_allclose(tf.reduce_sum(gates, axis=-1), np.ones((2, 7)), rtol=1e-5)
 
 
-def test_split_step_equals_composed_model(models):
-    # Prepare
-    bottoms, top = models
-    central = composed_model(bottoms, top)
+def test_split_steps_equal_one_central_step():
+    # Prepare: two identical copies of the model, one batch
+    split_bottoms, split_top = _fresh_models()
+    central_bottoms, central_top = _fresh_models()
+    central = composed_model(central_bottoms, central_top)
     x = _batch()
     labels = tf.constant(np.random.default_rng(2).integers(0, 2, (16, 2)), tf.float32)
-    weights = tf.constant([1.0, 0.5])
+    weighting = TaskWeighting([1.0, 0.5])
 
-    # Execute: centrally composed loss and gradients
+    # Execute: one Adam step of the composed model on the weighted loss
+    optimizer = keras.optimizers.Adam(0.01)
     with tf.GradientTape() as tape:
-        logits = central([m for p in PARTIES for m in x[p]])
-        central_loss = tf.reduce_sum(task_losses(labels, logits) * weights)
-    central_grads = dict(zip([v.path for v in central.trainable_variables],
-                             tape.gradient(central_loss, central.trainable_variables)))
+        loss = weighting(task_losses(labels, central([m for p in PARTIES for m in x[p]])))
+    optimizer.apply(tape.gradient(loss, central.trainable_variables), central.trainable_variables)
 
-    # Execute: the split step, as each party computes it
-    received = [bottoms[p](list(x[p])) for p in ("bank", "media")]
-    label = LabelPartyTrainer(bottoms["label"], top, TaskWeighting([1.0, 0.5]), 1e-3, PrivacyConfig())
-    per_task, label_grads, sent = label.loss_and_gradients(*x["label"], labels, received)
-    split_loss = tf.reduce_sum(per_task * weights)
-    split_grads = dict(zip([v.path for v in label.variables], label_grads))
-    for party, g in zip(("bank", "media"), sent):
-        with tf.GradientTape() as tape:
-            h = bottoms[party](list(x[party]))
-        variables = bottoms[party].trainable_variables
-        grads = tape.gradient(h, variables, output_gradients=g)
-        split_grads |= dict(zip([v.path for v in variables], grads))
+    # Execute: the same step as the parties take it: each bottom embeds its own columns, the top
+    # steps and returns dL/dh, each bottom steps on its own gradient
+    bottoms = {p: BottomTrainer(split_bottoms[p], 0.01) for p in PARTIES}
+    top = TopTrainer(split_top, weighting, 0.01)
+    hs = [bottoms[p].forward(*x[p]) for p in PARTIES]
+    per_task, grads = top.step(hs, labels)
+    for party, grad in zip(PARTIES, grads, strict=True):
+        bottoms[party].backward(*x[party], grad)
 
-    # Assert
-    assert abs(float(split_loss) - float(central_loss)) < 1e-5
-    assert split_grads.keys() == central_grads.keys()
-    for path, grad in central_grads.items():
-        np.testing.assert_allclose(tf.convert_to_tensor(split_grads[path]),
-                                   tf.convert_to_tensor(grad), atol=1e-5, err_msg=path)
+    # Assert: same loss, same weights afterwards
+    np.testing.assert_allclose(float(weighting(per_task)), float(loss), rtol=1e-6)
+    for party in PARTIES:
+        for a, b in zip(split_bottoms[party].get_weights(), central_bottoms[party].get_weights(),
+                        strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(split_top.get_weights(), central_top.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_clipping_bounds_row_norms():

@@ -49,7 +49,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     checkpoints = [Checkpoints(broken[p] / "checkpoints" / run_id) for p in features]
 
     # Execute: an unbroken run; a run killed (SIGKILL) once every party has finished epoch 2
-    train_split_local(cfg, features, unbroken)
+    whole = train_split_local(cfg, features, unbroken)
     child = subprocess.Popen(
         [sys.executable, "-c", TRAIN_IN_CHILD, json.dumps({
             "config": str(SYNTHETIC_TOML), "epochs": EPOCHS,
@@ -66,10 +66,11 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     resumed = train_split_local(cfg, features, broken)
 
     # Assert
-    assert 2 <= killed_after < EPOCHS
+    assert 2 <= killed_after < whole.epochs_run
     assert resumed.resumed_after_epoch == killed_after
+    assert (resumed.epochs_run, resumed.best_epoch) == (whole.epochs_run, whole.best_epoch)
     history = json.loads(resumed.history.read_text())
-    assert len(history["loss"]) == EPOCHS
+    assert history["val_auc"] == json.loads(whole.history.read_text())["val_auc"]
     for a, b in zip(_weights(unbroken), _weights(broken), strict=True):
         np.testing.assert_array_equal(a, b)
     assert all(c.completed() == [] for c in checkpoints), "checkpoints are cleared at the end"

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
 
 
@@ -34,29 +35,50 @@ def test_history_has_per_task_curves_and_gate_use(trained):
     cfg, _, _, _, split, central = trained
     for result in (split, central):
         history = json.loads(result.history.read_text())
-        assert len(history["loss"]) == cfg.training.epochs
+        epochs = result.epochs_run
+        assert len(history["loss"]) == epochs
         for task in ("income_50k", "never_married"):
-            assert len(history["task_loss"][task]) == cfg.training.epochs
+            assert len(history["task_loss"][task]) == epochs
             assert history["task_loss"][task][-1] < history["task_loss"][task][0]  # it learns
+            assert len(history["val_auc"][task]) == epochs
+            assert min(history["val_auc"][task]) > 0.6
             gates = np.array(history["gate_mean"][task])
-            assert gates.shape == (cfg.training.epochs, cfg.model.num_experts)
+            assert gates.shape == (epochs, cfg.model.num_experts)
             np.testing.assert_allclose(gates.sum(axis=1), 1.0, rtol=1e-5)
             entropy = np.array(history["gate_entropy"][task])
             assert np.all((entropy >= 0) & (entropy <= np.log(cfg.model.num_experts) + 1e-6))
         total = [sum(history["task_loss"][t][e] for t in history["task_loss"])
-                 for e in range(cfg.training.epochs)]
+                 for e in range(epochs)]
         np.testing.assert_allclose(history["loss"], total, rtol=1e-6)  # weights are 1 here
 
 
+def test_early_stopping_keeps_the_best_validation_epoch(trained):
+    cfg, _, _, _, split, central = trained
+    for result in (split, central):
+        history = json.loads(result.history.read_text())
+        mean_auc = np.mean([history["val_auc"][t] for t in history["val_auc"]], axis=0)
+        best = int(np.argmax(mean_auc)) + 1
+        assert history["best_epoch"] == result.best_epoch == best
+        # it ran until `patience` epochs brought nothing better, or out of epochs
+        assert result.epochs_run == min(cfg.training.epochs, best + cfg.training.patience)
+    assert split.best_epoch == central.best_epoch
+
+
 def test_traffic_is_counted_per_kind(trained):
-    cfg, _, hub, features, split, _ = trained
-    train_rows = len(pq.read_table(features["advertiser"]["train"]))
-    batches = cfg.training.epochs * -(-train_rows // cfg.training.batch_size)
-    followers = len(cfg.feature_parties)
+    cfg, _, _, features, split, _ = trained
+    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"]["train"])))
+    test_rows = len(pq.read_table(features["advertiser"]["test"]))
+    epochs, followers = split.epochs_run, len(cfg.feature_parties)
+    batches = epochs * -(-len(plan.fit) // cfg.training.batch_size)
     assert split.channel["embedding"]["messages"] == batches * followers
     assert split.channel["gradient"]["messages"] == batches * followers
     # float32 embeddings: at least rows x cut_dim x 4 bytes per follower per epoch
-    assert split.channel["embedding"]["bytes"] >= cfg.training.epochs * train_rows * cfg.model.cut_dim * 4 * followers
+    assert split.channel["embedding"]["bytes"] >= epochs * len(plan.fit) * cfg.model.cut_dim * 4 * followers
+    # after every epoch: the validation rows' embeddings, then one early-stopping decision each
+    assert split.channel["validation_embedding"]["bytes"] >= (
+        epochs * len(plan.validation) * cfg.model.cut_dim * 4 * followers)
+    assert split.channel["early_stopping"]["messages"] == epochs * followers
+    assert split.channel["eval_embedding"]["bytes"] >= test_rows * cfg.model.cut_dim * 4 * followers
 
 
 def test_no_raw_id_or_feature_value_crosses(trained):
