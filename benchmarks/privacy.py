@@ -2,7 +2,7 @@
 
 Trains the split MMoE on census (features prepared once, as in `benchmarks/train.py`) at each
 noise level and prints, per task, the test AUC and the leakage audit (norm and cosine attack AUC
-of a feature party on the last epoch's gradients; 0.5 = nothing leaks).
+of a feature party on the gradients of the last epoch run; 0.5 = nothing leaks).
 
     python benchmarks/privacy.py --noise 0 1e-4 1e-3 --json out.json
 """
@@ -47,20 +47,21 @@ def main() -> None:
             update={"gradient_noise": noise})})
         result = train_split_local(cfg, features, {p: space.trained(p) for p in features})
         metrics = evaluate(result.predictions, features[cfg.label_party]["test"], tasks)
-        rows.append({"gradient_noise": noise,
+        rows.append({"gradient_noise": noise, "epochs_run": result.epochs_run,
+                     "best_epoch": result.best_epoch,
                      "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
                      "leakage": result.leakage})
         print(f"  noise {noise:g}: {rows[-1]}", file=sys.stderr, flush=True)
 
-    print(f"Privacy trade-off on {base.name}: {base.training.epochs} epochs, gradient noise std on "
+    print(f"Privacy trade-off on {base.name}: at most {base.training.epochs} epochs (early stopping), gradient noise std on "
           f"dL/dh returned to feature parties; {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     header = " ".join(f"{t[:14] + ' ' + k:>22}" for t in tasks for k in ("AUC", "norm", "cosine"))
-    print(f"{'noise':>8} {header}")
+    print(f"{'noise':>8} {'epochs':>6} {header}")
     for row in rows:
         cells = " ".join(
             f"{v:>22.4f}" for t in tasks for v in (row["auc"][t], row["leakage"][t]["norm_auc"],
                                                    row["leakage"][t]["cosine_auc"]))
-        print(f"{row['gradient_noise']:>8g} {cells}")
+        print(f"{row['gradient_noise']:>8g} {row['epochs_run']:>6} {cells}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 

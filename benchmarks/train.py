@@ -48,6 +48,62 @@ def prepare(cfg, workdir: Path) -> dict[str, dict[str, Path]]:
     return files
 
 
+def per_batch_ms(cfg, features: dict[str, dict[str, Path]], repeat: int = 200) -> dict[str, float]:
+    """Milliseconds per batch of each step timed alone on one thread: the central step, the
+    label party's top step, each party's bottom step (backward, then the next forward), and
+    one embedding's trip through the local channel."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from splitrec_core.channel import Kind, LocalHub, array_table, table_array
+    from splitrec_core.model import composed_model, task_losses
+    from splitrec_core.train import _Run, task_weighting
+    from splitrec_core.trainers import BottomTrainer, TopTrainer, one_thread_per_op
+
+    def ms(call) -> float:
+        call()
+        start = time.perf_counter()
+        for _ in range(repeat):
+            call()
+        return 1000 * (time.perf_counter() - start) / repeat
+
+    one_thread_per_op()
+    run = _Run.load(cfg, features)
+    rows = run.plan.fit[: cfg.training.batch_size]
+    x = {p: (run.train[p].cats[rows], run.train[p].nums[rows]) for p in run.bottoms}
+    labels = np.stack([run.train[cfg.label_party].labels[t.name][rows] for t in cfg.tasks], 1)
+    labels = labels.astype(np.float32)
+    bottoms = {p: BottomTrainer(b, 1e-3) for p, b in run.bottoms.items()}
+    top = TopTrainer(run.top, task_weighting(cfg), 1e-3)
+    for trainer in (top, *bottoms.values()):
+        trainer.trace()
+    hs = [bottoms[p].forward(*x[p]) for p in run.bottoms]
+    costs = {"top step": ms(lambda: top.step(hs, labels))}
+    for (party, trainer), h in zip(bottoms.items(), hs, strict=True):
+        costs[f"{party} bottom step"] = ms(lambda t=trainer, p=party, g=h: t.backward_then_forward(
+            *x[p], g, *x[p]))
+    hub, h = LocalHub(), hs[1].numpy()
+    a, b = hub.channel("a"), hub.channel("b")
+    costs["channel hand-off"] = ms(lambda: (a.send(Kind.EMBEDDING, "b", array_table(h)),
+                                            table_array(b.recv(Kind.EMBEDDING, "a"))))
+
+    pooled = _Run.load(cfg, features)
+    model = composed_model(pooled.bottoms, pooled.top)
+    optimizer = keras.optimizers.Adam(1e-3)
+    weighting = task_weighting(cfg)
+    central_x = [m for p in run.bottoms for m in x[p]]
+
+    @tf.function
+    def central_step(inputs, y):
+        with tf.GradientTape() as tape:
+            loss = weighting(task_losses(y, model(inputs, training=True)))
+        optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
+
+    costs["central step"] = ms(lambda: central_step(central_x, labels))
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
@@ -92,6 +148,19 @@ def main() -> None:
               f"{row['best_epoch']:>4} {row['seconds']:>8} "
               + " ".join(f"{row['auc'][t]:>18}" for t in tasks))
     print(f"split / central rows/s: {ratio:.2f}x")
+
+    costs = per_batch_ms(cfg, features)
+    label, batch = cfg.label_party, cfg.training.batch_size
+    slowest = max((c, p) for p, c in ((p.name, costs[f"{p.name} bottom step"]) for p in cfg.feature_parties))
+    critical = costs["top step"] + slowest[0] + 2 * costs["channel hand-off"]
+    print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, one thread):")
+    for name, value in costs.items():
+        print(f"  {name:<34} {value:6.2f}")
+    print(f"  {'split, measured in training':<34} {1000 * batch / results['split']['rows_per_s']:6.2f}")
+    print(f"  {'central, measured in training':<34} {1000 * batch / results['central']['rows_per_s']:6.2f}")
+    print(f"  split critical path: top step + {slowest[1]} bottom step + 2 hand-offs = {critical:.2f}"
+          f" ({label}'s own bottom step runs beside the feature parties')")
+    results["per_batch_ms"] = {k: round(v, 3) for k, v in costs.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
 
