@@ -75,6 +75,9 @@ class TrainingConfig(_Strict):
         description="share of training rows held out to choose the epoch; 0 = keep the last epoch")
     patience: int = Field(default=5, ge=1, description="stop after this many epochs without a better "
                                                        "mean validation AUC")
+    parties_in: Literal["threads", "processes"] = Field(
+        default="threads", description="how `run` places the parties on this machine: threads of "
+                                       "one process, or a process each (own interpreter and runtime)")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7

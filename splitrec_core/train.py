@@ -11,8 +11,10 @@ place with the same plan, for the comparison a federation must win.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,7 +24,8 @@ import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.channel import Channel, ChannelStats, Kind, LocalHub, array_table, table_array
+from splitrec_core.channel.processes import run_in_processes
 from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
 from splitrec_core.config import Config
 from splitrec_core.epochs import BestWeights, Decision, History, Plan, auc_per_task, eval_batches
@@ -33,16 +36,32 @@ from splitrec_core.model import (TaskWeighting, bottom_model, composed_model, me
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.trainers import BottomTrainer, TopTrainer, one_thread_per_op
 
-def build_models(cfg: Config, transforms: dict[str, Transform]) -> tuple[dict[str, keras.Model], keras.Model]:
-    """A bottom per party in `transforms` (label party first) and a top over them, seeded."""
-    keras.utils.set_random_seed(cfg.training.seed)
-    order = [p for p in [cfg.label_party, *(p.name for p in cfg.feature_parties)] if p in transforms]
-    bottoms = {
-        name: bottom_model(name, transforms[name].vocab_sizes(), len(transforms[name].numeric),
-                           cfg.model, cfg.privacy.clip_norm)
-        for name in order
-    }
-    return bottoms, top_model(order, len(cfg.tasks), cfg.model)
+_SEEDING = threading.Lock()  # Keras' seed is process-wide: parties on threads build in turn
+
+
+def _model_seed(seed: int, model: str) -> int:
+    """Each model's own initialisation seed: a party builds its part alone, and identically."""
+    return (seed * 1_000_003 + zlib.crc32(model.encode())) % 2**31
+
+
+def party_order(cfg: Config, present: Collection[str]) -> list[str]:
+    """The parties in `present`, label party first: the order of the top's inputs."""
+    return [p for p in [cfg.label_party, *(p.name for p in cfg.feature_parties)] if p in present]
+
+
+def build_bottom(cfg: Config, party: str, transform: Transform) -> keras.Model:
+    """`party`'s bottom, seeded from the shared seed and its name."""
+    with _SEEDING:
+        keras.utils.set_random_seed(_model_seed(cfg.training.seed, party))
+        return bottom_model(party, transform.vocab_sizes(), len(transform.numeric), cfg.model,
+                            cfg.privacy.clip_norm)
+
+
+def build_top(cfg: Config, parties: list[str]) -> keras.Model:
+    """The MMoE top over `parties`' embeddings, seeded from the shared seed."""
+    with _SEEDING:
+        keras.utils.set_random_seed(_model_seed(cfg.training.seed, "top"))
+        return top_model(parties, len(cfg.tasks), cfg.model)
 
 
 def task_weighting(cfg: Config) -> TaskWeighting:
@@ -216,8 +235,8 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class _Run:
-    """Everything both trainers start from: each party's matrices, freshly seeded models, and the
-    plan of epochs."""
+    """What central training starts from: each party's matrices, the same freshly seeded models
+    as split training, and the plan of epochs."""
 
     train: dict[str, FeatureMatrix]
     test: dict[str, FeatureMatrix]
@@ -227,13 +246,66 @@ class _Run:
 
     @classmethod
     def load(cls, cfg: Config, features: dict[str, dict[str, Path]]) -> _Run:
-        transforms = {p: Transform.load(f["transform"]) for p, f in features.items()}
-        train = {p: FeatureMatrix.read(f["train"]) for p, f in features.items()}
-        return cls(train, {p: FeatureMatrix.read(f["test"]) for p, f in features.items()},
-                   *build_models(cfg, transforms), Plan.of(cfg.training, len(train[cfg.label_party])))
+        order = party_order(cfg, features)
+        train = {p: FeatureMatrix.read(features[p]["train"]) for p in order}
+        return cls(train, {p: FeatureMatrix.read(features[p]["test"]) for p in order},
+                   {p: build_bottom(cfg, p, Transform.load(features[p]["transform"])) for p in order},
+                   build_top(cfg, order), Plan.of(cfg.training, len(train[cfg.label_party])))
 
 
-def _finish(cfg: Config, run: _Run, label_test: Path, probabilities: np.ndarray, history: History,
+@dataclass(frozen=True)
+class PartyOutcome:
+    """What one party's part of split training yields."""
+
+    models: dict[str, Path]       # "bottom", and for the label party "top"
+    ready_at: float               # wall clock when its steps were traced
+    finished_at: float            # wall clock when its training loop ended
+    sent: dict[str, dict[str, int]]  # its channel's counts (all parties' on a shared hub)
+    label: LabelOutcome | None = None
+
+
+@dataclass(frozen=True)
+class PartyJob:
+    """One party's whole part of split training, from its own files only: build and trace its
+    models, resume from its own checkpoint, train, save. Picklable, so it can run in a process
+    of its own."""
+
+    party: str
+    cfg: Config
+    files: dict[str, Path]  # its train, test and transform
+    out_dir: Path
+    run_id: str
+    start_epoch: int
+
+    def __call__(self, channel: Channel) -> PartyOutcome:
+        one_thread_per_op()
+        cfg, label = self.cfg, self.cfg.label_party
+        train, test = FeatureMatrix.read(self.files["train"]), FeatureMatrix.read(self.files["test"])
+        plan = Plan.of(cfg.training, len(train))
+        rate = plan.learning_rate(cfg.training)
+        models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files["transform"]))}
+        checkpoints = Checkpoints(self.out_dir / "checkpoints" / self.run_id)
+        if self.party == label:
+            followers = [p.name for p in cfg.feature_parties]
+            models["top"] = build_top(cfg, [label, *followers])
+            own = BottomTrainer(models["bottom"], rate)  # its embedding never leaves it: no noise
+            top = TopTrainer(models["top"], task_weighting(cfg), rate, cfg.privacy.gradient_noise)
+            own.trace()
+            top.trace()
+            ready_at = time.time()
+            outcome = label_loop(channel, own, top, train, test, followers,
+                                 [t.name for t in cfg.tasks], plan, checkpoints, self.start_epoch)
+        else:
+            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise)
+            trainer.trace()
+            ready_at, outcome = time.time(), None
+            feature_loop(channel, trainer, train, test, label, plan, checkpoints, self.start_epoch)
+        finished_at = time.time()
+        saved = {name: _save(model, self.out_dir / f"{name}.keras") for name, model in models.items()}
+        return PartyOutcome(saved, ready_at, finished_at, channel.stats().as_dict(), outcome)
+
+
+def _finish(cfg: Config, fit_rows: int, label_test: Path, probabilities: np.ndarray, history: History,
             startup_s: float, seconds: float, resumed_after_epoch: int, models: dict[str, Path],
             channel: dict[str, dict[str, int]], leakage: dict[str, dict[str, float]],
             out_dir: Path) -> TrainResult:
@@ -246,7 +318,7 @@ def _finish(cfg: Config, run: _Run, label_test: Path, probabilities: np.ndarray,
         models=models,
         predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
         history=write_json(history.as_json(tasks), out_dir / "history.json"),
-        rows_per_s=(epochs_run - resumed_after_epoch) * len(run.plan.fit) / seconds,
+        rows_per_s=(epochs_run - resumed_after_epoch) * fit_rows / seconds,
         startup_s=startup_s,
         epochs_run=epochs_run,
         best_epoch=history.best_epoch,
@@ -264,50 +336,43 @@ def _save(model: keras.Model, path: Path) -> Path:
 
 def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dirs: dict[str, Path],
                       hub: LocalHub | None = None) -> TrainResult:
-    """Train the split MMoE with every party on its own thread over a `LocalHub`.
+    """Train the split MMoE with every party on this machine: each on its own thread over a
+    `LocalHub` (`hub`, if given), or with `training.parties_in = "processes"` each in its own
+    process.
 
     `features[party]` names that party's `train`, `test` and `transform` files; each party's model
     is written to `out_dirs[party]`, and the label party's test predictions beside its model.
     """
-    one_thread_per_op()
-    hub = hub or LocalHub()
-    run = _Run.load(cfg, features)
-    label, followers = cfg.label_party, [p.name for p in cfg.feature_parties]
-    rate = run.plan.learning_rate(cfg.training)
-    own = BottomTrainer(run.bottoms[label], rate)  # its embedding never leaves it: no noise
-    top = TopTrainer(run.top, task_weighting(cfg), rate, cfg.privacy.gradient_noise)
-    feature_trainers = {f: BottomTrainer(run.bottoms[f], rate, cfg.privacy.embedding_noise)
-                        for f in followers}
-
+    label = cfg.label_party
     # Resume from the last epoch every party has checkpointed for these exact inputs (the last
     # epoch is always rerun: it feeds the leakage audit)
     run_id = fingerprint(cfg.model_dump(mode="json"),
                          [path for files in features.values() for path in files.values()])
-    checkpoints = {p: Checkpoints(out_dirs[p] / "checkpoints" / run_id) for p in features}
-    start_epoch = common_epoch(list(checkpoints.values()), cfg.training.epochs - 1)
+    checkpoints = [Checkpoints(out_dirs[p] / "checkpoints" / run_id) for p in features]
+    start_epoch = common_epoch(checkpoints, cfg.training.epochs - 1)
+    jobs = {p: PartyJob(p, cfg, features[p], out_dirs[p], run_id, start_epoch) for p in features}
 
-    jobs: dict[str, Callable[[], object]] = {
-        label: partial(label_loop, hub.channel(label), own, top, run.train[label], run.test[label],
-                       followers, [w.name for w in cfg.tasks], run.plan, checkpoints[label],
-                       start_epoch),
-    }
-    for f, trainer in feature_trainers.items():
-        jobs[f] = partial(feature_loop, hub.channel(f), trainer, run.train[f], run.test[f], label,
-                          run.plan, checkpoints[f], start_epoch)
-    start = time.perf_counter()
-    for trainer in (own, top, *feature_trainers.values()):
-        trainer.trace()
-    startup_s, start = time.perf_counter() - start, time.perf_counter()
-    outcome: LabelOutcome = hub.run(jobs)[label]  # type: ignore[assignment]
-    seconds = time.perf_counter() - start
-    models = {p: _save(run.bottoms[p], out_dirs[p] / "bottom.keras") for p in run.bottoms}
-    models["top"] = _save(run.top, out_dirs[label] / "top.keras")
-    result = _finish(cfg, run, features[label]["test"], outcome.probabilities, outcome.history,
-                     startup_s, seconds, start_epoch, models, hub.stats().as_dict(), outcome.leakage,
-                     out_dirs[label])
-    for party in checkpoints.values():
+    started = time.time()
+    if cfg.training.parties_in == "processes":
+        if hub is not None:
+            raise ValueError("a LocalHub carries parties on threads, not in processes")
+        outcomes = run_in_processes(jobs)
+        channel = ChannelStats.merge(*(o.sent for o in outcomes.values()))
+    else:
+        hub = hub or LocalHub()
+        outcomes = hub.run({p: partial(job, hub.channel(p)) for p, job in jobs.items()})
+        channel = hub.stats().as_dict()
+    ready = max(o.ready_at for o in outcomes.values())
+    result = outcomes[label].label
+    assert result is not None  # the label party's job always returns its outcome
+    models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
+    fit_rows = len(Plan.of(cfg.training, len(FeatureMatrix.positions(features[label]["train"]))).fit)
+    trained = _finish(cfg, fit_rows, features[label]["test"], result.probabilities, result.history,
+                      ready - started, outcomes[label].finished_at - ready, start_epoch, models,
+                      channel, result.leakage, out_dirs[label])
+    for party in checkpoints:
         party.clear()
-    return result
+    return trained
 
 
 def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Path) -> TrainResult:
@@ -371,5 +436,5 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     best.restore()
     seconds = time.perf_counter() - start_all
     test = probabilities(run.test, np.arange(len(run.test[label])))
-    return _finish(cfg, run, features[label]["test"], test, history, startup_s, seconds, 0,
+    return _finish(cfg, len(plan.fit), features[label]["test"], test, history, startup_s, seconds, 0,
                    {"pooled": _save(model, out_dir / "model.keras")}, {}, {}, out_dir)

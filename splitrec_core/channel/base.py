@@ -70,6 +70,14 @@ class Channel(Protocol):
         """Traffic counted so far on this channel (all parties sharing it)."""
 
 
+def ipc_bytes(table: pa.Table) -> pa.Buffer:
+    """`table` as one Arrow IPC stream: schema, batches, end marker (what a transport carries)."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
 def array_table(array: np.ndarray, name: str = "value") -> pa.Table:
     """Wrap a 1-D or 2-D numpy array as a one-column Arrow table (2-D as fixed-size lists)."""
     if array.ndim == 1:

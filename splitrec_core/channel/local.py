@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import ChannelStats, Kind
+from splitrec_core.channel.base import ChannelStats, Kind, ipc_bytes
 
 RECV_TIMEOUT_S = 600.0
 POLL_S = 0.2
@@ -50,10 +50,7 @@ class LocalHub:
         """Serialise and enqueue one message, counting its bytes."""
         if not isinstance(kind, Kind):
             raise ValueError(f"unknown message kind {kind!r}")
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        buffer = sink.getvalue()
+        buffer = ipc_bytes(table)
         with self._lock:
             self._stats.add(kind, buffer.size)
             if self.record:
