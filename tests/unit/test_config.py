@@ -75,7 +75,7 @@ def test_missing_and_malformed_files(tmp_path: Path):
 def test_a_config_can_extend_another():
     private = load_config(REPO / "data" / "census-private.toml")
     census = load_config(REPO / "data" / "census.toml")
-    assert private.privacy.gradient_noise == 0.0015
+    assert private.privacy.gradient_noise == 0.002
     assert private.name == "census-private"
     assert private.parties == census.parties
     assert private.privacy.clip_norm == census.privacy.clip_norm
