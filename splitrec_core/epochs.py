@@ -23,10 +23,9 @@ EVAL_BATCH = 8192
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`(fit_rows, validation_rows)` of `n` training rows: a seeded `fraction` held out, sorted."""
-    held_out = np.random.default_rng([seed, 0x7A11D]).permutation(n)[: int(round(n * fraction))]
-    mask = np.zeros(n, bool)
-    mask[held_out] = True
-    return np.flatnonzero(~mask), np.flatnonzero(mask)
+    order = np.random.default_rng([seed, 0x7A11D]).permutation(n)
+    held = int(round(n * fraction))
+    return np.sort(order[held:]), np.sort(order[:held])
 
 
 def eval_batches(rows: np.ndarray) -> Iterator[np.ndarray]:

@@ -138,7 +138,7 @@ class LabelOutcome:
     history: History
     probabilities: np.ndarray
     leakage: dict[str, dict[str, float]]
-    resumed_after_epoch: int
+    fit_rows: int  # rows fitted per epoch (the training rows less the validation rows)
 
 
 class _TopStep:
@@ -204,7 +204,7 @@ def label_loop(channel: Channel, own: BottomTrainer, top: TopTrainer, train: Fea
     best.restore()
     probabilities = _predict(channel, own, top, test, np.arange(len(test)), followers,
                              Kind.EVAL_EMBEDDING)
-    return LabelOutcome(history, probabilities, step.audit.report(), start_epoch)
+    return LabelOutcome(history, probabilities, step.audit.report(), len(plan.fit))
 
 
 def _predict(channel: Channel, own: BottomTrainer, top: TopTrainer, data: FeatureMatrix,
@@ -366,8 +366,7 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     result = outcomes[label].label
     assert result is not None  # the label party's job always returns its outcome
     models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
-    fit_rows = len(Plan.of(cfg.training, len(FeatureMatrix.positions(features[label]["train"]))).fit)
-    trained = _finish(cfg, fit_rows, features[label]["test"], result.probabilities, result.history,
+    trained = _finish(cfg, result.fit_rows, features[label]["test"], result.probabilities, result.history,
                       ready - started, outcomes[label].finished_at - ready, start_epoch, models,
                       channel, result.leakage, out_dirs[label])
     for party in checkpoints:
