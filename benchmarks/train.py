@@ -81,7 +81,8 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], repeat: int = 200) -
     for trainer in (top, *bottoms.values()):
         trainer.trace()
     hs = [bottoms[p].forward(*x[p]) for p in run.bottoms]
-    costs = {"top step": ms(lambda: top.step(hs, labels))}
+    costs = {"top gradients": ms(lambda: top.gradients(hs, labels)),
+             "top step": ms(lambda: top.apply(top.gradients(hs, labels)[2]))}
     for (party, trainer), h in zip(bottoms.items(), hs, strict=True):
         costs[f"{party} bottom step"] = ms(lambda t=trainer, p=party, g=h: t.backward_then_forward(
             *x[p], g, *x[p]))
@@ -158,15 +159,16 @@ def main() -> None:
     costs = per_batch_ms(cfg, features)
     label, batch = cfg.label_party, cfg.training.batch_size
     slowest = max((c, p) for p, c in ((p.name, costs[f"{p.name} bottom step"]) for p in cfg.feature_parties))
-    critical = costs["top step"] + slowest[0] + 2 * costs["channel hand-off"]
+    critical = costs["top gradients"] + slowest[0] + 2 * costs["channel hand-off"]
     print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, one thread):")
     for name, value in costs.items():
         print(f"  {name:<34} {value:6.2f}")
     for mode in ("split", "split_threads"):
         print(f"  {mode + ', measured in training':<34} {1000 * batch / results[mode]['rows_per_s']:6.2f}")
     print(f"  {'central, measured in training':<34} {1000 * batch / results['central']['rows_per_s']:6.2f}")
-    print(f"  split critical path: top step + {slowest[1]} bottom step + 2 hand-offs = {critical:.2f}"
-          f" ({label}'s own bottom step runs beside the feature parties')")
+    print(f"  split critical path: top gradients + {slowest[1]} bottom step + 2 hand-offs = "
+          f"{critical:.2f} (stepping the top and {label}'s own bottom runs beside the feature "
+          "parties' bottom steps)")
     results["per_batch_ms"] = {k: round(v, 3) for k, v in costs.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

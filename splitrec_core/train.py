@@ -143,7 +143,8 @@ class LabelOutcome:
 
 class _TopStep:
     """The label party's work on each batch of one epoch, as `bottom_epoch`'s hand-over: wait for
-    every embedding, step the top, return the gradients, keep the one for its own bottom."""
+    every embedding, return the gradients, then step the top (while the feature parties step
+    their bottoms), and keep the gradient for its own bottom."""
 
     def __init__(self, channel: Channel, top: TopTrainer, followers: list[str], labels: np.ndarray,
                  audit: LeakageAudit) -> None:
@@ -156,10 +157,11 @@ class _TopStep:
     def __call__(self, rows: np.ndarray, h_own: tf.Tensor) -> None:
         received = [table_array(self.channel.recv(Kind.EMBEDDING, f)) for f in self.followers]
         self.last = [h_own, *received]
-        loss, (own_grad, *grads) = self.top.step(self.last, self.labels[rows])
+        loss, (own_grad, *grads), top_grads = self.top.gradients(self.last, self.labels[rows])
         sent = [g.numpy() for g in grads]
         for follower, grad in zip(self.followers, sent, strict=True):
             self.channel.send(Kind.GRADIENT, follower, array_table(grad))
+        self.top.apply(top_grads)
         self.audit.observe(sent, self.labels[rows])
         self.losses.append(loss.numpy())
         self.pending.append(own_grad)
@@ -170,8 +172,8 @@ def label_loop(channel: Channel, own: BottomTrainer, top: TopTrainer, train: Fea
                checkpoints: Checkpoints, start_epoch: int = 0) -> LabelOutcome:
     """The label party's training run from `start_epoch`, then its test predictions.
 
-    Per batch it steps the top as soon as every embedding is in, returns the gradients, and only
-    then steps its own bottom, while the feature parties step theirs. After each epoch it scores
+    Per batch, as soon as every embedding is in, it returns the gradients, and only then steps
+    the top and its own bottom, while the feature parties step theirs. After each epoch it scores
     the validation rows, decides on early stopping and tells every party. The leakage audit
     covers the gradients it sent in the last epoch run.
     """

@@ -113,14 +113,17 @@ class TopTrainer:
         self._rng = tf.random.Generator.from_non_deterministic_state()
         hs = [tf.TensorSpec([None, h.shape[1]], tf.float32) for h in top.inputs]
         labels = tf.TensorSpec([None, top.outputs[0].shape[1]], tf.float32)
-        self.step = tf.function(self._step, input_signature=[hs, labels])
+        grads = [tf.TensorSpec(v.shape, v.dtype) for v in self.variables]
+        self.gradients = tf.function(self._gradients, input_signature=[hs, labels])
+        self.apply = tf.function(self._apply, input_signature=[grads])
         self.predict = tf.function(self._predict, input_signature=[hs])
         self.gate_usage = tf.function(self._gate_usage, input_signature=[hs])
 
     def trace(self) -> None:
         """As `BottomTrainer.trace`."""
-        self.step, self.predict, self.gate_usage = (
-            step.get_concrete_function() for step in (self.step, self.predict, self.gate_usage))
+        self.gradients, self.apply, self.predict, self.gate_usage = (
+            step.get_concrete_function()
+            for step in (self.gradients, self.apply, self.predict, self.gate_usage))
 
     @property
     def models(self) -> list[keras.Layer]:
@@ -140,17 +143,24 @@ class TopTrainer:
         """Each task's mean gate weight per expert on these rows."""
         return mean_gate_weights(self.top, hs)
 
-    def _step(self, hs: list[tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
-        """Step the top; return per-task losses and dL/dh for every h (noised for all but the
-        label party's own, which never leaves it)."""
+    def _gradients(self, hs: list[tf.Tensor], labels: tf.Tensor,
+                   ) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
+        """Per-task losses, dL/dh for every h (noised for all but the label party's own, which
+        never leaves it), and the gradients for the top's own variables.
+
+        Stepping the top is a separate call (`apply`): the label party returns dL/dh first and
+        steps the top while the feature parties step their bottoms.
+        """
         with tf.GradientTape() as tape:
             tape.watch(hs)
             per_task = task_losses(labels, self.top(hs, training=True))
             loss = self.weighting(per_task)
-        grads = tape.gradient(loss, [*self.variables, *hs])
-        n = len(self.variables)
-        self.optimizer.apply(grads[:n], self.variables)
-        own, *sent = grads[n:]
+        grads = tape.gradient(loss, [*hs, *self.variables])
+        own, *sent = grads[: len(hs)]
         if self.gradient_noise > 0:
             sent = [g + self._rng.normal(tf.shape(g), stddev=self.gradient_noise) for g in sent]
-        return per_task, [own, *sent]
+        return per_task, [own, *sent], grads[len(hs) :]
+
+    def _apply(self, grads: list[tf.Tensor]) -> None:
+        """Step the top's variables on gradients from `gradients`."""
+        self.optimizer.apply(grads, self.variables)

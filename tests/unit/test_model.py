@@ -78,7 +78,8 @@ def test_split_steps_equal_one_central_step():
     bottoms = {p: BottomTrainer(split_bottoms[p], 0.01) for p in PARTIES}
     top = TopTrainer(split_top, weighting, 0.01)
     hs = [bottoms[p].forward(*x[p]) for p in PARTIES]
-    per_task, grads = top.step(hs, labels)
+    per_task, grads, top_grads = top.gradients(hs, labels)
+    top.apply(top_grads)
     for party, grad in zip(PARTIES, grads, strict=True):
         bottoms[party].backward(*x[party], grad)
 
