@@ -1,8 +1,9 @@
-"""Split training: each party steps its own bottom; the label party steps the MMoE top.
+"""Split training: each feature party steps its own bottom; the label party steps its own bottom
+and the MMoE top.
 
 Per batch a feature party sends h_p (after optional clipping and noise); the label party computes
-the multi-task loss, steps the top and returns dL/dh_p (optionally noised); every party, the label
-party included, then steps its bottom with `tape.gradient(h_p, vars, output_gradients=g)`. After
+the multi-task loss through its own bottom and the top, returns dL/dh_p (optionally noised), then
+steps; each feature party steps its bottom with `tape.gradient(h_p, vars, output_gradients=g)`. After
 each epoch the label party scores the held-out validation rows and decides, for everyone, whether
 to keep the weights and whether to stop. Batch order and validation rows come from a seed every
 party shares, so no row indices travel. `train_central` trains the same composed model in one
@@ -34,7 +35,7 @@ from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.model import (TaskWeighting, bottom_model, composed_model, mean_gate_weights,
                                  task_losses, top_model)
 from splitrec_core.privacy import LeakageAudit
-from splitrec_core.trainers import BottomTrainer, TopTrainer, one_thread_per_op
+from splitrec_core.trainers import BottomTrainer, LabelTrainer, one_thread_per_op
 
 _SEEDING = threading.Lock()  # Keras' seed is process-wide: parties on threads build in turn
 
@@ -75,7 +76,7 @@ def _label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
 
 
 def bottom_epoch(trainer: BottomTrainer, data: FeatureMatrix, batches: Iterator[np.ndarray],
-                 hand_over: Callable[[np.ndarray, tf.Tensor], None],
+                 hand_over: Callable[[tf.Tensor], None],
                  gradient: Callable[[], np.ndarray | tf.Tensor]) -> None:
     """One epoch of a bottom: embed each batch, `hand_over` the embedding, step on the `gradient`
     that comes back.
@@ -91,7 +92,7 @@ def bottom_epoch(trainer: BottomTrainer, data: FeatureMatrix, batches: Iterator[
             h = trainer.forward(cats, nums)
         else:
             h = trainer.backward_then_forward(*waiting, gradient(), cats, nums)
-        hand_over(rows, h)
+        hand_over(h)
         waiting = (cats, nums)
     if waiting is not None:
         trainer.backward(*waiting, gradient())
@@ -114,7 +115,7 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
         best.load(checkpoints.restore(start_epoch, [trainer.bottom], [trainer.optimizer]))
     for epoch in range(start_epoch, plan.epochs):
         bottom_epoch(trainer, train, plan.batches(epoch),
-                     lambda _, h: channel.send(Kind.EMBEDDING, leader, array_table(h.numpy())),
+                     lambda h: channel.send(Kind.EMBEDDING, leader, array_table(h.numpy())),
                      lambda: table_array(channel.recv(Kind.GRADIENT, leader)))
         for rows in eval_batches(plan.validation):
             h = trainer.forward(train.cats[rows], train.nums[rows])
@@ -139,61 +140,59 @@ class LabelOutcome:
     probabilities: np.ndarray
     leakage: dict[str, dict[str, float]]
     fit_rows: int  # rows fitted per epoch (the training rows less the validation rows)
+    trained_at: float  # wall clock when the last epoch ended (before scoring the test rows)
 
 
-class _TopStep:
-    """The label party's work on each batch of one epoch, as `bottom_epoch`'s hand-over: wait for
-    every embedding, return the gradients, then step the top (while the feature parties step
-    their bottoms), and keep the gradient for its own bottom."""
+def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, labels: np.ndarray,
+                batches: Iterator[np.ndarray], followers: list[str], audit: LeakageAudit,
+                ) -> tuple[list[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
+    """One epoch of the label party: per batch, wait for every embedding, return the gradients,
+    then step (while the feature parties step their bottoms).
 
-    def __init__(self, channel: Channel, top: TopTrainer, followers: list[str], labels: np.ndarray,
-                 audit: LeakageAudit) -> None:
-        self.channel, self.top, self.followers, self.labels = channel, top, followers, labels
-        self.audit = audit
-        self.losses: list[np.ndarray] = []
-        self.pending: list[tf.Tensor] = []  # dL/dh of our own bottom, for `bottom_epoch`
-        self.last: list[tf.Tensor] = []     # the last batch's embeddings, to measure gate use
-
-    def __call__(self, rows: np.ndarray, h_own: tf.Tensor) -> None:
-        received = [table_array(self.channel.recv(Kind.EMBEDDING, f)) for f in self.followers]
-        self.last = [h_own, *received]
-        loss, (own_grad, *grads), top_grads = self.top.gradients(self.last, self.labels[rows])
+    Returns the per-task losses of each batch, and the last batch's rows and received embeddings
+    (to measure gate use on).
+    """
+    losses: list[np.ndarray] = []
+    rows, received = np.zeros(0, np.int64), []
+    for rows in batches:
+        received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]
+        loss, grads, own_grads = trainer.gradients(train.cats[rows], train.nums[rows], received,
+                                                   labels[rows])
         sent = [g.numpy() for g in grads]
-        for follower, grad in zip(self.followers, sent, strict=True):
-            self.channel.send(Kind.GRADIENT, follower, array_table(grad))
-        self.top.apply(top_grads)
-        self.audit.observe(sent, self.labels[rows])
-        self.losses.append(loss.numpy())
-        self.pending.append(own_grad)
+        for follower, grad in zip(followers, sent, strict=True):
+            channel.send(Kind.GRADIENT, follower, array_table(grad))
+        trainer.apply(own_grads)
+        audit.observe(sent, labels[rows])
+        losses.append(loss.numpy())
+    return losses, (rows, received)
 
 
-def label_loop(channel: Channel, own: BottomTrainer, top: TopTrainer, train: FeatureMatrix,
-               test: FeatureMatrix, followers: list[str], tasks: list[str], plan: Plan,
-               checkpoints: Checkpoints, start_epoch: int = 0) -> LabelOutcome:
+def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, test: FeatureMatrix,
+               followers: list[str], tasks: list[str], plan: Plan, checkpoints: Checkpoints,
+               start_epoch: int = 0) -> LabelOutcome:
     """The label party's training run from `start_epoch`, then its test predictions.
 
-    Per batch, as soon as every embedding is in, it returns the gradients, and only then steps
-    the top and its own bottom, while the feature parties step theirs. After each epoch it scores
-    the validation rows, decides on early stopping and tells every party. The leakage audit
-    covers the gradients it sent in the last epoch run.
+    After each epoch it scores the validation rows, decides on early stopping and tells every
+    party. The leakage audit covers the gradients it sent in the last epoch run.
     """
     labels = _label_matrix(train, tasks)
-    history, best = History(), BestWeights([own.bottom, *top.models])
+    history, best = History(), BestWeights(trainer.models)
     if start_epoch:
-        saved = checkpoints.restore(start_epoch, best.models, [own.optimizer, top.optimizer])
+        saved = checkpoints.restore(start_epoch, best.models, [trainer.optimizer])
         history = History.from_arrays(saved)
         best.load(saved)
     for epoch in range(start_epoch, plan.epochs):
-        started, step = time.perf_counter(), _TopStep(channel, top, followers, labels,
-                                                      LeakageAudit(tasks, plan.seed))
-        bottom_epoch(own, train, plan.batches(epoch), step, step.pending.pop)
+        started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
+        losses, (rows, last) = label_epoch(channel, trainer, train, labels, plan.batches(epoch),
+                                           followers, audit)
         val_auc = []
         if len(plan.validation):
             val_auc = auc_per_task(labels[plan.validation],
-                                   _predict(channel, own, top, train, plan.validation, followers,
+                                   _predict(channel, trainer, train, plan.validation, followers,
                                             Kind.VALIDATION_EMBEDDING))
-        history.record(step.losses, val_auc, top.gate_usage(step.last).numpy(),
-                       top.weighting.effective_weights().numpy(), started)
+        history.record(losses, val_auc,
+                       trainer.gate_usage(train.cats[rows], train.nums[rows], last).numpy(),
+                       trainer.weighting.effective_weights().numpy(), started)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
         for follower in followers:
             channel.send(Kind.EARLY_STOPPING, follower, _decision_table(decision))
@@ -201,21 +200,21 @@ def label_loop(channel: Channel, own: BottomTrainer, top: TopTrainer, train: Fea
             best.keep()
         if decision.stop:
             break
-        checkpoints.save(epoch + 1, best.models, [own.optimizer, top.optimizer],
-                         history.arrays() | best.arrays())
+        checkpoints.save(epoch + 1, best.models, [trainer.optimizer], history.arrays() | best.arrays())
+    trained_at = time.time()
     best.restore()
-    probabilities = _predict(channel, own, top, test, np.arange(len(test)), followers,
+    probabilities = _predict(channel, trainer, test, np.arange(len(test)), followers,
                              Kind.EVAL_EMBEDDING)
-    return LabelOutcome(history, probabilities, step.audit.report(), len(plan.fit))
+    return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at)
 
 
-def _predict(channel: Channel, own: BottomTrainer, top: TopTrainer, data: FeatureMatrix,
-             rows: np.ndarray, followers: list[str], kind: Kind) -> np.ndarray:
-    """Probabilities `[rows, tasks]` from our embeddings and the followers' of `kind`."""
-    predicted = [np.zeros((0, top.top.outputs[0].shape[1]), np.float32)]
+def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix, rows: np.ndarray,
+             followers: list[str], kind: Kind) -> np.ndarray:
+    """Probabilities `[rows, tasks]` from our columns and the followers' embeddings of `kind`."""
+    predicted = [np.zeros((0, trainer.top.outputs[0].shape[1]), np.float32)]
     for chunk in eval_batches(rows):
         received = [table_array(channel.recv(kind, f)) for f in followers]
-        predicted.append(top.predict([own.embed(data.cats[chunk], data.nums[chunk]), *received]).numpy())
+        predicted.append(trainer.predict(data.cats[chunk], data.nums[chunk], received).numpy())
     return np.concatenate(predicted)
 
 
@@ -261,7 +260,6 @@ class PartyOutcome:
 
     models: dict[str, Path]       # "bottom", and for the label party "top"
     ready_at: float               # wall clock when its steps were traced
-    finished_at: float            # wall clock when its training loop ended
     sent: dict[str, dict[str, int]]  # its channel's counts (all parties' on a shared hub)
     label: LabelOutcome | None = None
 
@@ -290,21 +288,19 @@ class PartyJob:
         if self.party == label:
             followers = [p.name for p in cfg.feature_parties]
             models["top"] = build_top(cfg, [label, *followers])
-            own = BottomTrainer(models["bottom"], rate)  # its embedding never leaves it: no noise
-            top = TopTrainer(models["top"], task_weighting(cfg), rate, cfg.privacy.gradient_noise)
-            own.trace()
-            top.trace()
+            labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
+                                    cfg.privacy.gradient_noise)
+            labeller.trace()
             ready_at = time.time()
-            outcome = label_loop(channel, own, top, train, test, followers,
+            outcome = label_loop(channel, labeller, train, test, followers,
                                  [t.name for t in cfg.tasks], plan, checkpoints, self.start_epoch)
         else:
             trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise)
             trainer.trace()
             ready_at, outcome = time.time(), None
             feature_loop(channel, trainer, train, test, label, plan, checkpoints, self.start_epoch)
-        finished_at = time.time()
         saved = {name: _save(model, self.out_dir / f"{name}.keras") for name, model in models.items()}
-        return PartyOutcome(saved, ready_at, finished_at, channel.stats().as_dict(), outcome)
+        return PartyOutcome(saved, ready_at, channel.stats().as_dict(), outcome)
 
 
 def _finish(cfg: Config, fit_rows: int, label_test: Path, probabilities: np.ndarray, history: History,
@@ -369,7 +365,7 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     assert result is not None  # the label party's job always returns its outcome
     models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
     trained = _finish(cfg, result.fit_rows, features[label]["test"], result.probabilities, result.history,
-                      ready - started, outcomes[label].finished_at - ready, start_epoch, models,
+                      ready - started, result.trained_at - ready, start_epoch, models,
                       channel, result.leakage, out_dirs[label])
     for party in checkpoints:
         party.clear()

@@ -1,10 +1,10 @@
-"""Each party's compiled training steps: a bottom's (every party has one) and the top's (the label
-party's MMoE and task weighting).
+"""Each party's compiled training steps: a feature party's bottom, and the label party's own
+bottom with the MMoE top and task weighting.
 
 Every step is one `tf.function` with a fixed input signature (any batch size), so each is traced
-once per run, up front (`trace`), and a batch costs one TensorFlow call per party. Two Adam optimizers over disjoint
-variables take exactly the steps one Adam over all of them would, so the split model trains as the
-centralised one does.
+once per run, up front (`trace`), and a batch costs one TensorFlow call per feature party and two
+for the label party. Adam optimizers over disjoint variables take exactly the steps one Adam over
+all of them would, so the split model trains as the centralised one does.
 """
 
 from __future__ import annotations
@@ -94,73 +94,87 @@ class BottomTrainer:
         return self._forward(next_cats, next_nums)
 
 
-class TopTrainer:
-    """The label party's MMoE top and task weighting, with their optimizer.
+class LabelTrainer:
+    """The label party's own bottom, the MMoE top and the task weighting, with one optimizer.
+
+    Its own bottom runs inside the same step as the top: its embedding never leaves it, so there
+    is no cut to cross and nothing to recompute, and a batch costs the label party two calls
+    (`gradients`, then `apply`) instead of four.
 
     Args:
+        bottom: the label party's bottom, inputs `[cats, nums]`, output h.
         top: the top model over every party's h (label party first).
         weighting: combines the per-task losses.
         learning_rate: a rate or a schedule.
         gradient_noise: std of the Gaussian noise on the dL/dh returned to feature parties.
     """
 
-    def __init__(self, top: keras.Model, weighting: TaskWeighting,
+    def __init__(self, bottom: keras.Model, top: keras.Model, weighting: TaskWeighting,
                  learning_rate: float | LearningRateSchedule, gradient_noise: float = 0.0) -> None:
+        self.bottom = bottom
         self.top = top
         self.weighting = weighting
         self.optimizer = _adam(learning_rate, self.variables)
         self.gradient_noise = gradient_noise
         self._rng = tf.random.Generator.from_non_deterministic_state()
-        hs = [tf.TensorSpec([None, h.shape[1]], tf.float32) for h in top.inputs]
+        cats = tf.TensorSpec([None, bottom.inputs[0].shape[1]], tf.int32)
+        nums = tf.TensorSpec([None, bottom.inputs[1].shape[1]], tf.float32)
+        received = [tf.TensorSpec([None, h.shape[1]], tf.float32) for h in top.inputs[1:]]
         labels = tf.TensorSpec([None, top.outputs[0].shape[1]], tf.float32)
-        grads = [tf.TensorSpec(v.shape, v.dtype) for v in self.variables]
-        self.gradients = tf.function(self._gradients, input_signature=[hs, labels])
-        self.apply = tf.function(self._apply, input_signature=[grads])
-        self.predict = tf.function(self._predict, input_signature=[hs])
-        self.gate_usage = tf.function(self._gate_usage, input_signature=[hs])
+        self.gradients = tf.function(self._gradients, input_signature=[cats, nums, received, labels])
+        self.apply = tf.function(self._apply)  # traced on what `gradients` returns
+        self.predict = tf.function(self._predict, input_signature=[cats, nums, received])
+        self.gate_usage = tf.function(self._gate_usage, input_signature=[cats, nums, received])
 
     def trace(self) -> None:
-        """As `BottomTrainer.trace`."""
-        self.gradients, self.apply, self.predict, self.gate_usage = (
-            step.get_concrete_function()
-            for step in (self.gradients, self.apply, self.predict, self.gate_usage))
+        """As `BottomTrainer.trace`. `apply` takes the gradients as `gradients` returns them: the
+        embedding table's stay sparse (`IndexedSlices`), so Adam steps it exactly as central
+        training's one Adam does."""
+        self.gradients, self.predict, self.gate_usage = (
+            step.get_concrete_function() for step in (self.gradients, self.predict, self.gate_usage))
+        specs = [tf.type_spec_from_value(g) for g in self.gradients.structured_outputs[2]]
+        self.apply = self.apply.get_concrete_function(specs)
 
     @property
     def models(self) -> list[keras.Layer]:
         """What this trainer trains (and a checkpoint holds)."""
-        return [self.top, self.weighting]
+        return [self.bottom, self.top, self.weighting]
 
     @property
     def variables(self) -> list[tf.Variable]:
-        """Trainable variables of the top and (if learned) the task weighting."""
+        """Trainable variables of the bottom, the top and (if learned) the task weighting."""
         return [v for model in self.models for v in model.trainable_variables]
 
-    def _predict(self, hs: list[tf.Tensor]) -> tf.Tensor:
+    def _hs(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
+            training: bool) -> list[tf.Tensor]:
+        return [self.bottom([cats, nums], training=training), *received]
+
+    def _predict(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor]) -> tf.Tensor:
         """Probabilities `[batch, num_tasks]`."""
-        return tf.sigmoid(self.top(hs, training=False))
+        return tf.sigmoid(self.top(self._hs(cats, nums, received, False), training=False))
 
-    def _gate_usage(self, hs: list[tf.Tensor]) -> tf.Tensor:
+    def _gate_usage(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor]) -> tf.Tensor:
         """Each task's mean gate weight per expert on these rows."""
-        return mean_gate_weights(self.top, hs)
+        return mean_gate_weights(self.top, self._hs(cats, nums, received, False))
 
-    def _gradients(self, hs: list[tf.Tensor], labels: tf.Tensor,
-                   ) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
-        """Per-task losses, dL/dh for every h (noised for all but the label party's own, which
-        never leaves it), and the gradients for the top's own variables.
+    def _gradients(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
+                   labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
+        """Per-task losses, dL/dh for every received h (noised), and the gradients of this
+        party's own variables.
 
-        Stepping the top is a separate call (`apply`): the label party returns dL/dh first and
-        steps the top while the feature parties step their bottoms.
+        Stepping is a separate call (`apply`): the label party returns dL/dh first and steps
+        while the feature parties step their bottoms.
         """
         with tf.GradientTape() as tape:
-            tape.watch(hs)
-            per_task = task_losses(labels, self.top(hs, training=True))
+            tape.watch(received)
+            per_task = task_losses(labels, self.top(self._hs(cats, nums, received, True), training=True))
             loss = self.weighting(per_task)
-        grads = tape.gradient(loss, [*hs, *self.variables])
-        own, *sent = grads[: len(hs)]
+        grads = tape.gradient(loss, [*received, *self.variables])
+        sent = grads[: len(received)]
         if self.gradient_noise > 0:
             sent = [g + self._rng.normal(tf.shape(g), stddev=self.gradient_noise) for g in sent]
-        return per_task, [own, *sent], grads[len(hs) :]
+        return per_task, sent, grads[len(received) :]
 
     def _apply(self, grads: list[tf.Tensor]) -> None:
-        """Step the top's variables on gradients from `gradients`."""
+        """Step this party's variables on gradients from `gradients`."""
         self.optimizer.apply(grads, self.variables)

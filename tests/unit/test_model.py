@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from splitrec_core.config import ModelConfig
 from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, composed_model, task_losses, top_model
-from splitrec_core.trainers import BottomTrainer, TopTrainer
+from splitrec_core.trainers import BottomTrainer, LabelTrainer
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
                   tower_units=2)
@@ -73,14 +73,18 @@ def test_split_steps_equal_one_central_step():
         loss = weighting(task_losses(labels, central([m for p in PARTIES for m in x[p]])))
     optimizer.apply(tape.gradient(loss, central.trainable_variables), central.trainable_variables)
 
-    # Execute: the same step as the parties take it: each bottom embeds its own columns, the top
-    # steps and returns dL/dh, each bottom steps on its own gradient
-    bottoms = {p: BottomTrainer(split_bottoms[p], 0.01) for p in PARTIES}
-    top = TopTrainer(split_top, weighting, 0.01)
-    hs = [bottoms[p].forward(*x[p]) for p in PARTIES]
-    per_task, grads, top_grads = top.gradients(hs, labels)
-    top.apply(top_grads)
-    for party, grad in zip(PARTIES, grads, strict=True):
+    # Execute: the same step as the parties take it: each feature party's bottom embeds its own
+    # columns, the label party returns dL/dh and steps its bottom and the top, each feature
+    # party's bottom steps on its own gradient
+    label, *followers = PARTIES
+    bottoms = {p: BottomTrainer(split_bottoms[p], 0.01) for p in followers}
+    labeller = LabelTrainer(split_bottoms[label], split_top, weighting, 0.01)
+    for trainer in (labeller, *bottoms.values()):
+        trainer.trace()  # as training calls them: traced once, on fixed signatures
+    hs = [bottoms[p].forward(*x[p]) for p in followers]
+    per_task, grads, own_grads = labeller.gradients(*x[label], hs, labels)
+    labeller.apply(own_grads)
+    for party, grad in zip(followers, grads, strict=True):
         bottoms[party].backward(*x[party], grad)
 
     # Assert: same loss, same weights afterwards
