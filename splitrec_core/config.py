@@ -78,6 +78,12 @@ class TrainingConfig(_Strict):
     parties_in: Literal["threads", "processes"] = Field(
         default="threads", description="how `run` places the parties on this machine: threads of "
                                        "one process, or a process each (own interpreter and runtime)")
+    embed_ahead: int = Field(
+        default=0, ge=0, le=2,
+        description="batches a feature party embeds before the gradient of the oldest one it sent "
+                    "returns: 0 = sequential (split training equals central training); 1 or 2 = "
+                    "pipelined, its bottom one or two steps stale, so its work overlaps the label "
+                    "party's")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -77,25 +78,27 @@ def _label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
 
 def bottom_epoch(trainer: BottomTrainer, data: FeatureMatrix, batches: Iterator[np.ndarray],
                  hand_over: Callable[[tf.Tensor], None],
-                 gradient: Callable[[], np.ndarray | tf.Tensor]) -> None:
+                 gradient: Callable[[], np.ndarray | tf.Tensor], ahead: int = 0) -> None:
     """One epoch of a bottom: embed each batch, `hand_over` the embedding, step on the `gradient`
     that comes back.
 
     While a batch's gradient is awaited there is nothing to do, so the step on one batch and the
     embedding of the next go to TensorFlow as one call (in that order: the next embedding comes
-    from the updated bottom, exactly as in sequential training).
+    from the updated bottom, exactly as in sequential training). With `ahead` > 0 it hands over
+    that many more batches before it waits for the oldest one's gradient: the label party then
+    never waits for this party, at the price of embeddings from a bottom `ahead` steps stale.
     """
-    waiting: tuple[np.ndarray, np.ndarray] | None = None  # a batch handed over, awaiting its gradient
+    waiting: deque[tuple[tf.Tensor, tf.Tensor]] = deque()  # handed over, awaiting their gradients
     for rows in batches:
-        cats, nums = data.cats[rows], data.nums[rows]
-        if waiting is None:
-            h = trainer.forward(cats, nums)
+        cats, nums = tf.constant(data.cats[rows]), tf.constant(data.nums[rows])  # before the wait
+        if len(waiting) > ahead:
+            h = trainer.backward_then_forward(*waiting.popleft(), gradient(), cats, nums)
         else:
-            h = trainer.backward_then_forward(*waiting, gradient(), cats, nums)
+            h = trainer.forward(cats, nums)
         hand_over(h)
-        waiting = (cats, nums)
-    if waiting is not None:
-        trainer.backward(*waiting, gradient())
+        waiting.append((cats, nums))
+    while waiting:
+        trainer.backward(*waiting.popleft(), gradient())
 
 
 def _decision_table(decision: Decision) -> pa.Table:
@@ -104,8 +107,9 @@ def _decision_table(decision: Decision) -> pa.Table:
 
 def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
                  test: FeatureMatrix, leader: str, plan: Plan, checkpoints: Checkpoints,
-                 start_epoch: int = 0) -> None:
-    """A feature party's training run from `start_epoch`, then its embeddings of the test rows.
+                 start_epoch: int = 0, ahead: int = 0) -> None:
+    """A feature party's training run from `start_epoch`, then its embeddings of the test rows
+    (`ahead`: see `bottom_epoch`).
 
     After each epoch it embeds the validation rows (with the training noise: they are training
     rows) and follows the label party's decision to keep the weights and to stop.
@@ -116,7 +120,7 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     for epoch in range(start_epoch, plan.epochs):
         bottom_epoch(trainer, train, plan.batches(epoch),
                      lambda h: channel.send(Kind.EMBEDDING, leader, array_table(h.numpy())),
-                     lambda: table_array(channel.recv(Kind.GRADIENT, leader)))
+                     lambda: table_array(channel.recv(Kind.GRADIENT, leader)), ahead)
         for rows in eval_batches(plan.validation):
             h = trainer.forward(train.cats[rows], train.nums[rows])
             channel.send(Kind.VALIDATION_EMBEDDING, leader, array_table(h.numpy()))
@@ -155,9 +159,9 @@ def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, l
     losses: list[np.ndarray] = []
     rows, received = np.zeros(0, np.int64), []
     for rows in batches:
+        own = [tf.constant(m[rows]) for m in (train.cats, train.nums, labels)]  # before the wait
         received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]
-        loss, grads, own_grads = trainer.gradients(train.cats[rows], train.nums[rows], received,
-                                                   labels[rows])
+        loss, grads, own_grads = trainer.gradients(*own[:2], received, own[2])
         sent = [g.numpy() for g in grads]
         for follower, grad in zip(followers, sent, strict=True):
             channel.send(Kind.GRADIENT, follower, array_table(grad))
@@ -298,7 +302,8 @@ class PartyJob:
             trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise)
             trainer.trace()
             ready_at, outcome = time.time(), None
-            feature_loop(channel, trainer, train, test, label, plan, checkpoints, self.start_epoch)
+            feature_loop(channel, trainer, train, test, label, plan, checkpoints, self.start_epoch,
+                         cfg.training.embed_ahead)
         saved = {name: _save(model, self.out_dir / f"{name}.keras") for name, model in models.items()}
         return PartyOutcome(saved, ready_at, channel.stats().as_dict(), outcome)
 

@@ -180,3 +180,26 @@ def test_parties_in_processes_train_exactly_as_on_threads(trained, tmp_path):
     assert (apart.epochs_run, apart.best_epoch) == (split.epochs_run, split.best_epoch)
     # every party counted what it sent (the threads' hub also carried the PSI before)
     assert apart.channel == {k: v for k, v in split.channel.items() if not k.startswith(("psi", "split"))}
+
+
+def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path):
+    # One batch ahead, each feature party embeds batch i+1 before batch i's gradient is back:
+    # no longer the central computation, but the same messages and nearly the same model
+    from splitrec_core.train import train_split_local
+
+    cfg, _, _, features, split, _ = trained
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"embed_ahead": 1})})
+    ahead = train_split_local(cfg, features, {p: tmp_path / p for p in features})
+    tasks = [t.name for t in cfg.tasks]
+    label_test = features[cfg.label_party]["test"]
+    sequential = evaluate(split.predictions, label_test, tasks)
+    pipelined = evaluate(ahead.predictions, label_test, tasks)
+    a = pq.read_table(ahead.predictions).to_pandas().drop(columns="position")
+    b = pq.read_table(split.predictions).to_pandas().drop(columns="position")
+    assert np.abs(a.to_numpy() - b.to_numpy()).max() > 1e-4  # the stale steps changed the model
+    for task in tasks:
+        assert abs(pipelined[task]["auc"] - sequential[task]["auc"]) < 0.02
+    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"]["train"])))
+    batches = ahead.epochs_run * -(-len(plan.fit) // cfg.training.batch_size)
+    for kind in ("embedding", "gradient"):
+        assert ahead.channel[kind]["messages"] == batches * len(cfg.feature_parties)
