@@ -104,7 +104,7 @@ def run(config: Path, workdir: Workdir = None,
 
 @app.command()
 def sweep(config: Path, workdir: Workdir = None) -> None:
-    """Train the split MMoE over the config's [sweep] grid and print the comparison table."""
+    """Train the split MMoE over the config's sweep grid and print the comparison table."""
     typer.echo(_run_flow("sweep", config, workdir).read_text())
 
 
