@@ -37,6 +37,12 @@ def _adam(learning_rate: float | LearningRateSchedule, variables: list[tf.Variab
     return optimizer
 
 
+def _input_specs(bottom: keras.Model) -> tuple[tf.TensorSpec, tf.TensorSpec]:
+    """A bottom's `[cats, nums]` inputs, for batches of any size."""
+    return (tf.TensorSpec([None, bottom.inputs[0].shape[1]], tf.int32),
+            tf.TensorSpec([None, bottom.inputs[1].shape[1]], tf.float32))
+
+
 class BottomTrainer:
     """One party's bottom and its optimizer: it sees its own columns and the dL/dh sent back.
 
@@ -52,8 +58,7 @@ class BottomTrainer:
         self.optimizer = _adam(learning_rate, bottom.trainable_variables)
         self.noise = noise
         self._rng = tf.random.Generator.from_non_deterministic_state()
-        cats = tf.TensorSpec([None, bottom.inputs[0].shape[1]], tf.int32)
-        nums = tf.TensorSpec([None, bottom.inputs[1].shape[1]], tf.float32)
+        cats, nums = _input_specs(bottom)
         grad = tf.TensorSpec([None, bottom.outputs[0].shape[1]], tf.float32)
         self.forward = tf.function(self._forward, input_signature=[cats, nums])
         self.backward = tf.function(self._backward, input_signature=[cats, nums, grad])
@@ -117,8 +122,7 @@ class LabelTrainer:
         self.optimizer = _adam(learning_rate, self.variables)
         self.gradient_noise = gradient_noise
         self._rng = tf.random.Generator.from_non_deterministic_state()
-        cats = tf.TensorSpec([None, bottom.inputs[0].shape[1]], tf.int32)
-        nums = tf.TensorSpec([None, bottom.inputs[1].shape[1]], tf.float32)
+        cats, nums = _input_specs(bottom)
         received = [tf.TensorSpec([None, h.shape[1]], tf.float32) for h in top.inputs[1:]]
         labels = tf.TensorSpec([None, top.outputs[0].shape[1]], tf.float32)
         self.gradients = tf.function(self._gradients, input_signature=[cats, nums, received, labels])
