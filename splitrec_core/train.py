@@ -84,14 +84,15 @@ def bottom_epoch(trainer: BottomTrainer, data: FeatureMatrix, batches: Iterator[
 
     While a batch's gradient is awaited there is nothing to do, so the step on one batch and the
     embedding of the next go to TensorFlow as one call (in that order: the next embedding comes
-    from the updated bottom, exactly as in sequential training). With `ahead` > 0 it hands over
-    that many more batches before it waits for the oldest one's gradient: the label party then
-    never waits for this party, at the price of embeddings from a bottom `ahead` steps stale.
+    from the updated bottom, exactly as in sequential training). Each batch becomes tensors before
+    the wait, not in the call after it. With `ahead` > 0 it hands over that many more batches
+    before it waits for the oldest one's gradient: the label party then never waits for this
+    party, at the price of embeddings from a bottom `ahead` steps stale.
     """
     waiting: deque[tuple[tf.Tensor, tf.Tensor]] = deque()  # handed over, awaiting their gradients
     for rows in batches:
-        cats, nums = tf.constant(data.cats[rows]), tf.constant(data.nums[rows])  # before the wait
-        if len(waiting) > ahead:
+        cats, nums = tf.constant(data.cats[rows]), tf.constant(data.nums[rows])
+        if len(waiting) > ahead:  # step on the oldest batch's gradient (waits for it)
             h = trainer.backward_then_forward(*waiting.popleft(), gradient(), cats, nums)
         else:
             h = trainer.forward(cats, nums)
@@ -151,7 +152,8 @@ def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, l
                 batches: Iterator[np.ndarray], followers: list[str], audit: LeakageAudit,
                 ) -> tuple[list[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
     """One epoch of the label party: per batch, wait for every embedding, return the gradients,
-    then step (while the feature parties step their bottoms).
+    then step (while the feature parties step their bottoms). Its own columns become tensors
+    before the wait.
 
     Returns the per-task losses of each batch, and the last batch's rows and received embeddings
     (to measure gate use on).
@@ -159,9 +161,9 @@ def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, l
     losses: list[np.ndarray] = []
     rows, received = np.zeros(0, np.int64), []
     for rows in batches:
-        own = [tf.constant(m[rows]) for m in (train.cats, train.nums, labels)]  # before the wait
-        received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]
-        loss, grads, own_grads = trainer.gradients(*own[:2], received, own[2])
+        cats, nums, batch_labels = (tf.constant(m[rows]) for m in (train.cats, train.nums, labels))
+        received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]  # (waits)
+        loss, grads, own_grads = trainer.gradients(cats, nums, received, batch_labels)
         sent = [g.numpy() for g in grads]
         for follower, grad in zip(followers, sent, strict=True):
             channel.send(Kind.GRADIENT, follower, array_table(grad))
