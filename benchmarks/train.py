@@ -1,10 +1,10 @@
 """Training throughput: the split MMoE against the same model trained centrally.
 
 Prepares census features once into `--workdir` (validate, PSI, features; reused on later runs),
-then trains split with each party in its own process, split with all parties on threads of one
-process, split on threads with the feature parties one batch ahead (pipelined), and centrally,
-with the config's batch size and plan; prints rows/s, start-up, epochs and test AUC per task,
-and where a batch's time goes.
+then trains split (sequential, as the config has it, and pipelined: the feature parties one batch
+ahead with XLA-compiled steps), each with a process per party and on threads of one process, and
+centrally, with the config's batch size and plan; prints rows/s, start-up, epochs and test AUC per
+task, and where a batch's time goes.
 
     python benchmarks/train.py --epochs 1 --json out.json
 """
@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODES = {  # name: the training settings it overrides (central: trained in one place)
     "split": {"parties_in": "processes"},
     "split_threads": {"parties_in": "threads"},
-    "split_ahead": {"parties_in": "threads", "embed_ahead": 1},
+    "split_ahead": {"parties_in": "processes", "embed_ahead": 1, "xla": True},
+    "split_ahead_threads": {"parties_in": "threads", "embed_ahead": 1, "xla": True},
     "central": None,
 }
 
@@ -58,9 +59,10 @@ def prepare(cfg, workdir: Path) -> dict[str, dict[str, Path]]:
 
 
 def per_batch_ms(cfg, features: dict[str, dict[str, Path]], repeat: int = 200) -> dict[str, float]:
-    """Milliseconds per batch of each step timed alone on one thread: the central step, the
+    """Milliseconds per batch of each step timed alone, one thread per op: the central step, the
     label party's gradients and its Adam step, each feature party's bottom step (backward, then
-    the next forward), and one embedding's trip through the local channel."""
+    the next forward), these party steps again compiled by XLA, and one embedding's trip through
+    the local channel."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -84,17 +86,20 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], repeat: int = 200) -
     labels = np.stack([run.train[cfg.label_party].labels[t.name][rows] for t in cfg.tasks], 1)
     labels = labels.astype(np.float32)
     label, *followers = run.bottoms
-    bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3) for p in followers}
-    labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3)
-    for trainer in (labeller, *bottoms.values()):
-        trainer.trace()
-    hs = [bottoms[p].forward(*x[p]) for p in followers]
-    own_grads = labeller.gradients(*x[label], hs, labels)[2]
-    costs = {f"{label} gradients (own bottom + top)": ms(lambda: labeller.gradients(*x[label], hs, labels)),
-             f"{label} step (Adam)": ms(lambda: labeller.apply(own_grads))}
-    for (party, trainer), h in zip(bottoms.items(), hs, strict=True):
-        costs[f"{party} bottom step"] = ms(lambda t=trainer, p=party, g=h: t.backward_then_forward(
-            *x[p], g, *x[p]))
+    costs = {}
+    for compiled in ("", ", XLA"):
+        bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3, xla=bool(compiled)) for p in followers}
+        labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3, xla=bool(compiled))
+        for trainer in (labeller, *bottoms.values()):
+            trainer.trace([len(rows)])
+        hs = [bottoms[p].forward(*x[p]) for p in followers]
+        own_grads = labeller.gradients(*x[label], hs, labels)[2]
+        costs[f"{label} gradients (own bottom + top){compiled}"] = ms(
+            lambda: labeller.gradients(*x[label], hs, labels))
+        costs[f"{label} step (Adam){compiled}"] = ms(lambda: labeller.apply(own_grads))
+        for (party, trainer), h in zip(bottoms.items(), hs, strict=True):
+            costs[f"{party} bottom step{compiled}"] = ms(
+                lambda t=trainer, p=party, g=h: t.backward_then_forward(*x[p], g, *x[p]))
     hub, h = LocalHub(), hs[0].numpy()
     a, b = hub.channel("a"), hub.channel("b")
     costs["channel hand-off"] = ms(lambda: (a.send(Kind.EMBEDDING, "b", array_table(h)),
@@ -155,18 +160,18 @@ def main() -> None:
                          "auc": {t: round(m["auc"], 4) for t, m in metrics.items()}}
     print(f"Training on {cfg.name}: at most {cfg.training.epochs} epochs, batch "
           f"{cfg.training.batch_size}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
-    print(f"{'mode':<13} {'rows/s':>8} {'startup s':>9} {'epochs':>6} {'kept':>4} {'seconds':>8} "
+    print(f"{'mode':<19} {'rows/s':>8} {'startup s':>9} {'epochs':>6} {'kept':>4} {'seconds':>8} "
           + " ".join(f"{t + ' AUC':>18}" for t in tasks))
     for mode, row in results.items():
-        print(f"{mode:<13} {row['rows_per_s']:>8} {row['startup_s']:>9} {row['epochs_run']:>6} "
+        print(f"{mode:<19} {row['rows_per_s']:>8} {row['startup_s']:>9} {row['epochs_run']:>6} "
               f"{row['best_epoch']:>4} {row['seconds']:>8} "
               + " ".join(f"{row['auc'][t]:>18}" for t in tasks))
     split_modes = [m for m in results if m.startswith("split")]
     for mode in split_modes:
         ratio = results[mode]["rows_per_s"] / results["central"]["rows_per_s"]
         print(f"{mode} / central rows/s: {ratio:.2f}x")
-    print("split: each party in its own process; split_threads: all parties on threads of one; "
-          "split_ahead: on threads, feature parties one batch ahead (embed_ahead = 1)")
+    print("split: a process per party; _threads: all parties on threads of one process; "
+          "_ahead: feature parties one batch ahead (embed_ahead = 1), steps compiled by XLA")
 
     costs = per_batch_ms(cfg, features)
     label, batch = cfg.label_party, cfg.training.batch_size
@@ -175,12 +180,16 @@ def main() -> None:
     critical = gradients + slowest[0] + 2 * costs["channel hand-off"]
     print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, one thread):")
     for name, value in costs.items():
-        print(f"  {name:<40} {value:6.2f}")
+        print(f"  {name:<46} {value:6.2f}")
     for mode in split_modes:
-        print(f"  {mode + ', measured in training':<40} {1000 * batch / results[mode]['rows_per_s']:6.2f}")
-    print(f"  {'central, measured in training':<40} {1000 * batch / results['central']['rows_per_s']:6.2f}")
-    print(f"  split critical path: {label} gradients + {slowest[1]} bottom step + 2 hand-offs = "
+        print(f"  {mode + ', measured in training':<46} {1000 * batch / results[mode]['rows_per_s']:6.2f}")
+    print(f"  {'central, measured in training':<46} {1000 * batch / results['central']['rows_per_s']:6.2f}")
+    print(f"  sequential critical path: {label} gradients + {slowest[1]} bottom step + 2 hand-offs = "
           f"{critical:.2f} ({label}'s Adam step runs beside the feature parties' bottom steps)")
+    pipelined = costs[f"{label} gradients (own bottom + top), XLA"] + costs[f"{label} step (Adam), XLA"]
+    print(f"  pipelined critical path: {label} gradients + Adam step, XLA = {pipelined:.2f} (the feature "
+          f"parties' steps, {sum(costs[f'{p.name} bottom step, XLA'] for p in cfg.feature_parties):.2f} "
+          "together, run beside them)")
     results["per_batch_ms"] = {k: round(v, 3) for k, v in costs.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

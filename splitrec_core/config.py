@@ -84,6 +84,11 @@ class TrainingConfig(_Strict):
                     "returns: 0 = sequential (split training equals central training); 1 or 2 = "
                     "pipelined, its bottom one or two steps stale, so its work overlaps the label "
                     "party's")
+    xla: bool = Field(
+        default=False,
+        description="compile each party's training steps with XLA (fused kernels, one thread a "
+                    "call, compiled before the first batch): faster when the parties' work "
+                    "overlaps (embed_ahead >= 1); equal to central training up to float rounding")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7

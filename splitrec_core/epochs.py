@@ -65,6 +65,12 @@ class Plan:
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
+    @property
+    def batch_sizes(self) -> list[int]:
+        """The sizes an epoch's batches come in: full, then the remainder if there is one."""
+        full, rest = min(self.batch_size, len(self.fit)), len(self.fit) % self.batch_size
+        return [full, rest] if rest and len(self.fit) > self.batch_size else [full]
+
     def learning_rate(self, training: TrainingConfig) -> float | LearningRateSchedule:
         """The configured schedule: `learning_rate * learning_rate_decay ** epoch`, stepped at each
         epoch's end. It runs on the optimizer's own step count, so a resumed optimizer resumes it."""

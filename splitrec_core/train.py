@@ -295,14 +295,14 @@ class PartyJob:
             followers = [p.name for p in cfg.feature_parties]
             models["top"] = build_top(cfg, [label, *followers])
             labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
-                                    cfg.privacy.gradient_noise)
-            labeller.trace()
+                                    cfg.privacy.gradient_noise, cfg.training.xla)
+            labeller.trace(plan.batch_sizes)
             ready_at = time.time()
             outcome = label_loop(channel, labeller, train, test, followers,
                                  [t.name for t in cfg.tasks], plan, checkpoints, self.start_epoch)
         else:
-            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise)
-            trainer.trace()
+            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise, cfg.training.xla)
+            trainer.trace(plan.batch_sizes)
             ready_at, outcome = time.time(), None
             feature_loop(channel, trainer, train, test, label, plan, checkpoints, self.start_epoch,
                          cfg.training.embed_ahead)

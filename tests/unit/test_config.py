@@ -79,6 +79,9 @@ def test_a_config_can_extend_another():
     assert private.name == "census-private"
     assert private.parties == census.parties
     assert private.privacy.clip_norm == census.privacy.clip_norm
+    fast = load_config(REPO / "data" / "census-fast.toml")
+    assert (fast.training.embed_ahead, fast.training.xla) == (1, True)
+    assert fast.training.learning_rate == census.training.learning_rate
 
 
 def test_sweep_grid_expands_every_combination():

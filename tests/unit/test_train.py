@@ -8,6 +8,7 @@ import struct
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
@@ -182,13 +183,15 @@ def test_parties_in_processes_train_exactly_as_on_threads(trained, tmp_path):
     assert apart.channel == {k: v for k, v in split.channel.items() if not k.startswith(("psi", "split"))}
 
 
-def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path):
+@pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
+def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     # One batch ahead, each feature party embeds batch i+1 before batch i's gradient is back:
-    # no longer the central computation, but the same messages and nearly the same model
+    # no longer the central computation, but the same messages and nearly the same model (with
+    # XLA too, its steps compiled before the first batch for the full and the remainder batch)
     from splitrec_core.train import train_split_local
 
     cfg, _, _, features, split, _ = trained
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"embed_ahead": 1})})
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"embed_ahead": 1, "xla": xla})})
     ahead = train_split_local(cfg, features, {p: tmp_path / p for p in features})
     tasks = [t.name for t in cfg.tasks]
     label_test = features[cfg.label_party]["test"]
