@@ -232,7 +232,7 @@ class TrainResult:
     predictions: Path
     history: Path
     rows_per_s: float  # training rows fitted per second (validation included, tracing not)
-    startup_s: float   # tracing every party's steps, before the first batch
+    startup_s: float   # tracing (and with XLA compiling) every party's steps, before the first batch
     epochs_run: int
     best_epoch: int
     channel: dict[str, dict[str, int]]
