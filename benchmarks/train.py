@@ -178,7 +178,7 @@ def main() -> None:
     slowest = max((c, p) for p, c in ((p.name, costs[f"{p.name} bottom step"]) for p in cfg.feature_parties))
     gradients = costs[f"{label} gradients (own bottom + top)"]
     critical = gradients + slowest[0] + 2 * costs["channel hand-off"]
-    print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, one thread):")
+    print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, one thread per op):")
     for name, value in costs.items():
         print(f"  {name:<46} {value:6.2f}")
     for mode in split_modes:

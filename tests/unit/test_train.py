@@ -206,3 +206,13 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     batches = ahead.epochs_run * -(-len(plan.fit) // cfg.training.batch_size)
     for kind in ("embedding", "gradient"):
         assert ahead.channel[kind]["messages"] == batches * len(cfg.feature_parties)
+
+
+@pytest.mark.parametrize(("rows", "sizes"), [(2500, [1024, 452]), (2048, [1024]), (700, [700])])
+def test_plan_names_every_batch_size_an_epoch_has(rows, sizes):
+    # XLA compiles a step per batch size before training: these must be all the sizes there are
+    from splitrec_core.config import TrainingConfig
+
+    plan = Plan.of(TrainingConfig(batch_size=1024, validation_fraction=0.0), rows)
+    assert plan.batch_sizes == sizes
+    assert sorted({len(batch) for batch in plan.batches(0)}, reverse=True) == sizes
