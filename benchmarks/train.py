@@ -87,9 +87,9 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], repeat: int = 200) -
     labels = labels.astype(np.float32)
     label, *followers = run.bottoms
     costs = {}
-    for compiled in ("", ", XLA"):
-        bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3, xla=bool(compiled)) for p in followers}
-        labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3, xla=bool(compiled))
+    for xla, compiled in ((False, ""), (True, ", XLA")):
+        bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3, xla=xla) for p in followers}
+        labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3, xla=xla)
         for trainer in (labeller, *bottoms.values()):
             trainer.trace([len(rows)])
         hs = [bottoms[p].forward(*x[p]) for p in followers]

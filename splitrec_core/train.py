@@ -265,7 +265,7 @@ class PartyOutcome:
     """What one party's part of split training yields."""
 
     models: dict[str, Path]       # "bottom", and for the label party "top"
-    ready_at: float               # wall clock when its steps were traced
+    ready_at: float               # wall clock when its steps were traced (and, with XLA, compiled)
     sent: dict[str, dict[str, int]]  # its channel's counts (all parties' on a shared hub)
     label: LabelOutcome | None = None
 
