@@ -33,10 +33,9 @@ from splitrec_core.config import Config
 from splitrec_core.epochs import BestWeights, Decision, History, Plan, auc_per_task, eval_batches
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
-from splitrec_core.model import (TaskWeighting, bottom_model, composed_model, mean_gate_weights,
-                                 task_losses, top_model)
+from splitrec_core.model import TaskWeighting, bottom_model, composed_model, top_model
 from splitrec_core.privacy import LeakageAudit
-from splitrec_core.trainers import BottomTrainer, LabelTrainer, one_thread_per_op
+from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, set_op_threads
 
 _SEEDING = threading.Lock()  # Keras' seed is process-wide: parties on threads build in turn
 
@@ -284,7 +283,7 @@ class PartyJob:
     start_epoch: int
 
     def __call__(self, channel: Channel) -> PartyOutcome:
-        one_thread_per_op()
+        set_op_threads(self.cfg.training.xla)
         cfg, label = self.cfg, self.cfg.label_party
         train, test = FeatureMatrix.read(self.files["train"]), FeatureMatrix.read(self.files["test"])
         plan = Plan.of(cfg.training, len(train))
@@ -386,52 +385,32 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     With every party it is the pooled-data baseline; with the label party alone, what the label
     party could do without federating (the baseline for the federation lift).
     """
-    one_thread_per_op()
+    set_op_threads(cfg.training.xla)
     run = _Run.load(cfg, features)
-    model = composed_model(run.bottoms, run.top)
-    weighting = task_weighting(cfg)
-    trained = [*model.trainable_variables, *weighting.trainable_variables]
-    optimizer = keras.optimizers.Adam(run.plan.learning_rate(cfg.training))
-    optimizer.build(trained)
     label, plan = cfg.label_party, run.plan
-    x_spec = [tf.TensorSpec([None, *i.shape[1:]], i.dtype) for i in model.inputs]
-    y_spec = tf.TensorSpec([None, len(cfg.tasks)], tf.float32)
+    trainer = CentralTrainer(list(run.bottoms.values()), run.top, composed_model(run.bottoms, run.top),
+                             task_weighting(cfg), plan.learning_rate(cfg.training), cfg.training.xla)
 
     def inputs(data: dict[str, FeatureMatrix], rows: np.ndarray) -> list[np.ndarray]:
         return [m for p in run.bottoms for m in (data[p].cats[rows], data[p].nums[rows])]
 
-    @tf.function(input_signature=[x_spec, y_spec])
-    def step(x: list[tf.Tensor], y: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            per_task = task_losses(y, model(x, training=True))
-            loss = weighting(per_task)
-        optimizer.apply(tape.gradient(loss, trained), trained)
-        return per_task
-
-    @tf.function(input_signature=[x_spec])
-    def gate_usage(x: list[tf.Tensor]) -> tf.Tensor:
-        hs = [b(x[2 * i : 2 * i + 2], training=False) for i, b in enumerate(run.bottoms.values())]
-        return mean_gate_weights(run.top, hs)
-
-    predict = tf.function(lambda x: tf.sigmoid(model(x, training=False)), input_signature=[x_spec])
-
     def probabilities(data: dict[str, FeatureMatrix], rows: np.ndarray) -> np.ndarray:
         return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32),
-                               *(predict(inputs(data, chunk)).numpy() for chunk in eval_batches(rows))])
+                               *(trainer.predict(inputs(data, chunk)).numpy() for chunk in eval_batches(rows))])
 
     labels = _label_matrix(run.train[label], [t.name for t in cfg.tasks])
-    history, best = History(), BestWeights([model, weighting])
+    history, best = History(), BestWeights(trainer.models)
     start_all = time.perf_counter()
-    step, gate_usage, predict = (f.get_concrete_function() for f in (step, gate_usage, predict))
+    trainer.trace(plan.batch_sizes)
     startup_s, start_all = time.perf_counter() - start_all, time.perf_counter()
     for epoch in range(plan.epochs):
         start, losses = time.perf_counter(), []
         for rows in plan.batches(epoch):
-            losses.append(step(inputs(run.train, rows), labels[rows]).numpy())
+            losses.append(trainer.step(inputs(run.train, rows), labels[rows]).numpy())
         val_auc = (auc_per_task(labels[plan.validation], probabilities(run.train, plan.validation))
                    if len(plan.validation) else [])
-        history.record(losses, val_auc, gate_usage(inputs(run.train, rows)).numpy(),
-                       weighting.effective_weights().numpy(), start)
+        history.record(losses, val_auc, trainer.gate_usage(inputs(run.train, rows)).numpy(),
+                       trainer.weighting.effective_weights().numpy(), start)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
         if decision.improved:
             best.keep()
@@ -441,4 +420,4 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     seconds = time.perf_counter() - start_all
     test = probabilities(run.test, np.arange(len(run.test[label])))
     return _finish(cfg, len(plan.fit), features[label]["test"], test, history, startup_s, seconds, 0,
-                   {"pooled": _save(model, out_dir / "model.keras")}, {}, {}, out_dir)
+                   {"pooled": _save(trainer.model, out_dir / "model.keras")}, {}, {}, out_dir)
