@@ -150,25 +150,26 @@ class LabelOutcome:
 def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, labels: np.ndarray,
                 batches: Iterator[np.ndarray], followers: list[str], audit: LeakageAudit,
                 ) -> tuple[list[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
-    """One epoch of the label party: per batch, wait for every embedding, return the gradients,
-    then step (while the feature parties step their bottoms). Its own columns become tensors
-    before the wait.
+    """One epoch of the label party: per batch, wait for every embedding, train on the batch and
+    return each feature party its dL/dh (`LabelTrainer.train_batch`). Its own columns become
+    tensors before the wait.
 
     Returns the per-task losses of each batch, and the last batch's rows and received embeddings
     (to measure gate use on).
     """
     losses: list[np.ndarray] = []
     rows, received = np.zeros(0, np.int64), []
-    for rows in batches:
-        cats, nums, batch_labels = (tf.constant(m[rows]) for m in (train.cats, train.nums, labels))
-        received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]  # (waits)
-        loss, grads, own_grads = trainer.gradients(cats, nums, received, batch_labels)
+
+    def hand_back(grads: list[tf.Tensor]) -> None:
         sent = [g.numpy() for g in grads]
         for follower, grad in zip(followers, sent, strict=True):
             channel.send(Kind.GRADIENT, follower, array_table(grad))
-        trainer.apply(own_grads)
         audit.observe(sent, labels[rows])
-        losses.append(loss.numpy())
+
+    for rows in batches:
+        cats, nums, batch_labels = (tf.constant(m[rows]) for m in (train.cats, train.nums, labels))
+        received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]  # (waits)
+        losses.append(trainer.train_batch(cats, nums, received, batch_labels, hand_back).numpy())
     return losses, (rows, received)
 
 
@@ -294,7 +295,8 @@ class PartyJob:
             followers = [p.name for p in cfg.feature_parties]
             models["top"] = build_top(cfg, [label, *followers])
             labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
-                                    cfg.privacy.gradient_noise, cfg.training.xla)
+                                    cfg.privacy.gradient_noise, cfg.training.xla,
+                                    fused=cfg.training.embed_ahead > 0)
             labeller.trace(plan.batch_sizes)
             ready_at = time.time()
             outcome = label_loop(channel, labeller, train, test, followers,

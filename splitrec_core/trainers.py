@@ -143,8 +143,12 @@ class LabelTrainer:
     """The label party's own bottom, the MMoE top and the task weighting, with one optimizer.
 
     Its own bottom runs inside the same step as the top: its embedding never leaves it, so there
-    is no cut to cross and nothing to recompute, and a batch costs the label party two calls
-    (`gradients`, then `apply`) instead of four.
+    is no cut to cross and nothing to recompute. A batch (`train_batch`) costs the label party two
+    calls, `gradients` and then `apply`, so that dL/dh goes back before the Adam step and the
+    feature parties step their bottoms meanwhile; or, `fused`, one call that does both. Fuse when
+    the feature parties embed ahead: they then hold a batch in flight, and the label party's own
+    time per batch is what bounds training (on census, pipelined on threads with XLA: 171-180k
+    rows/s fused against 151-157k; sequential, fusing lost 6%).
 
     Args:
         bottom: the label party's bottom, inputs `[cats, nums]`, output h.
@@ -153,11 +157,12 @@ class LabelTrainer:
         learning_rate: a rate or a schedule.
         gradient_noise: std of the Gaussian noise on the dL/dh returned to feature parties.
         xla: compile the training steps with XLA.
+        fused: take each batch's gradients and Adam step in one call.
     """
 
     def __init__(self, bottom: keras.Model, top: keras.Model, weighting: TaskWeighting,
                  learning_rate: float | LearningRateSchedule, gradient_noise: float = 0.0,
-                 xla: bool = False) -> None:
+                 xla: bool = False, fused: bool = False) -> None:
         self.bottom = bottom
         self.top = top
         self.weighting = weighting
@@ -165,6 +170,7 @@ class LabelTrainer:
         self.gradient_noise = gradient_noise
         self._rng = tf.random.Generator.from_non_deterministic_state()
         self.xla = xla
+        self.fused = fused
         cats, nums = _input_specs(bottom)
         received = [tf.TensorSpec([None, h.shape[1]], tf.float32) for h in top.inputs[1:]]
         labels = tf.TensorSpec([None, top.outputs[0].shape[1]], tf.float32)
@@ -172,28 +178,45 @@ class LabelTrainer:
         self.gradients = tf.function(self._gradients, input_signature=[cats, nums, received, labels],
                                      jit_compile=xla)
         self.apply = tf.function(self._apply, jit_compile=xla)  # traced on what `gradients` returns
+        self.gradients_and_apply = tf.function(self._gradients_and_apply, jit_compile=xla,
+                                               input_signature=[cats, nums, received, labels])
         self.predict = tf.function(self._predict, input_signature=[cats, nums, received])
         self.gate_usage = tf.function(self._gate_usage, input_signature=[cats, nums, received])
 
     def trace(self, batch_sizes: Sequence[int] = ()) -> None:
-        """As `BottomTrainer.trace`. `apply` takes the gradients as `gradients` returns them: the
-        embedding table's stay sparse (`IndexedSlices`), so Adam steps it exactly as central
-        training's one Adam does."""
-        self.gradients, self.predict, self.gate_usage = (
-            step.get_concrete_function() for step in (self.gradients, self.predict, self.gate_usage))
-        specs = [tf.type_spec_from_value(g) for g in self.gradients.structured_outputs[2]]
-        self.apply = self.apply.get_concrete_function(specs)
+        """As `BottomTrainer.trace`, for the training steps `train_batch` uses. `apply` takes the
+        gradients as `gradients` returns them: the embedding table's stay sparse
+        (`IndexedSlices`), so Adam steps it exactly as central training's one Adam does."""
+        self.predict, self.gate_usage = (f.get_concrete_function() for f in (self.predict, self.gate_usage))
+        if self.fused:
+            self.gradients_and_apply = self.gradients_and_apply.get_concrete_function()
+        else:
+            self.gradients = self.gradients.get_concrete_function()
+            specs = [tf.type_spec_from_value(g) for g in self.gradients.structured_outputs[2]]
+            self.apply = self.apply.get_concrete_function(specs)
         if self.xla and batch_sizes:
             _undone([*(v for model in self.models for v in model.variables), *self.optimizer.variables],
                     lambda: self._take_each_step(batch_sizes))
 
     def _take_each_step(self, batch_sizes: Sequence[int]) -> None:
-        """Both training steps at each batch size."""
+        """The training steps at each batch size."""
         cats, nums, received, labels = self._specs
         for n in batch_sizes:
-            _, _, own_grads = self.gradients(_zeros(cats, n), _zeros(nums, n),
-                                             [_zeros(h, n) for h in received], _zeros(labels, n))
+            self.train_batch(_zeros(cats, n), _zeros(nums, n), [_zeros(h, n) for h in received],
+                             _zeros(labels, n), lambda sent: None)
+
+    def train_batch(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
+                    labels: tf.Tensor, hand_back: Callable[[list[tf.Tensor]], None]) -> tf.Tensor:
+        """Train on one batch and `hand_back` dL/dh for every received h; return the per-task
+        losses."""
+        if self.fused:
+            per_task, sent = self.gradients_and_apply(cats, nums, received, labels)
+            hand_back(sent)
+        else:
+            per_task, sent, own_grads = self.gradients(cats, nums, received, labels)
+            hand_back(sent)
             self.apply(own_grads)
+        return per_task
 
     @property
     def models(self) -> list[keras.Layer]:
@@ -238,6 +261,13 @@ class LabelTrainer:
     def _apply(self, grads: list[tf.Tensor]) -> None:
         """Step this party's variables on gradients from `gradients`."""
         self.optimizer.apply(grads, self.variables)
+
+    def _gradients_and_apply(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
+                             labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor]]:
+        """`gradients`, then `apply`, as one call: the per-task losses and the dL/dh to send."""
+        per_task, sent, own_grads = self._gradients(cats, nums, received, labels)
+        self._apply(own_grads)
+        return per_task, sent
 
 
 class CentralTrainer:

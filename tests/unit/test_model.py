@@ -58,8 +58,9 @@ def test_shapes(models):
     np.testing.assert_allclose(tf.reduce_sum(gates, axis=-1), np.ones((2, 7)), rtol=1e-5)
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["two_calls", "fused"])
 @pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
-def test_split_steps_equal_one_central_step(xla):
+def test_split_steps_equal_one_central_step(xla, fused):
     # Prepare: two identical copies of the model, one batch
     split_bottoms, split_top = _fresh_models()
     central_bottoms, central_top = _fresh_models()
@@ -79,14 +80,14 @@ def test_split_steps_equal_one_central_step(xla):
     # party's bottom steps on its own gradient
     label, *followers = PARTIES
     bottoms = {p: BottomTrainer(split_bottoms[p], 0.01, xla=xla) for p in followers}
-    labeller = LabelTrainer(split_bottoms[label], split_top, weighting, 0.01, xla=xla)
+    labeller = LabelTrainer(split_bottoms[label], split_top, weighting, 0.01, xla=xla, fused=fused)
     for trainer in (labeller, *bottoms.values()):
         # as training calls them: traced once, on fixed signatures; with XLA also compiled by
         # taking each step on zeros, which must leave no trace in the weights or the optimizer
         trainer.trace(batch_sizes=[16, 5])
     hs = [bottoms[p].forward(*x[p]) for p in followers]
-    per_task, grads, own_grads = labeller.gradients(*x[label], hs, labels)
-    labeller.apply(own_grads)
+    grads = []
+    per_task = labeller.train_batch(*x[label], hs, labels, grads.extend)
     for party, grad in zip(followers, grads, strict=True):
         bottoms[party].backward(*x[party], grad)
 
