@@ -2,8 +2,8 @@
 and the MMoE top.
 
 Per batch a feature party sends h_p (after optional clipping and noise); the label party computes
-the multi-task loss through its own bottom and the top, returns dL/dh_p (optionally noised), then
-steps; each feature party steps its bottom with `tape.gradient(h_p, vars, output_gradients=g)`. After
+the multi-task loss through its own bottom and the top, returns dL/dh_p (optionally noised) and
+steps (pipelined: both in one call); each feature party steps its bottom with `tape.gradient(h_p, vars, output_gradients=g)`. After
 each epoch the label party scores the held-out validation rows and decides, for everyone, whether
 to keep the weights and whether to stop. Batch order and validation rows come from a seed every
 party shares, so no row indices travel. `train_central` trains the same composed model in one

@@ -1,17 +1,17 @@
-"""Each party's compiled training steps: a feature party's bottom, and the label party's own
-bottom with the MMoE top and task weighting.
+"""Each party's compiled training steps (a feature party's bottom; the label party's own bottom
+with the MMoE top and task weighting), and central training's, over the same models.
 
 Every step is one `tf.function` with a fixed input signature (any batch size), so each is traced
-once per run, up front (`trace`), and a batch costs one TensorFlow call per feature party and two
-for the label party. Adam optimizers over disjoint variables take exactly the steps one Adam over
-all of them would, so the split model trains as the centralised one does.
+once per run, up front (`trace`), and a batch costs one TensorFlow call per feature party and one
+or two for the label party. Adam optimizers over disjoint variables take exactly the steps one
+Adam over all of them would, so the split model trains as the centralised one does.
 
-With `xla`, the training steps are compiled by XLA into a few fused kernels each. That cuts the
-label party's Adam step and a feature party's step by a quarter to a third (on census), and each
-call then runs on one thread, which suits parties that share the machine's cores and overlap their work
-(`embed_ahead`). XLA compiles a step on its first call at each batch size (about 1.3 s for the
-label party's two), so `trace` takes each step once per size on zeros and puts every variable
-back: compiling is start-up, as tracing is.
+With `xla`, the training steps are compiled by XLA into a few fused kernels each, which may use
+every core (`set_op_threads`). On census that cuts a feature party's step by about a third, the
+label party's gradients by a quarter and the central step by a quarter to a third. XLA
+compiles a step on its first call at each batch size (about 1.3 s for the label party's two), so
+`trace` takes each step once per size on zeros and puts every variable back: compiling is
+start-up, as tracing is.
 """
 
 from __future__ import annotations
