@@ -3,11 +3,12 @@ and the MMoE top.
 
 Per batch a feature party sends h_p (after optional clipping and noise); the label party computes
 the multi-task loss through its own bottom and the top, returns dL/dh_p (optionally noised) and
-steps (pipelined: both in one call); each feature party steps its bottom with `tape.gradient(h_p, vars, output_gradients=g)`. After
-each epoch the label party scores the held-out validation rows and decides, for everyone, whether
-to keep the weights and whether to stop. Batch order and validation rows come from a seed every
-party shares, so no row indices travel. `train_central` trains the same composed model in one
-place with the same plan, for the comparison a federation must win.
+steps (pipelined: both in one call); each feature party steps its bottom with
+`tape.gradient(h_p, vars, output_gradients=g)`. After each epoch the label party scores the
+held-out validation rows and decides, for everyone, whether to keep the weights and whether to
+stop. Batch order and validation rows come from a seed every party shares, so no row indices
+travel. `train_central` trains the same composed model in one place with the same plan, for the
+comparison a federation must win.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, l
     losses: list[np.ndarray] = []
     rows, received = np.zeros(0, np.int64), []
 
-    def hand_back(grads: list[tf.Tensor]) -> None:
+    def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch at `rows`
         sent = [g.numpy() for g in grads]
         for follower, grad in zip(followers, sent, strict=True):
             channel.send(Kind.GRADIENT, follower, array_table(grad))
@@ -397,8 +398,8 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
         return [m for p in run.bottoms for m in (data[p].cats[rows], data[p].nums[rows])]
 
     def probabilities(data: dict[str, FeatureMatrix], rows: np.ndarray) -> np.ndarray:
-        return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32),
-                               *(trainer.predict(inputs(data, chunk)).numpy() for chunk in eval_batches(rows))])
+        predicted = (trainer.predict(inputs(data, chunk)).numpy() for chunk in eval_batches(rows))
+        return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32), *predicted])
 
     labels = _label_matrix(run.train[label], [t.name for t in cfg.tasks])
     history, best = History(), BestWeights(trainer.models)
