@@ -82,7 +82,6 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, repeat: i
     import numpy as np
 
     from splitrec_core.channel import Kind, LocalHub, array_table, table_array
-    from splitrec_core.model import composed_model
     from splitrec_core.train import _Run, task_weighting
     from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, set_op_threads
 
@@ -103,8 +102,7 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, repeat: i
     compiled = ", XLA" if xla else ""
     bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3, xla=xla) for p in followers}
     labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3, xla=xla)
-    central = CentralTrainer(list(pooled.bottoms.values()), pooled.top,
-                             composed_model(pooled.bottoms, pooled.top), task_weighting(cfg), 1e-3, xla)
+    central = CentralTrainer(pooled.bottoms, pooled.top, task_weighting(cfg), 1e-3, xla)
     for trainer in (labeller, *bottoms.values(), central):
         trainer.trace([len(rows)])
     hs = [bottoms[p].forward(*x[p]) for p in followers]

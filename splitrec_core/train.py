@@ -34,7 +34,7 @@ from splitrec_core.config import Config
 from splitrec_core.epochs import BestWeights, Decision, History, Plan, auc_per_task, eval_batches
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
-from splitrec_core.model import TaskWeighting, bottom_model, composed_model, top_model
+from splitrec_core.model import TaskWeighting, bottom_model, top_model
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, set_op_threads
 
@@ -391,8 +391,8 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     set_op_threads(cfg.training.xla)
     run = _Run.load(cfg, features)
     label, plan = cfg.label_party, run.plan
-    trainer = CentralTrainer(list(run.bottoms.values()), run.top, composed_model(run.bottoms, run.top),
-                             task_weighting(cfg), plan.learning_rate(cfg.training), cfg.training.xla)
+    trainer = CentralTrainer(run.bottoms, run.top, task_weighting(cfg), plan.learning_rate(cfg.training),
+                             cfg.training.xla)
 
     def inputs(data: dict[str, FeatureMatrix], rows: np.ndarray) -> list[np.ndarray]:
         return [m for p in run.bottoms for m in (data[p].cats[rows], data[p].nums[rows])]

@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from keras.optimizers.schedules import LearningRateSchedule
 
-from splitrec_core.model import TaskWeighting, mean_gate_weights, task_losses
+from splitrec_core.model import TaskWeighting, composed_model, mean_gate_weights, task_losses
 
 
 def set_op_threads(xla: bool) -> None:
@@ -276,20 +276,18 @@ class CentralTrainer:
     with like.
 
     Args:
-        bottoms: every party's bottom, in the top's input order.
+        bottoms: every party's bottom by party, in the top's input order.
         top: the MMoE top over their embeddings.
-        model: `bottoms` and `top` composed; inputs `[cats, nums]` per party, in that order.
         weighting: combines the per-task losses.
         learning_rate: a rate or a schedule.
         xla: compile the training step with XLA.
     """
 
-    def __init__(self, bottoms: list[keras.Model], top: keras.Model, model: keras.Model,
-                 weighting: TaskWeighting, learning_rate: float | LearningRateSchedule,
-                 xla: bool = False) -> None:
-        self.bottoms = bottoms
+    def __init__(self, bottoms: dict[str, keras.Model], top: keras.Model, weighting: TaskWeighting,
+                 learning_rate: float | LearningRateSchedule, xla: bool = False) -> None:
+        self.bottoms = list(bottoms.values())
         self.top = top
-        self.model = model
+        self.model = model = composed_model(bottoms, top)  # inputs [cats, nums] per party
         self.weighting = weighting
         self.variables = [*model.trainable_variables, *weighting.trainable_variables]
         self.optimizer = _adam(learning_rate, self.variables)
@@ -306,8 +304,12 @@ class CentralTrainer:
             step.get_concrete_function() for step in (self.step, self.predict, self.gate_usage))
         if self.xla and batch_sizes:
             _undone([*self.model.variables, *self.weighting.variables, *self.optimizer.variables],
-                    lambda: [self.step([_zeros(spec, n) for spec in self._input_specs],
-                                       _zeros(self._labels_spec, n)) for n in batch_sizes])
+                    lambda: self._take_each_step(batch_sizes))
+
+    def _take_each_step(self, batch_sizes: Sequence[int]) -> None:
+        """The training step at each batch size."""
+        for n in batch_sizes:
+            self.step([_zeros(spec, n) for spec in self._input_specs], _zeros(self._labels_spec, n))
 
     @property
     def models(self) -> list[keras.Layer]:

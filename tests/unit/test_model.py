@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from splitrec_core.config import ModelConfig
-from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, composed_model, top_model
+from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, top_model
 from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
@@ -64,14 +64,13 @@ def test_split_steps_equal_one_central_step(xla, fused):
     # Prepare: two identical copies of the model, one batch
     split_bottoms, split_top = _fresh_models()
     central_bottoms, central_top = _fresh_models()
-    central = composed_model(central_bottoms, central_top)
     x = _batch()
     labels = tf.constant(np.random.default_rng(2).integers(0, 2, (16, 2)), tf.float32)
     weighting = TaskWeighting([1.0, 0.5])
 
     # Execute: one Adam step of the composed model on the weighted loss, as central training
     # takes it (traced, and with XLA compiled on zeros first, which must leave no trace either)
-    pooled = CentralTrainer(list(central_bottoms.values()), central_top, central, weighting, 0.01, xla)
+    pooled = CentralTrainer(central_bottoms, central_top, weighting, 0.01, xla)
     pooled.trace(batch_sizes=[16, 5])
     loss = weighting(pooled.step([m for p in PARTIES for m in x[p]], labels))
 
