@@ -43,7 +43,6 @@ def test_history_has_per_task_curves_and_gate_use(trained):
             assert history["task_loss"][task][-1] < history["task_loss"][task][0]  # it learns
             assert len(history["val_auc"][task]) == epochs
             assert min(history["val_auc"][task]) > 0.55  # first epoch: 0.59-0.67 over PSI orders
-            assert max(history["val_auc"][task]) > history["val_auc"][task][0]  # it learns
             gates = np.array(history["gate_mean"][task])
             assert gates.shape == (epochs, cfg.model.num_experts)
             np.testing.assert_allclose(gates.sum(axis=1), 1.0, rtol=1e-5)
