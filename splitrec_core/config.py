@@ -86,9 +86,9 @@ class TrainingConfig(_Strict):
                     "party's")
     xla: bool = Field(
         default=False,
-        description="compile each party's training steps with XLA (fused kernels, one thread a "
-                    "call, compiled before the first batch): faster when the parties' work "
-                    "overlaps (embed_ahead >= 1); equal to central training up to float rounding")
+        description="compile the training steps (each party's, and central training's) with XLA "
+                    "into fused kernels that use every core, compiled before the first batch; "
+                    "equal to central training compiled the same way up to float rounding")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7
