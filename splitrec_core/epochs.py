@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras.optimizers.schedules import LearningRateSchedule
 from sklearn.metrics import roc_auc_score
 
@@ -59,11 +60,18 @@ class Plan:
         return cls(fit, validation, training.epochs, training.batch_size, training.seed,
                    training.patience)
 
-    def batches(self, epoch: int) -> Iterator[np.ndarray]:
-        """The fitting rows of `epoch` in its shuffled order, a batch at a time."""
+    def batch_tensors(self, epoch: int, *matrices: np.ndarray) -> list[tuple[tf.Tensor, ...]]:
+        """Every batch of `epoch`, its fitting rows in the epoch's shuffled order: per batch, one
+        tensor from each of `matrices` (whose rows are the training rows).
+
+        Each matrix is reordered and converted once an epoch, not a batch at a time: on threads
+        the parties share one interpreter lock, and indexing and converting three arrays a batch
+        cost the label party 0.8 ms of a 6-7 ms batch on census (pipelined, XLA).
+        """
         order = self.fit[np.random.default_rng([self.seed, epoch]).permutation(len(self.fit))]
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+        full, rest = divmod(len(order), self.batch_size)
+        sizes = [self.batch_size] * full + ([rest] if rest else [])
+        return list(zip(*(tf.split(tf.constant(m[order]), sizes) for m in matrices), strict=True))
 
     @property
     def batch_sizes(self) -> list[int]:

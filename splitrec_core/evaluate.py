@@ -40,8 +40,9 @@ def build_report(
     label_only: dict[str, dict[str, float]], central: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, object]:
     """The run's `metrics.json`: per-task test metrics, sizes, traffic per message kind, training
-    speed and epochs (run, and kept by early stopping), the leakage audit of the gradients the label party sent, and the federation lift: test AUC of
-    the split model, of the label party alone and (if trained) of all columns pooled."""
+    speed and epochs (run, and kept by early stopping), the leakage audit of the gradients the
+    label party sent, and the federation lift: test AUC of the split model, of the label party
+    alone and (if trained) of all columns pooled."""
     report: dict[str, object] = {
         "tasks": tasks,
         "psi": {"intersection": intersection},

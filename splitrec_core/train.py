@@ -17,7 +17,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -76,22 +76,20 @@ def _label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
     return np.stack([data.labels[t] for t in tasks], axis=1).astype(np.float32)
 
 
-def bottom_epoch(trainer: BottomTrainer, data: FeatureMatrix, batches: Iterator[np.ndarray],
+def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor]],
                  hand_over: Callable[[tf.Tensor], None],
                  gradient: Callable[[], np.ndarray | tf.Tensor], ahead: int = 0) -> None:
-    """One epoch of a bottom: embed each batch, `hand_over` the embedding, step on the `gradient`
-    that comes back.
+    """One epoch of a bottom: embed each batch (`cats`, `nums`), `hand_over` the embedding, step
+    on the `gradient` that comes back.
 
     While a batch's gradient is awaited there is nothing to do, so the step on one batch and the
     embedding of the next go to TensorFlow as one call (in that order: the next embedding comes
-    from the updated bottom, exactly as in sequential training). Each batch becomes tensors before
-    the wait, not in the call after it. With `ahead` > 0 it hands over that many more batches
-    before it waits for the oldest one's gradient: the label party then never waits for this
-    party, at the price of embeddings from a bottom `ahead` steps stale.
+    from the updated bottom, exactly as in sequential training). With `ahead` > 0 it hands over
+    that many more batches before it waits for the oldest one's gradient: the label party then
+    never waits for this party, at the price of embeddings from a bottom `ahead` steps stale.
     """
     waiting: deque[tuple[tf.Tensor, tf.Tensor]] = deque()  # handed over, awaiting their gradients
-    for rows in batches:
-        cats, nums = tf.constant(data.cats[rows]), tf.constant(data.nums[rows])
+    for cats, nums in batches:
         if len(waiting) > ahead:  # step on the oldest batch's gradient (waits for it)
             h = trainer.backward_then_forward(*waiting.popleft(), gradient(), cats, nums)
         else:
@@ -119,7 +117,7 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     if start_epoch:
         best.load(checkpoints.restore(start_epoch, [trainer.bottom], [trainer.optimizer]))
     for epoch in range(start_epoch, plan.epochs):
-        bottom_epoch(trainer, train, plan.batches(epoch),
+        bottom_epoch(trainer, plan.batch_tensors(epoch, train.cats, train.nums),
                      lambda h: channel.send(Kind.EMBEDDING, leader, array_table(h.numpy())),
                      lambda: table_array(channel.recv(Kind.GRADIENT, leader)), ahead)
         for rows in eval_batches(plan.validation):
@@ -148,30 +146,29 @@ class LabelOutcome:
     trained_at: float  # wall clock when the last epoch ended (before scoring the test rows)
 
 
-def label_epoch(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, labels: np.ndarray,
-                batches: Iterator[np.ndarray], followers: list[str], audit: LeakageAudit,
-                ) -> tuple[list[np.ndarray], tuple[np.ndarray, list[np.ndarray]]]:
-    """One epoch of the label party: per batch, wait for every embedding, train on the batch and
-    return each feature party its dL/dh (`LabelTrainer.train_batch`). Its own columns become
-    tensors before the wait.
+def label_epoch(channel: Channel, trainer: LabelTrainer,
+                batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]], followers: list[str],
+                audit: LeakageAudit,
+                ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
+    """One epoch of the label party: per batch (`cats`, `nums`, `labels`), wait for every
+    embedding, train on the batch and return each feature party its dL/dh
+    (`LabelTrainer.train_batch`).
 
-    Returns the per-task losses of each batch, and the last batch's rows and received embeddings
-    (to measure gate use on).
+    Returns the per-task losses of each batch, and the last batch's own columns and received
+    embeddings (to measure gate use on).
     """
     losses: list[np.ndarray] = []
-    rows, received = np.zeros(0, np.int64), []
 
-    def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch at `rows`
+    def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
         sent = [g.numpy() for g in grads]
         for follower, grad in zip(followers, sent, strict=True):
             channel.send(Kind.GRADIENT, follower, array_table(grad))
-        audit.observe(sent, labels[rows])
+        audit.observe(sent, labels.numpy())
 
-    for rows in batches:
-        cats, nums, batch_labels = (tf.constant(m[rows]) for m in (train.cats, train.nums, labels))
+    for cats, nums, labels in batches:
         received = [table_array(channel.recv(Kind.EMBEDDING, f)) for f in followers]  # (waits)
-        losses.append(trainer.train_batch(cats, nums, received, batch_labels, hand_back).numpy())
-    return losses, (rows, received)
+        losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
+    return losses, (cats, nums, received)
 
 
 def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, test: FeatureMatrix,
@@ -190,15 +187,15 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
         best.load(saved)
     for epoch in range(start_epoch, plan.epochs):
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
-        losses, (rows, last) = label_epoch(channel, trainer, train, labels, plan.batches(epoch),
-                                           followers, audit)
+        losses, (cats, nums, last) = label_epoch(
+            channel, trainer, plan.batch_tensors(epoch, train.cats, train.nums, labels), followers, audit)
         val_auc = []
         if len(plan.validation):
             val_auc = auc_per_task(labels[plan.validation],
                                    _predict(channel, trainer, train, plan.validation, followers,
                                             Kind.VALIDATION_EMBEDDING))
         history.record(losses, val_auc,
-                       trainer.gate_usage(train.cats[rows], train.nums[rows], last).numpy(),
+                       trainer.gate_usage(cats, nums, last).numpy(),
                        trainer.weighting.effective_weights().numpy(), started)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
         for follower in followers:
@@ -394,11 +391,12 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     trainer = CentralTrainer(run.bottoms, run.top, task_weighting(cfg), plan.learning_rate(cfg.training),
                              cfg.training.xla)
 
-    def inputs(data: dict[str, FeatureMatrix], rows: np.ndarray) -> list[np.ndarray]:
-        return [m for p in run.bottoms for m in (data[p].cats[rows], data[p].nums[rows])]
+    def inputs(data: dict[str, FeatureMatrix]) -> list[np.ndarray]:
+        return [m for p in run.bottoms for m in (data[p].cats, data[p].nums)]
 
     def probabilities(data: dict[str, FeatureMatrix], rows: np.ndarray) -> np.ndarray:
-        predicted = (trainer.predict(inputs(data, chunk)).numpy() for chunk in eval_batches(rows))
+        predicted = (trainer.predict([m[chunk] for m in inputs(data)]).numpy()
+                     for chunk in eval_batches(rows))
         return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32), *predicted])
 
     labels = _label_matrix(run.train[label], [t.name for t in cfg.tasks])
@@ -408,11 +406,11 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     startup_s, start_all = time.perf_counter() - start_all, time.perf_counter()
     for epoch in range(plan.epochs):
         start, losses = time.perf_counter(), []
-        for rows in plan.batches(epoch):
-            losses.append(trainer.step(inputs(run.train, rows), labels[rows]).numpy())
+        for *batch, batch_labels in plan.batch_tensors(epoch, *inputs(run.train), labels):
+            losses.append(trainer.step(batch, batch_labels).numpy())
         val_auc = (auc_per_task(labels[plan.validation], probabilities(run.train, plan.validation))
                    if len(plan.validation) else [])
-        history.record(losses, val_auc, trainer.gate_usage(inputs(run.train, rows)).numpy(),
+        history.record(losses, val_auc, trainer.gate_usage(batch).numpy(),
                        trainer.weighting.effective_weights().numpy(), start)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
         if decision.improved:

@@ -219,4 +219,4 @@ def test_plan_names_every_batch_size_an_epoch_has(rows, sizes):
 
     plan = Plan.of(TrainingConfig(batch_size=1024, validation_fraction=0.0), rows)
     assert plan.batch_sizes == sizes
-    assert sorted({len(batch) for batch in plan.batches(0)}, reverse=True) == sizes
+    assert sorted({len(cats) for cats, in plan.batch_tensors(0, np.zeros((rows, 1)))}, reverse=True) == sizes
