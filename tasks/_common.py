@@ -7,7 +7,7 @@ from typing import Any
 from prefect.tasks import exponential_backoff
 
 from splitrec_core.errors import InputError
-from tasks._policies import CONTENT
+from tasks._policies import content_policy
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
@@ -21,12 +21,14 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     return True
 
 
-#: Decorator arguments for every pipeline task.
-TASK_OPTIONS: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_unless_bad_input,
-    "cache_policy": CONTENT,
-    "persist_result": True,
-}
+def task_options(config_sections: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Decorator arguments for a pipeline task; `config_sections` names the top-level sections of
+    the config it reads, if not all of it (they alone then key its cache)."""
+    return {
+        "retries": 2,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+        "retry_jitter_factor": 0.5,
+        "retry_condition_fn": retry_unless_bad_input,
+        "cache_policy": content_policy(config_sections),
+        "persist_result": True,
+    }

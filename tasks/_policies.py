@@ -1,4 +1,5 @@
-"""Cache keys from content: the bytes of the files a task reads, the core library's source, inputs."""
+"""Cache keys from content: the bytes of the files a task reads, the core library's source, inputs
+(of the config, only the sections the task reads)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
+from prefect.utilities.hashing import hash_objects
 
 import splitrec_core
 
@@ -80,5 +82,25 @@ class CoreSource(CachePolicy):
         return _core_source_digest()
 
 
-#: The policy of every pipeline task: unchanged files, code and parameters mean a cache hit.
-CONTENT = FileContent() + CoreSource() + TASK_SOURCE + INPUTS
+@dataclass
+class ConfigSections(CachePolicy):
+    """Key on some top-level sections of the task's `cfg` input, not on all of it: a task that
+    reads only the parties' columns or the PSI settings stays cached when the training settings
+    or the config's name change (`census-fast.toml` reuses `census.toml`'s PSI run)."""
+
+    sections: tuple[str, ...] = ()
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        """Hash the named sections of the config."""
+        cfg = (inputs or {})["cfg"]
+        return hash_objects({s: cfg.get(s) for s in self.sections}, raise_on_failure=True)
+
+
+def content_policy(config_sections: tuple[str, ...] | None = None) -> CachePolicy:
+    """A pipeline task's policy: unchanged files, code and parameters mean a cache hit. With
+    `config_sections`, the `cfg` parameter counts only by those sections."""
+    if config_sections is None:
+        return FileContent() + CoreSource() + TASK_SOURCE + INPUTS
+    return (FileContent() + CoreSource() + TASK_SOURCE + (INPUTS - "cfg")
+            + ConfigSections(sections=config_sections))

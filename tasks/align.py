@@ -10,10 +10,10 @@ from prefect import task
 from splitrec_core.align import align_local
 from splitrec_core.config import parse_config
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 
-@task(name="psi_align", task_run_name="psi_align", **TASK_OPTIONS)
+@task(name="psi_align", task_run_name="psi_align", **task_options(("label_party", "psi")))
 def align_ids(cfg: dict, ids: dict[str, Path], split: Path, workdir: Path) -> dict[str, Any]:
     """Intersect all parties' IDs and give each its rows in one common order."""
     config = parse_config(cfg)

@@ -13,10 +13,10 @@ from splitrec_core.config import parse_config
 from splitrec_core.evaluate import build_report, evaluate
 from splitrec_core.io import write_json
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 
-@task(name="evaluate", task_run_name="evaluate", **TASK_OPTIONS)
+@task(name="evaluate", task_run_name="evaluate", **task_options())
 def evaluate_run(cfg: dict, label_test: Path, alignment: dict[str, Any], training: dict[str, Any],
                  label_only: dict[str, Any], workdir: Path,
                  central: dict[str, Any] | None = None) -> Path:

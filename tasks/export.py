@@ -8,10 +8,10 @@ from prefect import task
 
 from splitrec_core.config import parse_config
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 
-@task(name="export", task_run_name="export-{party}", **TASK_OPTIONS)
+@task(name="export", task_run_name="export-{party}", **task_options())
 def export_model(cfg: dict, party: str, bottom: Path, transform: Path, workdir: Path,
                  top: Path | None = None) -> Path:
     """Write the party's SavedModel, transform and manifest (and the top at the label party)."""

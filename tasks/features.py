@@ -9,10 +9,10 @@ from prefect import task
 from splitrec_core.config import parse_config
 from splitrec_core.features import build_features
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 
-@task(name="build_features", task_run_name="features-{party}", **TASK_OPTIONS)
+@task(name="build_features", task_run_name="features-{party}", **task_options(("parties",)))
 def build_party_features(cfg: dict, party: str, validated: Path, aligned: Path,
                          workdir: Path) -> dict[str, Path]:
     """Fit and write one party's features to Parquet, using its own training rows only."""

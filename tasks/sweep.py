@@ -12,17 +12,17 @@ from splitrec_core.config import parse_config
 from splitrec_core.evaluate import evaluate, sweep_table
 from splitrec_core.io import atomic_path, write_json
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 
-@task(name="evaluate_variant", **TASK_OPTIONS)
+@task(name="evaluate_variant", **task_options())
 def evaluate_variant(cfg: dict, predictions: Path, label_test: Path) -> dict[str, float]:
     """Test AUC per task of one grid point's predictions."""
     tasks = [t.name for t in parse_config(cfg).tasks]
     return {t: m["auc"] for t, m in evaluate(predictions, label_test, tasks).items()}
 
 
-@task(name="write_sweep", task_run_name="write_sweep", **TASK_OPTIONS)
+@task(name="write_sweep", task_run_name="write_sweep", **task_options())
 def write_sweep(cfg: dict, rows: list[dict[str, Any]], workdir: Path) -> Path:
     """Write `report/sweep.json` and `report/sweep.md`, and publish the table to the UI."""
     config = parse_config(cfg)

@@ -12,7 +12,7 @@ from prefect import task
 
 from splitrec_core.config import parse_config
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 if TYPE_CHECKING:
     from splitrec_core.train import TrainResult
@@ -25,7 +25,7 @@ def _summary(result: TrainResult) -> dict[str, Any]:
                          "epochs_run": result.epochs_run, "best_epoch": result.best_epoch}}
 
 
-@task(name="train_split_mmoe", task_run_name="train_split_mmoe", **TASK_OPTIONS)
+@task(name="train_split_mmoe", task_run_name="train_split_mmoe", **task_options())
 def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
     """Train the split MMoE; each party's model goes to its own workspace."""
     from splitrec_core.train import train_split_local
@@ -35,7 +35,7 @@ def train_split(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) 
                                       {p: space.trained(p) for p in features}))
 
 
-@task(name="train_label_only", task_run_name="train_label_only", **TASK_OPTIONS)
+@task(name="train_label_only", task_run_name="train_label_only", **task_options())
 def train_label_only(cfg: dict, features: dict[str, Path], workdir: Path) -> dict[str, Any]:
     """Train the same model on the label party's own columns: what federating is measured against."""
     from splitrec_core.train import train_central
@@ -45,7 +45,7 @@ def train_label_only(cfg: dict, features: dict[str, Path], workdir: Path) -> dic
                                   Workspace(workdir).label_only(config.label_party)))
 
 
-@task(name="train_centralized", task_run_name="train_centralized", **TASK_OPTIONS)
+@task(name="train_centralized", task_run_name="train_centralized", **task_options())
 def train_centralized(cfg: dict, features: dict[str, dict[str, Path]], workdir: Path) -> dict[str, Any]:
     """Train the same model on all columns pooled: the baseline the split model is held to."""
     from splitrec_core.train import train_central

@@ -9,10 +9,11 @@ from prefect import task
 from splitrec_core.config import parse_config
 from splitrec_core.validate import validate_party
 from splitrec_core.workspace import Workspace
-from tasks._common import TASK_OPTIONS
+from tasks._common import task_options
 
 
-@task(name="validate", task_run_name="validate-{party}", **TASK_OPTIONS)
+@task(name="validate", task_run_name="validate-{party}",
+      **task_options(("label_party", "parties", "tasks", "psi")))
 def validate_input(cfg: dict, party: str, raw: Path, workdir: Path) -> dict[str, Path | None]:
     """Check `raw` for `party` and write its typed copy into the party's workspace."""
     config = parse_config(cfg)

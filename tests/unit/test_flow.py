@@ -16,14 +16,14 @@ from tests.conftest import REPO, SYNTHETIC_TOML
 PARTY_STEPS = ("validate", "features", "export")
 
 
-def _run(workdir: Path) -> tuple[dict, dict[str, str]]:
+def _run(workdir: Path, config: Path = SYNTHETIC_TOML) -> tuple[dict, dict[str, str]]:
     """Run the flow; return the report and each task run's final state name."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     from flows.pipeline import train_pipeline
 
-    state = train_pipeline(str(SYNTHETIC_TOML), str(workdir), return_state=True)
+    state = train_pipeline(str(config), str(workdir), return_state=True)
     report = json.loads(Path(state.result()).read_text())
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
@@ -92,6 +92,25 @@ def test_changing_one_feature_party_reruns_only_what_depends_on_it(first_run):
     assert {n for n, s in states.items() if s == "Cached"} == {
         "validate-advertiser", "validate-media", "psi_align", "features-advertiser",
         "features-media", "train_label_only"}
+
+
+def test_changing_training_settings_keeps_the_alignment_and_features(first_run):
+    # Prepare: another config over the same parties, named differently, training 2 epochs
+    workdir, _, _ = first_run
+    config = workdir / "shorter.toml"
+    config.write_text(f'extends = "{SYNTHETIC_TOML}"\nname = "shorter"\n[training]\nepochs = 2\n')
+
+    # Execute
+    report, states = _run(workdir, config)
+
+    # Assert: what reads only the parties' columns and the PSI settings was reused
+    assert {n for n, s in states.items() if s == "Cached"} == {
+        "validate-advertiser", "validate-bank", "validate-media", "psi_align",
+        "features-advertiser", "features-bank", "features-media"}
+    assert {n for n, s in states.items() if s == "Completed"} == {
+        "train_split_mmoe", "train_label_only", "evaluate",
+        "export-advertiser", "export-bank", "export-media"}
+    assert report["training"]["epochs_run"] == 2
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
