@@ -73,12 +73,13 @@ def prepare(cfg, workdir: Path) -> dict[str, dict[str, Path]]:
     return files
 
 
-def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, repeat: int = 200) -> dict[str, float]:
+def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, side_by_side: bool = False,
+                 repeat: int = 200) -> dict[str, float]:
     """Milliseconds per batch of each step timed alone, on the op threads training gives this
-    compile mode: the label party's gradients and its Adam step (with XLA also both in one call,
-    as pipelined training takes them), each feature party's bottom step (backward, then the next
-    forward) and the central step; graph mode also times one embedding's trip through the local
-    channel."""
+    compile mode (`set_op_threads`; `side_by_side`: as pipelined training, one thread per op):
+    the label party's gradients and its Adam step (with XLA also both in one call, as pipelined
+    training takes them), each feature party's bottom step (backward, then the next forward) and
+    the central step; graph mode also times one embedding's trip through the local channel."""
     import numpy as np
 
     from splitrec_core.channel import Kind, LocalHub, array_table, table_array
@@ -92,14 +93,14 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, repeat: i
             call()
         return 1000 * (time.perf_counter() - start) / repeat
 
-    set_op_threads(xla)
+    set_op_threads(xla, side_by_side)
     run, pooled = _Run.load(cfg, features), _Run.load(cfg, features)
     rows = run.plan.fit[: cfg.training.batch_size]
     x = {p: (run.train[p].cats[rows], run.train[p].nums[rows]) for p in run.bottoms}
     labels = np.stack([run.train[cfg.label_party].labels[t.name][rows] for t in cfg.tasks], 1)
     labels = labels.astype(np.float32)
     label, *followers = run.bottoms
-    compiled = ", XLA" if xla else ""
+    compiled = (", XLA, 1 thread" if side_by_side else ", XLA") if xla else ""
     bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3, xla=xla) for p in followers}
     labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3, xla=xla)
     central = CentralTrainer(pooled.bottoms, pooled.top, task_weighting(cfg), 1e-3, xla)
@@ -111,7 +112,7 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, repeat: i
         lambda: labeller.gradients(*x[label], hs, labels))}
     costs[f"{label} step (Adam){compiled}"] = ms(lambda: labeller.apply(own_grads))
     if xla:  # pipelined training takes both in one call
-        costs[f"{label} gradients + Adam, one call, XLA"] = ms(
+        costs[f"{label} gradients + Adam, one call{compiled}"] = ms(
             lambda: labeller.gradients_and_apply(*x[label], hs, labels))
     for (party, trainer), h in zip(bottoms.items(), hs, strict=True):
         costs[f"{party} bottom step{compiled}"] = ms(
@@ -180,23 +181,26 @@ def main() -> None:
         print(f"{mode} rows/s: {rate / results[fastest]['rows_per_s']:.2f}x the fastest central ({fastest}), "
               f"{rate / results[same]['rows_per_s']:.2f}x {same}")
     print("split: a process per party; _threads: all parties on threads of one process; _xla: steps "
-          "compiled by XLA; _ahead: feature parties one batch ahead (embed_ahead = 1), XLA")
+          "compiled by XLA; _ahead: feature parties one batch ahead (embed_ahead = 1), XLA, one thread "
+          "per op")
 
-    costs = {k: v for xla in (False, True) for k, v in in_fresh_process(per_batch_ms, cfg, features, xla).items()}
+    costs = {k: v for xla, side_by_side in ((False, False), (True, False), (True, True))
+             for k, v in in_fresh_process(per_batch_ms, cfg, features, xla, side_by_side).items()}
     label, batch = cfg.label_party, cfg.training.batch_size
     slowest = max((c, p) for p, c in ((p.name, costs[f"{p.name} bottom step"]) for p in cfg.feature_parties))
     gradients = costs[f"{label} gradients (own bottom + top)"]
     critical = gradients + slowest[0] + 2 * costs["channel hand-off"]
     print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, op threads as in training):")
     for name, value in costs.items():
-        print(f"  {name:<46} {value:6.2f}")
+        print(f"  {name:<54} {value:6.2f}")
     for mode in results:
-        print(f"  {mode + ', measured in training':<46} {1000 * batch / results[mode]['rows_per_s']:6.2f}")
+        print(f"  {mode + ', measured in training':<54} {1000 * batch / results[mode]['rows_per_s']:6.2f}")
     print(f"  sequential critical path: {label} gradients + {slowest[1]} bottom step + 2 hand-offs = "
           f"{critical:.2f} ({label}'s Adam step runs beside the feature parties' bottom steps)")
-    pipelined = costs[f"{label} gradients + Adam, one call, XLA"]
-    print(f"  pipelined critical path: {label} gradients + Adam, one call, XLA = {pipelined:.2f} (the feature "
-          f"parties' steps, {sum(costs[f'{p.name} bottom step, XLA'] for p in cfg.feature_parties):.2f} "
+    pipelined = costs[f"{label} gradients + Adam, one call, XLA, 1 thread"]
+    print(f"  pipelined critical path: {label} gradients + Adam, one call, XLA, 1 thread = {pipelined:.2f} "
+          f"(the feature parties' steps, "
+          f"{sum(costs[f'{p.name} bottom step, XLA, 1 thread'] for p in cfg.feature_parties):.2f} "
           "together, run beside them)")
     results["per_batch_ms"] = {k: round(v, 3) for k, v in costs.items()}
     if args.json:

@@ -291,7 +291,7 @@ class PartyJob:
     start_epoch: int
 
     def __call__(self, channel: Channel) -> PartyOutcome:
-        set_op_threads(self.cfg.training.xla)
+        set_op_threads(self.cfg.training.xla, side_by_side=self.cfg.training.embed_ahead > 0)
         cfg, label = self.cfg, self.cfg.label_party
         train, test = FeatureMatrix.read(self.files["train"]), FeatureMatrix.read(self.files["test"])
         plan = Plan.of(cfg.training, len(train))
