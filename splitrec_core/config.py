@@ -87,8 +87,9 @@ class TrainingConfig(_Strict):
     xla: bool = Field(
         default=False,
         description="compile the training steps (each party's, and central training's) with XLA "
-                    "into fused kernels that use every core, compiled before the first batch; "
-                    "equal to central training compiled the same way up to float rounding")
+                    "into fused kernels, compiled before the first batch, that use every core (one "
+                    "thread each when the parties step side by side, embed_ahead >= 1); equal to "
+                    "central training compiled the same way up to float rounding")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7
