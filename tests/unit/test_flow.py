@@ -62,8 +62,11 @@ def test_first_run_writes_the_report(first_run):
         assert lift["split"] == report["tasks"][task]["auc"]
         assert lift["lift"] == lift["split"] - lift["label_only"] > 0.05  # the label party is weak
         assert lift["central"] is None
-    # no noise: the gradients leak labels to some attack on some task
-    assert max(v for t in report["leakage"].values() for v in t.values()) > 0.65
+    # no noise: the gradients leak labels. The strongest attack varies most with the PSI row order
+    # (0.63-0.99 over 24 runs, 0.63 failed a 0.65 floor once); the mean of both attacks on both
+    # tasks ranged 0.62-0.69, where 0.5 would mean nothing leaks
+    attacks = [v for t in report["leakage"].values() for v in t.values()]
+    assert sum(attacks) / len(attacks) > 0.58
     assert all(0.5 <= v <= 1 for t in report["leakage"].values() for v in t.values())
 
 
