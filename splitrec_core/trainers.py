@@ -7,11 +7,11 @@ or two for the label party. Adam optimizers over disjoint variables take exactly
 Adam over all of them would, so the split model trains as the centralised one does.
 
 With `xla`, the training steps are compiled by XLA into a few fused kernels each, which may use
-every core when one step runs at a time (`set_op_threads`). On census that cuts a feature party's step by about a third, the
-label party's gradients by a quarter and the central step by a quarter to a third. XLA
-compiles a step on its first call at each batch size (about 1.3 s for the label party's two), so
-`trace` takes each step once per size on zeros and puts every variable back: compiling is
-start-up, as tracing is.
+every core when one step runs at a time (`set_op_threads`). On census that cuts a feature
+party's step by about a third, the label party's gradients by a quarter and the central step by
+a quarter to a third. XLA compiles a step on its first call at each batch size (about 1.3 s for
+the label party's two), so `trace` takes each step once per size on zeros and puts every
+variable back: compiling is start-up, as tracing is.
 """
 
 from __future__ import annotations
