@@ -46,7 +46,7 @@ def main() -> None:
         cfg = base.model_copy(update={"privacy": base.privacy.model_copy(
             update={"gradient_noise": noise})})
         result = train_split_local(cfg, features, {p: space.trained(p) for p in features})
-        metrics = evaluate(result.predictions, features[cfg.label_party]["test"], tasks)
+        metrics = evaluate(result.predictions, features[cfg.label_party].test, tasks)
         rows.append({"gradient_noise": noise, "epochs_run": result.epochs_run,
                      "best_epoch": result.best_epoch,
                      "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},

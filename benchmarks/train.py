@@ -43,20 +43,20 @@ def in_fresh_process(function, *args):
         return pool.submit(function, *args).result()
 
 
-def prepare(cfg, workdir: Path) -> dict[str, dict[str, Path]]:
+def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
     """Census parties → validated → aligned → features, skipped where the files already exist."""
     from splitrec_core.align import align_local
     from splitrec_core.datasets.census import prepare_census
-    from splitrec_core.features import build_features
+    from splitrec_core.features import PartyFeatures, build_features
     from splitrec_core.validate import validate_party
     from splitrec_core.workspace import Workspace
 
     space = Workspace(workdir)
     names = [p.name for p in cfg.parties]
-    files = {n: {k: space.features(n) / f for k, f in
-                 (("train", "train.parquet"), ("test", "test.parquet"), ("transform", "transform.json"))}
+    files = {n: PartyFeatures(*(space.features(n) / f for f in
+                                ("train.parquet", "test.parquet", "transform.json")))
              for n in names}
-    if all(p.exists() for f in files.values() for p in f.values()):
+    if all(p.exists() for f in files.values() for p in f.paths):
         return files
     if not all(cfg.party_file(p, workdir).exists() for p in cfg.parties):
         prepare_census(workdir / "data")
@@ -73,7 +73,7 @@ def prepare(cfg, workdir: Path) -> dict[str, dict[str, Path]]:
     return files
 
 
-def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, side_by_side: bool = False,
+def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
                  repeat: int = 200) -> dict[str, float]:
     """Milliseconds per batch of each step timed alone, on the op threads training gives this
     compile mode (`set_op_threads`; `side_by_side`: as pipelined training, one thread per op):
@@ -127,7 +127,7 @@ def per_batch_ms(cfg, features: dict[str, dict[str, Path]], xla: bool, side_by_s
     return costs
 
 
-def train_mode(cfg, features: dict[str, dict[str, Path]], workdir: Path, mode: str) -> dict:
+def train_mode(cfg, features: dict, workdir: Path, mode: str) -> dict:
     """Train in `mode` (see `MODES`) and score the test rows."""
     from splitrec_core.evaluate import evaluate
     from splitrec_core.train import train_central, train_split_local
@@ -139,7 +139,7 @@ def train_mode(cfg, features: dict[str, dict[str, Path]], workdir: Path, mode: s
         out = train_central(cfg, features, space.central)
     else:
         out = train_split_local(cfg, features, {p: space.trained(p) for p in features})
-    metrics = evaluate(out.predictions, features[cfg.label_party]["test"], [t.name for t in cfg.tasks])
+    metrics = evaluate(out.predictions, features[cfg.label_party].test, [t.name for t in cfg.tasks])
     return {"rows_per_s": round(out.rows_per_s), "startup_s": round(out.startup_s, 1),
             "epochs_run": out.epochs_run, "best_epoch": out.best_epoch,
             "seconds": round(time.perf_counter() - start, 1),

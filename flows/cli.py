@@ -13,9 +13,14 @@ import typer
 
 from splitrec_core.errors import InputError
 
-# Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; users can override.
+# Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; give the temporary
+# Prefect API time to create its database on a slow machine (Prefect's default allows 20 s, which
+# a first run on a fresh machine can exceed); show splitrec's own log lines among the flow's.
+# Users can override each.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "splitrec_core")
 
 app = typer.Typer(help="Vertically federated split MMoE, orchestrated by Prefect.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -71,16 +76,21 @@ def data_synthetic(workdir: Path = Path("runs/synthetic"), rows: int = 20_000, s
         typer.echo(f"{party}: {path}")
 
 
-def _workdir(config: Path, workdir: Path | None) -> Path:
+def _checked_workdir(config: Path, workdir: Path | None, sweeping: bool = False) -> Path:
+    """Check the config (and with `sweeping`, its sweep grid) before Prefect starts, so a bad
+    config fails in a second; return the run folder (default `runs/<config name>`)."""
     from splitrec_core.config import load_config
 
-    return workdir or Path("runs") / load_config(config).name
+    cfg = load_config(config)
+    if sweeping:
+        cfg.variants(config)
+    return workdir or Path("runs") / cfg.name
 
 
 def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: object) -> Path:
     """Run a flow locally, its cached results kept in the run folder; bad input exits with 2."""
     try:
-        root = _workdir(config, workdir)
+        root = _checked_workdir(config, workdir, sweeping=name == "sweep")
         _use_workdir_results(root)
         from flows.pipeline import train_pipeline
         from flows.sweep import sweep
@@ -114,7 +124,7 @@ def serve(config: Annotated[Path, typer.Argument()] = Path("data/census.toml"),
           name: str = "retrain") -> None:
     """Serve the pipeline as a deployment on the config's cron schedule (trigger it from the UI)."""
     try:
-        root = _workdir(config, workdir)
+        root = _checked_workdir(config, workdir)
         _use_workdir_results(root)
         from deployments.serve import serve_pipeline
 

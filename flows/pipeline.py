@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
+from splitrec_core.align import Alignment
 from splitrec_core.config import Config, load_config
+from splitrec_core.features import PartyFeatures
 from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
@@ -16,23 +17,22 @@ from tasks.train import train_centralized, train_label_only, train_split
 from tasks.validate import validate_input
 
 
-def prepare_parties(cfg: Config, raw: dict, root: Path) -> tuple[dict[str, Any], dict[str, dict]]:
+def prepare_parties(cfg: Config, root: Path) -> tuple[Alignment, dict[str, PartyFeatures]]:
     """Steps 1-3, shared by every flow: validate, align, engineer; returns alignment and features."""
     label = cfg.label_party
 
     # 1. Every party checks its own input, concurrently
-    checks = {p.name: validate_input.submit(raw, p.name, cfg.party_file(p, root), root)
+    checks = {p.name: validate_input.submit(cfg, p.name, cfg.party_file(p, root), root)
               for p in cfg.parties}
     validated = {name: future.result() for name, future in checks.items()}
 
     # 2. All parties align their IDs with PSI; the label party shares the train/test flag
-    alignment = align_ids(raw, {n: v["ids"] for n, v in validated.items()},
-                          validated[label]["split"], root)
+    alignment = align_ids(cfg, {n: v.ids for n, v in validated.items()}, validated[label].split,
+                          root)
 
     # 3. Every party fits its features on its own training rows, concurrently
-    builds = {n: build_party_features.submit(raw, n, validated[n]["table"],
-                                             alignment["files"][n], root)
-              for n in validated}
+    builds = {n: build_party_features.submit(cfg, n, v.table, alignment.files[n], root)
+              for n, v in validated.items()}
     return alignment, {name: future.result() for name, future in builds.items()}
 
 
@@ -41,23 +41,23 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
                    centralized: bool = False) -> str:
     """Align, engineer, train, evaluate and export; return the path of `report/metrics.json`."""
     cfg = load_config(Path(config_path))
-    raw, root, label = cfg.model_dump(mode="json"), Path(workdir).resolve(), cfg.label_party
+    root, label = Path(workdir).resolve(), cfg.label_party
 
     # 1-3. Validate, align, engineer features
-    alignment, features = prepare_parties(cfg, raw, root)
+    alignment, features = prepare_parties(cfg, root)
 
     # 4. Split training; the label party alone (for the lift); on request all columns pooled
-    training = train_split(raw, features, root)
-    label_only = train_label_only(raw, features[label], root)
-    central = train_centralized(raw, features, root) if centralized else None
+    training = train_split(cfg, features, root)
+    label_only = train_label_only(cfg, features[label], root)
+    central = train_centralized(cfg, features, root) if centralized else None
 
     # 5. Evaluate every task on the test rows
-    report = evaluate_run(raw, features[label]["test"], alignment, training, label_only, root,
+    report = evaluate_run(cfg, features[label].test, alignment, training, label_only, root,
                           central)
 
     # 6. Every party exports its own part, concurrently
-    exports = [export_model.submit(raw, n, training["models"][n], features[n]["transform"], root,
-                                   training["models"]["top"] if n == label else None)
+    exports = [export_model.submit(cfg, n, training.models[n], features[n].transform, root,
+                                   training.models["top"] if n == label else None)
                for n in features]
     for future in exports:
         future.result()

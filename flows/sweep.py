@@ -16,17 +16,17 @@ from tasks.train import train_split
 def sweep(config_path: str = "data/census.toml", workdir: str = "runs/census") -> str:
     """Train every grid point of the config's `[sweep]` on the same features; return the table."""
     cfg = load_config(Path(config_path))
-    raw, root = cfg.model_dump(mode="json"), Path(workdir).resolve()
+    grid, root = cfg.variants(config_path), Path(workdir).resolve()
 
     # 1-3. Validate, align, engineer features (cache hits after a pipeline run)
-    _, features = prepare_parties(cfg, raw, root)
+    _, features = prepare_parties(cfg, root)
 
     # 4. Train and score each grid point in a folder of its own
     rows = []
-    for i, (point, variant) in enumerate(cfg.variants()):
-        trained = train_split(variant.model_dump(mode="json"), features, root / "sweep" / f"{i:02d}")
-        auc = evaluate_variant(raw, trained["predictions"], features[cfg.label_party]["test"])
+    for i, (point, variant) in enumerate(grid):
+        trained = train_split(variant, features, root / "sweep" / f"{i:02d}")
+        auc = evaluate_variant(cfg, trained.predictions, features[cfg.label_party].test)
         rows.append(point | {"auc": auc})
 
     # 5. One comparison table
-    return str(write_sweep(raw, rows, root))
+    return str(write_sweep(cfg, rows, root))

@@ -126,8 +126,9 @@ class SweepConfig(_Strict):
 
     num_experts: list[int] = Field(default=[4, 8], min_length=1)
     expert_units: list[int] = Field(default=[8, 16], min_length=1)
-    task_weights: list[list[float]] = Field(default=[[1.0, 1.0]], min_length=1,
-                                            description="one weight per task, in task order")
+    task_weights: list[list[float]] | None = Field(
+        default=None, min_length=1,
+        description="one weight per task, in task order (default: the tasks' own weights)")
 
 
 class Config(_Strict):
@@ -161,17 +162,24 @@ class Config(_Strict):
         task_names = [t.name for t in self.tasks]
         if len(set(task_names)) != len(task_names):
             raise ValueError(f"task names must be unique, got {task_names}")
-        for weights in self.sweep.task_weights:
-            if len(weights) != len(self.tasks):
-                raise ValueError(f"sweep.task_weights {weights} needs one weight per task {task_names}")
         return self
 
-    def variants(self) -> list[tuple[dict[str, object], Config]]:
-        """The sweep grid: each point's settings and the config that trains it."""
+    def variants(self, source: Path | str = "<config>") -> list[tuple[dict[str, object], Config]]:
+        """The sweep grid: each point's settings and the config that trains it.
+
+        The grid is checked here, when a sweep asks for it, so a run never fails on a sweep it
+        did not ask for; an error names `source` (the config file) and the key.
+        """
+        task_names = [t.name for t in self.tasks]
+        grid_weights = self.sweep.task_weights or [[t.weight for t in self.tasks]]
+        for weights in grid_weights:
+            if len(weights) != len(self.tasks):
+                raise InputError(source, None, f"key 'sweep.task_weights': {weights} needs one "
+                                               f"weight per task {task_names}")
         out = []
         for experts in self.sweep.num_experts:
             for units in self.sweep.expert_units:
-                for weights in self.sweep.task_weights:
+                for weights in grid_weights:
                     model = self.model.model_copy(update={"num_experts": experts, "expert_units": units})
                     tasks = [t.model_copy(update={"weight": w}) for t, w in zip(self.tasks, weights)]
                     point = {"num_experts": experts, "expert_units": units, "task_weights": weights}
@@ -242,7 +250,9 @@ def parse_config(raw: dict[str, object], source: Path | str = "<config>") -> Con
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            key = ".".join(str(part) for part in err["loc"]) or "(top level)"
-            problems.append(f"key '{key}': {err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            key = ".".join(str(part) for part in err["loc"])
+            # a check across keys (no location) names its keys in its own message
+            problems.append(f"key '{key}': {message}" if key else message)
         raise InputError(source, None, "; ".join(problems)) from None
 

@@ -66,7 +66,7 @@ class Plan:
 
         Each matrix is reordered and converted once an epoch, not a batch at a time: on threads
         the parties share one interpreter lock, and indexing and converting three arrays a batch
-        cost the label party 0.8 ms of a 6-7 ms batch on census (pipelined, XLA).
+        cost the label party a measurable share of its pipelined batch (benchmarks/RESULTS.md).
         """
         order = self.fit[np.random.default_rng([self.seed, epoch]).permutation(len(self.fit))]
         return list(zip(*(tf.split(tf.constant(m[order]), self._each_batch_size) for m in matrices),

@@ -2,27 +2,50 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
 
+from splitrec_core.align import Alignment
+from splitrec_core.channel import ChannelStats
 from splitrec_core.features import FeatureMatrix
 
+if TYPE_CHECKING:
+    from splitrec_core.train import TrainResult
 
-def task_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    """AUC and log loss of one task; AUC is undefined (NaN) when the labels have one class."""
-    auc = roc_auc_score(labels, probabilities) if len(np.unique(labels)) == 2 else float("nan")
+
+TaskMetrics = dict[str, float | int | None]
+
+
+def task_metrics(labels: np.ndarray, probabilities: np.ndarray) -> TaskMetrics:
+    """AUC and log loss of one task. AUC needs positive and negative rows: without both it is
+    None (null in JSON, which has no NaN), and `undefined_auc` says why."""
+    positives = int(labels.sum())
     return {
-        "auc": float(auc),
+        "auc": (float(roc_auc_score(labels, probabilities)) if 0 < positives < len(labels)
+                else None),
         "logloss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "positives": int(labels.sum()),
+        "positives": positives,
         "rows": int(len(labels)),
     }
 
 
-def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str, dict[str, float]]:
+def undefined_auc(metrics: dict[str, TaskMetrics]) -> list[str]:
+    """One sentence per task whose AUC is undefined, saying why."""
+    notes = []
+    for task, m in metrics.items():
+        if m["auc"] is None:
+            missing = "positive" if m["positives"] == 0 else "negative"
+            notes.append(f"{task}: test AUC is null: none of its {m['rows']} test rows has a "
+                         f"{missing} label, and AUC needs both")
+    return notes
+
+
+def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str, TaskMetrics]:
     """Score `predictions` (from training or scoring) against the label party's test labels.
 
     Both files are in common-position order; positions are checked to match row for row.
@@ -34,29 +57,77 @@ def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str,
     return {t: task_metrics(truth.labels[t], predicted.column(f"p:{t}").to_numpy()) for t in tasks}
 
 
-def build_report(
-    tasks: dict[str, dict[str, float]], intersection: int, train_rows: int, test_rows: int,
-    channel: dict[str, dict[str, int]], training: dict[str, float], leakage: dict[str, dict[str, float]],
-    label_only: dict[str, dict[str, float]], central: dict[str, dict[str, float]] | None = None,
-) -> dict[str, object]:
-    """The run's `metrics.json`: per-task test metrics, sizes, traffic per message kind, training
+def _difference(a: float | int | None, b: float | int | None) -> float | None:
+    return None if a is None or b is None else float(a) - float(b)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A run's `metrics.json`: per-task test metrics, sizes, traffic per message kind, training
     speed and epochs (run, and kept by early stopping), the leakage audit of the gradients the
     label party sent, and the federation lift: test AUC of the split model, of the label party
     alone and (if trained) of all columns pooled."""
-    report: dict[str, object] = {
-        "tasks": tasks,
-        "psi": {"intersection": intersection},
-        "rows": {"train": train_rows, "test": test_rows},
-        "channel": channel,
-        "training": training,
-        "leakage": leakage,
-        "lift": {t: {"split": tasks[t]["auc"], "label_only": label_only[t]["auc"],
-                     "central": central[t]["auc"] if central else None,
-                     "lift": tasks[t]["auc"] - label_only[t]["auc"]} for t in tasks},
-    }
-    if central is not None:
-        report["central"] = central
-    return report
+
+    tasks: dict[str, TaskMetrics]
+    intersection: int
+    train_rows: int
+    test_rows: int
+    channel: dict[str, dict[str, int]]
+    training: dict[str, float | int]
+    leakage: dict[str, dict[str, float]]
+    label_only: dict[str, TaskMetrics]
+    central: dict[str, TaskMetrics] | None = None
+
+    @classmethod
+    def of(cls, tasks: dict[str, TaskMetrics], alignment: Alignment, training: TrainResult,
+           label_only: dict[str, TaskMetrics], central: dict[str, TaskMetrics] | None = None,
+           ) -> Report:
+        """The report of a run from its alignment, its split training and the test metrics of
+        the split model, the label party alone and (if trained) all columns pooled."""
+        return cls(tasks, alignment.intersection, alignment.train_rows, alignment.test_rows,
+                   ChannelStats.merge(alignment.channel, training.channel), training.speed,
+                   training.leakage, label_only, central)
+
+    @property
+    def notes(self) -> list[str]:
+        """What a reader must know to read the figures (why an AUC is null)."""
+        return undefined_auc(self.tasks)
+
+    @property
+    def lift(self) -> dict[str, dict[str, float | None]]:
+        """Per task: test AUC split, label party alone, central; split minus label party alone."""
+        return {t: {"split": m["auc"], "label_only": self.label_only[t]["auc"],
+                    "central": self.central[t]["auc"] if self.central else None,
+                    "lift": _difference(m["auc"], self.label_only[t]["auc"])}
+                for t, m in self.tasks.items()}
+
+    def as_json(self) -> dict[str, object]:
+        """The mapping written to `metrics.json`."""
+        report: dict[str, object] = {
+            "tasks": self.tasks,
+            "notes": self.notes,
+            "psi": {"intersection": self.intersection},
+            "rows": {"train": self.train_rows, "test": self.test_rows},
+            "channel": self.channel,
+            "training": self.training,
+            "leakage": self.leakage,
+            "lift": self.lift,
+        }
+        if self.central is not None:
+            report["central"] = self.central
+        return report
+
+    def table(self) -> list[dict[str, object]]:
+        """One row per task for the UI's table artifact (AUCs rounded; null where undefined)."""
+        def rounded(value: float | int | None) -> float | None:
+            return None if value is None else round(float(value), 4)
+
+        return [{"task": t, "test AUC": rounded(m["auc"]), "test logloss": rounded(m["logloss"]),
+                 "label party alone AUC": rounded(self.label_only[t]["auc"]),
+                 **({"central AUC": rounded(self.central[t]["auc"])} if self.central else {}),
+                 "gradient norm attack AUC": self.leakage[t]["norm_auc"],
+                 "gradient cosine attack AUC": self.leakage[t]["cosine_auc"]}
+                for t, m in self.tasks.items()]
 
 
 def sweep_table(rows: list[dict[str, object]], tasks: list[str]) -> str:
@@ -64,6 +135,7 @@ def sweep_table(rows: list[dict[str, object]], tasks: list[str]) -> str:
     head = "| experts | expert units | task weights | " + " | ".join(f"{t} AUC" for t in tasks) + " |"
     lines = [head, "|" + "---|" * (3 + len(tasks))]
     for row in rows:
-        aucs = " | ".join(f"{row['auc'][t]:.4f}" for t in tasks)  # type: ignore[index]
+        scores: dict[str, float | None] = row["auc"]  # type: ignore[assignment]
+        aucs = " | ".join("n/a" if scores[t] is None else f"{scores[t]:.4f}" for t in tasks)
         lines.append(f"| {row['num_experts']} | {row['expert_units']} | {row['task_weights']} | {aucs} |")
     return "\n".join(lines) + "\n"

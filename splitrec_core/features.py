@@ -93,6 +93,11 @@ class PartyFeatures:
     test: Path
     transform: Path
 
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        """Every file: what training reads."""
+        return self.train, self.test, self.transform
+
 
 def build_features(
     party: PartyConfig, validated: Path, aligned: Path, out_dir: Path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -46,10 +47,25 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
 
 
 def write_json(obj: Any, path: Path) -> Path:
-    """Write `obj` as indented JSON to `path` atomically and return the path."""
+    """Write `obj` as indented JSON to `path` atomically and return the path.
+
+    The file is strict JSON, which has no NaN or infinity: a non-finite float is written as null
+    (browsers and `jq` reject `NaN`), so whoever produces one must say why it is missing.
+    """
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every non-finite float inside it replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def read_json(path: Path) -> Any:

@@ -9,7 +9,8 @@ points are in the intersection, in one common random order. Under semi-honest pa
 follower learns only the final intersection; IDs outside it stay hidden behind unknown scalars.
 
 Points live in numpy arrays of shape (n, 32); lists cross the channel in chunks, shuffled; the
-scalars are drawn fresh for every run and exist only in memory.
+scalars are drawn fresh for every run and exist only in memory; the shuffles come from the
+party's private randomness (`entropy`), never from the shared seed.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,6 +26,7 @@ from nacl.bindings import crypto_scalarmult
 from nacl.utils import random as random_bytes
 
 from splitrec_core.channel import Channel, Kind, array_table, table_array
+from splitrec_core.entropy import private_generator
 
 POINT_BYTES = 32
 #: Bound on the chance that two different IDs compare equal anywhere in a run: 2^-40.
@@ -134,8 +135,9 @@ def recv_chunks(channel: Channel, kind: Kind, frm: str) -> Iterator[np.ndarray]:
         yield chunk
 
 
-def _shuffle(n: int) -> np.ndarray:
-    return np.random.default_rng(secrets.randbits(128)).permutation(n)
+def _shuffle(n: int, *purpose: str) -> np.ndarray:
+    """A private random order of `n` items (`purpose` names the draw: see `entropy`)."""
+    return private_generator(*purpose).permutation(n)
 
 
 def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: Sequence[str],
@@ -144,7 +146,7 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
     with Blinder() as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
         ours = blinder.blind_ids(id_chunks, domain)
-        order = _shuffle(len(ours))
+        order = _shuffle(len(ours), "psi-order", channel.me)
         ours = ours[order]
         for follower in followers:
             send_points(channel, Kind.PSI_BLINDED, follower, ours, chunk)
@@ -159,7 +161,7 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
 
     # 3. Keep what all share, in a fresh random order; tell each follower its positions
     shared = np.flatnonzero(np.all(np.stack(matches) >= 0, axis=0))
-    shared = shared[_shuffle(len(shared))]
+    shared = shared[_shuffle(len(shared), "psi-common-order", channel.me)]
     for follower, found in zip(followers, matches, strict=True):
         channel.send(Kind.PSI_POSITIONS, follower, array_table(found[shared]))
     if len(shared) == 0:
@@ -173,7 +175,7 @@ def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: s
     with Blinder() as blinder:
         # 1. Send our own blinded IDs, shuffled
         ours = blinder.blind_ids(id_chunks, domain)
-        order = _shuffle(len(ours))
+        order = _shuffle(len(ours), "psi-order", channel.me)
         send_points(channel, Kind.PSI_BLINDED, leader, ours[order], chunk)
         size = len(ours)
         del ours

@@ -32,7 +32,8 @@ from splitrec_core.channel.processes import run_in_processes
 from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
 from splitrec_core.config import Config
 from splitrec_core.epochs import BestWeights, Decision, History, Plan, auc_per_task, eval_batches
-from splitrec_core.features import FeatureMatrix, Transform
+from splitrec_core.entropy import private_seed
+from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.model import TaskWeighting, bottom_model, top_model
 from splitrec_core.privacy import LeakageAudit
@@ -113,7 +114,7 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     After each epoch it embeds the validation rows (with the training noise: they are training
     rows) and follows the label party's decision to keep the weights and to stop. It makes the
     next epoch's batches while the label party scores the validation rows: then nobody waits
-    for them (12-31 ms an epoch per party on census).
+    for them.
     """
     best = BestWeights([trainer.bottom])
     if start_epoch:
@@ -246,6 +247,12 @@ class TrainResult:
     leakage: dict[str, dict[str, float]]
     resumed_after_epoch: int = 0
 
+    @property
+    def speed(self) -> dict[str, float | int]:
+        """The report's `training` section: rows/s, start-up, epochs run and kept."""
+        return {"rows_per_s": self.rows_per_s, "startup_s": self.startup_s,
+                "epochs_run": self.epochs_run, "best_epoch": self.best_epoch}
+
 
 @dataclass(frozen=True)
 class _Run:
@@ -259,11 +266,11 @@ class _Run:
     plan: Plan
 
     @classmethod
-    def load(cls, cfg: Config, features: dict[str, dict[str, Path]]) -> _Run:
+    def load(cls, cfg: Config, features: dict[str, PartyFeatures]) -> _Run:
         order = party_order(cfg, features)
-        train = {p: FeatureMatrix.read(features[p]["train"]) for p in order}
-        return cls(train, {p: FeatureMatrix.read(features[p]["test"]) for p in order},
-                   {p: build_bottom(cfg, p, Transform.load(features[p]["transform"])) for p in order},
+        train = {p: FeatureMatrix.read(features[p].train) for p in order}
+        return cls(train, {p: FeatureMatrix.read(features[p].test) for p in order},
+                   {p: build_bottom(cfg, p, Transform.load(features[p].transform)) for p in order},
                    build_top(cfg, order), Plan.of(cfg.training, len(train[cfg.label_party])))
 
 
@@ -285,7 +292,7 @@ class PartyJob:
 
     party: str
     cfg: Config
-    files: dict[str, Path]  # its train, test and transform
+    files: PartyFeatures
     out_dir: Path
     run_id: str
     start_epoch: int
@@ -293,23 +300,25 @@ class PartyJob:
     def __call__(self, channel: Channel) -> PartyOutcome:
         set_op_threads(self.cfg.training.xla, side_by_side=self.cfg.training.embed_ahead > 0)
         cfg, label = self.cfg, self.cfg.label_party
-        train, test = FeatureMatrix.read(self.files["train"]), FeatureMatrix.read(self.files["test"])
+        train, test = FeatureMatrix.read(self.files.train), FeatureMatrix.read(self.files.test)
         plan = Plan.of(cfg.training, len(train))
         rate = plan.learning_rate(cfg.training)
-        models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files["transform"]))}
+        models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files.transform))}
         checkpoints = Checkpoints(self.out_dir / "checkpoints" / self.run_id)
+        noise_seed = private_seed("noise", self.party)
         if self.party == label:
             followers = [p.name for p in cfg.feature_parties]
             models["top"] = build_top(cfg, [label, *followers])
             labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
                                     cfg.privacy.gradient_noise, cfg.training.xla,
-                                    fused=cfg.training.embed_ahead > 0)
+                                    fused=cfg.training.embed_ahead > 0, noise_seed=noise_seed)
             labeller.trace(plan.batch_sizes)
             ready_at = time.time()
             outcome = label_loop(channel, labeller, train, test, followers,
                                  [t.name for t in cfg.tasks], plan, checkpoints, self.start_epoch)
         else:
-            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise, cfg.training.xla)
+            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise,
+                                    cfg.training.xla, noise_seed)
             trainer.trace(plan.batch_sizes)
             ready_at, outcome = time.time(), None
             feature_loop(channel, trainer, train, test, label, plan, checkpoints, self.start_epoch,
@@ -347,20 +356,20 @@ def _save(model: keras.Model, path: Path) -> Path:
     return path
 
 
-def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dirs: dict[str, Path],
+def train_split_local(cfg: Config, features: dict[str, PartyFeatures], out_dirs: dict[str, Path],
                       hub: LocalHub | None = None) -> TrainResult:
     """Train the split MMoE with every party on this machine: each on its own thread over a
     `LocalHub` (`hub`, if given), or with `training.parties_in = "processes"` each in its own
     process.
 
-    `features[party]` names that party's `train`, `test` and `transform` files; each party's model
+    `features[party]` names that party's train, test and transform files; each party's model
     is written to `out_dirs[party]`, and the label party's test predictions beside its model.
     """
     label = cfg.label_party
     # Resume from the last epoch every party has checkpointed for these exact inputs (the last
     # epoch is always rerun: it feeds the leakage audit)
     run_id = fingerprint(cfg.model_dump(mode="json"),
-                         [path for files in features.values() for path in files.values()])
+                         [path for files in features.values() for path in files.paths])
     checkpoints = [Checkpoints(out_dirs[p] / "checkpoints" / run_id) for p in features]
     start_epoch = common_epoch(checkpoints, cfg.training.epochs - 1)
     jobs = {p: PartyJob(p, cfg, features[p], out_dirs[p], run_id, start_epoch) for p in features}
@@ -379,7 +388,8 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     result = outcomes[label].label
     assert result is not None  # the label party's job always returns its outcome
     models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
-    trained = _finish(cfg, result.fit_rows, features[label]["test"], result.probabilities, result.history,
+    trained = _finish(cfg, result.fit_rows, features[label].test, result.probabilities,
+                      result.history,
                       ready - started, result.trained_at - ready, start_epoch, models,
                       channel, result.leakage, out_dirs[label])
     for party in checkpoints:
@@ -387,7 +397,7 @@ def train_split_local(cfg: Config, features: dict[str, dict[str, Path]], out_dir
     return trained
 
 
-def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Path) -> TrainResult:
+def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path) -> TrainResult:
     """Train the same composed model in one place on the columns of the parties in `features`,
     with the same plan: fitting rows, batch order, validation rows and early stopping.
 
@@ -429,5 +439,5 @@ def train_central(cfg: Config, features: dict[str, dict[str, Path]], out_dir: Pa
     best.restore()
     seconds = time.perf_counter() - start_all
     test = probabilities(run.test, np.arange(len(run.test[label])))
-    return _finish(cfg, len(plan.fit), features[label]["test"], test, history, startup_s, seconds, 0,
+    return _finish(cfg, len(plan.fit), features[label].test, test, history, startup_s, seconds, 0,
                    {"pooled": _save(trainer.model, out_dir / "model.keras")}, {}, {}, out_dir)

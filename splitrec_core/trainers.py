@@ -7,11 +7,11 @@ or two for the label party. Adam optimizers over disjoint variables take exactly
 Adam over all of them would, so the split model trains as the centralised one does.
 
 With `xla`, the training steps are compiled by XLA into a few fused kernels each, which may use
-every core when one step runs at a time (`set_op_threads`). On census that cuts a feature
-party's step by about a third, the label party's gradients by a quarter and the central step by
-a quarter to a third. XLA compiles a step on its first call at each batch size (about 1.3 s for
-the label party's two), so `trace` takes each step once per size on zeros and puts every
-variable back: compiling is start-up, as tracing is.
+every core when one step runs at a time (`set_op_threads`); fused kernels make each step cheaper
+(benchmarks/RESULTS.md has the figures). XLA compiles a step on its first call at each batch
+size, so `trace` takes each step once per size on zeros and puts every variable back: compiling
+is start-up, as tracing is. Privacy noise comes from a generator seeded privately
+(`entropy.private_seed`), never from the shared seed.
 """
 
 from __future__ import annotations
@@ -22,22 +22,21 @@ import keras
 import tensorflow as tf
 from keras.optimizers.schedules import LearningRateSchedule
 
+from splitrec_core.entropy import private_seed
 from splitrec_core.model import TaskWeighting, composed_model, mean_gate_weights, task_losses
 
 
 def set_op_threads(xla: bool, side_by_side: bool = False) -> None:
     """Choose how many threads each TensorFlow op may use, for this process's whole run.
 
-    Graph-mode ops here are small (a batch of 1024 through layers of tens of units): splitting
-    each across cores costs more in hand-offs than it saves, so each runs on one thread (measured
-    on 2 cores: central training ~25% faster, split ~20%). XLA fuses a step into a few larger
-    kernels, which do gain from every core when one step runs at a time (`side_by_side` False:
-    central training, sequential split): the label party's gradient step 1.8-2.1 ms on two
-    threads against 2.4-3.0 ms on one, the central step 4.0-4.5 ms against 5.3-6.1 ms. When the
+    Graph-mode ops here are small (a batch of about a thousand rows through layers of tens of
+    units): splitting each across cores costs more in hand-offs than it saves, so each runs on
+    one thread. XLA fuses a step into a few larger kernels, which do gain from every core when
+    one step runs at a time (`side_by_side` False: central training, sequential split). When the
     parties' steps run at the same time (pipelined split training), each keeps to one thread
-    and the steps share the cores between them instead of queueing for one pool: on census,
-    on threads, 11% less CPU time and 220k / 223k rows/s against 169k / 182k. A no-op once the
-    TensorFlow runtime has started (its settings are then fixed).
+    and the steps share the cores between them instead of queueing for one pool. Measured in
+    benchmarks/RESULTS.md. A no-op once the TensorFlow runtime has started (its settings are
+    then fixed).
     """
     try:  # 0: one per core
         tf.config.threading.set_intra_op_parallelism_threads(0 if xla and not side_by_side else 1)
@@ -50,6 +49,11 @@ def _adam(learning_rate: float | LearningRateSchedule, variables: list[tf.Variab
     optimizer = keras.optimizers.Adam(learning_rate)
     optimizer.build(variables)
     return optimizer
+
+
+def _noise_generator(seed: int | None) -> tf.random.Generator:
+    """The generator of a party's privacy noise: from `seed`, else from a fresh private seed."""
+    return tf.random.Generator.from_seed(private_seed("noise") if seed is None else seed)
 
 
 def _undone(variables: list[tf.Variable], steps: Callable[[], None]) -> None:
@@ -79,14 +83,15 @@ class BottomTrainer:
         learning_rate: a rate or a schedule.
         noise: std of the Gaussian noise added to each h it hands over (0 = none).
         xla: compile the training steps with XLA.
+        noise_seed: seeds the noise; private to this party (default: fresh from the OS).
     """
 
     def __init__(self, bottom: keras.Model, learning_rate: float | LearningRateSchedule,
-                 noise: float = 0.0, xla: bool = False) -> None:
+                 noise: float = 0.0, xla: bool = False, noise_seed: int | None = None) -> None:
         self.bottom = bottom
         self.optimizer = _adam(learning_rate, bottom.trainable_variables)
         self.noise = noise
-        self._rng = tf.random.Generator.from_non_deterministic_state()
+        self._rng = _noise_generator(noise_seed)
         self.xla = xla
         cats, nums = self._specs = _input_specs(bottom)
         grad = self._grad_spec = tf.TensorSpec([None, bottom.outputs[0].shape[1]], tf.float32)
@@ -98,7 +103,7 @@ class BottomTrainer:
 
     def trace(self, batch_sizes: Sequence[int] = ()) -> None:
         """Trace every step now (it runs nothing) and keep the traced graphs: training time is
-        then training, and each call skips matching its arguments to a trace (~0.3 ms a call).
+        then training, and each call skips matching its arguments to a trace.
         With XLA, also compile the training steps for `batch_sizes` (`Plan.batch_sizes`)."""
         self.forward, self.backward, self.backward_then_forward, self.embed = (
             step.get_concrete_function()
@@ -151,8 +156,8 @@ class LabelTrainer:
     calls, `gradients` and then `apply`, so that dL/dh goes back before the Adam step and the
     feature parties step their bottoms meanwhile; or, `fused`, one call that does both. Fuse when
     the feature parties embed ahead: they then hold a batch in flight, and the label party's own
-    time per batch is what bounds training (on census, pipelined on threads with XLA: 171-180k
-    rows/s fused against 151-157k; sequential, fusing lost 6%).
+    time per batch is what bounds training (sequentially, the two calls are faster: the feature
+    parties step while the label party takes its Adam step).
 
     Args:
         bottom: the label party's bottom, inputs `[cats, nums]`, output h.
@@ -162,17 +167,18 @@ class LabelTrainer:
         gradient_noise: std of the Gaussian noise on the dL/dh returned to feature parties.
         xla: compile the training steps with XLA.
         fused: take each batch's gradients and Adam step in one call.
+        noise_seed: seeds the gradient noise; private to this party (default: fresh from the OS).
     """
 
     def __init__(self, bottom: keras.Model, top: keras.Model, weighting: TaskWeighting,
                  learning_rate: float | LearningRateSchedule, gradient_noise: float = 0.0,
-                 xla: bool = False, fused: bool = False) -> None:
+                 xla: bool = False, fused: bool = False, noise_seed: int | None = None) -> None:
         self.bottom = bottom
         self.top = top
         self.weighting = weighting
         self.optimizer = _adam(learning_rate, self.variables)
         self.gradient_noise = gradient_noise
-        self._rng = tf.random.Generator.from_non_deterministic_state()
+        self._rng = _noise_generator(noise_seed)
         self.xla = xla
         self.fused = fused
         cats, nums = _input_specs(bottom)

@@ -155,7 +155,10 @@ def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
 
 
 def to_label(path: Path, column: str, values: pd.Series) -> pd.Series:
-    """Return `values` as int8 0/1; anything else (including null) is an error."""
+    """Return `values` as int8 0/1; a missing label or anything else is an error."""
+    missing = values.isna()
+    if missing.any():
+        raise InputError(path, column, f"missing label in {_examples(missing)}")
     numbers = pd.to_numeric(values, errors="coerce")
     bad = ~numbers.isin([0, 1])
     if bad.any():

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,8 +21,12 @@ _BLOCK = 1 << 20
 
 
 def _paths(value: Any) -> Iterator[Path]:
+    """Every `Path` in `value`, also inside dicts, lists and dataclasses (a task's results)."""
     if isinstance(value, Path):
         yield value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for item in dataclasses.fields(value):
+            yield from _paths(getattr(value, item.name))
     elif isinstance(value, dict):
         for key in sorted(value, key=str):
             yield from _paths(value[key])
@@ -47,7 +52,7 @@ def _hash_file(digest: Any, path: Path) -> None:
 @dataclass
 class FileContent(CachePolicy):
     """Key on the bytes of every file named by a `Path` in the task's inputs (also inside
-    dicts and lists), except inputs listed in `skip` (e.g. the output folder)."""
+    dicts, lists and dataclasses), except inputs listed in `skip` (e.g. the output folder)."""
 
     skip: tuple[str, ...] = field(default=("workdir",))
 
@@ -93,8 +98,8 @@ class ConfigSections(CachePolicy):
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         """Hash the named sections of the config."""
-        cfg = (inputs or {})["cfg"]
-        return hash_objects({s: cfg.get(s) for s in self.sections}, raise_on_failure=True)
+        settings = (inputs or {})["cfg"].model_dump(mode="json")
+        return hash_objects({s: settings[s] for s in self.sections}, raise_on_failure=True)
 
 
 def content_policy(config_sections: tuple[str, ...] | None = None) -> CachePolicy:

@@ -3,41 +3,34 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
+from prefect.logging import get_run_logger
 
-from splitrec_core.channel import ChannelStats
-from splitrec_core.config import parse_config
-from splitrec_core.evaluate import build_report, evaluate
+from splitrec_core.align import Alignment
+from splitrec_core.config import Config
+from splitrec_core.evaluate import Report, evaluate
 from splitrec_core.io import write_json
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 
+if TYPE_CHECKING:
+    from splitrec_core.train import TrainResult
+
 
 @task(name="evaluate", task_run_name="evaluate", **task_options())
-def evaluate_run(cfg: dict, label_test: Path, alignment: dict[str, Any], training: dict[str, Any],
-                 label_only: dict[str, Any], workdir: Path,
-                 central: dict[str, Any] | None = None) -> Path:
+def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: TrainResult,
+                 label_only: TrainResult, workdir: Path, central: TrainResult | None = None) -> Path:
     """Write `report/metrics.json` and a metrics table artifact for the Prefect UI."""
-    config = parse_config(cfg)
-    names = [t.name for t in config.tasks]
-    metrics = evaluate(training["predictions"], label_test, names)
-    alone = evaluate(label_only["predictions"], label_test, names)
-    central_metrics = evaluate(central["predictions"], label_test, names) if central else None
-    report = build_report(
-        metrics, alignment["intersection"], alignment["train_rows"], alignment["test_rows"],
-        ChannelStats.merge(alignment["channel"], training["channel"]), training["training"],
-        training["leakage"], alone, central_metrics,
-    )
-    path = write_json(report, Workspace(workdir).report / "metrics.json")
-    rows = [{"task": t, "test AUC": round(m["auc"], 4), "test logloss": round(m["logloss"], 4),
-             "label party alone AUC": round(alone[t]["auc"], 4),
-             **({"central AUC": round(central_metrics[t]["auc"], 4)} if central_metrics else {}),
-             "gradient norm attack AUC": training["leakage"][t]["norm_auc"],
-             "gradient cosine attack AUC": training["leakage"][t]["cosine_auc"]}
-            for t, m in metrics.items()]
-    create_table_artifact(rows, key=f"{config.name}-metrics".lower().replace("_", "-"),
-                          description=f"Test metrics of the split MMoE on {config.name}")
-    return path
+    names = [t.name for t in cfg.tasks]
+    report = Report.of(
+        evaluate(training.predictions, label_test, names), alignment, training,
+        evaluate(label_only.predictions, label_test, names),
+        evaluate(central.predictions, label_test, names) if central else None)
+    for note in report.notes:
+        get_run_logger().warning(note)
+    create_table_artifact(report.table(), key=f"{cfg.name}-metrics".lower().replace("_", "-"),
+                          description=f"Test metrics of the split MMoE on {cfg.name}")
+    return write_json(report.as_json(), Workspace(workdir).report / "metrics.json")

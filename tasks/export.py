@@ -6,16 +6,15 @@ from pathlib import Path
 
 from prefect import task
 
-from splitrec_core.config import parse_config
+from splitrec_core.config import Config
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 
 
 @task(name="export", task_run_name="export-{party}", **task_options())
-def export_model(cfg: dict, party: str, bottom: Path, transform: Path, workdir: Path,
+def export_model(cfg: Config, party: str, bottom: Path, transform: Path, workdir: Path,
                  top: Path | None = None) -> Path:
     """Write the party's SavedModel, transform and manifest (and the top at the label party)."""
     from splitrec_core.export import export_party
 
-    return export_party(parse_config(cfg), party, bottom, transform,
-                        Workspace(workdir).export(party), top)
+    return export_party(cfg, party, bottom, transform, Workspace(workdir).export(party), top)

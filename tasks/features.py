@@ -6,16 +6,14 @@ from pathlib import Path
 
 from prefect import task
 
-from splitrec_core.config import parse_config
-from splitrec_core.features import build_features
+from splitrec_core.config import Config
+from splitrec_core.features import PartyFeatures, build_features
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 
 
 @task(name="build_features", task_run_name="features-{party}", **task_options(("parties",)))
-def build_party_features(cfg: dict, party: str, validated: Path, aligned: Path,
-                         workdir: Path) -> dict[str, Path]:
+def build_party_features(cfg: Config, party: str, validated: Path, aligned: Path,
+                         workdir: Path) -> PartyFeatures:
     """Fit and write one party's features to Parquet, using its own training rows only."""
-    config = parse_config(cfg)
-    out = build_features(config.party(party), validated, aligned, Workspace(workdir).features(party))
-    return {"train": out.train, "test": out.test, "transform": out.transform}
+    return build_features(cfg.party(party), validated, aligned, Workspace(workdir).features(party))

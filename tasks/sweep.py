@@ -8,7 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from splitrec_core.config import parse_config
+from splitrec_core.config import Config
 from splitrec_core.evaluate import evaluate, sweep_table
 from splitrec_core.io import atomic_path, write_json
 from splitrec_core.workspace import Workspace
@@ -16,21 +16,20 @@ from tasks._common import task_options
 
 
 @task(name="evaluate_variant", **task_options())
-def evaluate_variant(cfg: dict, predictions: Path, label_test: Path) -> dict[str, float]:
+def evaluate_variant(cfg: Config, predictions: Path, label_test: Path) -> dict[str, float | None]:
     """Test AUC per task of one grid point's predictions."""
-    tasks = [t.name for t in parse_config(cfg).tasks]
+    tasks = [t.name for t in cfg.tasks]
     return {t: m["auc"] for t, m in evaluate(predictions, label_test, tasks).items()}
 
 
 @task(name="write_sweep", task_run_name="write_sweep", **task_options())
-def write_sweep(cfg: dict, rows: list[dict[str, Any]], workdir: Path) -> Path:
+def write_sweep(cfg: Config, rows: list[dict[str, Any]], workdir: Path) -> Path:
     """Write `report/sweep.json` and `report/sweep.md`, and publish the table to the UI."""
-    config = parse_config(cfg)
-    table = sweep_table(rows, [t.name for t in config.tasks])
+    table = sweep_table(rows, [t.name for t in cfg.tasks])
     report = Workspace(workdir).report
     write_json(rows, report / "sweep.json")
     with atomic_path(report / "sweep.md") as tmp:
         tmp.write_text(table, encoding="utf-8")
-    create_markdown_artifact(table, key=f"{config.name}-sweep".lower().replace("_", "-"),
-                             description=f"Split MMoE sweep on {config.name}")
+    create_markdown_artifact(table, key=f"{cfg.name}-sweep".lower().replace("_", "-"),
+                             description=f"Split MMoE sweep on {cfg.name}")
     return report / "sweep.md"

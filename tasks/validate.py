@@ -1,4 +1,4 @@
-"""Prefect task: check one party's raw table."""
+"""Prefect task: check one party's input file."""
 
 from __future__ import annotations
 
@@ -6,18 +6,16 @@ from pathlib import Path
 
 from prefect import task
 
-from splitrec_core.config import parse_config
-from splitrec_core.validate import validate_party
+from splitrec_core.config import Config
+from splitrec_core.validate import ValidatedParty, validate_party
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 
 
 @task(name="validate", task_run_name="validate-{party}",
       **task_options(("label_party", "parties", "tasks", "psi")))
-def validate_input(cfg: dict, party: str, raw: Path, workdir: Path) -> dict[str, Path | None]:
-    """Check `raw` for `party` and write its typed copy into the party's workspace."""
-    config = parse_config(cfg)
-    tasks = config.tasks if party == config.label_party else None
-    result = validate_party(config.party(party), raw, Workspace(workdir).validated(party), tasks,
-                            config.psi.normalize)
-    return {"ids": result.ids, "table": result.table, "split": result.split}
+def validate_input(cfg: Config, party: str, party_file: Path, workdir: Path) -> ValidatedParty:
+    """Check `party_file` for `party` and write its typed copy into the party's workspace."""
+    tasks = cfg.tasks if party == cfg.label_party else None
+    return validate_party(cfg.party(party), party_file, Workspace(workdir).validated(party), tasks,
+                          cfg.psi.normalize)

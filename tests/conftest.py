@@ -13,10 +13,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+# Every test draws the same PSI orders and privacy noise on every run (and so do the processes it
+# starts), so each trained figure reproduces exactly: see splitrec_core/entropy.py.
+os.environ["SPLITREC_TEST_ENTROPY"] = "splitrec-tests"
 
 import pytest  # noqa: E402
 
 from splitrec_core.config import Config, load_config  # noqa: E402
+from splitrec_core.features import PartyFeatures  # noqa: E402
 from splitrec_core.datasets.synthetic import make_people, write_parties  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +49,7 @@ def synthetic_run(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, dict[str, Path]]:
+def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeatures]:
     """Validate, align and engineer every party's features with the core library (no Prefect)."""
     from splitrec_core.align import align_local
     from splitrec_core.features import build_features
@@ -61,12 +65,9 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, dict[str, Pa
     alignment = align_local({n: v.ids for n, v in validated.items()},
                             validated[cfg.label_party].split, cfg.label_party,
                             {n: space.aligned(n) for n in validated}, cfg.psi.domain, hub=hub)
-    features = {}
-    for party in cfg.parties:
-        out = build_features(party, validated[party.name].table, alignment.files[party.name],
-                             space.features(party.name))
-        features[party.name] = {"train": out.train, "test": out.test, "transform": out.transform}
-    return features
+    return {party.name: build_features(party, validated[party.name].table,
+                                       alignment.files[party.name], space.features(party.name))
+            for party in cfg.parties}
 
 
 @pytest.fixture(scope="session")

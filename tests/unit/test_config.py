@@ -91,5 +91,34 @@ def test_sweep_grid_expands_every_combination():
     assert [(p["num_experts"], p["expert_units"]) for p, _ in variants] == [
         (2, 8), (2, 16), (4, 8), (4, 16)]
     assert variants[3][1].model.num_experts == 4 and variants[3][1].model.expert_units == 16
-    with pytest.raises(InputError, match=r"sweep.task_weights \[1.0\] needs one weight per task"):
-        parse_config(_raw() | {"sweep": {"task_weights": [[1.0]]}})
+
+
+def test_removing_a_task_needs_no_sweep_edit_until_a_sweep_runs():
+    # Prepare: the synthetic config, whose [sweep] grid weighs two tasks, with one task removed
+    raw = _raw()
+    raw["tasks"] = raw["tasks"][:1]
+
+    # Execute: the config loads (a run needs no sweep); only asking for the sweep grid fails
+    cfg = parse_config(raw)
+    with pytest.raises(InputError) as caught:
+        cfg.variants("synthetic.toml")
+
+    # Assert: the error names the file and the key, not "(top level)"
+    assert str(caught.value) == ("synthetic.toml: key 'sweep.task_weights': [1.0, 1.0] needs one "
+                                 "weight per task ['income_50k']")
+
+
+def test_sweep_task_weights_default_to_the_tasks_own():
+    raw = _raw()
+    raw["tasks"] = [raw["tasks"][0] | {"weight": 0.5}]
+    raw["sweep"] = {"num_experts": [2], "expert_units": [8]}
+    [(point, variant)] = parse_config(raw).variants()
+    assert point["task_weights"] == [0.5]
+    assert [t.weight for t in variant.tasks] == [0.5]
+
+
+def test_a_check_across_keys_is_not_reported_as_top_level():
+    with pytest.raises(InputError) as caught:
+        parse_config(_raw() | {"label_party": "retailer"})
+    assert str(caught.value) == ("<config>: label_party 'retailer' is not one of the parties "
+                                 "['advertiser', 'bank', 'media']")

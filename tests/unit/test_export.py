@@ -17,7 +17,7 @@ def test_export_reproduces_test_predictions(trained):
 
     # Execute: export each party, then score the test people from each party's raw rows
     exports = {
-        p.name: export_party(cfg, p.name, split.models[p.name], features[p.name]["transform"],
+        p.name: export_party(cfg, p.name, split.models[p.name], features[p.name].transform,
                              space.export(p.name),
                              split.models["top"] if p.name == cfg.label_party else None)
         for p in cfg.parties

@@ -40,13 +40,13 @@ def test_scalar_never_reaches_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         pq.write_table(pa.table({"id": values}), ids[name])
     split = tmp_path / "in" / "split.parquet"
     pq.write_table(pa.table({"split": ["train", "test", "train", "test"]}), split)
-    cfg = load_config(SYNTHETIC_TOML).model_dump(mode="json")
+    cfg = load_config(SYNTHETIC_TOML)
 
     # Execute
     result = align_ids(cfg, ids, split, tmp_path / "run")
 
     # Assert
-    assert result["intersection"] == 3
+    assert result.intersection == 3
     needles = [marker, marker.hex().encode(), repr(marker).encode()]
     stores = [tmp_path, Path(os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"])]
     files = [p for store in stores for p in store.rglob("*") if p.is_file()]

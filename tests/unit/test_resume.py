@@ -22,11 +22,12 @@ TRAIN_IN_CHILD = """
 import json, sys
 from pathlib import Path
 from splitrec_core.config import load_config
+from splitrec_core.features import PartyFeatures
 from splitrec_core.train import train_split_local
 args = json.loads(sys.argv[1])
 cfg = load_config(Path(args["config"]))
 cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args["epochs"]})})
-features = {p: {k: Path(v) for k, v in f.items()} for p, f in args["features"].items()}
+features = {p: PartyFeatures(*map(Path, f)) for p, f in args["features"].items()}
 train_split_local(cfg, features, {p: Path(d) for p, d in args["out"].items()})
 """
 
@@ -45,7 +46,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     unbroken = {p: tmp_path / "unbroken" / p for p in features}
     broken = {p: tmp_path / "broken" / p for p in features}
     run_id = fingerprint(cfg.model_dump(mode="json"),
-                         [path for files in features.values() for path in files.values()])
+                         [path for files in features.values() for path in files.paths])
     checkpoints = [Checkpoints(broken[p] / "checkpoints" / run_id) for p in features]
 
     # Execute: an unbroken run; a run killed (SIGKILL) once every party has finished epoch 2
@@ -53,7 +54,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     child = subprocess.Popen(
         [sys.executable, "-c", TRAIN_IN_CHILD, json.dumps({
             "config": str(SYNTHETIC_TOML), "epochs": EPOCHS,
-            "features": {p: {k: str(v) for k, v in f.items()} for p, f in features.items()},
+            "features": {p: [str(v) for v in f.paths] for p, f in features.items()},
             "out": {p: str(d) for p, d in broken.items()}})],
         cwd=REPO)
     deadline = time.monotonic() + 120

@@ -16,11 +16,11 @@ from splitrec_core.evaluate import evaluate
 
 def test_split_model_learns_both_tasks(trained):
     cfg, _, _, features, split, _ = trained
-    metrics = evaluate(split.predictions, features[cfg.label_party]["test"],
+    metrics = evaluate(split.predictions, features[cfg.label_party].test,
                        [t.name for t in cfg.tasks])
     assert metrics["income_50k"]["auc"] > 0.85
     assert metrics["never_married"]["auc"] > 0.75
-    assert metrics["income_50k"]["rows"] == len(pq.read_table(features["advertiser"]["test"]))
+    assert metrics["income_50k"]["rows"] == len(pq.read_table(features["advertiser"].test))
 
 
 def test_split_matches_central_training(trained):
@@ -67,8 +67,8 @@ def test_early_stopping_keeps_the_best_validation_epoch(trained):
 
 def test_traffic_is_counted_per_kind(trained):
     cfg, _, _, features, split, _ = trained
-    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"]["train"])))
-    test_rows = len(pq.read_table(features["advertiser"]["test"]))
+    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"].train)))
+    test_rows = len(pq.read_table(features["advertiser"].test))
     epochs, followers = split.epochs_run, len(cfg.feature_parties)
     batches = epochs * -(-len(plan.fit) // cfg.training.batch_size)
     assert split.channel["embedding"]["messages"] == batches * followers
@@ -131,7 +131,7 @@ def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None
     split = train_split_local(cfg, features, {p: space.trained(p) for p in features})
     alone = train_central(cfg, {"advertiser": features["advertiser"]}, space.label_only("advertiser"))
     tasks = [t.name for t in cfg.tasks]
-    test = features["advertiser"]["test"]
+    test = features["advertiser"].test
     return split, evaluate(split.predictions, test, tasks), evaluate(alone.predictions, test, tasks)
 
 
@@ -198,7 +198,7 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"embed_ahead": 1, "xla": xla})})
     ahead = train_split_local(cfg, features, {p: tmp_path / "ahead" / p for p in features})
     tasks = [t.name for t in cfg.tasks]
-    label_test = features[cfg.label_party]["test"]
+    label_test = features[cfg.label_party].test
     sequential = evaluate(split.predictions, label_test, tasks)
     pipelined = evaluate(ahead.predictions, label_test, tasks)
     a = pq.read_table(ahead.predictions).to_pandas().drop(columns="position")
@@ -206,7 +206,7 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     assert np.abs(a.to_numpy() - b.to_numpy()).max() > 1e-4  # the stale steps changed the model
     for task in tasks:
         assert abs(pipelined[task]["auc"] - sequential[task]["auc"]) < 0.02
-    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"]["train"])))
+    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"].train)))
     batches = ahead.epochs_run * -(-len(plan.fit) // cfg.training.batch_size)
     for kind in ("embedding", "gradient"):
         assert ahead.channel[kind]["messages"] == batches * len(cfg.feature_parties)

@@ -56,10 +56,13 @@ def _set(column: str, row: int, value: object):
         ("bank", _set("balance", 2, "12,5k"),
          "balance", r"non-numeric value '12,5k' in a numeric column, 1 row\(s\)"),
         ("advertiser", _set("income_50k", 4, "2"), "income_50k", r"label '2' is outside \{0,1\}"),
+        ("advertiser", _set("never_married", 6, None), "never_married",
+         r"missing label in 1 row\(s\), e.g. row\(s\) \[6\]"),
         ("advertiser", _set("split", 1, "holdout"), "split", r"split value 'holdout' is not one of"),
         ("media", lambda f: f.pop("segment"), "segment", "declared column is missing"),
     ],
-    ids=["duplicate-id", "null-id", "non-numeric", "label-outside-0-1", "bad-split", "missing-column"],
+    ids=["duplicate-id", "null-id", "non-numeric", "label-outside-0-1", "missing-label", "bad-split",
+         "missing-column"],
 )
 def test_bad_input_names_file_column_and_problem(synthetic_cfg, synthetic_run, party, change, column, problem):
     # Prepare: a good earlier output exists, then the input goes bad
