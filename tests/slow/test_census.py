@@ -29,13 +29,15 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
               home=tmp_path / "prefect")
     report = json.loads((tmp_path / "report" / "metrics.json").read_text())
 
-    # Assert: quality floors, the central comparison, the alignment, the traffic
+    # Assert: quality floors, the central comparison, the alignment, the traffic. With the test
+    # entropy pinned the run reproduces 0.9514 / 0.9947, split = central exactly; unpinned PSI
+    # orders move income by about 0.0005 (benchmarks/RESULTS.md): margins 0.005 and 0.002
     tasks, central = report["tasks"], report["central"]
-    assert tasks["income_50k"]["auc"] >= 0.94
-    assert tasks["never_married"]["auc"] >= 0.99
-    for task in tasks:
-        assert abs(tasks[task]["auc"] - central[task]["auc"]) <= 0.005
-    assert 0.84 * 299_285 < report["psi"]["intersection"] < 0.87 * 299_285
+    assert tasks["income_50k"]["auc"] > 0.9514 - 0.005
+    assert tasks["never_married"]["auc"] > 0.9947 - 0.002
+    for task in tasks:  # the design's bound: sequential split training computes what central does
+        assert abs(tasks[task]["auc"] - central[task]["auc"]) <= 0.001
+    assert report["psi"]["intersection"] == 256_731  # every party's 95% of the 299,285 people
     assert report["rows"]["train"] + report["rows"]["test"] == report["psi"]["intersection"]
     assert report["channel"]["embedding"]["messages"] == report["channel"]["gradient"]["messages"]
     for party in ("advertiser", "media", "bank"):
