@@ -222,17 +222,17 @@ def load_config(path: Path) -> Config:
 
 def _read_toml(path: Path) -> dict[str, object]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        settings = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(path, None, "config file does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, None, f"config file is unreadable: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, None, f"not valid TOML: {exc}") from None
-    base = raw.pop("extends", None)
+    base = settings.pop("extends", None)
     if base is None:
-        return raw
-    return _merge(_read_toml(path.parent / str(base)), raw)
+        return settings
+    return _merge(_read_toml(path.parent / str(base)), settings)
 
 
 def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, object]:
@@ -243,10 +243,10 @@ def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, ob
     return merged
 
 
-def parse_config(raw: dict[str, object], source: Path | str = "<config>") -> Config:
+def parse_config(settings: dict[str, object], source: Path | str = "<config>") -> Config:
     """Validate a config mapping, turning pydantic's report into one readable error."""
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(settings)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

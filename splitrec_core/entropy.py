@@ -17,13 +17,11 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import numpy as np
 
 PIN_VARIABLE = "SPLITREC_TEST_ENTROPY"
-
-_log = logging.getLogger(__name__)
-_warned: list[str] = []
 
 
 def private_seed(*purpose: str) -> int:
@@ -32,10 +30,7 @@ def private_seed(*purpose: str) -> int:
     pin = os.environ.get(PIN_VARIABLE)
     if pin is None:
         return secrets.randbits(63)
-    if pin not in _warned:
-        _warned.append(pin)
-        _log.warning("%s is set: shuffles and privacy noise are predictable (tests only)",
-                     PIN_VARIABLE)
+    _warn_once(pin)
     digest = hashlib.sha256("\0".join([pin, *purpose]).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
@@ -43,6 +38,12 @@ def private_seed(*purpose: str) -> int:
 def private_generator(*purpose: str) -> np.random.Generator:
     """A numpy generator seeded by `private_seed(*purpose)`."""
     return np.random.default_rng(private_seed(*purpose))
+
+
+@cache
+def _warn_once(pin: str) -> None:
+    logging.getLogger(__name__).warning(
+        "%s is set: shuffles and privacy noise are predictable (tests only)", PIN_VARIABLE)
 
 
 @contextmanager

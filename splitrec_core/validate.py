@@ -192,18 +192,18 @@ def validate_party(
     label_columns = [t.column for t in tasks or []]
     split = [party.split_column] if party.split_column else []
     declared = list(dict.fromkeys([party.id_column, *party.feature_columns, *split, *label_columns]))
-    raw = read_raw(path, declared)
+    frame = read_raw(path, declared)
 
-    ids = check_ids(path, party.id_column, raw[party.id_column], normalize)
+    ids = check_ids(path, party.id_column, frame[party.id_column], normalize)
     typed: dict[str, pd.Series] = {}
     for column in party.categorical:
-        typed[column] = as_text(path, column, raw[column])
+        typed[column] = as_text(path, column, frame[column])
     for column in party.numeric:
-        typed[column] = to_numeric(path, column, raw[column])
+        typed[column] = to_numeric(path, column, frame[column])
     if party.split_column:
-        typed["split"] = to_split(path, party.split_column, raw[party.split_column])
+        typed["split"] = to_split(path, party.split_column, frame[party.split_column])
     for task in tasks or []:
-        typed[f"label:{task.name}"] = to_label(path, task.column, raw[task.column])
+        typed[f"label:{task.name}"] = to_label(path, task.column, frame[task.column])
 
     table = pa.Table.from_pandas(pd.DataFrame(typed), preserve_index=False)
     id_table = pa.table({ID: pa.array(ids.tolist(), pa.string())})
@@ -214,5 +214,5 @@ def validate_party(
         ids=write_parquet(id_table, out_dir / "ids.parquet"),
         table=write_parquet(table, out_dir / "validated.parquet"),
         split=split_file,
-        rows=len(raw),
+        rows=len(frame),
     )

@@ -11,7 +11,7 @@ from splitrec_core.errors import InputError
 from tests.conftest import REPO, SYNTHETIC_TOML
 
 
-def _raw() -> dict:
+def _settings() -> dict:
     import tomllib
 
     return tomllib.loads(SYNTHETIC_TOML.read_text())
@@ -30,37 +30,37 @@ def test_shipped_configs_load():
 
 
 def test_unknown_label_party_is_named():
-    raw = _raw() | {"label_party": "retailer"}
+    settings = _settings() | {"label_party": "retailer"}
     with pytest.raises(InputError, match="label_party 'retailer' is not one of the parties"):
-        parse_config(raw)
+        parse_config(settings)
 
 
 def test_unknown_key_is_named():
-    raw = _raw()
-    raw["model"] = raw["model"] | {"num_expert": 3}
+    settings = _settings()
+    settings["model"] = settings["model"] | {"num_expert": 3}
     with pytest.raises(InputError, match=r"key 'model.num_expert': Extra inputs are not permitted"):
-        parse_config(raw)
+        parse_config(settings)
 
 
 def test_wrong_type_is_named():
-    raw = _raw()
-    raw["training"] = raw["training"] | {"epochs": "many"}
+    settings = _settings()
+    settings["training"] = settings["training"] | {"epochs": "many"}
     with pytest.raises(InputError, match=r"key 'training.epochs'"):
-        parse_config(raw)
+        parse_config(settings)
 
 
 def test_column_declared_twice_is_rejected():
-    raw = _raw()
-    raw["parties"][1]["numeric"] = ["balance", "product"]
+    settings = _settings()
+    settings["parties"][1]["numeric"] = ["balance", "product"]
     with pytest.raises(InputError, match="column 'product' is declared twice in party 'bank'"):
-        parse_config(raw)
+        parse_config(settings)
 
 
 def test_party_without_feature_columns_is_rejected():
-    raw = _raw()
-    raw["parties"][2] = raw["parties"][2] | {"categorical": [], "numeric": []}
+    settings = _settings()
+    settings["parties"][2] = settings["parties"][2] | {"categorical": [], "numeric": []}
     with pytest.raises(InputError, match="party 'media' declares no feature columns"):
-        parse_config(raw)
+        parse_config(settings)
 
 
 def test_missing_and_malformed_files(tmp_path: Path):
@@ -85,9 +85,9 @@ def test_a_config_can_extend_another():
 
 
 def test_sweep_grid_expands_every_combination():
-    raw = _raw() | {"sweep": {"num_experts": [2, 4], "expert_units": [8, 16],
+    settings = _settings() | {"sweep": {"num_experts": [2, 4], "expert_units": [8, 16],
                               "task_weights": [[1.0, 1.0]]}}
-    variants = parse_config(raw).variants()
+    variants = parse_config(settings).variants()
     assert [(p["num_experts"], p["expert_units"]) for p, _ in variants] == [
         (2, 8), (2, 16), (4, 8), (4, 16)]
     assert variants[3][1].model.num_experts == 4 and variants[3][1].model.expert_units == 16
@@ -95,11 +95,11 @@ def test_sweep_grid_expands_every_combination():
 
 def test_removing_a_task_needs_no_sweep_edit_until_a_sweep_runs():
     # Prepare: the synthetic config, whose [sweep] grid weighs two tasks, with one task removed
-    raw = _raw()
-    raw["tasks"] = raw["tasks"][:1]
+    settings = _settings()
+    settings["tasks"] = settings["tasks"][:1]
 
     # Execute: the config loads (a run needs no sweep); only asking for the sweep grid fails
-    cfg = parse_config(raw)
+    cfg = parse_config(settings)
     with pytest.raises(InputError) as caught:
         cfg.variants("synthetic.toml")
 
@@ -109,16 +109,16 @@ def test_removing_a_task_needs_no_sweep_edit_until_a_sweep_runs():
 
 
 def test_sweep_task_weights_default_to_the_tasks_own():
-    raw = _raw()
-    raw["tasks"] = [raw["tasks"][0] | {"weight": 0.5}]
-    raw["sweep"] = {"num_experts": [2], "expert_units": [8]}
-    [(point, variant)] = parse_config(raw).variants()
+    settings = _settings()
+    settings["tasks"] = [settings["tasks"][0] | {"weight": 0.5}]
+    settings["sweep"] = {"num_experts": [2], "expert_units": [8]}
+    [(point, variant)] = parse_config(settings).variants()
     assert point["task_weights"] == [0.5]
     assert [t.weight for t in variant.tasks] == [0.5]
 
 
 def test_a_check_across_keys_is_not_reported_as_top_level():
     with pytest.raises(InputError) as caught:
-        parse_config(_raw() | {"label_party": "retailer"})
+        parse_config(_settings() | {"label_party": "retailer"})
     assert str(caught.value) == ("<config>: label_party 'retailer' is not one of the parties "
                                  "['advertiser', 'bank', 'media']")
