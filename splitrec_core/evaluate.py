@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,10 +12,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from splitrec_core.align import Alignment
 from splitrec_core.channel import ChannelStats
 from splitrec_core.features import FeatureMatrix
-
-if TYPE_CHECKING:
-    from splitrec_core.train import TrainResult
-
+from splitrec_core.results import TrainResult
 
 TaskMetrics = dict[str, float | int | None]
 

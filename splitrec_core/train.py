@@ -37,6 +37,7 @@ from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.model import TaskWeighting, bottom_model, top_model
 from splitrec_core.privacy import LeakageAudit
+from splitrec_core.results import TrainResult
 from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, set_op_threads
 
 _SEEDING = threading.Lock()  # Keras' seed is process-wide: parties on threads build in turn
@@ -230,28 +231,6 @@ def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix, rows:
         received = [table_array(channel.recv(kind, f)) for f in followers]
         predicted.append(trainer.predict(data.cats[chunk], data.nums[chunk], received).numpy())
     return np.concatenate(predicted)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """What training wrote and measured."""
-
-    models: dict[str, Path]
-    predictions: Path
-    history: Path
-    rows_per_s: float  # training rows fitted per second (validation included, tracing not)
-    startup_s: float   # tracing (and with XLA compiling) every party's steps, before the first batch
-    epochs_run: int
-    best_epoch: int
-    channel: dict[str, dict[str, int]]
-    leakage: dict[str, dict[str, float]]
-    resumed_after_epoch: int = 0
-
-    @property
-    def speed(self) -> dict[str, float | int]:
-        """The report's `training` section: rows/s, start-up, epochs run and kept."""
-        return {"rows_per_s": self.rows_per_s, "startup_s": self.startup_s,
-                "epochs_run": self.epochs_run, "best_epoch": self.best_epoch}
 
 
 @dataclass(frozen=True)

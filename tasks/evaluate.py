@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
@@ -13,11 +12,9 @@ from splitrec_core.align import Alignment
 from splitrec_core.config import Config
 from splitrec_core.evaluate import Report, evaluate
 from splitrec_core.io import write_json
+from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
-
-if TYPE_CHECKING:
-    from splitrec_core.train import TrainResult
 
 
 @task(name="evaluate", task_run_name="evaluate", **task_options())

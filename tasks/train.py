@@ -6,17 +6,14 @@ TensorFlow is imported inside the task bodies, so a fully cached rerun never pay
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from prefect import task
 
 from splitrec_core.config import Config
 from splitrec_core.features import PartyFeatures
+from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
-
-if TYPE_CHECKING:
-    from splitrec_core.train import TrainResult
 
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **task_options())

@@ -62,7 +62,6 @@ def test_two_runs_from_scratch_give_identical_training_results(tmp_path: Path):
 
     # Assert: every figure equal, to the last bit of every prediction
     assert first == second
-    assert first["noised"]["predictions"] != first["pipelined_xla"]["predictions"]
 
 
 def _common_order(workdir: Path) -> list[int]:

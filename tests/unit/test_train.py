@@ -56,8 +56,7 @@ def test_history_has_per_task_curves_and_gate_use(trained):
             gates = np.array(history["gate_mean"][task])
             assert gates.shape == (epochs, cfg.model.num_experts)
             np.testing.assert_allclose(gates.sum(axis=1), 1.0, rtol=1e-5)
-            np.testing.assert_allclose(history["gate_entropy"][task],
-                                       -np.sum(gates * np.log(gates), axis=1), rtol=1e-5)
+            assert len(history["gate_entropy"][task]) == epochs  # values: test_epochs.py
         total = [sum(history["task_loss"][t][e] for t in history["task_loss"])
                  for e in range(epochs)]
         np.testing.assert_allclose(history["loss"], total, rtol=1e-6)  # weights are 1 here
