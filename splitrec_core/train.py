@@ -368,9 +368,8 @@ def train_split_local(cfg: Config, features: dict[str, PartyFeatures], out_dirs:
     assert result is not None  # the label party's job always returns its outcome
     models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
     trained = _finish(cfg, result.fit_rows, features[label].test, result.probabilities,
-                      result.history,
-                      ready - started, result.trained_at - ready, start_epoch, models,
-                      channel, result.leakage, out_dirs[label])
+                      result.history, ready - started, result.trained_at - ready, start_epoch,
+                      models, channel, result.leakage, out_dirs[label])
     for party in checkpoints:
         party.clear()
     return trained

@@ -13,15 +13,17 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-# Every test draws the same PSI orders and privacy noise on every run (and so do the processes it
-# starts), so each trained figure reproduces exactly: see splitrec_core/entropy.py.
-os.environ["SPLITREC_TEST_ENTROPY"] = "splitrec-tests"
 
 import pytest  # noqa: E402
 
 from splitrec_core.config import Config, load_config  # noqa: E402
-from splitrec_core.features import PartyFeatures  # noqa: E402
 from splitrec_core.datasets.synthetic import make_people, write_parties  # noqa: E402
+from splitrec_core.entropy import PIN_VARIABLE  # noqa: E402
+from splitrec_core.features import PartyFeatures  # noqa: E402
+
+# Every test draws the same PSI orders and privacy noise on every run (and so do the processes it
+# starts), so each trained figure reproduces exactly: see splitrec_core/entropy.py.
+os.environ[PIN_VARIABLE] = "splitrec-tests"
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTHETIC_TOML = REPO / "data" / "synthetic.toml"
