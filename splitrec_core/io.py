@@ -46,6 +46,15 @@ def write_parquet(table: pa.Table, path: Path) -> Path:
     return Path(path)
 
 
+def write_bytes(data: bytes, path: Path, private: bool = False) -> Path:
+    """Write `data` to `path` atomically (readable by its owner only if `private`); return the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+        if private:
+            tmp.chmod(0o600)
+    return Path(path)
+
+
 def write_json(obj: Any, path: Path) -> Path:
     """Write `obj` as indented JSON to `path` atomically and return the path.
 

@@ -70,6 +70,14 @@ class Channel(Protocol):
         """Traffic counted so far on this channel (all parties sharing it)."""
 
 
+def message_bytes(kind: Kind, table: pa.Table) -> pa.Buffer:
+    """`table` as the Arrow IPC stream a channel carries, once `kind` is known to be a `Kind`
+    (nothing else may cross)."""
+    if not isinstance(kind, Kind):
+        raise ValueError(f"unknown message kind {kind!r}")
+    return ipc_bytes(table)
+
+
 def ipc_bytes(table: pa.Table) -> pa.Buffer:
     """`table` as one Arrow IPC stream: schema, batches, end marker (what a transport carries)."""
     sink = pa.BufferOutputStream()

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import ChannelStats, Kind, ipc_bytes
+from splitrec_core.channel.base import ChannelStats, Kind, message_bytes
 
 RECV_TIMEOUT_S = 600.0
 POLL_S = 0.2
@@ -48,9 +48,7 @@ class LocalHub:
 
     def post(self, kind: Kind, frm: str, to: str, table: pa.Table) -> None:
         """Serialise and enqueue one message, counting its bytes."""
-        if not isinstance(kind, Kind):
-            raise ValueError(f"unknown message kind {kind!r}")
-        buffer = ipc_bytes(table)
+        buffer = message_bytes(kind, table)
         with self._lock:
             self._stats.add(kind, buffer.size)
             if self.record:

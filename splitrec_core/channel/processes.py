@@ -10,13 +10,14 @@ import multiprocessing
 import queue
 from collections import defaultdict, deque
 from collections.abc import Callable
+from functools import partial
 from itertools import combinations
 from multiprocessing.connection import Connection
 from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import ChannelStats, Kind, ipc_bytes
+from splitrec_core.channel.base import Channel, ChannelStats, Kind, message_bytes
 from splitrec_core.channel.local import POLL_S, RECV_TIMEOUT_S
 
 T = TypeVar("T")
@@ -33,9 +34,7 @@ class ProcessChannel:
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
-        if not isinstance(kind, Kind):
-            raise ValueError(f"unknown message kind {kind!r}")
-        payload = ipc_bytes(table)
+        payload = message_bytes(kind, table)
         self._stats.add(kind, payload.size)
         self._pipes[to].send_bytes(kind.value.encode() + b"\n" + payload.to_pybytes())
 
@@ -56,28 +55,42 @@ class ProcessChannel:
         return self._stats
 
 
-def _serve(name: str, job: Callable[[ProcessChannel], T], pipes: dict[str, Connection],
+def pipe_channels(names: list[str]) -> dict[str, Callable[[], ProcessChannel]]:
+    """For each party, what opens its `ProcessChannel` in its process: a pipe to every other."""
+    context = multiprocessing.get_context("spawn")
+    pipes: dict[str, dict[str, Connection]] = {name: {} for name in names}
+    for a, b in combinations(names, 2):
+        pipes[a][b], pipes[b][a] = context.Pipe()
+    return {name: partial(ProcessChannel, name, pipes[name]) for name in names}
+
+
+def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Channel],
            results: multiprocessing.Queue) -> None:
-    """A party process: run its job, report the outcome (or the error) to the parent."""
+    """A party process: open its channel, run its job, report the outcome (or the error)."""
     try:
-        outcome = job(ProcessChannel(name, pipes))
+        channel = open_channel()
+        try:
+            outcome = job(channel)
+        finally:
+            if hasattr(channel, "close"):
+                channel.close()
     except BaseException as error:  # reported, then the process exits non-zero
         results.put((name, False, f"{type(error).__name__}: {error}"))
         raise
     results.put((name, True, outcome))
 
 
-def run_in_processes(jobs: dict[str, Callable[[ProcessChannel], T]]) -> dict[str, T]:
+def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
+                     channels: dict[str, Callable[[], Channel]] | None = None) -> dict[str, T]:
     """Run each party's job in its own (spawned) process; return their outcomes by party.
 
-    The jobs must be picklable. The first failure stops every party and is raised here.
+    `channels[party]` opens the party's channel in its process (default: `pipe_channels`). Jobs
+    and openers must be picklable. The first failure stops every party and is raised here.
     """
     context = multiprocessing.get_context("spawn")
-    pipes: dict[str, dict[str, Connection]] = {name: {} for name in jobs}
-    for a, b in combinations(jobs, 2):
-        pipes[a][b], pipes[b][a] = context.Pipe()
+    channels = channels or pipe_channels(list(jobs))
     results = context.Queue()
-    processes = {name: context.Process(target=_serve, args=(name, job, pipes[name], results),
+    processes = {name: context.Process(target=_serve, args=(name, job, channels[name], results),
                                        name=f"splitrec-{name}", daemon=True)
                  for name, job in jobs.items()}
     for process in processes.values():

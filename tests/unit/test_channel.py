@@ -1,58 +1,154 @@
-"""The local channel: real serialisation, per-kind accounting, no party left waiting."""
+"""Every channel, one suite: real serialisation, per-kind accounting, no party left waiting.
+
+The same party jobs run over the local hub (threads), process pipes and Arrow Flight with mutual
+TLS on loopback (a process per party), and must give the same messages and the same counts.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
-from splitrec_core.channel import ChannelStats, Kind, LocalHub, array_table, table_array
+from splitrec_core.channel import Channel, ChannelStats, Kind, LocalHub, array_table, table_array
+from splitrec_core.channel.base import ipc_bytes
+from splitrec_core.channel.flight import Timeouts, loopback_seats
 from splitrec_core.channel.local import ChannelAborted
+from splitrec_core.channel.processes import run_in_processes
+
+H = np.arange(12, dtype=np.float32).reshape(3, 4)
+G = -np.arange(6, dtype=np.float32).reshape(3, 2)
 
 
-def test_round_trip_and_accounting():
-    # Prepare
-    hub = LocalHub()
-    a, b = hub.channel("a"), hub.channel("b")
-    h = np.arange(12, dtype=np.float32).reshape(3, 4)
+@dataclass(frozen=True)
+class _Counted:
+    """A party job that also returns what its channel counted (picklable)."""
 
+    job: Callable[[Channel], Any]
+
+    def __call__(self, channel: Channel) -> tuple[Any, dict]:
+        return self.job(channel), channel.stats().as_dict()
+
+
+Runner = Callable[[dict[str, Callable[[Channel], Any]]], tuple[dict[str, Any], dict]]
+
+
+@pytest.fixture(params=["local", "processes", "flight"])
+def run_parties(request, tmp_path: Path) -> Runner:
+    """Run `{party: job(channel)}` over one kind of channel; return outcomes and total traffic."""
+
+    def local(jobs):
+        hub = LocalHub()
+        outcomes = hub.run({p: partial(job, hub.channel(p)) for p, job in jobs.items()})
+        return outcomes, hub.stats().as_dict()
+
+    def apart(jobs, channels=None):
+        counted = run_in_processes({p: _Counted(job) for p, job in jobs.items()}, channels)
+        return ({p: out for p, (out, _) in counted.items()},
+                ChannelStats.merge(*(sent for _, sent in counted.values())))
+
+    def flight(jobs):
+        seats = loopback_seats(list(jobs), tmp_path / "credentials", "test",
+                               Timeouts(connect_s=30, recv_s=30))
+        return apart(jobs, seats)
+
+    return {"local": local, "processes": apart, "flight": flight}[request.param]
+
+
+# Party jobs (top level, so a party process can unpickle them)
+
+def _sender(channel: Channel) -> None:
+    channel.send(Kind.EMBEDDING, "b", array_table(H))
+    channel.send(Kind.EMBEDDING, "b", array_table(H[:1]))
+    channel.send(Kind.GRADIENT, "b", array_table(G))
+    assert channel.recv(Kind.EARLY_STOPPING, "b").to_pylist() == [{"stop": True}]
+
+
+def _out_of_order_receiver(channel: Channel) -> list[np.ndarray]:
+    got = [table_array(channel.recv(Kind.GRADIENT, "a"))]  # sent last, taken first
+    got += [table_array(channel.recv(Kind.EMBEDDING, "a")) for _ in range(2)]
+    channel.send(Kind.EARLY_STOPPING, "a", pa.table({"stop": [True]}))
+    return got
+
+
+def _hub(channel: Channel) -> list[float]:
+    channel.send(Kind.SPLIT_MASK, "f1", array_table(np.array([1.0])))
+    channel.send(Kind.SPLIT_MASK, "f2", array_table(np.array([2.0])))
+    return [float(table_array(channel.recv(Kind.EMBEDDING, f))[0]) for f in ("f2", "f1")]
+
+
+def _spoke(channel: Channel) -> float:
+    mine = float(table_array(channel.recv(Kind.SPLIT_MASK, "hub"))[0])
+    channel.send(Kind.EMBEDDING, "hub", array_table(np.array([10 * mine])))
+    other = "f2" if channel.me == "f1" else "f1"
+    channel.send(Kind.GRADIENT, other, array_table(np.array([mine])))
+    return float(table_array(channel.recv(Kind.GRADIENT, other))[0])
+
+
+def _sends_raw_features(channel: Channel) -> None:
+    channel.send("raw_features", "b", pa.table({"x": [1]}))  # type: ignore[arg-type]
+
+
+def _crashes(channel: Channel) -> None:
+    time.sleep(0.2)
+    raise RuntimeError("party a crashed")
+
+
+def _waits_forever(channel: Channel) -> None:
+    channel.recv(Kind.GRADIENT, "a")
+
+
+def test_messages_arrive_whole_and_in_order_per_kind_and_are_counted(run_parties: Runner):
     # Execute
-    a.send(Kind.EMBEDDING, "b", array_table(h))
-    a.send(Kind.EMBEDDING, "b", array_table(h[:1]))
-    got = table_array(b.recv(Kind.EMBEDDING, "a"))
+    outcomes, traffic = run_parties({"a": _sender, "b": _out_of_order_receiver})
 
-    # Assert
-    np.testing.assert_array_equal(got, h)
-    stats = hub.stats().as_dict()
-    assert stats["embedding"]["messages"] == 2
-    assert stats["embedding"]["bytes"] > h.nbytes + h[:1].nbytes  # payload plus IPC framing
-    assert list(stats) == ["embedding"]
+    # Assert: each kind in its own order, however the kinds interleave
+    gradient, first, second = outcomes["b"]
+    np.testing.assert_array_equal(gradient, G)
+    np.testing.assert_array_equal(first, H)
+    np.testing.assert_array_equal(second, H[:1])
+    # the bytes are the Arrow IPC streams, the same on every channel
+    def size(array: np.ndarray) -> int:
+        return ipc_bytes(array_table(array)).size
+
+    stop = ipc_bytes(pa.table({"stop": [True]})).size
+    assert traffic == {"early_stopping": {"bytes": stop, "messages": 1},
+                       "embedding": {"bytes": size(H) + size(H[:1]), "messages": 2},
+                       "gradient": {"bytes": size(G), "messages": 1}}
 
 
-def test_unknown_kind_is_refused():
-    hub = LocalHub()
-    with pytest.raises(ValueError, match="unknown message kind 'raw_features'"):
-        hub.channel("a").send("raw_features", "b", pa.table({"x": [1]}))  # type: ignore[arg-type]
+def test_three_parties_route_by_sender(run_parties: Runner):
+    outcomes, traffic = run_parties({"hub": _hub, "f1": _spoke, "f2": _spoke})
+
+    assert outcomes == {"hub": [20.0, 10.0], "f1": 2.0, "f2": 1.0}
+    assert {kind: counts["messages"] for kind, counts in traffic.items()} == {
+        "embedding": 2, "gradient": 2, "split_mask": 2}
 
 
-def test_a_failed_party_releases_the_others():
-    # Prepare
-    hub = LocalHub()
+def test_unknown_kind_is_refused(run_parties: Runner):
+    with pytest.raises((ValueError, RuntimeError), match="unknown message kind 'raw_features'"):
+        run_parties({"a": _sends_raw_features, "b": _waits_forever})
 
-    def waits_forever() -> None:
-        hub.channel("b").recv(Kind.GRADIENT, "a")
 
-    def fails() -> None:
-        time.sleep(0.1)
-        raise RuntimeError("party a crashed")
-
-    # Execute / Assert: the original error surfaces quickly, the waiter is released
+def test_a_failed_party_releases_the_others(run_parties: Runner):
     start = time.monotonic()
     with pytest.raises(RuntimeError, match="party a crashed"):
-        hub.run({"a": fails, "b": waits_forever})
-    assert time.monotonic() - start < 5
+        run_parties({"a": _crashes, "b": _waits_forever})
+    assert time.monotonic() - start < 20  # not the 30 s receive limit, let alone a hang
+
+
+def test_a_local_hub_refuses_every_wait_after_a_failure():
+    hub = LocalHub()
+    with pytest.raises(RuntimeError, match="party a crashed"):
+        hub.run({"a": partial(_crashes, hub.channel("a")), "b": partial(_waits_forever,
+                                                                         hub.channel("b"))})
     with pytest.raises(ChannelAborted):
         hub.channel("c").recv(Kind.GRADIENT, "a")
 

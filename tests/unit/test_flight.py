@@ -1,0 +1,109 @@
+"""Who may talk over Flight: only this federation's parties, over mutual TLS, with their own
+tokens and the same federation file; anyone else is refused with an error that names the peer."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from splitrec_core.certs import make_trial_credentials
+from splitrec_core.channel.flight import FlightEndpoint, PeerError, Security, Timeouts
+
+QUICK = Timeouts(connect_s=3, recv_s=3, backoff_s=0.1)
+ORDER = ["label", "bank"]
+
+
+@pytest.fixture
+def federation(tmp_path: Path):
+    """The label party's endpoint, serving; the bank's credentials and token hashes."""
+    credentials = make_trial_credentials({p: ["127.0.0.1"] for p in ORDER}, tmp_path / "ours")
+    security = {p: Security.from_files(c) for p, c in credentials.items()}
+    hashes = {p: c.token_sha256() for p, c in credentials.items()}
+    label = FlightEndpoint("label", "127.0.0.1:0", security["label"], {"bank": "127.0.0.1:1"},
+                           hashes, "federation-hash", QUICK)
+    yield label, security["bank"], hashes
+    label.close()
+
+
+def _bank_joins(label: FlightEndpoint, security: Security, hashes: dict[str, str],
+                federation_hash: str = "federation-hash", session: str = "s") -> None:
+    bank = FlightEndpoint("bank", "127.0.0.1:0", security,
+                          {"label": f"127.0.0.1:{label.port}"}, hashes, federation_hash, QUICK)
+    try:
+        bank.channel(session, ORDER).close()
+    finally:
+        bank.close()
+
+
+def test_the_federations_parties_connect(federation):
+    label, bank, hashes = federation
+    joined = threading.Thread(target=_bank_joins, args=(label, bank, hashes))
+    joined.start()
+    label.channel("s", ORDER).close()
+    joined.join(10)
+    assert not joined.is_alive()
+
+
+def test_a_wrong_token_is_refused(federation):
+    label, bank, hashes = federation
+    with pytest.raises(PeerError, match=r"label at 127\.0\.0\.1:\d+ refused our bearer token"):
+        _bank_joins(label, dataclasses.replace(bank, token="guessed"), hashes)
+
+
+def test_a_certificate_from_another_ca_is_refused(federation, tmp_path: Path):
+    label, _, hashes = federation
+    stranger = make_trial_credentials({"bank": ["127.0.0.1"]}, tmp_path / "theirs")["bank"]
+    with pytest.raises(PeerError, match=r"TLS with label at .* failed: are both certificates "
+                                        r"signed by the federation's CA"):
+        _bank_joins(label, Security.from_files(stranger), hashes)
+
+
+def test_a_plaintext_peer_is_refused(federation):
+    label, bank, hashes = federation
+    plaintext = Security(token=bank.token, insecure=True)
+    started = time.monotonic()
+    with pytest.raises(PeerError, match=r"TLS with label at .* failed"):
+        _bank_joins(label, plaintext, hashes)
+    assert time.monotonic() - started < QUICK.connect_s  # refused, not timed out
+
+
+def test_a_different_federation_file_stops_both_parties_naming_the_one_that_differs(federation):
+    label, bank, hashes = federation
+    errors: list[Exception] = []
+
+    def label_opens() -> None:
+        try:
+            label.channel("s", ORDER)
+        except PeerError as error:
+            errors.append(error)
+
+    waiting = threading.Thread(target=label_opens)
+    waiting.start()
+    with pytest.raises(PeerError, match="bank's copy of the federation file differs from label's"):
+        _bank_joins(label, bank, hashes, federation_hash="edited-copy")
+    waiting.join(10)
+    assert [str(e) for e in errors] == [
+        ("bank: bank's copy of the federation file differs from label's "
+         "(hash edited-copy… against federation-h…)")]
+
+
+def test_a_party_that_never_starts_fails_the_run_within_the_timeout_naming_it(federation):
+    label, _, _ = federation
+    started = time.monotonic()
+    with pytest.raises(PeerError, match=r"bank at 127\.0\.0\.1:1 did not connect to label within 3 s"):
+        label.channel("s", ORDER)
+    assert QUICK.connect_s <= time.monotonic() - started < QUICK.connect_s + 2
+
+
+def test_a_party_whose_peer_is_down_gives_up_within_the_timeout_naming_it(federation):
+    label, bank, hashes = federation
+    address = f"127.0.0.1:{label.port}"
+    label.close()
+    started = time.monotonic()
+    with pytest.raises(PeerError, match=rf"label at {address} did not answer within 3 s"):
+        _bank_joins(label, bank, hashes)
+    assert time.monotonic() - started < QUICK.connect_s + 2
