@@ -34,7 +34,7 @@ def main() -> None:
 
     from splitrec_core.config import load_config
     from splitrec_core.evaluate import evaluate
-    from splitrec_core.train import train_split_local
+    from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
     base = load_config(args.config)

@@ -83,8 +83,9 @@ def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
     import numpy as np
 
     from splitrec_core.channel import Kind, LocalHub, array_table, table_array
-    from splitrec_core.train import _Run, task_weighting
     from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, set_op_threads
+    from splitrec_core.training.central import CentralRun
+    from splitrec_core.training.common import task_weighting
 
     def ms(call) -> float:
         call()
@@ -94,7 +95,7 @@ def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
         return 1000 * (time.perf_counter() - start) / repeat
 
     set_op_threads(xla, side_by_side)
-    run, pooled = _Run.load(cfg, features), _Run.load(cfg, features)
+    run, pooled = CentralRun.load(cfg, features), CentralRun.load(cfg, features)
     rows = run.plan.fit[: cfg.training.batch_size]
     x = {p: (run.train[p].cats[rows], run.train[p].nums[rows]) for p in run.bottoms}
     labels = np.stack([run.train[cfg.label_party].labels[t.name][rows] for t in cfg.tasks], 1)
@@ -130,7 +131,8 @@ def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
 def train_mode(cfg, features: dict, workdir: Path, mode: str) -> dict:
     """Train in `mode` (see `MODES`) and score the test rows."""
     from splitrec_core.evaluate import evaluate
-    from splitrec_core.train import train_central, train_split_local
+    from splitrec_core.training.central import train_central
+    from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
     start, space = time.perf_counter(), Workspace(workdir)

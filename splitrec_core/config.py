@@ -75,9 +75,14 @@ class TrainingConfig(_Strict):
         description="share of training rows held out to choose the epoch; 0 = keep the last epoch")
     patience: int = Field(default=5, ge=1, description="stop after this many epochs without a better "
                                                        "mean validation AUC")
-    parties_in: Literal["threads", "processes"] = Field(
+    parties_in: Literal["threads", "processes", "flight"] = Field(
         default="threads", description="how `run` places the parties on this machine: threads of "
-                                       "one process, or a process each (own interpreter and runtime)")
+                                       "one process, a process each (own interpreter and runtime), "
+                                       "or a process each talking Arrow Flight with mutual TLS on "
+                                       "127.0.0.1, as parties on their own hosts do")
+    wire_dtype: Literal["float32", "float16"] = Field(
+        default="float32", description="the float type embeddings and gradients cross the channel "
+                                       "in: float16 halves the bytes; each party computes in float32")
     embed_ahead: int = Field(
         default=0, ge=0, le=2,
         description="batches a feature party embeds before the gradient of the oldest one it sent "

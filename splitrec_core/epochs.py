@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import keras
 import numpy as np
+import pyarrow as pa
 import tensorflow as tf
 from keras.optimizers.schedules import LearningRateSchedule
 from sklearn.metrics import roc_auc_score
@@ -127,6 +128,15 @@ class Decision:
 
     improved: bool  # keep this epoch's weights as the best so far
     stop: bool      # this was the last epoch
+
+    def as_table(self) -> pa.Table:
+        """The message that carries it."""
+        return pa.table({"improved": [self.improved], "stop": [self.stop]})
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> Decision:
+        """Read the message back."""
+        return cls(**table.to_pylist()[0])
 
 
 @dataclass

@@ -19,7 +19,7 @@ from tasks._common import task_options
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **task_options())
 def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) -> TrainResult:
     """Train the split MMoE; each party's model goes to its own workspace."""
-    from splitrec_core.train import train_split_local
+    from splitrec_core.training.local import train_split_local
 
     space = Workspace(workdir)
     return train_split_local(cfg, features, {p: space.trained(p) for p in features})
@@ -28,7 +28,7 @@ def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) 
 @task(name="train_label_only", task_run_name="train_label_only", **task_options())
 def train_label_only(cfg: Config, features: PartyFeatures, workdir: Path) -> TrainResult:
     """Train the same model on the label party's own columns: what federating is measured against."""
-    from splitrec_core.train import train_central
+    from splitrec_core.training.central import train_central
 
     return train_central(cfg, {cfg.label_party: features},
                          Workspace(workdir).label_only(cfg.label_party))
@@ -37,6 +37,6 @@ def train_label_only(cfg: Config, features: PartyFeatures, workdir: Path) -> Tra
 @task(name="train_centralized", task_run_name="train_centralized", **task_options())
 def train_centralized(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) -> TrainResult:
     """Train the same model on all columns pooled: the baseline the split model is held to."""
-    from splitrec_core.train import train_central
+    from splitrec_core.training.central import train_central
 
     return train_central(cfg, features, Workspace(workdir).central)

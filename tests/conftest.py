@@ -76,7 +76,8 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """Synthetic parties trained once, split (with every payload recorded) and central."""
     from splitrec_core.channel import LocalHub
-    from splitrec_core.train import train_central, train_split_local
+    from splitrec_core.training.central import train_central
+    from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
     run = tmp_path_factory.mktemp("train")

@@ -25,6 +25,9 @@ class Kind(StrEnum):
     EARLY_STOPPING = "early_stopping"          # after each epoch, from the label party: keep these
     #                                            weights as the best so far? stop?
     EVAL_EMBEDDING = "eval_embedding"          # cut-layer output for rows being scored (no gradient back)
+    RESUME = "resume"                          # before training: the epochs a feature party has
+    #                                            checkpointed; the label party's answer, the epoch
+    #                                            every party resumes from
 
 
 @dataclass

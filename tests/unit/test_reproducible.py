@@ -19,7 +19,8 @@ import hashlib, json, sys
 from pathlib import Path
 from splitrec_core.config import load_config
 from splitrec_core.evaluate import evaluate
-from splitrec_core.train import train_central, train_split_local
+from splitrec_core.training.central import train_central
+from splitrec_core.training.local import train_split_local
 from tests.conftest import SYNTHETIC_TOML, prepare_features
 
 run = Path(sys.argv[1])

@@ -11,10 +11,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
+from splitrec_core.checkpoint import common_epoch
 from splitrec_core.config import load_config
 from splitrec_core.datasets.synthetic import make_people, write_parties
-from splitrec_core.train import train_split_local
+from splitrec_core.training.local import train_split_local
+from splitrec_core.training.party import PartyJob
 from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features
 
 EPOCHS = 12
@@ -23,7 +24,7 @@ import json, sys
 from pathlib import Path
 from splitrec_core.config import load_config
 from splitrec_core.features import PartyFeatures
-from splitrec_core.train import train_split_local
+from splitrec_core.training.local import train_split_local
 args = json.loads(sys.argv[1])
 cfg = load_config(Path(args["config"]))
 cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args["epochs"]})})
@@ -45,9 +46,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     features = prepare_features(cfg, tmp_path)
     unbroken = {p: tmp_path / "unbroken" / p for p in features}
     broken = {p: tmp_path / "broken" / p for p in features}
-    run_id = fingerprint(cfg.model_dump(mode="json"),
-                         [path for files in features.values() for path in files.paths])
-    checkpoints = [Checkpoints(broken[p] / "checkpoints" / run_id) for p in features]
+    checkpoints = [PartyJob(p, cfg, features[p], broken[p]).checkpoints for p in features]
 
     # Execute: an unbroken run; a run killed (SIGKILL) once every party has finished epoch 2
     whole = train_split_local(cfg, features, unbroken)

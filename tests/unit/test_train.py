@@ -97,6 +97,7 @@ def test_traffic_is_counted_per_kind(trained):
         "validation_embedding": epochs * followers,  # one chunk of validation rows per epoch
         "early_stopping": epochs * followers,
         "eval_embedding": followers,  # one chunk of test rows
+        "resume": 2 * followers,  # the epochs each holds, and the one all start from
     }
     assert split.channel["embedding"]["bytes"] == epochs * per_epoch * followers
     assert split.channel["gradient"]["bytes"] == split.channel["embedding"]["bytes"]
@@ -138,7 +139,8 @@ def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None
     """Split-train synthetic parties; also the label party alone; return both reports."""
     from splitrec_core.config import load_config
     from splitrec_core.datasets.synthetic import make_people, write_parties
-    from splitrec_core.train import train_central, train_split_local
+    from splitrec_core.training.central import train_central
+    from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
     from tests.conftest import SYNTHETIC_TOML, prepare_features
 
@@ -194,11 +196,13 @@ def test_leakage_audit_sees_leaks_and_strong_noise_hides_them(tmp_path):
         assert max(noisy.leakage[task].values()) < strongest + 0.05
 
 
-def test_parties_in_processes_train_exactly_as_on_threads(trained, tmp_path):
-    from splitrec_core.train import train_split_local
+@pytest.mark.parametrize("placement", ["processes", "flight"])
+def test_parties_in_processes_train_exactly_as_on_threads(trained, tmp_path, placement):
+    # A process per party, over pipes or over Arrow Flight with mutual TLS on 127.0.0.1
+    from splitrec_core.training.local import train_split_local
 
     cfg, _, _, features, split, _ = trained
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"parties_in": "processes"})})
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"parties_in": placement})})
     apart = train_split_local(cfg, features, {p: tmp_path / p for p in features})
     a = pq.read_table(apart.predictions).to_pandas()
     b = pq.read_table(split.predictions).to_pandas()
@@ -213,7 +217,7 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     # One batch ahead, each feature party embeds batch i+1 before batch i's gradient is back:
     # no longer the central computation, but the same messages and nearly the same model (with
     # XLA too, its steps compiled before the first batch for the full and the remainder batch)
-    from splitrec_core.train import train_split_local
+    from splitrec_core.training.local import train_split_local
 
     cfg, _, _, features, _, _ = trained
     # Both keep their last epoch: early stopping choosing different epochs adds its own spread
@@ -237,6 +241,24 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     batches = ahead.epochs_run * -(-len(plan.fit) // cfg.training.batch_size)
     for kind in ("embedding", "gradient"):
         assert ahead.channel[kind]["messages"] == batches * len(cfg.feature_parties)
+
+
+def test_float16_on_the_wire_halves_the_cut_layer_bytes_and_keeps_the_model(trained, tmp_path):
+    from splitrec_core.training.local import train_split_local
+
+    cfg, _, _, features, split, _ = trained
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"wire_dtype": "float16"})})
+    half = train_split_local(cfg, features, {p: tmp_path / p for p in features})
+    tasks = [t.name for t in cfg.tasks]
+    label_test = features[cfg.label_party].test
+    full, halved = (evaluate(r.predictions, label_test, tasks) for r in (split, half))
+
+    for kind in ("embedding", "gradient", "validation_embedding", "eval_embedding"):
+        assert half.channel[kind]["messages"] == split.channel[kind]["messages"]
+        payload = split.channel[kind]["bytes"] - half.channel[kind]["bytes"]  # float32 - float16
+        assert 0.45 < payload / split.channel[kind]["bytes"] < 0.5
+    for task in tasks:  # rounding to float16 moves the model a little, not its quality
+        assert abs(halved[task]["auc"] - full[task]["auc"]) < 0.005
 
 
 @pytest.mark.parametrize(("rows", "sizes"), [(2500, [1024, 452]), (2048, [1024]), (700, [700])])

@@ -1,0 +1,96 @@
+"""The same composed model trained in one place, with the same plan as split training: with every
+party's columns the pooled-data baseline a federation is measured against (which no federation
+can run: it is a one-process option), with the label party's alone what it could do without
+federating (the baseline of the federation lift)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from splitrec_core.config import Config
+from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
+from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
+from splitrec_core.results import TrainResult
+from splitrec_core.trainers import CentralTrainer, set_op_threads
+from splitrec_core.training.common import (
+    build_bottom,
+    build_top,
+    label_matrix,
+    party_order,
+    save_model,
+    task_weighting,
+    write_result,
+)
+
+
+@dataclass(frozen=True)
+class CentralRun:
+    """What central training starts from: each party's matrices, the same freshly seeded models
+    as split training, and the plan of epochs."""
+
+    train: dict[str, FeatureMatrix]
+    test: dict[str, FeatureMatrix]
+    bottoms: dict[str, keras.Model]
+    top: keras.Model
+    plan: Plan
+
+    @classmethod
+    def load(cls, cfg: Config, features: dict[str, PartyFeatures]) -> CentralRun:
+        order = party_order(cfg, features)
+        train = {p: FeatureMatrix.read(features[p].train) for p in order}
+        return cls(train, {p: FeatureMatrix.read(features[p].test) for p in order},
+                   {p: build_bottom(cfg, p, Transform.load(features[p].transform)) for p in order},
+                   build_top(cfg, order), Plan.of(cfg.training, len(train[cfg.label_party])))
+
+
+def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path) -> TrainResult:
+    """Train the same composed model in one place on the columns of the parties in `features`,
+    with the same plan: fitting rows, batch order, validation rows and early stopping.
+
+    With every party it is the pooled-data baseline; with the label party alone, what the label
+    party could do without federating (the baseline for the federation lift).
+    """
+    set_op_threads(cfg.training.xla)
+    run = CentralRun.load(cfg, features)
+    label, plan = cfg.label_party, run.plan
+    trainer = CentralTrainer(run.bottoms, run.top, task_weighting(cfg), plan.learning_rate(cfg.training),
+                             cfg.training.xla)
+
+    def inputs(data: dict[str, FeatureMatrix]) -> list[np.ndarray]:
+        return [m for p in run.bottoms for m in (data[p].cats, data[p].nums)]
+
+    def probabilities(data: dict[str, FeatureMatrix], rows: np.ndarray) -> np.ndarray:
+        predicted = (trainer.predict([m[chunk] for m in inputs(data)]).numpy()
+                     for chunk in eval_batches(rows))
+        return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32), *predicted])
+
+    labels = label_matrix(run.train[label], [t.name for t in cfg.tasks])
+    history, best = History(), BestWeights(trainer.models)
+    start_all = time.perf_counter()
+    trainer.trace(plan.batch_sizes)
+    startup_s, start_all = time.perf_counter() - start_all, time.perf_counter()
+    for epoch in range(plan.epochs):
+        start, losses = time.perf_counter(), []
+        for *batch, batch_labels in plan.batch_tensors(epoch, *inputs(run.train), labels):
+            losses.append(trainer.step(batch, batch_labels).numpy())
+        val_auc = (auc_per_task(labels[plan.validation], probabilities(run.train, plan.validation))
+                   if len(plan.validation) else [])
+        history.record(losses, val_auc, trainer.gate_usage(batch).numpy(),
+                       trainer.weighting.effective_weights().numpy(), start)
+        decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
+        if decision.improved:
+            best.keep()
+        if decision.stop:
+            break
+    best.restore()
+    seconds = time.perf_counter() - start_all
+    test = probabilities(run.test, np.arange(len(run.test[label])))
+    return write_result(cfg, len(plan.fit), features[label].test, test, history,
+                        (startup_s, seconds), 0,
+                        {"pooled": save_model(trainer.model, out_dir / "model.keras")}, {}, {},
+                        out_dir)

@@ -1,0 +1,108 @@
+"""What every role builds identically from the shared settings: the models, seeded from the
+shared seed; the task weighting; the wire format of embeddings and gradients; the result files."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Collection
+from pathlib import Path
+
+import keras
+import numpy as np
+import pyarrow as pa
+
+from splitrec_core.channel import array_table, table_array
+from splitrec_core.config import Config
+from splitrec_core.epochs import History
+from splitrec_core.features import FeatureMatrix, Transform
+from splitrec_core.io import atomic_path, write_json, write_parquet
+from splitrec_core.model import TaskWeighting, bottom_model, top_model
+from splitrec_core.results import TrainResult
+
+_SEEDING = threading.Lock()  # Keras' seed is process-wide: parties on threads build in turn
+
+
+def _model_seed(seed: int, model: str) -> int:
+    """Each model's own initialisation seed: a party builds its part alone, and identically."""
+    return (seed * 1_000_003 + zlib.crc32(model.encode())) % 2**31
+
+
+def party_order(cfg: Config, present: Collection[str]) -> list[str]:
+    """The parties in `present`, label party first: the order of the top's inputs."""
+    return [p for p in [cfg.label_party, *(p.name for p in cfg.feature_parties)] if p in present]
+
+
+def build_bottom(cfg: Config, party: str, transform: Transform) -> keras.Model:
+    """`party`'s bottom, seeded from the shared seed and its name."""
+    with _SEEDING:
+        keras.utils.set_random_seed(_model_seed(cfg.training.seed, party))
+        return bottom_model(party, transform.vocab_sizes(), len(transform.numeric), cfg.model,
+                            cfg.privacy.clip_norm)
+
+
+def build_top(cfg: Config, parties: list[str]) -> keras.Model:
+    """The MMoE top over `parties`' embeddings, seeded from the shared seed."""
+    with _SEEDING:
+        keras.utils.set_random_seed(_model_seed(cfg.training.seed, "top"))
+        return top_model(parties, len(cfg.tasks), cfg.model)
+
+
+def task_weighting(cfg: Config) -> TaskWeighting:
+    """The configured combination of the task losses (static, or learned by uncertainty)."""
+    return TaskWeighting([t.weight for t in cfg.tasks], cfg.training.loss_weighting == "uncertainty",
+                         name="task_weighting")
+
+
+def label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
+    """The label party's labels, one column per task, as the loss takes them."""
+    return np.stack([data.labels[t] for t in tasks], axis=1).astype(np.float32)
+
+
+class Wire:
+    """How embeddings and gradients cross the channel: in `dtype` (float16 halves the bytes),
+    always computed on in float32."""
+
+    def __init__(self, dtype: str = "float32") -> None:
+        self.dtype = np.dtype(dtype)
+
+    def pack(self, array: np.ndarray) -> pa.Table:
+        return array_table(array.astype(self.dtype, copy=False))
+
+    def unpack(self, table: pa.Table) -> np.ndarray:
+        return table_array(table).astype(np.float32, copy=False)
+
+
+FLOAT32 = Wire()
+
+
+def save_model(model: keras.Model, path: Path) -> Path:
+    """Save `model` atomically to `path` (a `.keras` file)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def write_result(cfg: Config, fit_rows: int, label_test: Path, probabilities: np.ndarray,
+                 history: History, timing: tuple[float, float], resumed_after_epoch: int,
+                 models: dict[str, Path], channel: dict[str, dict[str, int]],
+                 leakage: dict[str, dict[str, float]], out_dir: Path) -> TrainResult:
+    """Write test predictions (in common-position order) and the training history; `timing` is
+    (start-up seconds, training seconds)."""
+    tasks = [t.name for t in cfg.tasks]
+    columns = {"position": FeatureMatrix.positions(label_test)}
+    columns |= {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
+    epochs_run = len(history.seconds)
+    startup_s, seconds = timing
+    return TrainResult(
+        models=models,
+        predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
+        history=write_json(history.as_json(tasks), out_dir / "history.json"),
+        rows_per_s=(epochs_run - resumed_after_epoch) * fit_rows / seconds,
+        startup_s=startup_s,
+        epochs_run=epochs_run,
+        best_epoch=history.best_epoch,
+        channel=channel,
+        leakage=leakage,
+        resumed_after_epoch=resumed_after_epoch,
+    )

@@ -1,0 +1,77 @@
+"""A feature party's part of split training: embed its own rows, hand the embeddings to the label
+party, step its bottom on the gradients that come back, and follow the label party's decisions."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from splitrec_core.channel import Channel, Kind
+from splitrec_core.checkpoint import Checkpoints
+from splitrec_core.epochs import BestWeights, Decision, Plan, eval_batches
+from splitrec_core.features import FeatureMatrix
+from splitrec_core.trainers import BottomTrainer
+from splitrec_core.training.common import FLOAT32, Wire
+
+
+def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor]],
+                 hand_over: Callable[[tf.Tensor], None],
+                 gradient: Callable[[], np.ndarray | tf.Tensor], ahead: int = 0) -> None:
+    """One epoch of a bottom: embed each batch (`cats`, `nums`), `hand_over` the embedding, step
+    on the `gradient` that comes back.
+
+    While a batch's gradient is awaited there is nothing to do, so the step on one batch and the
+    embedding of the next go to TensorFlow as one call (in that order: the next embedding comes
+    from the updated bottom, exactly as in sequential training). With `ahead` > 0 it hands over
+    that many more batches before it waits for the oldest one's gradient: the label party then
+    never waits for this party, at the price of embeddings from a bottom `ahead` steps stale.
+    """
+    waiting: deque[tuple[tf.Tensor, tf.Tensor]] = deque()  # handed over, awaiting their gradients
+    for cats, nums in batches:
+        if len(waiting) > ahead:  # step on the oldest batch's gradient (waits for it)
+            h = trainer.backward_then_forward(*waiting.popleft(), gradient(), cats, nums)
+        else:
+            h = trainer.forward(cats, nums)
+        hand_over(h)
+        waiting.append((cats, nums))
+    while waiting:
+        trainer.backward(*waiting.popleft(), gradient())
+
+
+def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
+                 test: FeatureMatrix, leader: str, plan: Plan, checkpoints: Checkpoints,
+                 start_epoch: int = 0, ahead: int = 0, wire: Wire = FLOAT32) -> None:
+    """A feature party's training run from `start_epoch`, then its embeddings of the test rows
+    (`ahead`: see `bottom_epoch`).
+
+    After each epoch it embeds the validation rows (with the training noise: they are training
+    rows) and follows the label party's decision to keep the weights and to stop. It makes the
+    next epoch's batches while the label party scores the validation rows: then nobody waits
+    for them.
+    """
+    best = BestWeights([trainer.bottom])
+    if start_epoch:
+        best.load(checkpoints.restore(start_epoch, [trainer.bottom], [trainer.optimizer]))
+    batches = plan.batch_tensors(start_epoch, train.cats, train.nums)
+    for epoch in range(start_epoch, plan.epochs):
+        bottom_epoch(trainer, batches,
+                     lambda h: channel.send(Kind.EMBEDDING, leader, wire.pack(h.numpy())),
+                     lambda: wire.unpack(channel.recv(Kind.GRADIENT, leader)), ahead)
+        for rows in eval_batches(plan.validation):
+            h = trainer.forward(train.cats[rows], train.nums[rows])
+            channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h.numpy()))
+        if epoch + 1 < plan.epochs:
+            batches = plan.batch_tensors(epoch + 1, train.cats, train.nums)
+        decision = Decision.from_table(channel.recv(Kind.EARLY_STOPPING, leader))
+        if decision.improved:
+            best.keep()
+        if decision.stop:
+            break
+        checkpoints.save(epoch + 1, [trainer.bottom], [trainer.optimizer], best.arrays())
+    best.restore()
+    for rows in eval_batches(np.arange(len(test))):
+        h = trainer.embed(test.cats[rows], test.nums[rows])
+        channel.send(Kind.EVAL_EMBEDDING, leader, wire.pack(h.numpy()))

@@ -1,0 +1,112 @@
+"""The label party's part of split training: per batch, take every feature party's embedding,
+train its own bottom and the MMoE top, and return each feature party its gradient; after each
+epoch score the validation rows and decide for everyone whether to keep the weights and to stop."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from splitrec_core.channel import Channel, Kind
+from splitrec_core.checkpoint import Checkpoints
+from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
+from splitrec_core.features import FeatureMatrix
+from splitrec_core.privacy import LeakageAudit
+from splitrec_core.trainers import LabelTrainer
+from splitrec_core.training.common import FLOAT32, Wire, label_matrix
+
+
+@dataclass(frozen=True)
+class LabelOutcome:
+    """What the label party's run yields."""
+
+    history: History
+    probabilities: np.ndarray
+    leakage: dict[str, dict[str, float]]
+    fit_rows: int  # rows fitted per epoch (the training rows less the validation rows)
+    trained_at: float  # wall clock when the last epoch ended (before scoring the test rows)
+
+
+def label_epoch(channel: Channel, trainer: LabelTrainer,
+                batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]], followers: list[str],
+                audit: LeakageAudit, wire: Wire = FLOAT32,
+                ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
+    """One epoch of the label party: per batch (`cats`, `nums`, `labels`), wait for every
+    embedding, train on the batch and return each feature party its dL/dh
+    (`LabelTrainer.train_batch`).
+
+    Returns the per-task losses of each batch, and the last batch's own columns and received
+    embeddings (to measure gate use on).
+    """
+    losses: list[np.ndarray] = []
+
+    def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
+        sent = [g.numpy() for g in grads]
+        for follower, grad in zip(followers, sent, strict=True):
+            channel.send(Kind.GRADIENT, follower, wire.pack(grad))
+        audit.observe(sent, labels.numpy())
+
+    for cats, nums, labels in batches:
+        received = [wire.unpack(channel.recv(Kind.EMBEDDING, f)) for f in followers]  # (waits)
+        losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
+    return losses, (cats, nums, received)
+
+
+def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, test: FeatureMatrix,
+               followers: list[str], tasks: list[str], plan: Plan, checkpoints: Checkpoints,
+               start_epoch: int = 0, wire: Wire = FLOAT32) -> LabelOutcome:
+    """The label party's training run from `start_epoch`, then its test predictions.
+
+    After each epoch it scores the validation rows, decides on early stopping and tells every
+    party. It makes the next epoch's batches while the feature parties finish their epoch and
+    embed the validation rows. The leakage audit covers the gradients it sent in the last epoch
+    run.
+    """
+    labels = label_matrix(train, tasks)
+    history, best = History(), BestWeights(trainer.models)
+    if start_epoch:
+        saved = checkpoints.restore(start_epoch, best.models, [trainer.optimizer])
+        history = History.from_arrays(saved)
+        best.load(saved)
+    batches = plan.batch_tensors(start_epoch, train.cats, train.nums, labels)
+    for epoch in range(start_epoch, plan.epochs):
+        started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
+        losses, (cats, nums, last) = label_epoch(channel, trainer, batches, followers, audit,
+                                                         wire)
+        if epoch + 1 < plan.epochs:
+            batches = plan.batch_tensors(epoch + 1, train.cats, train.nums, labels)
+        val_auc = []
+        if len(plan.validation):
+            val_auc = auc_per_task(labels[plan.validation],
+                                   _predict(channel, trainer, train, plan.validation, followers,
+                                            Kind.VALIDATION_EMBEDDING, wire))
+        history.record(losses, val_auc,
+                       trainer.gate_usage(cats, nums, last).numpy(),
+                       trainer.weighting.effective_weights().numpy(), started)
+        decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
+        for follower in followers:
+            channel.send(Kind.EARLY_STOPPING, follower, decision.as_table())
+        if decision.improved:
+            best.keep()
+        if decision.stop:
+            break
+        checkpoints.save(epoch + 1, best.models, [trainer.optimizer], history.arrays() | best.arrays())
+    trained_at = time.time()
+    best.restore()
+    probabilities = _predict(channel, trainer, test, np.arange(len(test)), followers,
+                             Kind.EVAL_EMBEDDING, wire)
+    return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at)
+
+
+def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix, rows: np.ndarray,
+             followers: list[str], kind: Kind, wire: Wire) -> np.ndarray:
+    """Probabilities `[rows, tasks]` from our columns and the followers' embeddings of `kind`."""
+    predicted = [np.zeros((0, trainer.top.outputs[0].shape[1]), np.float32)]
+    for chunk in eval_batches(rows):
+        received = [wire.unpack(channel.recv(kind, f)) for f in followers]
+        predicted.append(trainer.predict(data.cats[chunk], data.nums[chunk], received).numpy())
+    return np.concatenate(predicted)

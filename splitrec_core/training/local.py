@@ -1,0 +1,61 @@
+"""Every party's part of split training on this machine: on threads of this process over a
+`LocalHub`, in a process each over pipes, or in a process each over Arrow Flight with mutual TLS
+on 127.0.0.1 (as parties on their own hosts talk). The same `PartyJob` runs in every mode."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+from splitrec_core.channel import ChannelStats, LocalHub
+from splitrec_core.channel.flight import loopback_seats
+from splitrec_core.channel.processes import run_in_processes
+from splitrec_core.config import Config
+from splitrec_core.features import PartyFeatures
+from splitrec_core.results import TrainResult
+from splitrec_core.training.common import party_order, write_result
+from splitrec_core.training.party import PartyJob, PartyOutcome
+
+
+def _run_jobs(cfg: Config, jobs: dict[str, PartyJob], hub: LocalHub | None,
+              ) -> tuple[dict[str, PartyOutcome], dict[str, dict[str, int]]]:
+    """Run the jobs as `training.parties_in` says; their outcomes and the traffic of all."""
+    placement = cfg.training.parties_in
+    if placement != "threads" and hub is not None:
+        raise ValueError("a LocalHub carries parties on threads, not in processes")
+    if placement == "threads":
+        hub = hub or LocalHub()
+        outcomes = hub.run({p: partial(job, hub.channel(p)) for p, job in jobs.items()})
+        return outcomes, hub.stats().as_dict()
+    if placement == "flight":
+        with tempfile.TemporaryDirectory(prefix="splitrec-credentials-") as folder:
+            seats = loopback_seats(party_order(cfg, jobs), Path(folder), session="train")
+            outcomes = run_in_processes(jobs, seats)
+    else:
+        outcomes = run_in_processes(jobs)
+    return outcomes, ChannelStats.merge(*(o.sent for o in outcomes.values()))
+
+
+def train_split_local(cfg: Config, features: dict[str, PartyFeatures], out_dirs: dict[str, Path],
+                      hub: LocalHub | None = None) -> TrainResult:
+    """Train the split MMoE with every party on this machine (`training.parties_in`; on threads
+    over `hub`, if given).
+
+    `features[party]` names that party's train, test and transform files; each party's model
+    is written to `out_dirs[party]`, and the label party's test predictions beside its model.
+    A run killed part-way resumes from the last epoch every party checkpointed.
+    """
+    label = cfg.label_party
+    jobs = {p: PartyJob(p, cfg, features[p], out_dirs[p]) for p in party_order(cfg, features)}
+    started = time.time()
+    outcomes, channel = _run_jobs(cfg, jobs, hub)
+    ready = max(o.ready_at for o in outcomes.values())
+    result = outcomes[label].label
+    assert result is not None  # the label party's job always returns its outcome
+    models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
+    return write_result(cfg, result.fit_rows, features[label].test, result.probabilities,
+                        result.history, (ready - started, result.trained_at - ready),
+                        outcomes[label].resumed_after_epoch, models, channel, result.leakage,
+                        out_dirs[label])

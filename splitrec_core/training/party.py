@@ -1,0 +1,102 @@
+"""One party's whole part of split training, from its own files only: build and trace its models,
+agree with the others over the channel on the epoch to resume from, train, save."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from splitrec_core.channel import Channel, Kind
+from splitrec_core.checkpoint import Checkpoints, fingerprint
+from splitrec_core.config import Config
+from splitrec_core.entropy import private_seed
+from splitrec_core.epochs import Plan
+from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
+from splitrec_core.trainers import BottomTrainer, LabelTrainer, set_op_threads
+from splitrec_core.training.common import Wire, build_bottom, build_top, save_model, task_weighting
+from splitrec_core.training.feature_party import feature_loop
+from splitrec_core.training.label_party import LabelOutcome, label_loop
+
+
+@dataclass(frozen=True)
+class PartyOutcome:
+    """What one party's part of split training yields."""
+
+    models: dict[str, Path]       # "bottom", and for the label party "top"
+    ready_at: float               # wall clock when its steps were traced (and, with XLA, compiled)
+    sent: dict[str, dict[str, int]]  # its channel's counts (all parties' on a shared hub)
+    resumed_after_epoch: int      # the epoch every party had checkpointed (0: from scratch)
+    label: LabelOutcome | None = None
+
+
+def agree_on_start(channel: Channel, checkpoints: Checkpoints, cfg: Config) -> int:
+    """The latest epoch every party has a checkpoint for (never the last: its gradients feed the
+    leakage audit), agreed over the channel: each feature party tells the label party which
+    epochs it holds, the label party answers with the one all will resume from. No party reads
+    another's checkpoints."""
+    label, limit = cfg.label_party, cfg.training.epochs - 1
+    mine = {k for k in checkpoints.completed() if k <= limit}
+    if channel.me != label:
+        channel.send(Kind.RESUME, label, pa.table({"epochs": np.array(sorted(mine), np.int64)}))
+        return int(channel.recv(Kind.RESUME, label).column("epochs")[0].as_py())
+    followers = [p.name for p in cfg.feature_parties]
+    for follower in followers:
+        mine &= set(channel.recv(Kind.RESUME, follower).column("epochs").to_pylist())
+    start = max(mine, default=0)
+    for follower in followers:
+        channel.send(Kind.RESUME, follower, pa.table({"epochs": np.array([start], np.int64)}))
+    return start
+
+
+@dataclass(frozen=True)
+class PartyJob:
+    """Party `party`'s part of split training on `files`, writing to `out_dir`. Picklable, so it
+    can run in a process (or on a host) of its own."""
+
+    party: str
+    cfg: Config
+    files: PartyFeatures
+    out_dir: Path
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        """Its checkpoints for these exact settings and input files (changed inputs start over)."""
+        run_id = fingerprint(self.cfg.model_dump(mode="json"), list(self.files.paths))
+        return Checkpoints(self.out_dir / "checkpoints" / run_id)
+
+    def __call__(self, channel: Channel) -> PartyOutcome:
+        set_op_threads(self.cfg.training.xla, side_by_side=self.cfg.training.embed_ahead > 0)
+        cfg, label = self.cfg, self.cfg.label_party
+        train, test = FeatureMatrix.read(self.files.train), FeatureMatrix.read(self.files.test)
+        plan = Plan.of(cfg.training, len(train))
+        rate, wire = plan.learning_rate(cfg.training), Wire(cfg.training.wire_dtype)
+        models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files.transform))}
+        checkpoints = self.checkpoints
+        noise_seed = private_seed("noise", self.party)
+        if self.party == label:
+            followers = [p.name for p in cfg.feature_parties]
+            models["top"] = build_top(cfg, [label, *followers])
+            labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
+                                    cfg.privacy.gradient_noise, cfg.training.xla,
+                                    fused=cfg.training.embed_ahead > 0, noise_seed=noise_seed)
+            labeller.trace(plan.batch_sizes)
+            ready_at = time.time()
+            start = agree_on_start(channel, checkpoints, cfg)
+            outcome = label_loop(channel, labeller, train, test, followers,
+                                 [t.name for t in cfg.tasks], plan, checkpoints, start, wire)
+        else:
+            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise,
+                                    cfg.training.xla, noise_seed)
+            trainer.trace(plan.batch_sizes)
+            ready_at, outcome = time.time(), None
+            start = agree_on_start(channel, checkpoints, cfg)
+            feature_loop(channel, trainer, train, test, label, plan, checkpoints, start,
+                         cfg.training.embed_ahead, wire)
+        saved = {name: save_model(model, self.out_dir / f"{name}.keras")
+                 for name, model in models.items()}
+        checkpoints.clear()
+        return PartyOutcome(saved, ready_at, channel.stats().as_dict(), start, outcome)
