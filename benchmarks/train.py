@@ -30,10 +30,25 @@ MODES = {  # name: the training settings it overrides; central* train in one pla
     "split_threads_xla": {"parties_in": "threads", "xla": True},
     "split_ahead": {"parties_in": "processes", "embed_ahead": 1, "xla": True},
     "split_ahead_threads": {"parties_in": "threads", "embed_ahead": 1, "xla": True},
+    "split_flight": {"parties_in": "flight"},
+    "split_ahead_flight": {"parties_in": "flight", "embed_ahead": 1, "xla": True},
+    "split_ahead_flight_f16": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
+                               "wire_dtype": "float16"},
     "central": {},
     "central_xla": {"xla": True},
 }
 CENTRAL = ("central", "central_xla")
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (figures depend on it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 def in_fresh_process(function, *args):
@@ -142,8 +157,10 @@ def train_mode(cfg, features: dict, workdir: Path, mode: str) -> dict:
     else:
         out = train_split_local(cfg, features, {p: space.trained(p) for p in features})
     metrics = evaluate(out.predictions, features[cfg.label_party].test, [t.name for t in cfg.tasks])
+    sent = sum(counts["bytes"] for counts in out.channel.values())
     return {"rows_per_s": round(out.rows_per_s), "startup_s": round(out.startup_s, 1),
             "epochs_run": out.epochs_run, "best_epoch": out.best_epoch,
+            "mb_per_epoch": round(sent / out.epochs_run / 1e6, 1),
             "seconds": round(time.perf_counter() - start, 1),
             "auc": {t: round(m["auc"], 4) for t, m in metrics.items()}}
 
@@ -168,12 +185,13 @@ def main() -> None:
     results = {mode: in_fresh_process(train_mode, cfg, features, args.workdir, mode)
                for mode in MODES if mode in args.modes or mode in CENTRAL}
     print(f"Training on {cfg.name}: at most {cfg.training.epochs} epochs, batch "
-          f"{cfg.training.batch_size}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
-    print(f"{'mode':<19} {'rows/s':>8} {'startup s':>9} {'epochs':>6} {'kept':>4} {'seconds':>8} "
-          + " ".join(f"{t + ' AUC':>18}" for t in tasks))
+          f"{cfg.training.batch_size}, {cpu_model()}, {os.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d')}")
+    print(f"{'mode':<23} {'rows/s':>8} {'startup s':>9} {'epochs':>6} {'kept':>4} {'seconds':>8} "
+          f"{'MB/epoch':>8} " + " ".join(f"{t + ' AUC':>18}" for t in tasks))
     for mode, row in results.items():
-        print(f"{mode:<19} {row['rows_per_s']:>8} {row['startup_s']:>9} {row['epochs_run']:>6} "
-              f"{row['best_epoch']:>4} {row['seconds']:>8} "
+        print(f"{mode:<23} {row['rows_per_s']:>8} {row['startup_s']:>9} {row['epochs_run']:>6} "
+              f"{row['best_epoch']:>4} {row['seconds']:>8} {row['mb_per_epoch']:>8} "
               + " ".join(f"{row['auc'][t]:>18}" for t in tasks))
     split_modes = [m for m in results if m not in CENTRAL]
     fastest = max(CENTRAL, key=lambda m: results[m]["rows_per_s"])
@@ -182,9 +200,10 @@ def main() -> None:
         rate = results[mode]["rows_per_s"]
         print(f"{mode} rows/s: {rate / results[fastest]['rows_per_s']:.2f}x the fastest central ({fastest}), "
               f"{rate / results[same]['rows_per_s']:.2f}x {same}")
-    print("split: a process per party; _threads: all parties on threads of one process; _xla: steps "
-          "compiled by XLA; _ahead: feature parties one batch ahead (embed_ahead = 1), XLA, one thread "
-          "per op")
+    print("split: a process per party (pipes); _threads: all parties on threads of one process; "
+          "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: steps "
+          "compiled by XLA; _ahead: feature parties one batch ahead (embed_ahead = 1), XLA, one "
+          "thread per op; _f16: float16 on the wire; MB/epoch: all messages of all kinds")
 
     costs = {k: v for xla, side_by_side in ((False, False), (True, False), (True, True))
              for k, v in in_fresh_process(per_batch_ms, cfg, features, xla, side_by_side).items()}
