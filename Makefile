@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WORKDIR ?= runs/census
 
-.PHONY: install demo test test-fast ui bench-psi clean
+.PHONY: install demo demo-distributed test test-fast ui bench-psi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ install: $(STAMP)
 demo: install
 	$(BIN)/splitrec data census --workdir $(WORKDIR)
 	$(BIN)/splitrec run data/census.toml --workdir $(WORKDIR) --centralized
+
+## The same census pipeline as three organisations: a process each, with its own folder, Prefect
+## and Flight port on 127.0.0.1, talking over mutual TLS with certificates made for the trial.
+demo-distributed: install
+	$(BIN)/splitrec data census --workdir $(WORKDIR)
+	$(BIN)/python deployments/distributed.py --config data/census.toml --data-workdir $(WORKDIR) --out runs/distributed
 
 ## Every test, the census end-to-end run included.
 test: install

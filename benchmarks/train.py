@@ -34,6 +34,9 @@ MODES = {  # name: the training settings it overrides; central* train in one pla
     "split_ahead_flight": {"parties_in": "flight", "embed_ahead": 1, "xla": True},
     "split_ahead_flight_f16": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
                                "wire_dtype": "float16"},
+    "split_ahead2_flight": {"parties_in": "flight", "embed_ahead": 2, "xla": True},
+    "split_ahead2_flight_f16": {"parties_in": "flight", "embed_ahead": 2, "xla": True,
+                                "wire_dtype": "float16"},
     "central": {},
     "central_xla": {"xla": True},
 }
@@ -202,7 +205,7 @@ def main() -> None:
               f"{rate / results[same]['rows_per_s']:.2f}x {same}")
     print("split: a process per party (pipes); _threads: all parties on threads of one process; "
           "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: steps "
-          "compiled by XLA; _ahead: feature parties one batch ahead (embed_ahead = 1), XLA, one "
+          "compiled by XLA; _ahead(2): feature parties one (two) batches ahead (embed_ahead), XLA, one "
           "thread per op; _f16: float16 on the wire; MB/epoch: all messages of all kinds")
 
     costs = {k: v for xla, side_by_side in ((False, False), (True, False), (True, True))

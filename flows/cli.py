@@ -26,6 +26,9 @@ app = typer.Typer(help="Vertically federated split MMoE, orchestrated by Prefect
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Prepare example data for the parties.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+party_app = typer.Typer(help="Parties apart: each runs its own part on its own host, over Arrow "
+                             "Flight with mutual TLS.", no_args_is_help=True)
+app.add_typer(party_app, name="party")
 
 Workdir = Annotated[Path | None, typer.Option(help="Run folder (default: runs/<config name>).")]
 
@@ -131,6 +134,75 @@ def serve(config: Annotated[Path, typer.Argument()] = Path("data/census.toml"),
         serve_pipeline(config, root, name)
     except InputError as error:
         _fail(error)
+
+
+@party_app.command("run")
+def party_run(federation: Path,
+              party: Annotated[str, typer.Option(help="Which party of the federation we are.")],
+              private: Annotated[Path | None, typer.Option(
+                  help="Our private party file (default: party.toml beside FEDERATION).")] = None,
+              run_id: Annotated[str, typer.Option(
+                  help="The run's ID; every party of the run passes the same one.")] = "run-1",
+              workdir: Workdir = None) -> None:
+    """Run our part of the pipeline; the other parties run theirs on their own hosts."""
+    try:
+        from splitrec_core.federation import load_party
+
+        private = private or federation.parent / "party.toml"
+        load_party(federation, private, party)  # a bad file fails before Prefect starts
+        root = workdir or federation.parent / "run"
+        _use_workdir_results(root)
+        from flows.party import party_pipeline
+
+        _quiet_prefect_input_errors()
+        report = party_pipeline(str(federation), party, str(private), run_id, str(root))
+    except InputError as error:
+        _fail(error)
+    if report:
+        typer.echo(json.dumps(json.loads(Path(report).read_text())["tasks"], indent=2))
+        typer.echo(f"report: {report}")
+    else:
+        typer.echo(f"{party}: done; the label party holds the report")
+
+
+@party_app.command("trial")
+def party_trial(config: Path, data_workdir: Annotated[Path, typer.Option(
+                    help="Where the config's data files are (as for `splitrec run`).")],
+                out: Annotated[Path, typer.Option(help="One folder per party goes here.")],
+                base_port: int = 50051) -> None:
+    """Split a one-process CONFIG into a trial federation on 127.0.0.1: per party a folder with
+    its federation.toml copy, its private party.toml, its data file and its credentials."""
+    try:
+        from splitrec_core.config import load_config
+        from splitrec_core.federation import write_trial_federation
+
+        cfg = load_config(config)
+        files = {p.name: cfg.party_file(p, data_workdir) for p in cfg.parties}
+        ports = [base_port + i for i in range(len(cfg.parties))]
+        for party, (shared, private) in write_trial_federation(cfg, files, out, ports).items():
+            typer.echo(f"{party}: {shared} {private}")
+    except InputError as error:
+        _fail(error)
+
+
+@app.command()
+def certs(federation: Path, out: Annotated[Path, typer.Option(
+              help="Each party's credentials go to OUT/<party>/.")] = Path("credentials")) -> None:
+    """Make a trial CA and, per party of FEDERATION, a certificate, key and token; print the
+    token hashes for the federation file (a real federation brings its own CA)."""
+    from urllib.parse import urlsplit
+
+    from splitrec_core.certs import make_trial_credentials
+    from splitrec_core.config import _read_toml, validated
+    from splitrec_core.federation import Federation
+
+    try:
+        shared = validated(Federation, _read_toml(federation), federation)
+    except InputError as error:
+        _fail(error)
+    hosts = {p.name: [urlsplit(f"//{p.address}").hostname or "localhost"] for p in shared.parties}
+    for party, files in make_trial_credentials(hosts, out).items():
+        typer.echo(f'{party}: {files.cert.parent}  token_sha256 = "{files.token_sha256()}"')
 
 
 def main() -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from splitrec_core.errors import InputError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -20,7 +23,8 @@ class PartyConfig(_Strict):
     """One organisation: its table, its ID column and the columns it contributes as features."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
-    file: str
+    file: str | None = Field(default=None, description="none: a party of a federation that runs "
+                                                         "on its own host; only its name is known")
     id_column: str = "id"
     categorical: list[str] = []
     numeric: list[str] = []
@@ -31,8 +35,20 @@ class PartyConfig(_Strict):
         """Categorical then numeric columns, the order the bottom network sees them in."""
         return [*self.categorical, *self.numeric]
 
+    @classmethod
+    def peer(cls, name: str) -> PartyConfig:
+        """Another party of a federation, as this party knows it: by name alone."""
+        return cls(name=name)
+
+    @property
+    def is_peer(self) -> bool:
+        """Whether this party's data is elsewhere (parties apart)."""
+        return self.file is None
+
     @model_validator(mode="after")
     def _columns_are_distinct(self) -> PartyConfig:
+        if self.is_peer:
+            return self
         if not self.feature_columns:
             raise ValueError(f"party '{self.name}' declares no feature columns (categorical or numeric)")
         seen: set[str] = set()
@@ -159,7 +175,7 @@ class Config(_Strict):
         if self.label_party not in names:
             raise ValueError(f"label_party '{self.label_party}' is not one of the parties {names}")
         label = self.party(self.label_party)
-        if label.split_column is None:
+        if label.split_column is None and not label.is_peer:
             raise ValueError(f"the label party '{label.name}' needs a split_column (train/test)")
         for party in self.parties:
             if party.name != self.label_party and party.split_column is not None:
@@ -210,6 +226,9 @@ class Config(_Strict):
 
     def party_file(self, party: PartyConfig, workdir: Path) -> Path:
         """Resolve a party's input file: relative to `data_dir`, itself relative to the workdir."""
+        if party.is_peer:
+            raise InputError(f"config '{self.name}'", f"parties.{party.name}.file",
+                             "missing: in a one-process run every party needs its data file")
         data_dir = Path(self.data_dir)
         if not data_dir.is_absolute():
             data_dir = workdir / data_dir
@@ -250,8 +269,13 @@ def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, ob
 
 def parse_config(settings: dict[str, object], source: Path | str = "<config>") -> Config:
     """Validate a config mapping, turning pydantic's report into one readable error."""
+    return validated(Config, settings, source)
+
+
+def validated(model: type[M], settings: dict[str, object], source: Path | str) -> M:
+    """`settings` as a `model`; pydantic's report becomes one error naming `source` and the keys."""
     try:
-        return Config.model_validate(settings)
+        return model.model_validate(settings)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

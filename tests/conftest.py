@@ -72,6 +72,32 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
             for party in cfg.parties}
 
 
+def raw_values(data_dir: Path) -> set[bytes]:
+    """What must never cross between parties, as bytes to search payloads for: every raw ID,
+    every distinctive category, and every numeric value as text and as float64 where its bytes
+    are distinctive (small integers like 7.0 end in six zero bytes, which ReLU zeros next to a
+    float32 reproduce by chance). The label party's split flag and labels are left out: the
+    split flag is sent on purpose."""
+    import struct
+
+    import pandas as pd
+
+    needles: set[bytes] = set()
+    for path in data_dir.glob("*.csv"):
+        frame = pd.read_csv(path)
+        for column in frame.columns:
+            if column in ("split", "income_50k", "never_married"):
+                continue
+            values = frame[column].dropna().unique()
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                needles |= {str(v).encode() for v in values if len(str(v)) >= 4}
+            else:
+                packed = {struct.pack("<d", float(v)) for v in values}
+                needles |= {b for b in packed if b[:4] != bytes(4)}
+                needles |= {repr(float(v)).encode() for v in values if abs(v) >= 1000}
+    return needles
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """Synthetic parties trained once, split (with every payload recorded) and central."""

@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,7 +184,7 @@ class _Server(flight.FlightServerBase):
         caller = context.get_middleware("auth").party
         hello = json.loads(descriptor.command)
         endpoint = self._endpoint
-        link = endpoint.link(hello["session"], caller)
+        link = endpoint.incoming(hello["session"], caller)
         if hello.get("federation") != endpoint.federation_hash:
             why = (f"{caller}'s copy of the federation file differs from {endpoint.me}'s "
                    f"(hash {str(hello.get('federation'))[:12]}… against "
@@ -231,6 +232,7 @@ class FlightEndpoint:
         self.federation_hash, self.timeouts = federation_hash, timeouts
         self._links: dict[tuple[str, str], _Link] = {}
         self._lock = threading.Lock()
+        self.recorded: list[tuple[Kind, str, bytes]] | None = None  # a list: keep every message sent
         known = {p: h for p, h in token_hashes.items() if p != me}
         self._server = _Server(self, security.location(listen).uri.decode(), security, known)
         self.port = self._server.port
@@ -240,16 +242,29 @@ class FlightEndpoint:
         with self._lock:
             return self._links.setdefault((session, peer), _Link(peer))
 
-    def forget(self, session: str) -> None:
-        """Drop every link of `session`."""
+    def incoming(self, session: str, peer: str) -> _Link:
+        """The link for a stream `peer` opens to us: the one our channel waits on, or a fresh
+        one if the peer had connected before (it restarted, e.g. after its process was killed,
+        and the old stream is over)."""
         with self._lock:
-            for key in [key for key in self._links if key[0] == session]:
+            old = self._links.get((session, peer))
+            if old is None or not old.connected.is_set():
+                return self._links.setdefault((session, peer), _Link(peer))
+            old.fail("connected again (did it restart?)")
+            fresh = self._links[(session, peer)] = _Link(peer)
+            return fresh
+
+    def forget(self, session: str, links: Iterable[_Link]) -> None:
+        """Drop `links` of `session` (not newer ones a restarted peer has opened since)."""
+        done = {id(link) for link in links}
+        with self._lock:
+            for key in [k for k, v in self._links.items() if k[0] == session and id(v) in done]:
                 del self._links[key]
 
-    def channel(self, session: str, order: list[str], record: bool = False) -> FlightChannel:
+    def channel(self, session: str, order: list[str]) -> FlightChannel:
         """Open `session` with the parties in `order` (which includes us): dial the earlier
         parties, wait for the later ones to dial us."""
-        return FlightChannel(self, session, order, record)
+        return FlightChannel(self, session, order)
 
     def sole_channel(self, session: str, order: list[str]) -> FlightChannel:
         """`channel` for an endpoint that serves this one session: closing it stops the server."""
@@ -278,12 +293,9 @@ class FlightEndpoint:
 class FlightChannel:
     """Party `me`'s view of one session over Flight; counts what it sends (the `Channel` protocol)."""
 
-    def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str],
-                 record: bool = False) -> None:
+    def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str]) -> None:
         self.me, self._endpoint, self._session = endpoint.me, endpoint, session
-        self._stats = ChannelStats()
-        self.record = record
-        self.recorded: list[tuple[Kind, str, bytes]] = []
+        self._stats, self._received = ChannelStats(), ChannelStats()
         self._links: dict[str, _Link] = {}
         self._dialed: dict[str, tuple[flight.FlightClient, threading.Thread]] = {}
         self.then_close: FlightEndpoint | None = None  # an endpoint to stop with the channel
@@ -364,8 +376,8 @@ class FlightChannel:
         payload = message_bytes(kind, table)
         message = kind.value.encode() + b"\n" + payload.to_pybytes()
         self._stats.add(kind, payload.size)
-        if self.record:
-            self.recorded.append((kind, to, message))
+        if self._endpoint.recorded is not None:
+            self._endpoint.recorded.append((kind, to, message))
         try:
             link.write(message)
         except (flight.FlightError, pa.ArrowException, OSError) as error:
@@ -379,6 +391,7 @@ class FlightChannel:
         while True:
             try:
                 message = inbox.get(timeout=POLL_S)
+                self._received.add(kind, len(message))
                 return pa.ipc.open_stream(pa.py_buffer(message)).read_all()
             except queue.Empty:
                 if link.failure:
@@ -392,6 +405,10 @@ class FlightChannel:
         """What this party sent."""
         return self._stats
 
+    def received(self) -> ChannelStats:
+        """What this party received (at the label party, with `stats`, all a star's traffic)."""
+        return self._received
+
     def close(self) -> None:
         """End the session: tell the parties that dialed us goodbye; end our half of the streams
         we opened and wait (up to `connect_s`) until the peer has read everything we sent."""
@@ -404,7 +421,7 @@ class FlightChannel:
             self._links[peer].detach(done_writing=True)
             pump.join(self._endpoint.timeouts.connect_s)
             client.close()
-        self._endpoint.forget(self._session)
+        self._endpoint.forget(self._session, self._links.values())
         if self.then_close is not None:
             self.then_close.close()
 

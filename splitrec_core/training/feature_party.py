@@ -58,11 +58,11 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     batches = plan.batch_tensors(start_epoch, train.cats, train.nums)
     for epoch in range(start_epoch, plan.epochs):
         bottom_epoch(trainer, batches,
-                     lambda h: channel.send(Kind.EMBEDDING, leader, wire.pack(h.numpy())),
+                     lambda h: channel.send(Kind.EMBEDDING, leader, wire.pack(h)),
                      lambda: wire.unpack(channel.recv(Kind.GRADIENT, leader)), ahead)
         for rows in eval_batches(plan.validation):
             h = trainer.forward(train.cats[rows], train.nums[rows])
-            channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h.numpy()))
+            channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h))
         if epoch + 1 < plan.epochs:
             batches = plan.batch_tensors(epoch + 1, train.cats, train.nums)
         decision = Decision.from_table(channel.recv(Kind.EARLY_STOPPING, leader))
@@ -74,4 +74,4 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     best.restore()
     for rows in eval_batches(np.arange(len(test))):
         h = trainer.embed(test.cats[rows], test.nums[rows])
-        channel.send(Kind.EVAL_EMBEDDING, leader, wire.pack(h.numpy()))
+        channel.send(Kind.EVAL_EMBEDDING, leader, wire.pack(h))

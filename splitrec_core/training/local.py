@@ -47,15 +47,21 @@ def train_split_local(cfg: Config, features: dict[str, PartyFeatures], out_dirs:
     is written to `out_dirs[party]`, and the label party's test predictions beside its model.
     A run killed part-way resumes from the last epoch every party checkpointed.
     """
-    label = cfg.label_party
     jobs = {p: PartyJob(p, cfg, features[p], out_dirs[p]) for p in party_order(cfg, features)}
     started = time.time()
     outcomes, channel = _run_jobs(cfg, jobs, hub)
+    return label_result(cfg, features[cfg.label_party].test, outcomes, started, channel,
+                        out_dirs[cfg.label_party])
+
+
+def label_result(cfg: Config, label_test: Path, outcomes: dict[str, PartyOutcome], started: float,
+                 channel: dict[str, dict[str, int]], out_dir: Path) -> TrainResult:
+    """The run's result from the parties' outcomes (the label party's among them): its test
+    predictions and history written to `out_dir`, the models, the timings and the traffic."""
+    label = outcomes[cfg.label_party]
+    assert label.label is not None  # the label party's job always returns its outcome
     ready = max(o.ready_at for o in outcomes.values())
-    result = outcomes[label].label
-    assert result is not None  # the label party's job always returns its outcome
-    models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": outcomes[label].models["top"]}
-    return write_result(cfg, result.fit_rows, features[label].test, result.probabilities,
-                        result.history, (ready - started, result.trained_at - ready),
-                        outcomes[label].resumed_after_epoch, models, channel, result.leakage,
-                        out_dirs[label])
+    models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": label.models["top"]}
+    return write_result(cfg, label.label.fit_rows, label_test, label.label.probabilities,
+                        label.label.history, (ready - started, label.label.trained_at - ready),
+                        label.resumed_after_epoch, models, channel, label.label.leakage, out_dir)

@@ -10,10 +10,8 @@ that breaks learning does.
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -21,6 +19,7 @@ from splitrec_core.channel import array_table
 from splitrec_core.channel.base import ipc_bytes
 from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
+from tests.conftest import raw_values
 
 
 def test_split_model_learns_both_tasks(trained):
@@ -107,25 +106,10 @@ def test_traffic_is_counted_per_kind(trained):
 
 
 def test_no_raw_id_or_feature_value_crosses(trained):
-    # Prepare: every raw ID, every distinctive category, and every numeric value as text and as
-    # float64 where its bytes are distinctive (small integers like 7.0 end in six zero bytes,
-    # which ReLU zeros next to a float32 reproduce by chance)
     _, run, hub, _, _, _ = trained
     payload = b"".join(p for *_, p in hub.recorded)
     assert len(payload) > 100_000
-    needles: set[bytes] = set()
-    for path in (run / "data").glob("*.csv"):
-        frame = pd.read_csv(path)
-        for column in frame.columns:
-            if column in ("split", "income_50k", "never_married"):
-                continue  # the label party's own columns: the split flag is sent on purpose
-            values = frame[column].dropna().unique()
-            if not pd.api.types.is_numeric_dtype(frame[column]):
-                needles |= {str(v).encode() for v in values if len(str(v)) >= 4}
-            else:
-                packed = {struct.pack("<d", float(v)) for v in values}
-                needles |= {b for b in packed if b[:4] != bytes(4)}
-                needles |= {repr(float(v)).encode() for v in values if abs(v) >= 1000}
+    needles = raw_values(run / "data")
 
     # Assert
     assert len(needles) > 3000

@@ -1,0 +1,42 @@
+"""One party's pipeline when the parties run apart, each on its own host under its own Prefect:
+validate → PSI → features → split training → (label party: label-only baseline, evaluate) →
+export. It reads only this party's files; everything else arrives over Flight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+
+from splitrec_core.federation import load_party
+from tasks.apart import align_with_peers, train_with_peers
+from tasks.evaluate import evaluate_run
+from tasks.export import export_model
+from tasks.features import build_party_features
+from tasks.train import train_label_only
+from tasks.validate import validate_input
+
+
+@flow(name="party_pipeline", flow_run_name="{party}-{run_id}", log_prints=True)
+def party_pipeline(federation: str, party: str, private: str, run_id: str,
+                   workdir: str = "run") -> str | None:
+    """Run `party`'s part of run `run_id`; at the label party return `report/metrics.json`."""
+    view = load_party(Path(federation), Path(private), party)
+    cfg, root = view.config, Path(workdir).resolve()
+
+    # 1-3. Check our own input, align IDs with every party, engineer our own features
+    validated = validate_input(cfg, party, view.data_file, root)
+    alignment = align_with_peers(cfg, view, run_id, validated, root)
+    features = build_party_features(cfg, party, validated.table, alignment.files[party], root)
+
+    # 4. Our part of split training; at the label party, the label-only baseline for the lift
+    models, training = train_with_peers(cfg, view, run_id, features, root)
+    report = None
+    if training is not None:
+        label_only = train_label_only(cfg, features, root)
+        # 5. Evaluate every task on the test rows (only the label party holds labels)
+        report = evaluate_run(cfg, features.test, alignment, training, label_only, root)
+
+    # 6. Export our own part
+    export_model(cfg, party, models["bottom"], features.transform, root, models.get("top"))
+    return None if report is None else str(report)

@@ -1,0 +1,82 @@
+"""One party's network stages when the parties run apart: PSI and split training, each a session
+of its own on the party's Flight endpoint, with the peers the federation file names."""
+
+from __future__ import annotations
+
+import atexit
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from splitrec_core.align import Alignment, feature_side, label_side
+from splitrec_core.channel import ChannelStats
+from splitrec_core.channel.flight import FlightChannel, FlightEndpoint
+from splitrec_core.features import PartyFeatures
+from splitrec_core.federation import PartyView
+from splitrec_core.results import TrainResult
+from splitrec_core.validate import ValidatedParty
+from splitrec_core.workspace import Workspace
+
+_ENDPOINTS: dict[tuple[str, str], FlightEndpoint] = {}
+
+
+def endpoint(view: PartyView) -> FlightEndpoint:
+    """This party's Flight endpoint, started on first use and kept up for the process's life."""
+    key = (view.federation.hash(), view.me)
+    if key not in _ENDPOINTS:
+        _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), view.peers,
+                                         view.token_hashes, view.federation.hash(), view.timeouts())
+        atexit.register(_ENDPOINTS[key].close)
+    return _ENDPOINTS[key]
+
+
+def session(view: PartyView, run_id: str, stage: str) -> FlightChannel:
+    """Open `stage` of run `run_id` with every party of the federation."""
+    return endpoint(view).channel(f"{run_id}/{stage}", view.federation.order)
+
+
+def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir: Workspace,
+                ) -> Alignment:
+    """This party's side of PSI; the label party also sends the train/test flag."""
+    cfg, me = view.config, view.me
+    out = workdir.aligned(me)
+    unmatched = workdir.unmatched(me) if cfg.psi.write_unmatched else None
+    with session(view, run_id, "psi") as channel:
+        if me == cfg.label_party:
+            assert validated.split is not None  # the label party's validation writes it
+            label_side(channel, validated.ids, validated.split,
+                       [p.name for p in cfg.feature_parties], out, cfg.psi.domain,
+                       cfg.psi.chunk_size, unmatched)
+        else:
+            feature_side(channel, validated.ids, cfg.label_party, out, cfg.psi.domain,
+                         cfg.psi.chunk_size, unmatched)
+        traffic = _traffic(channel)
+    is_train = pq.read_table(out, columns=["is_train"]).column(0).to_numpy()
+    train = int(np.sum(is_train))
+    return Alignment({me: out}, len(is_train), train, len(is_train) - train, traffic)
+
+
+def _traffic(channel: FlightChannel) -> dict[str, dict[str, int]]:
+    """What crossed this party's channel, sent and received: at the label party, through which
+    every message of a run passes, the whole run's traffic."""
+    return ChannelStats.merge(channel.stats().as_dict(), channel.received().as_dict())
+
+
+def train_apart(view: PartyView, run_id: str, features: PartyFeatures, workdir: Workspace,
+                ) -> tuple[dict[str, Path], TrainResult | None]:
+    """This party's part of split training (resumed from the epoch all parties checkpointed):
+    its models ("bottom", and "top" at the label party) and, at the label party, the run's
+    result (test predictions, history, traffic, leakage)."""
+    from splitrec_core.training.local import label_result
+    from splitrec_core.training.party import PartyJob
+
+    started = time.time()
+    with session(view, run_id, "train") as channel:
+        outcome = PartyJob(view.me, view.config, features, workdir.trained(view.me))(channel)
+        traffic = _traffic(channel)
+    if outcome.label is None:
+        return outcome.models, None
+    return outcome.models, label_result(view.config, features.test, {view.me: outcome}, started,
+                                        traffic, workdir.trained(view.me))

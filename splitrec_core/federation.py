@@ -1,0 +1,255 @@
+"""Parties apart: the federation file every party holds a copy of, and each party's private file.
+
+The federation file says who takes part (names, roles, addresses, the SHA-256 of each party's
+token), what is predicted, the MMoE top, the cut width, the training plan and seed, PSI and
+privacy settings, the schedule and the network timeouts. A party's private file says what only
+it knows: its data file, ID column, columns and their kinds, its bottom network, its
+credentials. `party_view` joins the two into the `Config` the core library runs on, in which the
+other parties are names only: no party learns another's columns or paths.
+
+The parties compare `federation_hash` (of the parsed settings, so comments and layout do not
+count) when they connect; a mismatch stops every party.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from splitrec_core.certs import PartyCredentials
+from splitrec_core.channel.flight import Security, Timeouts
+from splitrec_core.config import (
+    Config,
+    PartyConfig,
+    PrivacyConfig,
+    PsiConfig,
+    ScheduleConfig,
+    TaskConfig,
+    TrainingConfig,
+    _read_toml,
+    _Strict,
+    validated,
+)
+from splitrec_core.io import write_bytes
+
+
+class Member(_Strict):
+    """A party as every other party knows it."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    address: str = Field(description="host:port where its Flight endpoint listens")
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                              description="SHA-256 of its bearer token (`splitrec certs` writes it)")
+
+
+class TopConfig(_Strict):
+    """The shared part of the model: the cut width every bottom ends in, and the MMoE top."""
+
+    cut_dim: int = Field(default=32, ge=1)
+    num_experts: int = Field(default=8, ge=1)
+    expert_units: int = Field(default=16, ge=1)
+    tower_units: int = Field(default=8, ge=1)
+
+
+class TimeoutConfig(_Strict):
+    """How long a party waits for the others before it names the one that does not answer."""
+
+    connect_s: float = Field(default=120.0, gt=0)
+    recv_s: float = Field(default=600.0, gt=0)
+    backoff_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=10.0, gt=0)
+
+
+class Federation(_Strict):
+    """The shared federation file."""
+
+    name: str
+    label_party: str
+    parties: list[Member] = Field(min_length=2)
+    tasks: list[TaskConfig] = Field(min_length=1)
+    model: TopConfig = TopConfig()
+    training: TrainingConfig = TrainingConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    psi: PsiConfig = PsiConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    timeouts: TimeoutConfig = TimeoutConfig()
+    insecure: bool = Field(default=False, description="plaintext and tokens only: a local trial")
+
+    @model_validator(mode="after")
+    def _roster_is_consistent(self) -> Federation:
+        names = [p.name for p in self.parties]
+        if len(set(names)) != len(names):
+            raise ValueError(f"party names must be unique, got {names}")
+        if self.label_party not in names:
+            raise ValueError(f"label_party '{self.label_party}' is not one of the parties {names}")
+        return self
+
+    @property
+    def order(self) -> list[str]:
+        """Label party first, then the others as listed: the order of the top's inputs."""
+        return [self.label_party, *(p.name for p in self.parties if p.name != self.label_party)]
+
+    def member(self, name: str) -> Member:
+        """The party called `name`."""
+        for party in self.parties:
+            if party.name == name:
+                return party
+        raise KeyError(f"no party named '{name}' in federation '{self.name}'")
+
+    def hash(self) -> str:
+        """SHA-256 of the settings (not of the file's bytes: comments and layout do not count)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True)
+                              .encode()).hexdigest()
+
+
+class BottomConfig(_Strict):
+    """A party's own bottom network (its cut width is the federation's)."""
+
+    embedding_dim: int = Field(default=4, ge=1)
+    bottom_units: list[int] = [64]
+
+
+class CredentialFiles(_Strict):
+    """Paths (relative to the private file) of the party's CA certificate, certificate, key and
+    token."""
+
+    ca: str = "credentials/ca.pem"
+    cert: str = "credentials/cert.pem"
+    key: str = "credentials/key.pem"
+    token: str = "credentials/token"
+
+
+class PrivateParty(_Strict):
+    """A party's private file: what only it knows."""
+
+    party: str
+    file: str = Field(description="its data file, relative to this file")
+    id_column: str = "id"
+    categorical: list[str] = []
+    numeric: list[str] = []
+    split_column: str | None = None
+    bottom: BottomConfig = BottomConfig()
+    credentials: CredentialFiles = CredentialFiles()
+    listen: str | None = Field(default=None, description="host:port to listen on (default: all "
+                                                         "interfaces, at its address's port)")
+
+
+class PartyView:
+    """One party's side of a federation: its private settings, the shared ones, and the `Config`
+    the core library runs on (`config`), in which the other parties are names only."""
+
+    def __init__(self, federation: Federation, private: PrivateParty, private_file: Path) -> None:
+        self.federation, self.private, self.folder = federation, private, private_file.parent
+        self.me = private.party
+        self.config = _as_config(federation, private)
+
+    @property
+    def data_file(self) -> Path:
+        return self.folder / self.private.file
+
+    @property
+    def listen(self) -> str:
+        port = self.federation.member(self.me).address.rpartition(":")[2]
+        return self.private.listen or f"0.0.0.0:{port}"
+
+    @property
+    def peers(self) -> dict[str, str]:
+        return {p.name: p.address for p in self.federation.parties if p.name != self.me}
+
+    @property
+    def token_hashes(self) -> dict[str, str]:
+        return {p.name: p.token_sha256 for p in self.federation.parties}
+
+    def credentials(self) -> PartyCredentials:
+        files = self.private.credentials
+        return PartyCredentials(*(self.folder / getattr(files, k) for k in ("ca", "cert", "key", "token")))
+
+    def security(self) -> Security:
+        """Its credentials, read now (a missing file is an error naming it)."""
+        files = self.credentials()
+        for path in (files.token,) if self.federation.insecure else (files.ca, files.cert, files.key,
+                                                                     files.token):
+            if not path.exists():
+                raise FileNotFoundError(f"{self.me}'s credential file {path} does not exist "
+                                        f"(`splitrec certs` makes trial ones)")
+        if self.federation.insecure:
+            return Security(token=files.token.read_text().strip(), insecure=True)
+        return Security.from_files(files)
+
+    def timeouts(self) -> Timeouts:
+        return Timeouts(**self.federation.timeouts.model_dump())
+
+
+def _as_config(federation: Federation, private: PrivateParty) -> Config:
+    me = PartyConfig(name=private.party, file=private.file, id_column=private.id_column,
+                     categorical=private.categorical, numeric=private.numeric,
+                     split_column=private.split_column)
+    peers = [PartyConfig.peer(name) for name in federation.order if name != private.party]
+    model = federation.model.model_dump() | private.bottom.model_dump()
+    return Config(name=federation.name, data_dir=".", label_party=federation.label_party,
+                  parties=sorted([me, *peers], key=lambda p: federation.order.index(p.name)),
+                  tasks=federation.tasks, model=model, training=federation.training,
+                  privacy=federation.privacy, psi=federation.psi, schedule=federation.schedule)
+
+
+def load_party(federation_file: Path, private_file: Path, party: str) -> PartyView:
+    """Read `party`'s copy of the federation file and its private file; errors name the file."""
+    federation = validated(Federation, _read_toml(federation_file), federation_file)
+    private = validated(PrivateParty, _read_toml(private_file), private_file)
+    if private.party != party:
+        raise ValueError(f"{private_file} is {private.party}'s private file, not {party}'s")
+    try:
+        federation.member(party)
+        return PartyView(federation, private, private_file)
+    except (KeyError, ValueError) as error:
+        raise ValueError(f"{federation_file} / {private_file}: {error}") from None
+
+
+def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Path,
+                           ports: list[int], host: str = "127.0.0.1",
+                           ) -> dict[str, tuple[Path, Path]]:
+    """Split a one-process config into a trial federation on `host` (the label party listening
+    on the first of `ports`, the others in config order on the next): for each party a folder
+    `out_dir/<party>/` with its copy of `federation.toml`, its private `party.toml`, its data
+    file and its credentials (a fresh CA for all). Returns party → (federation file, private
+    file). What a real federation's parties each write for themselves."""
+    import shutil
+
+    import tomli_w
+
+    from splitrec_core.certs import make_trial_credentials
+
+    order = [cfg.label_party, *(p.name for p in cfg.feature_parties)]
+    staging = out_dir / ".credentials"
+    made = make_trial_credentials({p: [host, "localhost"] for p in order}, staging)
+    federation = Federation(
+        name=cfg.name, label_party=cfg.label_party,
+        parties=[Member(name=p, address=f"{host}:{port}", token_sha256=made[p].token_sha256())
+                 for p, port in zip(order, ports, strict=True)],
+        tasks=cfg.tasks, model=TopConfig(**{k: getattr(cfg.model, k) for k in TopConfig.model_fields}),
+        training=cfg.training.model_copy(update={"parties_in": "threads"}), privacy=cfg.privacy,
+        psi=cfg.psi, schedule=cfg.schedule)
+    shared = tomli_w.dumps(federation.model_dump(mode="json", exclude_none=True))
+    written = {}
+    for party in cfg.parties:
+        folder = out_dir / party.name
+        data = folder / "data" / data_files[party.name].name
+        data.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(data_files[party.name], data)
+        shutil.copytree(staging / party.name, folder / "credentials", dirs_exist_ok=True)
+        private = PrivateParty(
+            party=party.name, file=str(data.relative_to(folder)), id_column=party.id_column,
+            categorical=party.categorical, numeric=party.numeric,
+            split_column=party.split_column,
+            bottom=BottomConfig(embedding_dim=cfg.model.embedding_dim,
+                                bottom_units=cfg.model.bottom_units))
+        federation_file = write_bytes(shared.encode(), folder / "federation.toml")
+        private_file = write_bytes(
+            tomli_w.dumps(private.model_dump(mode="json", exclude_none=True)).encode(),
+            folder / "party.toml")
+        written[party.name] = (federation_file, private_file)
+    shutil.rmtree(staging)
+    return written

@@ -1,0 +1,39 @@
+"""Prefect tasks for a party running apart: its side of PSI and of split training, over Flight.
+
+Their cache keys include the run ID that every party of the run shares, so the parties never
+disagree on which stage to run again: a stage is cached within a run (a retried flow run skips
+it at every party) and runs afresh in a new one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+
+from splitrec_core.align import Alignment
+from splitrec_core.config import Config
+from splitrec_core.features import PartyFeatures
+from splitrec_core.federation import PartyView
+from splitrec_core.results import TrainResult
+from splitrec_core.validate import ValidatedParty
+from splitrec_core.workspace import Workspace
+from tasks._common import task_options
+
+
+@task(name="psi_align", task_run_name="psi_align-{run_id}", **task_options())
+def align_with_peers(cfg: Config, view: PartyView, run_id: str, validated: ValidatedParty,
+                     workdir: Path) -> Alignment:
+    """This party's side of ECDH PSI with the federation's other parties."""
+    from splitrec_core.apart import align_apart
+
+    return align_apart(view, run_id, validated, Workspace(workdir))
+
+
+@task(name="train_split_mmoe", task_run_name="train_split_mmoe-{run_id}", **task_options())
+def train_with_peers(cfg: Config, view: PartyView, run_id: str, features: PartyFeatures,
+                     workdir: Path) -> tuple[dict[str, Path], TrainResult | None]:
+    """This party's part of split training; a retry resumes from the last common epoch."""
+    from splitrec_core.apart import train_apart
+
+    return train_apart(view, run_id, features, Workspace(workdir))

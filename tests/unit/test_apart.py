@@ -1,0 +1,182 @@
+"""Parties apart: each party has only its own folder (its data, its private file, its copy of the
+federation file, its credentials) and talks to the others over Flight with mutual TLS.
+
+The split computation is the same as in one process (same predictions), nothing raw crosses,
+and a feature party killed mid-training is restarted and resumes from the epoch every party
+checkpointed, agreed over the channel.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from splitrec_core.channel.flight import free_ports
+from splitrec_core.config import load_config
+from splitrec_core.datasets.synthetic import make_people, write_parties
+from splitrec_core.evaluate import evaluate
+from splitrec_core.federation import PartyView, load_party, write_trial_federation
+from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features, raw_values
+
+EPOCHS = 12
+RUN_PARTY = """
+import json, sys
+from pathlib import Path
+from splitrec_core.federation import load_party
+from tests.unit.test_apart import run_party
+args = json.loads(sys.argv[1])
+view = load_party(Path("federation.toml"), Path("party.toml"), args["party"])
+result = run_party(view, args["run_id"], Path("run").resolve())
+if result is not None:
+    print(json.dumps({"resumed_after_epoch": result.resumed_after_epoch,
+                      "epochs_run": result.epochs_run, "predictions": str(result.predictions)}))
+"""
+
+
+def run_party(view: PartyView, run_id: str, workdir: Path):
+    """One party's stages with the core library, as `party_pipeline` runs them as tasks."""
+    from splitrec_core.apart import align_apart, train_apart
+    from splitrec_core.features import build_features
+    from splitrec_core.validate import validate_party
+    from splitrec_core.workspace import Workspace
+
+    cfg, space = view.config, Workspace(workdir)
+    me = cfg.party(view.me)
+    validated = validate_party(me, view.data_file, space.validated(view.me),
+                               cfg.tasks if view.me == cfg.label_party else None, cfg.psi.normalize)
+    alignment = align_apart(view, run_id, validated, space)
+    features = build_features(me, validated.table, alignment.files[view.me],
+                              space.features(view.me))
+    return train_apart(view, run_id, features, space)[1]
+
+
+@pytest.fixture
+def federation(tmp_path: Path, synthetic_cfg):
+    """Synthetic parties split into a trial federation on 127.0.0.1: one folder each."""
+    write_parties(make_people(3000, seed=4), tmp_path / "data")
+    files = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
+    cfg = synthetic_cfg.model_copy(update={"training": synthetic_cfg.training.model_copy(
+        update={"epochs": EPOCHS})})
+    written = write_trial_federation(cfg, files, tmp_path / "federation", free_ports(3))
+    return cfg, tmp_path, written
+
+
+def test_each_party_holds_only_its_own_files(federation):
+    cfg, _, written = federation
+    for party in cfg.parties:
+        folder = written[party.name][0].parent
+        files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+        assert files == ["credentials/ca.pem", "credentials/cert.pem", "credentials/key.pem",
+                         "credentials/token", f"data/{party.name}.csv", "federation.toml",
+                         "party.toml"]
+        text = "\n".join(p.read_text() for p in folder.glob("*.toml"))
+        for other in cfg.parties:
+            if other.name != party.name:  # no other party's columns or file
+                assert not [c for c in (*other.feature_columns, other.file) if c in text]
+        view = load_party(folder / "federation.toml", folder / "party.toml", party.name)
+        assert view.config.party(party.name).feature_columns == party.feature_columns
+        assert all(p.is_peer for p in view.config.parties if p.name != party.name)
+
+
+def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(federation):
+    # Prepare: each party's view from its own folder; its endpoint keeps every message it sends
+    from splitrec_core.apart import endpoint
+    from splitrec_core.training.local import train_split_local
+    from splitrec_core.workspace import Workspace
+
+    cfg, run, written = federation
+    views = {p: load_party(shared, private, p) for p, (shared, private) in written.items()}
+    for view in views.values():
+        endpoint(view).recorded = []
+    results: dict[str, object] = {}
+
+    def party(name: str) -> None:
+        results[name] = run_party(views[name], "apart-1", written[name][0].parent / "run")
+
+    # Execute: the three parties on threads, as three hosts would run them
+    threads = [threading.Thread(target=party, args=(p,)) for p in views]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    features = prepare_features(cfg, run)
+    together = train_split_local(cfg, features, {p: Workspace(run).trained(p) for p in features})
+
+    # Assert: the label party's predictions are the one-process run's
+    apart = results[cfg.label_party]
+    assert [results[p.name] for p in cfg.feature_parties] == [None, None]
+    a = pq.read_table(apart.predictions).to_pandas()
+    b = pq.read_table(together.predictions).to_pandas()
+    assert a["position"].tolist() == b["position"].tolist()
+    np.testing.assert_allclose(a.drop(columns="position"), b.drop(columns="position"), atol=1e-5)
+    # the label party, through which every message passes, counted all of them
+    assert apart.channel == together.channel
+    # every byte sent over Flight was captured at the channel: no raw ID or feature value
+    sent = [message for view in views.values() for *_, message in endpoint(view).recorded]
+    payload = b"".join(sent)
+    assert len(sent) > 100 and len(payload) > 100_000
+    needles = raw_values(run / "data")
+    assert len(needles) > 1500
+    assert [n for n in needles if n in payload] == []
+
+
+def _start(folder: Path, party: str, run_id: str) -> subprocess.Popen:
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", RUN_PARTY, json.dumps(
+        {"party": party, "run_id": run_id})], cwd=folder, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoints(folder: Path, party: str) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in
+                  (folder / "run" / "parties" / party / "trained").glob("checkpoints/*/epoch-*.npz"))
+
+
+def test_a_killed_feature_party_is_restarted_and_the_run_resumes_from_the_common_epoch(federation):
+    # Prepare
+    from splitrec_core.training.local import train_split_local
+    from splitrec_core.workspace import Workspace
+
+    cfg, run, written = federation
+    folders = {p: shared.parent for p, (shared, _) in written.items()}
+    features = prepare_features(cfg, run)
+    unbroken = train_split_local(cfg, features, {p: Workspace(run).trained(p) for p in features})
+
+    # Execute: a process per party; SIGKILL the bank once it has finished epoch 2
+    first = {p: _start(folder, p, "killed-1") for p, folder in folders.items()}
+    deadline = time.monotonic() + 120
+    while len(_checkpoints(folders["bank"], "bank")) < 2 or _checkpoints(folders["bank"], "bank")[-1] < 2:
+        assert first["bank"].poll() is None, first["bank"].communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "the bank never reached epoch 2"
+        time.sleep(0.01)
+    first["bank"].send_signal(signal.SIGKILL)
+    errors = {p: process.communicate(timeout=120)[1] for p, process in first.items()}
+    # the others stop, naming what they lost, not hang
+    assert first["advertiser"].returncode != 0 and "bank" in errors["advertiser"].splitlines()[-1]
+    assert first["media"].returncode != 0
+    # ... and are run again, as their flows' retries would
+    again = {p: _start(folder, p, "killed-1") for p, folder in folders.items()}
+    outputs = {p: process.communicate(timeout=180) for p, process in again.items()}
+
+    # Assert
+    assert all(process.returncode == 0 for process in again.values()), outputs
+    resumed = json.loads(outputs["advertiser"][0].strip().splitlines()[-1])
+    assert resumed["resumed_after_epoch"] >= 2
+    assert resumed["epochs_run"] == unbroken.epochs_run
+    tasks = [t.name for t in cfg.tasks]
+    label_test = folders["advertiser"] / "run" / "parties" / "advertiser" / "features" / "test.parquet"
+    broken_metrics = evaluate(Path(resumed["predictions"]), label_test, tasks)
+    whole_metrics = evaluate(unbroken.predictions, features[cfg.label_party].test, tasks)
+    for task in tasks:
+        assert abs(broken_metrics[task]["auc"] - whole_metrics[task]["auc"]) < 0.005
+    assert all(_checkpoints(folder, p) == [] for p, folder in folders.items())
