@@ -22,11 +22,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from splitrec_core.channel.flight import free_ports
-from splitrec_core.config import load_config
 from splitrec_core.datasets.synthetic import make_people, write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
-from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features, raw_values
+from tests.conftest import REPO, prepare_features, raw_values
 
 EPOCHS = 12
 RUN_PARTY = """
