@@ -7,6 +7,7 @@ a newline and the Arrow IPC bytes. Each party counts what it sends.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -64,10 +65,23 @@ def pipe_channels(names: list[str]) -> dict[str, Callable[[], ProcessChannel]]:
     return {name: partial(ProcessChannel, name, pipes[name]) for name in names}
 
 
+def own_cores(order: list[str]) -> dict[str, frozenset[int]]:
+    """Cores for a process per party as if each were on a host of its own: the first party (the
+    label party, whose steps are the critical path) gets half of this machine's cores, the
+    others share the rest. Empty on a single core."""
+    cores = sorted(os.sched_getaffinity(0))
+    half = len(cores) // 2
+    if not half:
+        return {}
+    return {p: frozenset(cores[:half] if i == 0 else cores[half:]) for i, p in enumerate(order)}
+
+
 def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Channel],
-           results: multiprocessing.Queue) -> None:
+           results: multiprocessing.Queue, cores: frozenset[int] | None) -> None:
     """A party process: open its channel, run its job, report the outcome (or the error)."""
     try:
+        if cores:
+            os.sched_setaffinity(0, cores)  # before TensorFlow and gRPC start their threads
         channel = open_channel()
         try:
             outcome = job(channel)
@@ -81,16 +95,20 @@ def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Ch
 
 
 def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
-                     channels: dict[str, Callable[[], Channel]] | None = None) -> dict[str, T]:
+                     channels: dict[str, Callable[[], Channel]] | None = None,
+                     cores: dict[str, frozenset[int]] | None = None) -> dict[str, T]:
     """Run each party's job in its own (spawned) process; return their outcomes by party.
 
-    `channels[party]` opens the party's channel in its process (default: `pipe_channels`). Jobs
-    and openers must be picklable. The first failure stops every party and is raised here.
+    `channels[party]` opens the party's channel in its process (default: `pipe_channels`);
+    `cores[party]`, if given, are the cores it runs on (`own_cores`). Jobs and openers must be
+    picklable. The first failure stops every party and is raised here.
     """
     context = multiprocessing.get_context("spawn")
     channels = channels or pipe_channels(list(jobs))
+    cores = cores or {}
     results = context.Queue()
-    processes = {name: context.Process(target=_serve, args=(name, job, channels[name], results),
+    processes = {name: context.Process(target=_serve,
+                                       args=(name, job, channels[name], results, cores.get(name)),
                                        name=f"splitrec-{name}", daemon=True)
                  for name, job in jobs.items()}
     for process in processes.values():

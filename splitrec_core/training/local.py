@@ -11,7 +11,7 @@ from pathlib import Path
 
 from splitrec_core.channel import ChannelStats, LocalHub
 from splitrec_core.channel.flight import loopback_seats
-from splitrec_core.channel.processes import run_in_processes
+from splitrec_core.channel.processes import own_cores, run_in_processes
 from splitrec_core.config import Config
 from splitrec_core.features import PartyFeatures
 from splitrec_core.results import TrainResult
@@ -29,12 +29,14 @@ def _run_jobs(cfg: Config, jobs: dict[str, PartyJob], hub: LocalHub | None,
         hub = hub or LocalHub()
         outcomes = hub.run({p: partial(job, hub.channel(p)) for p, job in jobs.items()})
         return outcomes, hub.stats().as_dict()
+    order = party_order(cfg, jobs)
+    cores = own_cores(order) if cfg.training.own_cores else None
     if placement == "flight":
         with tempfile.TemporaryDirectory(prefix="splitrec-credentials-") as folder:
-            seats = loopback_seats(party_order(cfg, jobs), Path(folder), session="train")
-            outcomes = run_in_processes(jobs, seats)
+            seats = loopback_seats(order, Path(folder), session="train")
+            outcomes = run_in_processes(jobs, seats, cores)
     else:
-        outcomes = run_in_processes(jobs)
+        outcomes = run_in_processes(jobs, cores=cores)
     return outcomes, ChannelStats.merge(*(o.sent for o in outcomes.values()))
 
 
