@@ -62,8 +62,8 @@ def label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
 
 class Wire:
     """How embeddings and gradients cross the channel: in `dtype` (float16 halves the bytes),
-    always computed on in float32. TensorFlow converts (numpy's float16 conversion is ~6x
-    slower: 150 against 27 microseconds for a 1024 x 32 batch)."""
+    always computed on in float32. TensorFlow converts: numpy's float16 conversion is several
+    times slower (benchmarks/RESULTS.md)."""
 
     def __init__(self, dtype: str = "float32") -> None:
         self.half = dtype == "float16"
