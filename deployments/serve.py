@@ -1,10 +1,13 @@
-"""Serve `train_pipeline` as a deployment: scheduled retraining plus runs triggered from the UI."""
+"""Serve the pipelines: `train_pipeline` (all parties here) as a deployment, scheduled and from the
+UI; with parties apart, the label party's `party_pipeline` the same way (each run starts the
+feature parties), and a feature party's endpoint, which runs its part when the label party asks."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from splitrec_core.config import load_config
+from splitrec_core.federation import PartyView
 
 
 def serve_pipeline(config: Path, workdir: Path, name: str = "retrain") -> None:
@@ -18,3 +21,35 @@ def serve_pipeline(config: Path, workdir: Path, name: str = "retrain") -> None:
         parameters={"config_path": str(config.resolve()), "workdir": str(workdir.resolve())},
         description=f"Retrain the split MMoE on {cfg.name} ({cfg.schedule.cron}, {cfg.schedule.timezone})",
     )
+
+
+def serve_label_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:
+    """Block, running the label party's part on the federation's schedule (in its timezone) and
+    whenever its UI asks; each run first starts the feature parties' parts."""
+    from prefect.schedules import Cron
+
+    from flows.party import party_pipeline
+
+    schedule = view.federation.schedule
+    party_pipeline.serve(
+        name=f"{view.federation.name}-{view.me}",
+        schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
+        parameters={"federation": str(federation), "party": view.me, "private": str(private),
+                    "workdir": str(workdir), "invite": True},
+        description=f"Retrain the split MMoE of federation {view.federation.name} as {view.me}")
+
+
+def serve_feature_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:
+    """Block, keeping the feature party's endpoint up; each run the label party starts runs
+    this party's `party_pipeline` here, in this party's own Prefect."""
+    import time
+
+    from flows.party import party_pipeline
+    from splitrec_core.apart import accept_runs
+
+    serving = accept_runs(view, lambda run_id: party_pipeline(
+        str(federation), view.me, str(private), run_id, str(workdir)))
+    print(f"{view.me}: serving on port {serving.port}; runs start when "
+          f"{view.federation.label_party} starts them (Ctrl-C stops)", flush=True)
+    while True:
+        time.sleep(3600)

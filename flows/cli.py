@@ -165,6 +165,30 @@ def party_run(federation: Path,
         typer.echo(f"{party}: done; the label party holds the report")
 
 
+@party_app.command("serve")
+def party_serve(federation: Path,
+                party: Annotated[str, typer.Option(help="Which party of the federation we are.")],
+                private: Annotated[Path | None, typer.Option(
+                    help="Our private party file (default: party.toml beside FEDERATION).")] = None,
+                workdir: Workdir = None) -> None:
+    """Serve our part: the label party as a deployment on the federation's schedule (and from its
+    UI), which starts each run at the feature parties; a feature party keeps its endpoint up and
+    runs its part whenever the label party starts a run. Ctrl-C stops."""
+    try:
+        from splitrec_core.federation import load_party
+
+        private = private or federation.parent / "party.toml"
+        view = load_party(federation, private, party)
+        root = (workdir or federation.parent / "run").resolve()
+        _use_workdir_results(root)
+        from deployments.serve import serve_feature_party, serve_label_party
+
+        serve = serve_label_party if party == view.federation.label_party else serve_feature_party
+        serve(view, federation.resolve(), private.resolve(), root)
+    except InputError as error:
+        _fail(error)
+
+
 @party_app.command("trial")
 def party_trial(config: Path, data_workdir: Annotated[Path, typer.Option(
                     help="Where the config's data files are (as for `splitrec run`).")],
@@ -193,11 +217,11 @@ def certs(federation: Path, out: Annotated[Path, typer.Option(
     from urllib.parse import urlsplit
 
     from splitrec_core.certs import make_trial_credentials
-    from splitrec_core.config import _read_toml, validated
+    from splitrec_core.config import read_toml, validated
     from splitrec_core.federation import Federation
 
     try:
-        shared = validated(Federation, _read_toml(federation), federation)
+        shared = validated(Federation, read_toml(federation), federation)
     except InputError as error:
         _fail(error)
     hosts = {p.name: [urlsplit(f"//{p.address}").hostname or "localhost"] for p in shared.parties}

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow
+from prefect.runtime import flow_run
 
 from splitrec_core.federation import load_party
-from tasks.apart import align_with_peers, train_with_peers
+from tasks.apart import align_with_peers, invite_parties, train_with_peers
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
@@ -17,12 +18,19 @@ from tasks.train import train_label_only
 from tasks.validate import validate_input
 
 
-@flow(name="party_pipeline", flow_run_name="{party}-{run_id}", log_prints=True)
-def party_pipeline(federation: str, party: str, private: str, run_id: str,
-                   workdir: str = "run") -> str | None:
-    """Run `party`'s part of run `run_id`; at the label party return `report/metrics.json`."""
+@flow(name="party_pipeline", log_prints=True)
+def party_pipeline(federation: str, party: str, private: str, run_id: str | None = None,
+                   workdir: str = "run", invite: bool = False) -> str | None:
+    """Run `party`'s part of run `run_id` (default: a new ID); at the label party return
+    `report/metrics.json`. With `invite`, the label party first starts the run at every feature
+    party that serves (`splitrec party serve`)."""
     view = load_party(Path(federation), Path(private), party)
     cfg, root = view.config, Path(workdir).resolve()
+    run_id = run_id or f"run-{flow_run.get_id()}"[:12]
+
+    # 0. The label party starts the run at the feature parties
+    if invite and party == cfg.label_party:
+        invite_parties(cfg, view, run_id)
 
     # 1-3. Check our own input, align IDs with every party, engineer our own features
     validated = validate_input(cfg, party, view.data_file, root)

@@ -1,10 +1,13 @@
 """One party's network stages when the parties run apart: PSI and split training, each a session
-of its own on the party's Flight endpoint, with the peers the federation file names."""
+of its own on the party's Flight endpoint, with the peers the federation file names; and how a
+run starts: the label party invites the feature parties that serve."""
 
 from __future__ import annotations
 
 import atexit
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +83,32 @@ def train_apart(view: PartyView, run_id: str, features: PartyFeatures, workdir: 
         return outcome.models, None
     return outcome.models, label_result(view.config, features.test, {view.me: outcome}, started,
                                         traffic, workdir.trained(view.me))
+
+
+def invite(view: PartyView, run_id: str) -> dict[str, str]:
+    """The label party starts run `run_id` at every feature party that is serving; their answers.
+    A party that is not serving, or cannot be reached within `connect_s`, is an error naming it."""
+    me = endpoint(view)
+    return {p.name: me.start_run(p.name, run_id) for p in view.config.feature_parties}
+
+
+def accept_runs(view: PartyView, start: Callable[[str], object]) -> FlightEndpoint:
+    """Serve: keep this party's endpoint up and, whenever the label party asks, run
+    `start(run_id)` on a thread of its own (once per run ID). Only the label party may ask."""
+    label, started, lock = view.federation.label_party, set(), threading.Lock()
+
+    def on_start(caller: str, run_id: str) -> str:
+        if caller != label:
+            raise PermissionError(f"{caller} asked {view.me} to start a run: only the label "
+                                  f"party {label} starts runs")
+        with lock:
+            if run_id in started:
+                return f"{view.me}: run {run_id} was started already"
+            started.add(run_id)
+        threading.Thread(target=start, args=(run_id,), name=f"splitrec-run-{run_id}",
+                         daemon=True).start()
+        return f"{view.me}: started run {run_id}"
+
+    serving = endpoint(view)
+    serving.on_start = on_start
+    return serving

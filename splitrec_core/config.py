@@ -13,13 +13,13 @@ from splitrec_core.errors import InputError
 M = TypeVar("M", bound=BaseModel)
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     """A config section that rejects keys it does not know, so a typo is an error, not a default."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PartyConfig(_Strict):
+class PartyConfig(Strict):
     """One organisation: its table, its ID column and the columns it contributes as features."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -59,7 +59,7 @@ class PartyConfig(_Strict):
         return self
 
 
-class TaskConfig(_Strict):
+class TaskConfig(Strict):
     """One binary prediction task: the label party's column holding its 0/1 label, and its loss weight."""
 
     name: str
@@ -67,7 +67,7 @@ class TaskConfig(_Strict):
     weight: float = Field(default=1.0, gt=0)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Sizes of the bottom networks and of the MMoE top."""
 
     embedding_dim: int = Field(default=4, ge=1)
@@ -78,7 +78,7 @@ class ModelConfig(_Strict):
     tower_units: int = Field(default=8, ge=1)
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(Strict):
     """Optimisation settings shared by all parties (the batch order comes from `seed`)."""
 
     epochs: int = Field(default=5, ge=1)
@@ -120,7 +120,7 @@ class TrainingConfig(_Strict):
     seed: int = 7
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(Strict):
     """Gaussian noise on what crosses the cut layer; zero disables it."""
 
     clip_norm: float = Field(default=0.0, ge=0, description="per-row L2 clip of embeddings; 0 = none")
@@ -128,7 +128,7 @@ class PrivacyConfig(_Strict):
     gradient_noise: float = Field(default=0.0, ge=0, description="noise std on returned gradients")
 
 
-class PsiConfig(_Strict):
+class PsiConfig(Strict):
     """ID alignment settings."""
 
     domain: str = "splitrec-psi-v1"
@@ -139,14 +139,14 @@ class PsiConfig(_Strict):
     chunk_size: int = Field(default=50_000, ge=1, description="IDs per chunk read and sent")
 
 
-class ScheduleConfig(_Strict):
+class ScheduleConfig(Strict):
     """When the served deployment retrains."""
 
     cron: str = "0 3 * * 1"
     timezone: str = "UTC"
 
 
-class SweepConfig(_Strict):
+class SweepConfig(Strict):
     """The grid `splitrec sweep` trains over (every combination)."""
 
     num_experts: list[int] = Field(default=[4, 8], min_length=1)
@@ -156,7 +156,7 @@ class SweepConfig(_Strict):
         description="one weight per task, in task order (default: the tasks' own weights)")
 
 
-class Config(_Strict):
+class Config(Strict):
     """A whole run: who takes part, what is predicted and how the model is trained."""
 
     name: str
@@ -245,10 +245,11 @@ def load_config(path: Path) -> Config:
     `extends = "other.toml"` (relative to this file) starts from that config: tables merge key by
     key, and everything else given here replaces the value there.
     """
-    return parse_config(_read_toml(Path(path)), source=path)
+    return parse_config(read_toml(Path(path)), source=path)
 
 
-def _read_toml(path: Path) -> dict[str, object]:
+def read_toml(path: Path) -> dict[str, object]:
+    """A TOML file's settings, `extends` resolved; an unreadable file is an error naming it."""
     try:
         settings = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -260,7 +261,7 @@ def _read_toml(path: Path) -> dict[str, object]:
     base = settings.pop("extends", None)
     if base is None:
         return settings
-    return _merge(_read_toml(path.parent / str(base)), settings)
+    return _merge(read_toml(path.parent / str(base)), settings)
 
 
 def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, object]:

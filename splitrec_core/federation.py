@@ -27,16 +27,16 @@ from splitrec_core.config import (
     PrivacyConfig,
     PsiConfig,
     ScheduleConfig,
+    Strict,
     TaskConfig,
     TrainingConfig,
-    _read_toml,
-    _Strict,
+    read_toml,
     validated,
 )
 from splitrec_core.io import write_bytes
 
 
-class Member(_Strict):
+class Member(Strict):
     """A party as every other party knows it."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
@@ -45,7 +45,7 @@ class Member(_Strict):
                               description="SHA-256 of its bearer token (`splitrec certs` writes it)")
 
 
-class TopConfig(_Strict):
+class TopConfig(Strict):
     """The shared part of the model: the cut width every bottom ends in, and the MMoE top."""
 
     cut_dim: int = Field(default=32, ge=1)
@@ -54,7 +54,7 @@ class TopConfig(_Strict):
     tower_units: int = Field(default=8, ge=1)
 
 
-class TimeoutConfig(_Strict):
+class TimeoutConfig(Strict):
     """How long a party waits for the others before it names the one that does not answer."""
 
     connect_s: float = Field(default=120.0, gt=0)
@@ -63,7 +63,7 @@ class TimeoutConfig(_Strict):
     backoff_max_s: float = Field(default=10.0, gt=0)
 
 
-class Federation(_Strict):
+class Federation(Strict):
     """The shared federation file."""
 
     name: str
@@ -105,14 +105,14 @@ class Federation(_Strict):
                               .encode()).hexdigest()
 
 
-class BottomConfig(_Strict):
+class BottomConfig(Strict):
     """A party's own bottom network (its cut width is the federation's)."""
 
     embedding_dim: int = Field(default=4, ge=1)
     bottom_units: list[int] = [64]
 
 
-class CredentialFiles(_Strict):
+class CredentialFiles(Strict):
     """Paths (relative to the private file) of the party's CA certificate, certificate, key and
     token."""
 
@@ -122,7 +122,7 @@ class CredentialFiles(_Strict):
     token: str = "credentials/token"
 
 
-class PrivateParty(_Strict):
+class PrivateParty(Strict):
     """A party's private file: what only it knows."""
 
     party: str
@@ -197,8 +197,8 @@ def _as_config(federation: Federation, private: PrivateParty) -> Config:
 
 def load_party(federation_file: Path, private_file: Path, party: str) -> PartyView:
     """Read `party`'s copy of the federation file and its private file; errors name the file."""
-    federation = validated(Federation, _read_toml(federation_file), federation_file)
-    private = validated(PrivateParty, _read_toml(private_file), private_file)
+    federation = validated(Federation, read_toml(federation_file), federation_file)
+    private = validated(PrivateParty, read_toml(private_file), private_file)
     if private.party != party:
         raise ValueError(f"{private_file} is {private.party}'s private file, not {party}'s")
     try:

@@ -37,3 +37,11 @@ def train_with_peers(cfg: Config, view: PartyView, run_id: str, features: PartyF
     from splitrec_core.apart import train_apart
 
     return train_apart(view, run_id, features, Workspace(workdir))
+
+
+@task(name="start_run", task_run_name="start_run-{run_id}", **task_options())
+def invite_parties(cfg: Config, view: PartyView, run_id: str) -> dict[str, str]:
+    """The label party asks every serving feature party to start its part of run `run_id`."""
+    from splitrec_core.apart import invite
+
+    return invite(view, run_id)

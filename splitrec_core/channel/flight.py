@@ -23,9 +23,10 @@ import socket
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 from pyarrow import flight
@@ -34,9 +35,11 @@ from splitrec_core.certs import PartyCredentials, make_trial_credentials, token_
 from splitrec_core.channel.base import ChannelStats, Kind, message_bytes
 from splitrec_core.channel.local import POLL_S
 
+START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
 ACK = b"accepted"  # the first message on a stream: the peer let us in
 BYE = b"bye"       # the last, from the party that was dialed: it is done with the session
 _KINDS = {kind.value for kind in Kind}
+T = TypeVar("T")
 
 
 class PeerError(RuntimeError):
@@ -199,6 +202,21 @@ class _Server(flight.FlightServerBase):
             link.detach(done_writing=False)  # `writer` dies with this call
 
 
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
+        caller = context.get_middleware("auth").party
+        endpoint = self._endpoint
+        if action.type != START_RUN:
+            raise flight.FlightServerError(f"{endpoint.me} knows no action {action.type!r}")
+        request = json.loads(action.body.to_pybytes())
+        if request.get("federation") != endpoint.federation_hash:
+            raise flight.FlightServerError(
+                f"{caller}'s copy of the federation file differs from {endpoint.me}'s")
+        if endpoint.on_start is None:
+            raise flight.FlightServerError(f"{endpoint.me} is not serving (`splitrec party "
+                                           f"serve`): start its part of the run by hand")
+        return [endpoint.on_start(caller, str(request["run_id"])).encode()]
+
+
 def _pump(reader: flight.MetadataRecordBatchReader, link: _Link) -> None:
     """Move every message arriving from `link.peer` into its inbox until the stream ends."""
     try:
@@ -233,6 +251,8 @@ class FlightEndpoint:
         self._links: dict[tuple[str, str], _Link] = {}
         self._lock = threading.Lock()
         self.recorded: list[tuple[Kind, str, bytes]] | None = None  # a list: keep every message sent
+        # serving: on_start(caller, run_id) starts this party's part of a run, says how it went
+        self.on_start: Callable[[str, str], str] | None = None
         known = {p: h for p, h in token_hashes.items() if p != me}
         self._server = _Server(self, security.location(listen).uri.decode(), security, known)
         self.port = self._server.port
@@ -260,6 +280,61 @@ class FlightEndpoint:
         with self._lock:
             for key in [k for k, v in self._links.items() if k[0] == session and id(v) in done]:
                 del self._links[key]
+
+    def where(self, peer: str) -> str:
+        """`peer` and its address, for messages."""
+        return f"{peer} at {self.peers.get(peer, '(no address)')}"
+
+    def reach(self, peer: str, call: Callable[[flight.FlightClient, flight.FlightCallOptions, float], T],
+              ) -> tuple[flight.FlightClient, T]:
+        """Connect to `peer` and make `call(client, options, deadline)`, retrying with backoff
+        while the peer is not up yet (until `connect_s`); every failure names the peer and what
+        failed: its TLS, our token, its verdict, or silence."""
+        security, timeouts = self.security, self.timeouts
+        tls = {} if security.insecure else {"tls_root_certs": security.ca,
+                                            "cert_chain": security.cert, "private_key": security.key}
+        options = flight.FlightCallOptions(
+            headers=[(b"authorization", f"Bearer {security.token}".encode())])
+        deadline, pause = time.monotonic() + timeouts.connect_s, timeouts.backoff_s
+        while True:
+            client = flight.FlightClient(security.location(self.peers[peer]), **tls)
+            try:
+                return client, call(client, options, deadline)
+            except flight.FlightUnauthenticatedError as error:
+                client.close()
+                raise PeerError(f"{self.where(peer)} refused our bearer token: "
+                                f"{_first_line(error)}") from None
+            except flight.FlightUnavailableError as error:
+                client.close()
+                message = _first_line(error)
+                if _is_protocol_mismatch(message):
+                    raise PeerError(f"TLS with {self.where(peer)} failed: are both certificates "
+                                    f"signed by the federation's CA, and do both sides use TLS "
+                                    f"(insecure = true on one side only?): {message}") from None
+                if time.monotonic() + pause > deadline:
+                    raise PeerError(f"{self.where(peer)} did not answer within "
+                                    f"{timeouts.connect_s:.0f} s: {message}") from None
+                time.sleep(pause)
+                pause = min(2 * pause, timeouts.backoff_max_s)
+            except flight.FlightError as error:
+                client.close()
+                raise PeerError(f"{self.where(peer)} refused: {_first_line(error)}") from None
+            except BaseException:
+                client.close()
+                raise
+
+    def start_run(self, peer: str, run_id: str) -> str:
+        """Ask `peer` (serving: `on_start`) to start its part of run `run_id`; its answer."""
+        body = json.dumps({"run_id": run_id, "federation": self.federation_hash}).encode()
+
+        def ask(client: flight.FlightClient, options: flight.FlightCallOptions,
+                deadline: float) -> str:
+            answers = client.do_action(flight.Action(START_RUN, body), options)
+            return "; ".join(answer.body.to_pybytes().decode() for answer in answers)
+
+        client, answer = self.reach(peer, ask)
+        client.close()
+        return answer
 
     def channel(self, session: str, order: list[str]) -> FlightChannel:
         """Open `session` with the parties in `order` (which includes us): dial the earlier
@@ -309,50 +384,27 @@ class FlightChannel:
             self.close()
             raise
 
-    def _where(self, peer: str) -> str:
-        return f"{peer} at {self._endpoint.peers.get(peer, '(no address)')}"
-
     def _dial(self, peer: str) -> _Link:
-        """Open our stream to `peer`, retrying with backoff while it is not up yet."""
-        endpoint, timeouts = self._endpoint, self._endpoint.timeouts
-        security = endpoint.security
-        deadline, pause = time.monotonic() + timeouts.connect_s, timeouts.backoff_s
-        tls = {} if security.insecure else {"tls_root_certs": security.ca,
-                                            "cert_chain": security.cert,
-                                            "private_key": security.key}
-        options = flight.FlightCallOptions(
-            headers=[(b"authorization", f"Bearer {security.token}".encode())])
+        """Open our stream to `peer` (retrying with backoff while it is not up yet) and start
+        moving what arrives on it into the link's inbox."""
+        endpoint = self._endpoint
         hello = json.dumps({"session": self._session, "federation": endpoint.federation_hash})
-        link = endpoint.link(self._session, peer)
-        while True:
-            client, writer = flight.FlightClient(security.location(endpoint.peers[peer]), **tls), None
+
+        def open_stream(client: flight.FlightClient, options: flight.FlightCallOptions,
+                        deadline: float) -> tuple:
+            writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(hello), options)
             try:
-                writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(hello),
-                                                    options)
                 first = _read_with_deadline(reader, deadline)
-                if first is None or bytes(first) != ACK:
-                    raise PeerError(f"{self._where(peer)} did not accept our stream")
-                break
-            except flight.FlightUnauthenticatedError as error:
-                _hang_up(client, writer)
-                raise PeerError(f"{self._where(peer)} refused our bearer token: "
-                                f"{_first_line(error)}") from None
-            except flight.FlightUnavailableError as error:
-                _hang_up(client, writer)
-                message = _first_line(error)
-                if _is_protocol_mismatch(message):
-                    raise PeerError(f"TLS with {self._where(peer)} failed: are both certificates "
-                                    f"signed by the federation's CA, and do both sides use TLS "
-                                    f"(insecure = true on one side only?): {message}") from None
-                if time.monotonic() + pause > deadline:
-                    raise PeerError(f"{self._where(peer)} did not answer within "
-                                    f"{timeouts.connect_s:.0f} s: {message}") from None
-                time.sleep(pause)
-                pause = min(2 * pause, timeouts.backoff_max_s)
-            except flight.FlightError as error:
-                _hang_up(client, writer)
-                raise PeerError(f"{self._where(peer)} refused our stream: "
-                                f"{_first_line(error)}") from None
+            except BaseException:
+                _hang_up(writer)
+                raise
+            if first is None or bytes(first) != ACK:
+                _hang_up(writer)
+                raise PeerError(f"{endpoint.where(peer)} did not accept our stream")
+            return writer, reader
+
+        client, (writer, reader) = endpoint.reach(peer, open_stream)
+        link = endpoint.link(self._session, peer)
         link.attach(writer)
         pump = threading.Thread(target=_pump, args=(reader, link), daemon=True,
                                 name=f"flight-{self.me}-from-{peer}")
@@ -364,7 +416,7 @@ class FlightChannel:
         """Wait for `peer` to open its stream to us."""
         link = self._endpoint.link(self._session, peer)
         if not link.connected.wait(self._endpoint.timeouts.connect_s):
-            raise PeerError(f"{self._where(peer)} did not connect to {self.me} within "
+            raise PeerError(f"{self._endpoint.where(peer)} did not connect to {self.me} within "
                             f"{self._endpoint.timeouts.connect_s:.0f} s: is it running?")
         if link.failure:
             raise PeerError(f"{peer}: {link.failure}")
@@ -381,7 +433,7 @@ class FlightChannel:
         try:
             link.write(message)
         except (flight.FlightError, pa.ArrowException, OSError) as error:
-            raise PeerError(f"sending '{kind.value}' to {self._where(to)} failed: "
+            raise PeerError(f"sending '{kind.value}' to {self._endpoint.where(to)} failed: "
                             f"{_first_line(error)}") from None
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
@@ -395,11 +447,11 @@ class FlightChannel:
                 return pa.ipc.open_stream(pa.py_buffer(message)).read_all()
             except queue.Empty:
                 if link.failure:
-                    raise PeerError(f"{self.me} lost {self._where(frm)} while waiting for "
+                    raise PeerError(f"{self.me} lost {self._endpoint.where(frm)} while waiting for "
                                     f"'{kind.value}': {link.failure}") from None
                 if time.monotonic() > deadline:
                     raise PeerError(f"{self.me} waited {timeouts.recv_s:.0f} s for "
-                                    f"'{kind.value}' from {self._where(frm)}") from None
+                                    f"'{kind.value}' from {self._endpoint.where(frm)}") from None
 
     def stats(self) -> ChannelStats:
         """What this party sent."""
@@ -432,15 +484,13 @@ class FlightChannel:
         self.close()
 
 
-def _hang_up(client: flight.FlightClient, writer: flight.FlightStreamWriter | None) -> None:
-    """End our side of a stream and the connection; a peer already gone has nothing to flush."""
+def _hang_up(writer: flight.FlightStreamWriter) -> None:
+    """End our side of a stream a peer refused; a peer already gone has nothing to flush."""
     try:
-        if writer is not None:
-            writer.done_writing()
-            writer.close()
+        writer.done_writing()
+        writer.close()
     except (flight.FlightError, pa.ArrowException, OSError):
         pass
-    client.close()
 
 
 def _read_with_deadline(reader: flight.FlightStreamReader, deadline: float) -> memoryview | None:

@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from splitrec_core.channel.flight import free_ports
+from splitrec_core.channel.flight import PeerError, free_ports
 from splitrec_core.datasets.synthetic import make_people, write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
@@ -88,8 +87,9 @@ def test_each_party_holds_only_its_own_files(federation):
 
 
 def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(federation):
-    # Prepare: each party's view from its own folder; its endpoint keeps every message it sends
-    from splitrec_core.apart import endpoint
+    # Prepare: each party's view from its own folder; its endpoint keeps every message it sends;
+    # the feature parties serve, so the label party starts the run
+    from splitrec_core.apart import accept_runs, endpoint, invite
     from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
@@ -99,21 +99,29 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
         endpoint(view).recorded = []
     results: dict[str, object] = {}
 
-    def party(name: str) -> None:
-        results[name] = run_party(views[name], "apart-1", written[name][0].parent / "run")
+    def run_here(name: str, run_id: str) -> None:
+        results[name] = (run_id, run_party(views[name], run_id, written[name][0].parent / "run"))
 
-    # Execute: the three parties on threads, as three hosts would run them
-    threads = [threading.Thread(target=party, args=(p,)) for p in views]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    for party in cfg.feature_parties:
+        accept_runs(views[party.name], lambda run_id, name=party.name: run_here(name, run_id))
+
+    # Execute: the label party starts run apart-1 at the serving parties and runs its own part
+    answers = invite(views[cfg.label_party], "apart-1")
+    run_here(cfg.label_party, "apart-1")
+    deadline = time.monotonic() + 60
+    while len(results) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with pytest.raises(PeerError, match="only the label party advertiser starts runs"):
+        endpoint(views["bank"]).start_run("media", "apart-2")
     features = prepare_features(cfg, run)
     together = train_split_local(cfg, features, {p: Workspace(run).trained(p) for p in features})
 
-    # Assert: the label party's predictions are the one-process run's
-    apart = results[cfg.label_party]
-    assert [results[p.name] for p in cfg.feature_parties] == [None, None]
+    # Assert: each serving party ran the run it was asked to, once
+    assert answers == {"bank": "bank: started run apart-1", "media": "media: started run apart-1"}
+    assert invite(views[cfg.label_party], "apart-1")["bank"] == "bank: run apart-1 was started already"
+    assert [results[p.name] for p in cfg.feature_parties] == [("apart-1", None)] * 2
+    # the label party's predictions are the one-process run's
+    apart = results[cfg.label_party][1]
     a = pq.read_table(apart.predictions).to_pandas()
     b = pq.read_table(together.predictions).to_pandas()
     assert a["position"].tolist() == b["position"].tolist()
