@@ -168,16 +168,8 @@ class PartyView:
         return PartyCredentials(*(self.folder / getattr(files, k) for k in ("ca", "cert", "key", "token")))
 
     def security(self) -> Security:
-        """Its credentials, read now (a missing file is an error naming it)."""
-        files = self.credentials()
-        for path in (files.token,) if self.federation.insecure else (files.ca, files.cert, files.key,
-                                                                     files.token):
-            if not path.exists():
-                raise FileNotFoundError(f"{self.me}'s credential file {path} does not exist "
-                                        f"(`splitrec certs` makes trial ones)")
-        if self.federation.insecure:
-            return Security(token=files.token.read_text().strip(), insecure=True)
-        return Security.from_files(files)
+        """Its credentials, read now."""
+        return Security.from_files(self.credentials(), self.federation.insecure)
 
     def timeouts(self) -> Timeouts:
         return Timeouts(**self.federation.timeouts.model_dump())

@@ -57,15 +57,19 @@ class Security:
     insecure: bool = False
 
     @classmethod
-    def from_files(cls, files: PartyCredentials | None, insecure: bool = False,
-                   token: str | None = None) -> Security:
-        """Read a party's credential files; with `insecure`, plaintext and a token only."""
-        if files is None:
-            if not insecure or token is None:
-                raise ValueError("without certificates a party needs insecure = true and a token")
+    def from_files(cls, files: PartyCredentials, insecure: bool = False) -> Security:
+        """Read a party's credential files (with `insecure`, plaintext: the token alone); a
+        missing file is an error naming it."""
+        needed = [files.token] if insecure else [files.token, files.ca, files.cert, files.key]
+        for path in needed:
+            if not path.exists():
+                raise FileNotFoundError(f"credential file {path} does not exist (`splitrec "
+                                        f"certs` makes trial ones)")
+        token = files.token.read_text().strip()
+        if insecure:
             return cls(token=token, insecure=True)
-        return cls(token=files.token.read_text().strip(), ca=files.ca.read_bytes(),
-                   cert=files.cert.read_bytes(), key=files.key.read_bytes(), insecure=insecure)
+        return cls(token=token, ca=files.ca.read_bytes(), cert=files.cert.read_bytes(),
+                   key=files.key.read_bytes())
 
     def location(self, address: str) -> flight.Location:
         """`host:port` as this party's scheme: TLS unless insecure."""

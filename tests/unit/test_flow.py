@@ -69,11 +69,12 @@ def test_first_run_writes_the_report(first_run):
     assert training["epochs_run"] == 8  # the config's epochs: the pinned run never stops early
     assert training["best_epoch"] == mean_val_auc.index(max(mean_val_auc)) + 1
     # every kind, message by message: two parties' PSI lists in one chunk and an end marker each
-    # way; 8 epochs of 7 batches, one validation chunk and one decision each; one test chunk
+    # way; the checkpointed epochs each way; 8 epochs of 7 batches, one validation chunk and one
+    # decision each; one test chunk
     assert {k: v["messages"] for k, v in report["channel"].items()} == {
         "psi_blinded": 8, "psi_double_blinded": 4, "psi_positions": 2, "split_mask": 2,
-        "embedding": 112, "gradient": 112, "validation_embedding": 16, "early_stopping": 16,
-        "eval_embedding": 2}
+        "resume": 4, "embedding": 112, "gradient": 112, "validation_embedding": 16,
+        "early_stopping": 16, "eval_embedding": 2}
     # rows/s counts the rows fitted (validation rows apart) over the epochs' wall time
     fitted = len(Plan.of(load_config(SYNTHETIC_TOML).training, report["rows"]["train"]).fit)
     assert training["rows_per_s"] == pytest.approx(8 * fitted / sum(history["seconds"]), rel=0.25)
