@@ -143,6 +143,8 @@ def party_run(federation: Path,
                   help="Our private party file (default: party.toml beside FEDERATION).")] = None,
               run_id: Annotated[str, typer.Option(
                   help="The run's ID; every party of the run passes the same one.")] = "run-1",
+              invite: Annotated[bool, typer.Option(
+                  help="Label party: first start the run at every serving feature party.")] = False,
               workdir: Workdir = None) -> None:
     """Run our part of the pipeline; the other parties run theirs on their own hosts."""
     try:
@@ -155,7 +157,7 @@ def party_run(federation: Path,
         from flows.party import party_pipeline
 
         _quiet_prefect_input_errors()
-        report = party_pipeline(str(federation), party, str(private), run_id, str(root))
+        report = party_pipeline(str(federation), party, str(private), run_id, str(root), invite)
     except InputError as error:
         _fail(error)
     if report:
