@@ -49,8 +49,6 @@ class PartyConfig(Strict):
     def _columns_are_distinct(self) -> PartyConfig:
         if self.is_peer:
             return self
-        if not self.feature_columns:
-            raise ValueError(f"party '{self.name}' declares no feature columns (categorical or numeric)")
         seen: set[str] = set()
         for column in [self.id_column, *self.feature_columns]:
             if column in seen:
@@ -184,6 +182,9 @@ class Config(Strict):
         for party in self.parties:
             if party.name != self.label_party and party.split_column is not None:
                 raise ValueError(f"only the label party has a split_column, not '{party.name}'")
+            if party.name != self.label_party and not party.is_peer and not party.feature_columns:
+                raise ValueError(f"feature party '{party.name}' declares no feature columns "
+                                 f"(categorical or numeric); only the label party may hold none")
         task_names = [t.name for t in self.tasks]
         if len(set(task_names)) != len(task_names):
             raise ValueError(f"task names must be unique, got {task_names}")

@@ -73,21 +73,28 @@ class Report:
     leakage: dict[str, dict[str, float]]
     label_only: dict[str, TaskMetrics]
     central: dict[str, TaskMetrics] | None = None
+    label_has_features: bool = True
 
     @classmethod
     def of(cls, tasks: dict[str, TaskMetrics], alignment: Alignment, training: TrainResult,
            label_only: dict[str, TaskMetrics], central: dict[str, TaskMetrics] | None = None,
-           ) -> Report:
+           label_has_features: bool = True) -> Report:
         """The report of a run from its alignment, its split training and the test metrics of
         the split model, the label party alone and (if trained) all columns pooled."""
         return cls(tasks, alignment.intersection, alignment.train_rows, alignment.test_rows,
                    ChannelStats.merge(alignment.channel, training.channel), training.speed,
-                   training.leakage, label_only, central)
+                   training.leakage, label_only, central, label_has_features)
 
     @property
     def notes(self) -> list[str]:
-        """What a reader must know to read the figures (why an AUC is null)."""
-        return undefined_auc(self.tasks)
+        """What a reader must know to read the figures (why an AUC is null, what the label
+        party's baseline is)."""
+        notes = undefined_auc(self.tasks)
+        if not self.label_has_features:
+            notes.append("the label party holds no feature columns: its label-only baseline "
+                         "predicts each task's training base rate (AUC 0.5), so the lift is "
+                         "the split model's AUC above chance")
+        return notes
 
     @property
     def lift(self) -> dict[str, dict[str, float | None]]:

@@ -187,17 +187,26 @@ class TaskWeighting(keras.layers.Layer):
 
 def bottom_model(name: str, vocab_sizes: Sequence[int], num_numeric: int,
                  cfg: ModelConfig, clip_norm: float = 0.0) -> keras.Model:
-    """A party's bottom as a Keras model with inputs `cats` and `nums`."""
+    """A party's bottom as a Keras model with inputs `cats` and `nums`.
+
+    A label party with no feature columns of its own gets an empty bottom: its h has width 0
+    and no weights, so the top sees the feature parties' embeddings alone.
+    """
     cats = keras.Input((len(vocab_sizes),), dtype="int32", name="cats")
     nums = keras.Input((num_numeric,), dtype="float32", name="nums")
+    if not vocab_sizes and not num_numeric:
+        return keras.Model([cats, nums], nums, name=f"bottom_{name}")  # nums is [batch, 0]
     h = Bottom(vocab_sizes, num_numeric, cfg.embedding_dim, cfg.bottom_units, cfg.cut_dim,
                clip_norm, name="bottom")([cats, nums])
     return keras.Model([cats, nums], h, name=f"bottom_{name}")
 
 
-def top_model(parties: Sequence[str], num_tasks: int, cfg: ModelConfig) -> keras.Model:
-    """The label party's MMoE over every party's h_p (in `parties` order); outputs logits."""
-    hs = [keras.Input((cfg.cut_dim,), dtype="float32", name=f"h_{p}") for p in parties]
+def top_model(parties: Sequence[str], num_tasks: int, cfg: ModelConfig,
+              empty: Sequence[str] = ()) -> keras.Model:
+    """The label party's MMoE over every party's h_p (in `parties` order); outputs logits. The
+    parties in `empty` have no columns: their h has width 0."""
+    hs = [keras.Input((0 if p in empty else cfg.cut_dim,), dtype="float32", name=f"h_{p}")
+          for p in parties]
     x = keras.ops.concatenate(hs, axis=-1) if len(hs) > 1 else hs[0]
     logits = MMoE(num_tasks, cfg.num_experts, cfg.expert_units, cfg.tower_units, name="mmoe")(x)
     return keras.Model(hs, logits, name="top")

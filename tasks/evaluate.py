@@ -25,7 +25,8 @@ def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: 
     report = Report.of(
         evaluate(training.predictions, label_test, names), alignment, training,
         evaluate(label_only.predictions, label_test, names),
-        evaluate(central.predictions, label_test, names) if central else None)
+        evaluate(central.predictions, label_test, names) if central else None,
+        label_has_features=bool(cfg.label.feature_columns))
     for note in report.notes:
         get_run_logger().warning(note)
     create_table_artifact(report.table(), key=f"{cfg.name}-metrics".lower().replace("_", "-"),

@@ -27,11 +27,11 @@ def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) 
 
 @task(name="train_label_only", task_run_name="train_label_only", **task_options())
 def train_label_only(cfg: Config, features: PartyFeatures, workdir: Path) -> TrainResult:
-    """Train the same model on the label party's own columns: what federating is measured against."""
-    from splitrec_core.training.central import train_central
+    """Train the same model on the label party's own columns (none: its base rate): what
+    federating is measured against."""
+    from splitrec_core.training.central import train_label_alone
 
-    return train_central(cfg, {cfg.label_party: features},
-                         Workspace(workdir).label_only(cfg.label_party))
+    return train_label_alone(cfg, features, Workspace(workdir).label_only(cfg.label_party))
 
 
 @task(name="train_centralized", task_run_name="train_centralized", **task_options())

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pyarrow as pa
 
 from splitrec_core.config import Config
 from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
 from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
+from splitrec_core.io import write_json, write_parquet
 from splitrec_core.results import TrainResult
 from splitrec_core.trainers import CentralTrainer, set_op_threads
 from splitrec_core.training.common import (
@@ -94,3 +96,21 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
                         (startup_s, seconds), 0,
                         {"pooled": save_model(trainer.model, out_dir / "model.keras")}, {}, {},
                         out_dir)
+
+
+def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> TrainResult:
+    """What the label party could do without federating: the same model on its own columns,
+    with the same plan; if it holds no feature columns, each task's training base rate (all a
+    model without inputs can learn), written as the same predictions file."""
+    if cfg.label.feature_columns:
+        return train_central(cfg, {cfg.label_party: features}, out_dir)
+    tasks = [t.name for t in cfg.tasks]
+    rates = label_matrix(FeatureMatrix.read(features.train), tasks).mean(axis=0)
+    positions = FeatureMatrix.positions(features.test)
+    columns = {"position": positions} | {f"p:{t}": np.full(len(positions), rates[j], np.float32)
+                                         for j, t in enumerate(tasks)}
+    return TrainResult(
+        models={}, predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
+        history=write_json({"base_rate": dict(zip(tasks, rates.tolist(), strict=True))},
+                           out_dir / "history.json"),
+        rows_per_s=0.0, startup_s=0.0, epochs_run=0, best_epoch=0, channel={}, leakage={})

@@ -43,10 +43,12 @@ def build_bottom(cfg: Config, party: str, transform: Transform) -> keras.Model:
 
 
 def build_top(cfg: Config, parties: list[str]) -> keras.Model:
-    """The MMoE top over `parties`' embeddings, seeded from the shared seed."""
+    """The MMoE top over `parties`' embeddings, seeded from the shared seed (a label party
+    without feature columns adds an empty embedding)."""
+    empty = [] if cfg.label.feature_columns else [cfg.label_party]
     with _SEEDING:
         keras.utils.set_random_seed(_model_seed(cfg.training.seed, "top"))
-        return top_model(parties, len(cfg.tasks), cfg.model)
+        return top_model(parties, len(cfg.tasks), cfg.model, empty)
 
 
 def task_weighting(cfg: Config) -> TaskWeighting:

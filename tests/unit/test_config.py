@@ -58,11 +58,14 @@ def test_column_declared_twice_is_rejected():
         parse_config(settings)
 
 
-def test_party_without_feature_columns_is_rejected():
+def test_a_feature_party_without_feature_columns_is_rejected_the_label_party_may_have_none():
     settings = _settings()
     settings["parties"][2] = settings["parties"][2] | {"categorical": [], "numeric": []}
-    with pytest.raises(InputError, match="party 'media' declares no feature columns"):
+    with pytest.raises(InputError, match="feature party 'media' declares no feature columns"):
         parse_config(settings)
+    settings = _settings()
+    settings["parties"][0] = settings["parties"][0] | {"categorical": [], "numeric": []}
+    assert parse_config(settings).label.feature_columns == []
 
 
 def test_missing_and_malformed_files(tmp_path: Path):
