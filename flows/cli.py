@@ -141,8 +141,9 @@ def party_run(federation: Path,
               party: Annotated[str, typer.Option(help="Which party of the federation we are.")],
               private: Annotated[Path | None, typer.Option(
                   help="Our private party file (default: party.toml beside FEDERATION).")] = None,
-              run_id: Annotated[str, typer.Option(
-                  help="The run's ID; every party of the run passes the same one.")] = "run-1",
+              run_id: Annotated[str | None, typer.Option(
+                  help="The run's ID, new for every run; every party of the run passes the same "
+                       "one (with --invite the label party makes one).")] = None,
               invite: Annotated[bool, typer.Option(
                   help="Label party: first start the run at every serving feature party.")] = False,
               workdir: Workdir = None) -> None:
@@ -152,6 +153,9 @@ def party_run(federation: Path,
 
         private = private or federation.parent / "party.toml"
         load_party(federation, private, party)  # a bad file fails before Prefect starts
+        if run_id is None and not invite:
+            raise typer.BadParameter("every party of a run passes the same new --run-id "
+                                     "(or the label party starts it with --invite)")
         root = workdir or federation.parent / "run"
         _use_workdir_results(root)
         from flows.party import party_pipeline
@@ -216,17 +220,16 @@ def certs(federation: Path, out: Annotated[Path, typer.Option(
               help="Each party's credentials go to OUT/<party>/.")] = Path("credentials")) -> None:
     """Make a trial CA and, per party of FEDERATION, a certificate, key and token; print the
     token hashes for the federation file (a real federation brings its own CA)."""
-    from urllib.parse import urlsplit
-
     from splitrec_core.certs import make_trial_credentials
+    from splitrec_core.channel.flight import split_address
     from splitrec_core.config import read_toml, validated
     from splitrec_core.federation import Federation
 
-    try:
+    try:  # the token hashes may be missing still: this command makes them
         shared = validated(Federation, read_toml(federation), federation)
     except InputError as error:
         _fail(error)
-    hosts = {p.name: [urlsplit(f"//{p.address}").hostname or "localhost"] for p in shared.parties}
+    hosts = {p.name: [split_address(p.address)[0]] for p in shared.parties}
     for party, files in make_trial_credentials(hosts, out).items():
         typer.echo(f'{party}: {files.cert.parent}  token_sha256 = "{files.token_sha256()}"')
 

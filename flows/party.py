@@ -30,15 +30,15 @@ def party_pipeline(federation: str, party: str, private: str, run_id: str | None
 
     # 0. The label party starts the run at the feature parties
     if invite and party == cfg.label_party:
-        invite_parties(cfg, view, run_id)
+        invite_parties(view, run_id)
 
     # 1-3. Check our own input, align IDs with every party, engineer our own features
     validated = validate_input(cfg, party, view.data_file, root)
-    alignment = align_with_peers(cfg, view, run_id, validated, root)
+    alignment = align_with_peers(view, run_id, validated, root)
     features = build_party_features(cfg, party, validated.table, alignment.files[party], root)
 
     # 4. Our part of split training; at the label party, the label-only baseline for the lift
-    models, training = train_with_peers(cfg, view, run_id, features, root)
+    models, training = train_with_peers(view, run_id, features, root)
     report = None
     if training is not None:
         label_only = train_label_only(cfg, features, root)

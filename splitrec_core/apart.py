@@ -36,8 +36,10 @@ def endpoint(view: PartyView) -> FlightEndpoint:
 
 
 def session(view: PartyView, run_id: str, stage: str) -> FlightChannel:
-    """Open `stage` of run `run_id` with every party of the federation."""
-    return endpoint(view).channel(f"{run_id}/{stage}", view.federation.order)
+    """Open `stage` of run `run_id`: with the label party, or at the label party with every
+    feature party (nothing passes between feature parties, so they never connect)."""
+    return endpoint(view).channel(f"{run_id}/{stage}", view.federation.order,
+                                  hub=view.federation.label_party)
 
 
 def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir: Workspace,

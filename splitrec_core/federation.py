@@ -17,10 +17,10 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from splitrec_core.certs import PartyCredentials
-from splitrec_core.channel.flight import Security, Timeouts
+from splitrec_core.channel.flight import Security, Timeouts, split_address
 from splitrec_core.config import (
     Config,
     PartyConfig,
@@ -33,6 +33,7 @@ from splitrec_core.config import (
     read_toml,
     validated,
 )
+from splitrec_core.errors import InputError
 from splitrec_core.io import write_bytes
 
 
@@ -41,8 +42,15 @@ class Member(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
     address: str = Field(description="host:port where its Flight endpoint listens")
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
-                              description="SHA-256 of its bearer token (`splitrec certs` writes it)")
+    token_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 of its bearer token (`splitrec certs` prints it); needed to run")
+
+    @field_validator("address")
+    @classmethod
+    def _address_is_host_and_port(cls, address: str) -> str:
+        split_address(address)
+        return address
 
 
 class TopConfig(Strict):
@@ -55,12 +63,13 @@ class TopConfig(Strict):
 
 
 class TimeoutConfig(Strict):
-    """How long a party waits for the others before it names the one that does not answer."""
+    """How long a party waits for the others before it names the one that does not answer
+    (defaults: `channel.flight.Timeouts`)."""
 
-    connect_s: float = Field(default=120.0, gt=0)
-    recv_s: float = Field(default=600.0, gt=0)
-    backoff_s: float = Field(default=0.5, gt=0)
-    backoff_max_s: float = Field(default=10.0, gt=0)
+    connect_s: float = Field(default=Timeouts.connect_s, gt=0)
+    recv_s: float = Field(default=Timeouts.recv_s, gt=0)
+    backoff_s: float = Field(default=Timeouts.backoff_s, gt=0)
+    backoff_max_s: float = Field(default=Timeouts.backoff_max_s, gt=0)
 
 
 class Federation(Strict):
@@ -148,22 +157,26 @@ class PartyView:
 
     @property
     def data_file(self) -> Path:
+        """Its data file (relative paths are relative to its private file)."""
         return self.folder / self.private.file
 
     @property
     def listen(self) -> str:
-        port = self.federation.member(self.me).address.rpartition(":")[2]
-        return self.private.listen or f"0.0.0.0:{port}"
+        """Where its endpoint listens: `listen`, else every interface at its address's port."""
+        return self.private.listen or f"0.0.0.0:{split_address(self.federation.member(self.me).address)[1]}"
 
     @property
     def peers(self) -> dict[str, str]:
+        """Every other party's address."""
         return {p.name: p.address for p in self.federation.parties if p.name != self.me}
 
     @property
     def token_hashes(self) -> dict[str, str]:
-        return {p.name: p.token_sha256 for p in self.federation.parties}
+        """Every party's token hash (`load_party` checked that each has one)."""
+        return {p.name: str(p.token_sha256) for p in self.federation.parties}
 
     def credentials(self) -> PartyCredentials:
+        """Where its credential files are."""
         files = self.private.credentials
         return PartyCredentials(*(self.folder / getattr(files, k) for k in ("ca", "cert", "key", "token")))
 
@@ -172,6 +185,7 @@ class PartyView:
         return Security.from_files(self.credentials(), self.federation.insecure)
 
     def timeouts(self) -> Timeouts:
+        """The federation's timeouts."""
         return Timeouts(**self.federation.timeouts.model_dump())
 
 
@@ -192,12 +206,17 @@ def load_party(federation_file: Path, private_file: Path, party: str) -> PartyVi
     federation = validated(Federation, read_toml(federation_file), federation_file)
     private = validated(PrivateParty, read_toml(private_file), private_file)
     if private.party != party:
-        raise ValueError(f"{private_file} is {private.party}'s private file, not {party}'s")
+        raise InputError(private_file, None, f"it is {private.party}'s private file, not {party}'s")
+    if party not in federation.order:
+        raise InputError(federation_file, None, f"no party '{party}' among {federation.order}")
+    unhashed = [p.name for p in federation.parties if p.token_sha256 is None]
+    if unhashed:
+        raise InputError(federation_file, None, f"no token_sha256 for {unhashed} (`splitrec "
+                                                f"certs` prints them)")
     try:
-        federation.member(party)
         return PartyView(federation, private, private_file)
-    except (KeyError, ValueError) as error:
-        raise ValueError(f"{federation_file} / {private_file}: {error}") from None
+    except ValueError as error:  # the two files together do not make a valid run
+        raise InputError(f"{federation_file} + {private_file}", None, str(error)) from None
 
 
 def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Path,

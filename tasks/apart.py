@@ -1,8 +1,9 @@
 """Prefect tasks for a party running apart: its side of PSI and of split training, over Flight.
 
-Their cache keys include the run ID that every party of the run shares, so the parties never
-disagree on which stage to run again: a stage is cached within a run (a retried flow run skips
-it at every party) and runs afresh in a new one.
+Their cache keys include the run ID that every party of the run shares: within a run a stage is
+cached (a retried flow run skips what finished), and a new run ID runs every stage afresh at
+every party. A party whose inputs changed under the same run ID would run a stage its peers have
+cached, and wait for them until `connect_s`: every run gets a new ID.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from pathlib import Path
 from prefect import task
 
 from splitrec_core.align import Alignment
-from splitrec_core.config import Config
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
 from splitrec_core.results import TrainResult
@@ -22,7 +22,7 @@ from tasks._common import task_options
 
 
 @task(name="psi_align", task_run_name="psi_align-{run_id}", **task_options())
-def align_with_peers(cfg: Config, view: PartyView, run_id: str, validated: ValidatedParty,
+def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
                      workdir: Path) -> Alignment:
     """This party's side of ECDH PSI with the federation's other parties."""
     from splitrec_core.apart import align_apart
@@ -31,7 +31,7 @@ def align_with_peers(cfg: Config, view: PartyView, run_id: str, validated: Valid
 
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe-{run_id}", **task_options())
-def train_with_peers(cfg: Config, view: PartyView, run_id: str, features: PartyFeatures,
+def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
                      workdir: Path) -> tuple[dict[str, Path], TrainResult | None]:
     """This party's part of split training; a retry resumes from the last common epoch."""
     from splitrec_core.apart import train_apart
@@ -40,7 +40,7 @@ def train_with_peers(cfg: Config, view: PartyView, run_id: str, features: PartyF
 
 
 @task(name="start_run", task_run_name="start_run-{run_id}", **task_options())
-def invite_parties(cfg: Config, view: PartyView, run_id: str) -> dict[str, str]:
+def invite_parties(view: PartyView, run_id: str) -> dict[str, str]:
     """The label party asks every serving feature party to start its part of run `run_id`."""
     from splitrec_core.apart import invite
 

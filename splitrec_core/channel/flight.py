@@ -1,9 +1,9 @@
 """Parties on their own hosts: Arrow Flight with mutual TLS and a bearer token per party.
 
 Every party runs one `FlightEndpoint` (a Flight server at its address). For each stage of a run
-the parties open a `FlightChannel`: of every pair, the party later in the federation's order dials
-the earlier one (so the label party, first, dials nobody) and both directions share that one
-long-lived `DoExchange` stream. A message is the same Arrow IPC stream the other channels carry,
+the parties open a `FlightChannel`: of every pair that talks, the party later in the order dials
+the earlier one (so the label party, first, dials nobody; with parties apart only it and each
+feature party talk) and both directions share that one long-lived `DoExchange` stream. A message is the same Arrow IPC stream the other channels carry,
 sent as one Flight message's app metadata behind its kind (`kind\\n<IPC bytes>`): one stream
 carries tables of any schema, and the counts per kind equal the other channels'.
 
@@ -22,7 +22,6 @@ import queue
 import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +33,12 @@ from pyarrow import flight
 from splitrec_core.certs import PartyCredentials, make_trial_credentials, token_sha256
 from splitrec_core.channel.base import ChannelStats, Kind, message_bytes
 from splitrec_core.channel.local import POLL_S
+from splitrec_core.errors import InputError
 
+LOOPBACK_FEDERATION = "loopback-trial"  # what a one-host trial's parties compare on connecting
 START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
 ACK = b"accepted"  # the first message on a stream: the peer let us in
 BYE = b"bye"       # the last, from the party that was dialed: it is done with the session
-_KINDS = {kind.value for kind in Kind}
 T = TypeVar("T")
 
 
@@ -50,10 +50,10 @@ class PeerError(RuntimeError):
 class Security:
     """One party's credentials: the federation CA, its own certificate, key and token (PEM bytes)."""
 
-    token: str
+    token: str = field(repr=False)
     ca: bytes | None = None
     cert: bytes | None = None
-    key: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
     insecure: bool = False
 
     @classmethod
@@ -63,8 +63,8 @@ class Security:
         needed = [files.token] if insecure else [files.token, files.ca, files.cert, files.key]
         for path in needed:
             if not path.exists():
-                raise FileNotFoundError(f"credential file {path} does not exist (`splitrec "
-                                        f"certs` makes trial ones)")
+                raise InputError(path, None, "credential file does not exist (`splitrec certs` "
+                                             "makes trial ones)")
         token = files.token.read_text().strip()
         if insecure:
             return cls(token=token, insecure=True)
@@ -90,10 +90,10 @@ def split_address(address: str) -> tuple[str, int]:
 class Timeouts:
     """How long to wait, and how to retry, before naming a peer that does not answer."""
 
-    connect_s: float = 60.0     # for a peer to accept our stream, or to open its stream to us
-    recv_s: float = 600.0       # for one message
-    backoff_s: float = 0.25     # first pause between dial attempts, doubling ...
-    backoff_max_s: float = 5.0  # ... up to this
+    connect_s: float = 120.0     # for a peer to accept our stream, or to open its stream to us
+    recv_s: float = 600.0        # for one message
+    backoff_s: float = 0.5       # first pause between dial attempts, doubling ...
+    backoff_max_s: float = 10.0  # ... up to this
 
 
 class _Caller(flight.ServerMiddleware):
@@ -133,7 +133,7 @@ class _Link:
 
     peer: str
     inbox: dict[str, queue.Queue[memoryview]] = field(
-        default_factory=lambda: defaultdict(queue.Queue))
+        default_factory=lambda: {kind.value: queue.Queue() for kind in Kind})
     failure: str | None = None  # why the stream is over, if it is
     connected: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -163,7 +163,7 @@ class _Link:
     def deliver(self, message: memoryview) -> None:
         head = bytes(message[:32])
         kind = head[: head.find(b"\n")].decode(errors="replace")
-        if b"\n" not in head or kind not in _KINDS:
+        if b"\n" not in head or kind not in self.inbox:
             self.fail(f"sent a message of unknown kind {kind!r}")
             return
         self.inbox[kind].put(message[len(kind) + 1:])
@@ -191,13 +191,13 @@ class _Server(flight.FlightServerBase):
         caller = context.get_middleware("auth").party
         hello = json.loads(descriptor.command)
         endpoint = self._endpoint
-        link = endpoint.incoming(hello["session"], caller)
         if hello.get("federation") != endpoint.federation_hash:
             why = (f"{caller}'s copy of the federation file differs from {endpoint.me}'s "
                    f"(hash {str(hello.get('federation'))[:12]}… against "
                    f"{endpoint.federation_hash[:12]}…)")
-            link.fail(why)
+            endpoint.link(hello["session"], caller).fail(why)  # tells our side, if it waits
             raise flight.FlightServerError(why)
+        link = endpoint.incoming(hello["session"], caller)
         writer.write_metadata(pa.py_buffer(ACK))
         link.attach(writer)
         try:
@@ -340,10 +340,11 @@ class FlightEndpoint:
         client.close()
         return answer
 
-    def channel(self, session: str, order: list[str]) -> FlightChannel:
+    def channel(self, session: str, order: list[str], hub: str | None = None) -> FlightChannel:
         """Open `session` with the parties in `order` (which includes us): dial the earlier
-        parties, wait for the later ones to dial us."""
-        return FlightChannel(self, session, order)
+        parties, wait for the later ones to dial us. With a `hub`, the others connect to it
+        alone (a star: no stream, and no exposure, between parties that exchange nothing)."""
+        return FlightChannel(self, session, order, hub)
 
     def sole_channel(self, session: str, order: list[str]) -> FlightChannel:
         """`channel` for an endpoint that serves this one session: closing it stops the server."""
@@ -372,18 +373,22 @@ class FlightEndpoint:
 class FlightChannel:
     """Party `me`'s view of one session over Flight; counts what it sends (the `Channel` protocol)."""
 
-    def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str]) -> None:
+    def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str],
+                 hub: str | None = None) -> None:
         self.me, self._endpoint, self._session = endpoint.me, endpoint, session
         self._stats, self._received = ChannelStats(), ChannelStats()
         self._links: dict[str, _Link] = {}
         self._dialed: dict[str, tuple[flight.FlightClient, threading.Thread]] = {}
         self.then_close: FlightEndpoint | None = None  # an endpoint to stop with the channel
         mine = order.index(self.me)
+        peers = [p for p in order if p != self.me and hub in (None, p, self.me)]
         try:
-            for peer in order[:mine]:
-                self._links[peer] = self._dial(peer)
-            for peer in order[mine + 1:]:
-                self._links[peer] = self._await(peer)
+            for peer in peers:
+                if order.index(peer) < mine:
+                    self._links[peer] = self._dial(peer)
+            for peer in peers:
+                if order.index(peer) > mine:
+                    self._links[peer] = self._await(peer)
         except BaseException:
             self.close()
             raise
@@ -418,7 +423,7 @@ class FlightChannel:
 
     def _await(self, peer: str) -> _Link:
         """Wait for `peer` to open its stream to us."""
-        link = self._endpoint.link(self._session, peer)
+        link = self._links[peer] = self._endpoint.link(self._session, peer)
         if not link.connected.wait(self._endpoint.timeouts.connect_s):
             raise PeerError(f"{self._endpoint.where(peer)} did not connect to {self.me} within "
                             f"{self._endpoint.timeouts.connect_s:.0f} s: is it running?")
@@ -450,7 +455,7 @@ class FlightChannel:
                 self._received.add(kind, len(message))
                 return pa.ipc.open_stream(pa.py_buffer(message)).read_all()
             except queue.Empty:
-                if link.failure:
+                if link.failure and inbox.empty():  # (a message may land just before the end)
                     raise PeerError(f"{self.me} lost {self._endpoint.where(frm)} while waiting for "
                                     f"'{kind.value}': {link.failure}") from None
                 if time.monotonic() > deadline:
@@ -540,7 +545,7 @@ class LoopbackSeat:
         peers = {p: a for p, a in self.addresses.items() if p != self.me}
         endpoint = FlightEndpoint(self.me, self.addresses[self.me],
                                   Security.from_files(self.credentials), peers, self.token_hashes,
-                                  federation_hash=self.session, timeouts=self.timeouts)
+                                  LOOPBACK_FEDERATION, self.timeouts)
         return endpoint.sole_channel(self.session, self.order)
 
 

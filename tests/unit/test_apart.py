@@ -128,7 +128,8 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     np.testing.assert_allclose(a.drop(columns="position"), b.drop(columns="position"), atol=1e-5)
     # the label party, through which every message passes, counted all of them
     assert apart.channel == together.channel
-    # every byte sent over Flight was captured at the channel: no raw ID or feature value
+    # every message of every stage was captured where it was sent: no raw ID or feature value
+    # (outside the messages go only the hellos and actions: session, federation hash, run ID)
     sent = [message for view in views.values() for *_, message in endpoint(view).recorded]
     payload = b"".join(sent)
     assert len(sent) > 100 and len(payload) > 100_000

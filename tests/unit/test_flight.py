@@ -8,9 +8,11 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from splitrec_core.certs import make_trial_credentials
+from splitrec_core.channel import Kind, array_table, table_array
 from splitrec_core.channel.flight import FlightEndpoint, PeerError, Security, Timeouts
 
 QUICK = Timeouts(connect_s=3, recv_s=3, backoff_s=0.1)
@@ -30,22 +32,36 @@ def federation(tmp_path: Path):
 
 
 def _bank_joins(label: FlightEndpoint, security: Security, hashes: dict[str, str],
-                federation_hash: str = "federation-hash", session: str = "s") -> None:
+                federation_hash: str = "federation-hash", session: str = "s",
+                talk: bool = False) -> None:
     bank = FlightEndpoint("bank", "127.0.0.1:0", security,
                           {"label": f"127.0.0.1:{label.port}"}, hashes, federation_hash, QUICK)
     try:
-        bank.channel(session, ORDER).close()
+        with bank.channel(session, ORDER) as channel:
+            if talk:  # echo one message back
+                channel.send(Kind.GRADIENT, "label", channel.recv(Kind.EMBEDDING, "label"))
     finally:
         bank.close()
 
 
-def test_the_federations_parties_connect(federation):
+def test_the_federations_parties_connect_and_talk(federation):
     label, bank, hashes = federation
-    joined = threading.Thread(target=_bank_joins, args=(label, bank, hashes))
+    failures: list[BaseException] = []
+
+    def bank_side() -> None:
+        try:
+            _bank_joins(label, bank, hashes, talk=True)
+        except BaseException as error:  # reported below
+            failures.append(error)
+
+    joined = threading.Thread(target=bank_side)
     joined.start()
-    label.channel("s", ORDER).close()
+    with label.channel("s", ORDER) as channel:
+        channel.send(Kind.EMBEDDING, "bank", array_table(np.arange(6.0)))
+        echoed = table_array(channel.recv(Kind.GRADIENT, "bank"))
     joined.join(10)
-    assert not joined.is_alive()
+    assert not joined.is_alive() and failures == []
+    np.testing.assert_array_equal(echoed, np.arange(6.0))
 
 
 def test_a_wrong_token_is_refused(federation):
