@@ -96,9 +96,8 @@ class TrainingConfig(Strict):
                                        "127.0.0.1, as parties on their own hosts do")
     own_cores: bool = Field(
         default=False, description="with parties_in = \"processes\" or \"flight\": the label "
-                                   "party trains on half the cores; the other parties and every "
-                                   "party's network threads share the rest (as if the label party "
-                                   "had a host of its own) instead of the OS placing them")
+                                   "party's process runs on half the cores, the others share the "
+                                   "rest (as on hosts of their own) instead of the OS placing them")
     wire_dtype: Literal["float32", "float16"] = Field(
         default="float32", description="the float type embeddings and gradients cross the channel "
                                        "in: float16 halves the bytes; each party computes in float32")

@@ -11,7 +11,6 @@ import os
 import queue
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from itertools import combinations
 from multiprocessing.connection import Connection
@@ -66,37 +65,24 @@ def pipe_channels(names: list[str]) -> dict[str, Callable[[], ProcessChannel]]:
     return {name: partial(ProcessChannel, name, pipes[name]) for name in names}
 
 
-@dataclass(frozen=True)
-class Placement:
-    """The cores a party process runs on: its network threads (the channel's: gRPC's, for
-    Flight) on `network`, its training thread and TensorFlow's on `compute`."""
-
-    network: frozenset[int]
-    compute: frozenset[int]
-
-
-def own_cores(order: list[str]) -> dict[str, Placement]:
-    """Cores for a process per party as if each were on a host of its own. The first party (the
-    label party), whose step is the critical path, computes on half of this machine's cores;
-    everything else (the other parties, and its own network threads) shares the other half.
-    Empty on a single core."""
+def own_cores(order: list[str]) -> dict[str, frozenset[int]]:
+    """Cores for a process per party as if each were on a host of its own: the first party (the
+    label party, whose step is the critical path) gets half of this machine's cores, the others
+    share the rest. Empty on a single core."""
     cores = sorted(os.sched_getaffinity(0))
     half = len(cores) // 2
     if not half:
         return {}
-    own, shared = frozenset(cores[:half]), frozenset(cores[half:])
-    return {p: Placement(shared, own if i == 0 else shared) for i, p in enumerate(order)}
+    return {p: frozenset(cores[:half] if i == 0 else cores[half:]) for i, p in enumerate(order)}
 
 
 def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Channel],
-           results: multiprocessing.Queue, placement: Placement | None) -> None:
+           results: multiprocessing.Queue, cores: frozenset[int] | None) -> None:
     """A party process: open its channel, run its job, report the outcome (or the error)."""
     try:
-        if placement:  # threads inherit the cores of the thread that starts them
-            os.sched_setaffinity(0, placement.network)
+        if cores:
+            os.sched_setaffinity(0, cores)  # before TensorFlow and gRPC start their threads
         channel = open_channel()
-        if placement:  # this thread, and TensorFlow's threads, which start with the job
-            os.sched_setaffinity(0, placement.compute)
         try:
             outcome = job(channel)
         finally:
@@ -110,11 +96,11 @@ def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Ch
 
 def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
                      channels: dict[str, Callable[[], Channel]] | None = None,
-                     cores: dict[str, Placement] | None = None) -> dict[str, T]:
+                     cores: dict[str, frozenset[int]] | None = None) -> dict[str, T]:
     """Run each party's job in its own (spawned) process; return their outcomes by party.
 
     `channels[party]` opens the party's channel in its process (default: `pipe_channels`);
-    `cores[party]`, if given, places it on cores (`own_cores`). Jobs and openers must be
+    `cores[party]`, if given, are the cores it runs on (`own_cores`). Jobs and openers must be
     picklable. The first failure stops every party and is raised here.
     """
     context = multiprocessing.get_context("spawn")
