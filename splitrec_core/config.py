@@ -154,6 +154,18 @@ class SweepConfig(Strict):
         description="one weight per task, in task order (default: the tasks' own weights)")
 
 
+def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig]) -> None:
+    """What every description of a run needs: unique party names, the label party among them,
+    unique task names."""
+    if len(set(names)) != len(names):
+        raise ValueError(f"party names must be unique, got {names}")
+    if label_party not in names:
+        raise ValueError(f"label_party '{label_party}' is not one of the parties {names}")
+    task_names = [t.name for t in tasks]
+    if len(set(task_names)) != len(task_names):
+        raise ValueError(f"task names must be unique, got {task_names}")
+
+
 class Config(Strict):
     """A whole run: who takes part, what is predicted and how the model is trained."""
 
@@ -171,11 +183,7 @@ class Config(Strict):
 
     @model_validator(mode="after")
     def _parties_are_consistent(self) -> Config:
-        names = [p.name for p in self.parties]
-        if len(set(names)) != len(names):
-            raise ValueError(f"party names must be unique, got {names}")
-        if self.label_party not in names:
-            raise ValueError(f"label_party '{self.label_party}' is not one of the parties {names}")
+        check_roster([p.name for p in self.parties], self.label_party, self.tasks)
         label = self.party(self.label_party)
         if label.split_column is None and not label.is_peer:
             raise ValueError(f"the label party '{label.name}' needs a split_column (train/test)")
@@ -185,9 +193,6 @@ class Config(Strict):
             if party.name != self.label_party and not party.is_peer and not party.feature_columns:
                 raise ValueError(f"feature party '{party.name}' declares no feature columns "
                                  f"(categorical or numeric); only the label party may hold none")
-        task_names = [t.name for t in self.tasks]
-        if len(set(task_names)) != len(task_names):
-            raise ValueError(f"task names must be unique, got {task_names}")
         return self
 
     def variants(self, source: Path | str = "<config>") -> list[tuple[dict[str, object], Config]]:

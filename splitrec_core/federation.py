@@ -30,6 +30,7 @@ from splitrec_core.config import (
     Strict,
     TaskConfig,
     TrainingConfig,
+    check_roster,
     read_toml,
     validated,
 )
@@ -89,11 +90,7 @@ class Federation(Strict):
 
     @model_validator(mode="after")
     def _roster_is_consistent(self) -> Federation:
-        names = [p.name for p in self.parties]
-        if len(set(names)) != len(names):
-            raise ValueError(f"party names must be unique, got {names}")
-        if self.label_party not in names:
-            raise ValueError(f"label_party '{self.label_party}' is not one of the parties {names}")
+        check_roster([p.name for p in self.parties], self.label_party, self.tasks)
         return self
 
     @property
