@@ -16,8 +16,10 @@ import pyarrow.parquet as pq
 from splitrec_core.align import Alignment, feature_side, label_side
 from splitrec_core.channel import ChannelStats
 from splitrec_core.channel.flight import FlightChannel, FlightEndpoint
+from splitrec_core.errors import InputError
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
+from splitrec_core.psi import EmptyIntersection
 from splitrec_core.results import TrainResult
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
@@ -49,14 +51,19 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
     out = workdir.aligned(me)
     unmatched = workdir.unmatched(me) if cfg.psi.write_unmatched else None
     with session(view, run_id, "psi") as channel:
-        if me == cfg.label_party:
-            assert validated.split is not None  # the label party's validation writes it
-            label_side(channel, validated.ids, validated.split,
-                       [p.name for p in cfg.feature_parties], out, cfg.psi.domain,
-                       cfg.psi.chunk_size, unmatched)
-        else:
-            feature_side(channel, validated.ids, cfg.label_party, out, cfg.psi.domain,
-                         cfg.psi.chunk_size, unmatched)
+        try:
+            if me == cfg.label_party:
+                assert validated.split is not None  # the label party's validation writes it
+                label_side(channel, validated.ids, validated.split,
+                           [p.name for p in cfg.feature_parties], out, cfg.psi.domain,
+                           cfg.psi.chunk_size, unmatched)
+            else:
+                feature_side(channel, validated.ids, cfg.label_party, out, cfg.psi.domain,
+                             cfg.psi.chunk_size, unmatched)
+        except EmptyIntersection:  # bad input: no retry can fix it
+            raise InputError(view.data_file, cfg.party(me).id_column,
+                             f"empty intersection: no ID is held by all of "
+                             f"{view.federation.order}") from None
         traffic = _traffic(channel)
     is_train = pq.read_table(out, columns=["is_train"]).column(0).to_numpy()
     train = int(np.sum(is_train))

@@ -201,3 +201,24 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     for task in tasks:
         assert abs(broken_metrics[task]["auc"] - whole_metrics[task]["auc"]) < 0.005
     assert all(_checkpoints(folder, p) == [] for p, folder in folders.items())
+
+
+def test_disjoint_ids_stop_every_party_with_an_empty_intersection(federation):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from splitrec_core.errors import InputError
+
+    _, _, written = federation
+    bank_data = written["bank"][0].parent / "data" / "bank.csv"
+    rows = pd.read_csv(bank_data)
+    rows.assign(user_id="stranger-" + rows["user_id"].astype(str)).to_csv(bank_data, index=False)
+    views = {p: load_party(shared, private, p) for p, (shared, private) in written.items()}
+
+    with ThreadPoolExecutor(3) as pool:
+        futures = {p: pool.submit(run_party, view, "disjoint-1", written[p][0].parent / "run")
+                   for p, view in views.items()}
+        for future in futures.values():  # at every party, naming its own data file
+            with pytest.raises(InputError, match=r"\.csv, column 'user_id': empty intersection"):
+                future.result(timeout=60)
