@@ -37,7 +37,7 @@ def main() -> int:
     run_id = time.strftime("demo-%Y%m%d-%H%M%S")
     started, parties = time.monotonic(), {}
     for folder in folders:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env["PREFECT_HOME"] = str((folder / ".prefect-home").resolve())  # its own Prefect
         log = (folder / "party.log").open("w")
         parties[folder.name] = (subprocess.Popen(

@@ -222,3 +222,50 @@ def test_disjoint_ids_stop_every_party_with_an_empty_intersection(federation):
         for future in futures.values():  # at every party, naming its own data file
             with pytest.raises(InputError, match=r"\.csv, column 'user_id': empty intersection"):
                 future.result(timeout=60)
+
+
+def _consecutive_free_ports(count: int) -> int:
+    """A port p with p .. p+count-1 free now (for `party trial`'s consecutive ports)."""
+    import socket
+
+    for _ in range(50):
+        base = free_ports(1)[0]
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect(tmp_path: Path):
+    # `make demo-distributed` on synthetic data: `splitrec party trial`, then three
+    # `splitrec party run` processes, each in its own folder with its own Prefect home and API
+    write_parties(make_people(3000, seed=6), tmp_path / "data")
+    out = tmp_path / "distributed"
+    demo = subprocess.run(
+        [sys.executable, str(REPO / "deployments" / "distributed.py"), "--config",
+         str(REPO / "data" / "synthetic.toml"), "--data-workdir", str(tmp_path), "--out",
+         str(out), "--base-port", str(_consecutive_free_ports(3))],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    report = json.loads((out / "advertiser" / "run" / "report" / "metrics.json").read_text())
+    assert report["tasks"]["income_50k"]["auc"] > 0.8
+    assert report["lift"]["income_50k"]["central"] is None  # no pooled data anywhere
+    apis = set()
+    for party in ("advertiser", "bank", "media"):
+        folder = out / party
+        assert sorted(p.name for p in (folder / "data").iterdir()) == [f"{party}.csv"]
+        assert (folder / ".prefect-home" / "prefect.db").exists()
+        assert any((folder / "run" / ".prefect").iterdir())  # its cached results, in its folder
+        log = (folder / "party.log").read_text()
+        assert "Flow run" in log and "Finished in state Completed()" in log
+        apis |= {line.split("temporary server on ")[1] for line in log.splitlines()
+                 if "temporary server on " in line}
+    assert len(apis) == 3  # a Prefect API of its own each
