@@ -65,15 +65,25 @@ class TaskConfig(Strict):
     weight: float = Field(default=1.0, gt=0)
 
 
-class ModelConfig(Strict):
-    """Sizes of the bottom networks and of the MMoE top."""
+class BottomConfig(Strict):
+    """A party's bottom network (with parties apart, each party's own, in its private file)."""
 
     embedding_dim: int = Field(default=4, ge=1)
     bottom_units: list[int] = [64]
+
+
+class TopConfig(Strict):
+    """What every party shares of the model: the cut width every bottom ends in, and the MMoE
+    top (with parties apart, in the federation file)."""
+
     cut_dim: int = Field(default=32, ge=1, description="width of each party's embedding h_p")
     num_experts: int = Field(default=8, ge=1)
     expert_units: int = Field(default=16, ge=1)
     tower_units: int = Field(default=8, ge=1)
+
+
+class ModelConfig(BottomConfig, TopConfig):
+    """Sizes of the bottom networks and of the MMoE top."""
 
 
 class TrainingConfig(Strict):
@@ -166,19 +176,25 @@ def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig]) ->
         raise ValueError(f"task names must be unique, got {task_names}")
 
 
-class Config(Strict):
-    """A whole run: who takes part, what is predicted and how the model is trained."""
+class RunSettings(Strict):
+    """What every party of a run shares: the label party, the tasks and the training, privacy,
+    PSI and schedule settings (a one-process config, or a federation file)."""
 
     name: str
-    data_dir: str = "data"
     label_party: str
-    parties: list[PartyConfig] = Field(min_length=2)
     tasks: list[TaskConfig] = Field(min_length=1)
-    model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     psi: PsiConfig = PsiConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+
+
+class Config(RunSettings):
+    """A whole run: who takes part, what is predicted and how the model is trained."""
+
+    data_dir: str = "data"
+    parties: list[PartyConfig] = Field(min_length=2)
+    model: ModelConfig = ModelConfig()
     sweep: SweepConfig = SweepConfig()
 
     @model_validator(mode="after")

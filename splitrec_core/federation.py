@@ -22,14 +22,12 @@ from pydantic import Field, field_validator, model_validator
 from splitrec_core.certs import PartyCredentials
 from splitrec_core.channel.flight import Security, Timeouts, split_address
 from splitrec_core.config import (
+    BottomConfig,
     Config,
     PartyConfig,
-    PrivacyConfig,
-    PsiConfig,
-    ScheduleConfig,
+    RunSettings,
     Strict,
-    TaskConfig,
-    TrainingConfig,
+    TopConfig,
     check_roster,
     read_toml,
     validated,
@@ -54,15 +52,6 @@ class Member(Strict):
         return address
 
 
-class TopConfig(Strict):
-    """The shared part of the model: the cut width every bottom ends in, and the MMoE top."""
-
-    cut_dim: int = Field(default=32, ge=1)
-    num_experts: int = Field(default=8, ge=1)
-    expert_units: int = Field(default=16, ge=1)
-    tower_units: int = Field(default=8, ge=1)
-
-
 class TimeoutConfig(Strict):
     """How long a party waits for the others before it names the one that does not answer
     (defaults: `channel.flight.Timeouts`)."""
@@ -73,18 +62,11 @@ class TimeoutConfig(Strict):
     backoff_max_s: float = Field(default=Timeouts.backoff_max_s, gt=0)
 
 
-class Federation(Strict):
+class Federation(RunSettings):
     """The shared federation file."""
 
-    name: str
-    label_party: str
     parties: list[Member] = Field(min_length=2)
-    tasks: list[TaskConfig] = Field(min_length=1)
     model: TopConfig = TopConfig()
-    training: TrainingConfig = TrainingConfig()
-    privacy: PrivacyConfig = PrivacyConfig()
-    psi: PsiConfig = PsiConfig()
-    schedule: ScheduleConfig = ScheduleConfig()
     timeouts: TimeoutConfig = TimeoutConfig()
     insecure: bool = Field(default=False, description="plaintext and tokens only: a local trial")
 
@@ -109,13 +91,6 @@ class Federation(Strict):
         """SHA-256 of the settings (not of the file's bytes: comments and layout do not count)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True)
                               .encode()).hexdigest()
-
-
-class BottomConfig(Strict):
-    """A party's own bottom network (its cut width is the federation's)."""
-
-    embedding_dim: int = Field(default=4, ge=1)
-    bottom_units: list[int] = [64]
 
 
 class CredentialFiles(Strict):
