@@ -7,11 +7,14 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from splitrec_core.errors import InputError
+
+if TYPE_CHECKING:
+    from splitrec_core.federation import PartyView
 
 # Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; give the temporary
 # Prefect API time to create its database on a slow machine (Prefect's default allows 20 s, which
@@ -136,11 +139,27 @@ def serve(config: Annotated[Path, typer.Argument()] = Path("data/census.toml"),
         _fail(error)
 
 
+PartyName = Annotated[str, typer.Option(help="Which party of the federation we are.")]
+PrivateFile = Annotated[Path | None, typer.Option(
+    help="Our private party file (default: party.toml beside FEDERATION).")]
+
+
+def _party_setup(federation: Path, party: str, private: Path | None,
+                 workdir: Path | None) -> tuple[PartyView, Path, Path]:
+    """Read our files before Prefect starts (a bad one fails in a second) and keep our cached
+    results in our run folder; our view, private file and run folder (default: `run` beside
+    FEDERATION)."""
+    from splitrec_core.federation import load_party
+
+    private = (private or federation.parent / "party.toml").resolve()
+    view = load_party(federation, private, party)
+    root = (workdir or federation.parent / "run").resolve()
+    _use_workdir_results(root)
+    return view, private, root
+
+
 @party_app.command("run")
-def party_run(federation: Path,
-              party: Annotated[str, typer.Option(help="Which party of the federation we are.")],
-              private: Annotated[Path | None, typer.Option(
-                  help="Our private party file (default: party.toml beside FEDERATION).")] = None,
+def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
               run_id: Annotated[str | None, typer.Option(
                   help="The run's ID, new for every run; every party of the run passes the same "
                        "one (with --invite the label party makes one).")] = None,
@@ -148,16 +167,11 @@ def party_run(federation: Path,
                   help="Label party: first start the run at every serving feature party.")] = False,
               workdir: Workdir = None) -> None:
     """Run our part of the pipeline; the other parties run theirs on their own hosts."""
+    if run_id is None and not invite:
+        raise typer.BadParameter("every party of a run passes the same new --run-id (or the "
+                                 "label party starts it with --invite)")
     try:
-        from splitrec_core.federation import load_party
-
-        private = private or federation.parent / "party.toml"
-        load_party(federation, private, party)  # a bad file fails before Prefect starts
-        if run_id is None and not invite:
-            raise typer.BadParameter("every party of a run passes the same new --run-id "
-                                     "(or the label party starts it with --invite)")
-        root = workdir or federation.parent / "run"
-        _use_workdir_results(root)
+        _, private, root = _party_setup(federation, party, private, workdir)
         from flows.party import party_pipeline
 
         _quiet_prefect_input_errors()
@@ -172,25 +186,17 @@ def party_run(federation: Path,
 
 
 @party_app.command("serve")
-def party_serve(federation: Path,
-                party: Annotated[str, typer.Option(help="Which party of the federation we are.")],
-                private: Annotated[Path | None, typer.Option(
-                    help="Our private party file (default: party.toml beside FEDERATION).")] = None,
+def party_serve(federation: Path, party: PartyName, private: PrivateFile = None,
                 workdir: Workdir = None) -> None:
     """Serve our part: the label party as a deployment on the federation's schedule (and from its
     UI), which starts each run at the feature parties; a feature party keeps its endpoint up and
     runs its part whenever the label party starts a run. Ctrl-C stops."""
     try:
-        from splitrec_core.federation import load_party
-
-        private = private or federation.parent / "party.toml"
-        view = load_party(federation, private, party)
-        root = (workdir or federation.parent / "run").resolve()
-        _use_workdir_results(root)
+        view, private, root = _party_setup(federation, party, private, workdir)
         from deployments.serve import serve_feature_party, serve_label_party
 
         serve = serve_label_party if party == view.federation.label_party else serve_feature_party
-        serve(view, federation.resolve(), private.resolve(), root)
+        serve(view, federation.resolve(), private, root)
     except InputError as error:
         _fail(error)
 
