@@ -41,6 +41,12 @@ MODES = {  # name: the training settings it overrides; central* train in one pla
                                  "own_cores": True},
     "split_ahead_flight_f16_cores": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
                                      "wire_dtype": "float16", "own_cores": True},
+    "split_ahead_flight_b2": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
+                              "batches_per_message": 2},
+    "split_ahead_flight_b4": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
+                              "batches_per_message": 4},
+    "split_ahead_flight_b4_cores": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
+                                    "batches_per_message": 4, "own_cores": True},
     "split_ahead_cores": {"parties_in": "processes", "embed_ahead": 1, "xla": True,
                           "own_cores": True},
     "central": {},
@@ -212,7 +218,7 @@ def main() -> None:
     print("split: a process per party (pipes); _threads: all parties on threads of one process; "
           "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: steps "
           "compiled by XLA; _ahead(2): feature parties one (two) batches ahead (embed_ahead), XLA, one "
-          "thread per op; _f16: float16 on the wire; _cores: the label party on its own core (own_cores); MB/epoch: all messages of all kinds")
+          "thread per op; _f16: float16 on the wire; _b2, _b4: batches per message; _cores: the label party on its own core (own_cores); MB/epoch: all messages of all kinds")
 
     costs = {k: v for xla, side_by_side in ((False, False), (True, False), (True, True))
              for k, v in in_fresh_process(per_batch_ms, cfg, features, xla, side_by_side).items()}

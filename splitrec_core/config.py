@@ -117,6 +117,12 @@ class TrainingConfig(Strict):
                     "returns: 0 = sequential (split training equals central training); 1 or 2 = "
                     "pipelined, its bottom one or two steps stale, so its work overlaps the label "
                     "party's")
+    batches_per_message: int = Field(
+        default=1, ge=1, le=8,
+        description="training batches whose embeddings (and gradients) cross in one message: "
+                    "each message costs the same CPU whatever its size, so fewer, larger ones "
+                    "leave the parties more time to compute; above 1 a feature party waits for "
+                    "gradients once per message, its bottom up to that many batches stale")
     xla: bool = Field(
         default=False,
         description="compile the training steps (each party's, and central training's) with XLA "

@@ -4,7 +4,8 @@ party, step its bottom on the gradients that come back, and follow the label par
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from functools import partial
 
 import numpy as np
 import tensorflow as tf
@@ -14,38 +15,43 @@ from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.epochs import BestWeights, Decision, Plan, eval_batches
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.trainers import BottomTrainer
-from splitrec_core.training.common import FLOAT32, Wire
+from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire
 
 
 def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor]],
-                 hand_over: Callable[[tf.Tensor], None],
-                 gradient: Callable[[], np.ndarray | tf.Tensor], ahead: int = 0) -> None:
-    """One epoch of a bottom: embed each batch (`cats`, `nums`), `hand_over` the embedding, step
-    on the `gradient` that comes back.
+                 embeddings: Outbox, gradients: Inbox, ahead: int = 0) -> None:
+    """One epoch of a bottom: embed each batch (`cats`, `nums`), put the embedding in the
+    `embeddings` outbox, step on the gradient that comes back.
 
     While a batch's gradient is awaited there is nothing to do, so the step on one batch and the
     embedding of the next go to TensorFlow as one call (in that order: the next embedding comes
     from the updated bottom, exactly as in sequential training). With `ahead` > 0 it hands over
-    that many more batches before it waits for the oldest one's gradient: the label party then
-    never waits for this party, at the price of embeddings from a bottom `ahead` steps stale.
+    that many more messages before it waits for the oldest one's gradients: the label party then
+    never waits for this party, at the price of embeddings from a bottom that many messages
+    stale. With several batches per message it waits only once a message's batches are all sent.
     """
+    in_flight = embeddings.per_message * (ahead + 1) - 1  # batches sent before waiting
     waiting: deque[tuple[tf.Tensor, tf.Tensor]] = deque()  # handed over, awaiting their gradients
     for cats, nums in batches:
-        if len(waiting) > ahead:  # step on the oldest batch's gradient (waits for it)
-            h = trainer.backward_then_forward(*waiting.popleft(), gradient(), cats, nums)
+        if len(waiting) > in_flight:  # step on the oldest batch's gradient (waits for it)
+            oldest = waiting.popleft()
+            h = trainer.backward_then_forward(*oldest, gradients.take(len(oldest[0])), cats, nums)
         else:
             h = trainer.forward(cats, nums)
-        hand_over(h)
+        embeddings.put(h)
         waiting.append((cats, nums))
+    embeddings.flush()
     while waiting:
-        trainer.backward(*waiting.popleft(), gradient())
+        oldest = waiting.popleft()
+        trainer.backward(*oldest, gradients.take(len(oldest[0])))
 
 
 def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
                  test: FeatureMatrix, leader: str, plan: Plan, checkpoints: Checkpoints,
-                 start_epoch: int = 0, ahead: int = 0, wire: Wire = FLOAT32) -> None:
+                 start_epoch: int = 0, ahead: int = 0, wire: Wire = FLOAT32,
+                 per_message: int = 1) -> None:
     """A feature party's training run from `start_epoch`, then its embeddings of the test rows
-    (`ahead`: see `bottom_epoch`).
+    (`ahead`: see `bottom_epoch`; `per_message`: training batches per message).
 
     After each epoch it embeds the validation rows (with the training noise: they are training
     rows) and follows the label party's decision to keep the weights and to stop. It makes the
@@ -56,10 +62,10 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     if start_epoch:
         best.load(checkpoints.restore(start_epoch, [trainer.bottom], [trainer.optimizer]))
     batches = plan.batch_tensors(start_epoch, train.cats, train.nums)
+    embeddings = Outbox(partial(channel.send, Kind.EMBEDDING, leader), wire, per_message)
+    gradients = Inbox(partial(channel.recv, Kind.GRADIENT, leader), wire)
     for epoch in range(start_epoch, plan.epochs):
-        bottom_epoch(trainer, batches,
-                     lambda h: channel.send(Kind.EMBEDDING, leader, wire.pack(h)),
-                     lambda: wire.unpack(channel.recv(Kind.GRADIENT, leader)), ahead)
+        bottom_epoch(trainer, batches, embeddings, gradients, ahead)
         for rows in eval_batches(plan.validation):
             h = trainer.forward(train.cats[rows], train.nums[rows])
             channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import tensorflow as tf
@@ -17,7 +18,7 @@ from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.trainers import LabelTrainer
-from splitrec_core.training.common import FLOAT32, Wire, label_matrix
+from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire, label_matrix
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,12 @@ class LabelOutcome:
     trained_at: float  # wall clock when the last epoch ended (before scoring the test rows)
 
 
-def label_epoch(channel: Channel, trainer: LabelTrainer,
-                batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]], followers: list[str],
-                audit: LeakageAudit, wire: Wire = FLOAT32,
+def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+                embeddings: list[Inbox], gradients: list[Outbox], audit: LeakageAudit,
                 ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
-    """One epoch of the label party: per batch (`cats`, `nums`, `labels`), wait for every
-    embedding, train on the batch and return each feature party its dL/dh
-    (`LabelTrainer.train_batch`).
+    """One epoch of the label party: per batch (`cats`, `nums`, `labels`), take every feature
+    party's embedding from its inbox, train on the batch and put each feature party's dL/dh in
+    its outbox (`LabelTrainer.train_batch`); flush the outboxes at the end.
 
     Returns the per-task losses of each batch, and the last batch's own columns and received
     embeddings (to measure gate use on).
@@ -46,20 +46,23 @@ def label_epoch(channel: Channel, trainer: LabelTrainer,
 
     def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
         sent = [g.numpy() for g in grads]
-        for follower, grad in zip(followers, sent, strict=True):
-            channel.send(Kind.GRADIENT, follower, wire.pack(grad))
+        for outbox, grad in zip(gradients, sent, strict=True):
+            outbox.put(grad)
         audit.observe(sent, labels.numpy())
 
     for cats, nums, labels in batches:
-        received = [wire.unpack(channel.recv(Kind.EMBEDDING, f)) for f in followers]  # (waits)
+        received = [inbox.take(len(labels)) for inbox in embeddings]  # (waits)
         losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
+    for outbox in gradients:
+        outbox.flush()
     return losses, (cats, nums, received)
 
 
 def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, test: FeatureMatrix,
                followers: list[str], tasks: list[str], plan: Plan, checkpoints: Checkpoints,
-               start_epoch: int = 0, wire: Wire = FLOAT32) -> LabelOutcome:
-    """The label party's training run from `start_epoch`, then its test predictions.
+               start_epoch: int = 0, wire: Wire = FLOAT32, per_message: int = 1) -> LabelOutcome:
+    """The label party's training run from `start_epoch`, then its test predictions
+    (`per_message`: training batches per message).
 
     After each epoch it scores the validation rows, decides on early stopping and tells every
     party. It makes the next epoch's batches while the feature parties finish their epoch and
@@ -73,10 +76,12 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
         history = History.from_arrays(saved)
         best.load(saved)
     batches = plan.batch_tensors(start_epoch, train.cats, train.nums, labels)
+    embeddings = [Inbox(partial(channel.recv, Kind.EMBEDDING, f), wire) for f in followers]
+    gradients = [Outbox(partial(channel.send, Kind.GRADIENT, f), wire, per_message)
+                 for f in followers]
     for epoch in range(start_epoch, plan.epochs):
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
-        losses, (cats, nums, last) = label_epoch(channel, trainer, batches, followers, audit,
-                                                         wire)
+        losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit)
         if epoch + 1 < plan.epochs:
             batches = plan.batch_tensors(epoch + 1, train.cats, train.nums, labels)
         val_auc = []

@@ -87,7 +87,8 @@ class PartyJob:
             ready_at = time.time()
             start = agree_on_start(channel, checkpoints, cfg)
             outcome = label_loop(channel, labeller, train, test, followers,
-                                 [t.name for t in cfg.tasks], plan, checkpoints, start, wire)
+                                 [t.name for t in cfg.tasks], plan, checkpoints, start, wire,
+                                 cfg.training.batches_per_message)
         else:
             trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise,
                                     cfg.training.xla, noise_seed)
@@ -95,7 +96,7 @@ class PartyJob:
             ready_at, outcome = time.time(), None
             start = agree_on_start(channel, checkpoints, cfg)
             feature_loop(channel, trainer, train, test, label, plan, checkpoints, start,
-                         cfg.training.embed_ahead, wire)
+                         cfg.training.embed_ahead, wire, cfg.training.batches_per_message)
         saved = {name: save_model(model, self.out_dir / f"{name}.keras")
                  for name, model in models.items()}
         checkpoints.clear()

@@ -245,6 +245,31 @@ def test_float16_on_the_wire_halves_the_cut_layer_bytes_and_keeps_the_model(trai
         assert abs(halved[task]["auc"] - full[task]["auc"]) < 0.005
 
 
+def test_batches_per_message_cuts_the_messages_and_keeps_the_model(trained, tmp_path):
+    # Three batches' embeddings (and gradients) per message, one message ahead: the feature
+    # parties' bottoms up to five batches stale, a third of the training messages
+    from splitrec_core.training.local import train_split_local
+
+    cfg, _, _, features, split, _ = trained
+    update = {"batches_per_message": 3, "embed_ahead": 1, "parties_in": "processes"}
+    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
+    bundled = train_split_local(cfg, features, {p: tmp_path / p for p in features})
+    tasks = [t.name for t in cfg.tasks]
+    label_test = features[cfg.label_party].test
+    one, three = (evaluate(r.predictions, label_test, tasks) for r in (split, bundled))
+
+    plan = Plan.of(cfg.training, len(pq.read_table(features["advertiser"].train)))
+    batches = -(-len(plan.fit) // cfg.training.batch_size)
+    for kind in ("embedding", "gradient"):
+        per_epoch = bundled.channel[kind]["messages"] / bundled.epochs_run
+        assert per_epoch == -(-batches // 3) * len(cfg.feature_parties)
+        # the same floats each epoch, in fewer messages (each has its own IPC framing)
+        floats = split.channel[kind]["bytes"] / split.epochs_run
+        assert 0.9 < bundled.channel[kind]["bytes"] / bundled.epochs_run / floats <= 1.0
+    for task in tasks:
+        assert abs(three[task]["auc"] - one[task]["auc"]) < 0.015
+
+
 @pytest.mark.parametrize(("rows", "sizes"), [(2500, [1024, 452]), (2048, [1024]), (700, [700])])
 def test_plan_names_every_batch_size_an_epoch_has(rows, sizes):
     # XLA compiles a step per batch size before training: these must be all the sizes there are
