@@ -15,6 +15,7 @@ from splitrec_core.errors import InputError
 
 if TYPE_CHECKING:
     from splitrec_core.federation import PartyView
+    from splitrec_core.registry import Aliases, SharedModel
 
 # Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; give the temporary
 # Prefect API time to create its database on a slow machine (Prefect's default allows 20 s, which
@@ -32,6 +33,9 @@ app.add_typer(data_app, name="data")
 party_app = typer.Typer(help="Parties apart: each runs its own part on its own host, over Arrow "
                              "Flight with mutual TLS.", no_args_is_help=True)
 app.add_typer(party_app, name="party")
+models_app = typer.Typer(help="The model registry: every party's versions, and which one is "
+                              "current.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 Workdir = Annotated[Path | None, typer.Option(help="Run folder (default: runs/<config name>).")]
 
@@ -238,6 +242,66 @@ def certs(federation: Path, out: Annotated[Path, typer.Option(
     hosts = {p.name: [split_address(p.address)[0]] for p in shared.parties}
     for party, files in make_trial_credentials(hosts, out).items():
         typer.echo(f'{party}: {files.cert.parent}  token_sha256 = "{files.token_sha256()}"')
+
+
+def _registry(config: Path, workdir: Path | None) -> SharedModel:
+    from splitrec_core.config import load_config
+    from splitrec_core.registry import SharedModel
+
+    cfg = load_config(config)
+    return SharedModel.of(cfg, workdir or Path("runs") / cfg.name)
+
+
+def _print_aliases(aliases: Aliases) -> None:
+    typer.echo(f"current: {aliases.current}  candidate: {aliases.candidate}  "
+               f"previous: {', '.join(aliases.previous) or '-'}")
+
+
+@models_app.command("list")
+def models_list(config: Path, workdir: Workdir = None) -> None:
+    """Every registered version, oldest first, with its test AUCs and aliases."""
+    try:
+        model = _registry(config, workdir)
+        aliases, label = model.aliases(), next(iter(model.registries.values()))
+        for version in label.versions():
+            manifest = label.manifest(version)
+            names = [n for n in ("current", "candidate") if getattr(aliases, n) == version]
+            aucs = "  ".join(f"{t} {m['auc']:.4f}" for t, m in manifest["metrics"].items())
+            typer.echo(f"{version}  {manifest['registered_at']}  {aucs}  {' '.join(names)}")
+    except InputError as error:
+        _fail(error)
+
+
+@models_app.command("show")
+def models_show(config: Path, version: Annotated[str, typer.Argument()] = "current",
+                workdir: Workdir = None,
+                party: Annotated[str | None, typer.Option(help="Whose manifest (default: the "
+                                                               "label party's).")] = None) -> None:
+    """A version's manifest (VERSION may be an alias: current, candidate)."""
+    try:
+        model = _registry(config, workdir)
+        registry = model.registries[party] if party else next(iter(model.registries.values()))
+        typer.echo(json.dumps(registry.manifest(registry.resolve(version)), indent=2))
+    except InputError as error:
+        _fail(error)
+
+
+@models_app.command("promote")
+def models_promote(config: Path, version: str, workdir: Workdir = None) -> None:
+    """Make VERSION (or the candidate) current at every party, or at none."""
+    try:
+        _print_aliases(_registry(config, workdir).promote(version))
+    except InputError as error:
+        _fail(error)
+
+
+@models_app.command("rollback")
+def models_rollback(config: Path, workdir: Workdir = None) -> None:
+    """Return every party to the champion before the current one."""
+    try:
+        _print_aliases(_registry(config, workdir).rollback())
+    except InputError as error:
+        _fail(error)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The training pipeline as one Prefect flow: validate → align → features → train → evaluate → export."""
+"""The training pipeline as one Prefect flow: validate → align → features → train → evaluate →
+export → register (and promote)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
+from tasks.registry import promote_if_better, register_version
 from tasks.train import train_centralized, train_label_only, train_split
 from tasks.validate import validate_input
 
@@ -39,7 +41,8 @@ def prepare_parties(cfg: Config, root: Path) -> tuple[Alignment, dict[str, Party
 @flow(name="train_pipeline", log_prints=True)
 def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/census",
                    centralized: bool = False) -> str:
-    """Align, engineer, train, evaluate and export; return the path of `report/metrics.json`."""
+    """Align, engineer, train, evaluate, export and register; return the path of
+    `report/metrics.json`."""
     cfg = load_config(Path(config_path))
     root, label = Path(workdir).resolve(), cfg.label_party
 
@@ -56,9 +59,12 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
                           central)
 
     # 6. Every party exports its own part, concurrently
-    exports = [export_model.submit(cfg, n, training.models[n], features[n].transform, root,
-                                   training.models["top"] if n == label else None)
-               for n in features]
-    for future in exports:
-        future.result()
+    exports = {n: export_model.submit(cfg, n, training.models[n], features[n].transform, root,
+                                      training.models["top"] if n == label else None)
+               for n in features}
+    exported = {name: future.result() for name, future in exports.items()}
+
+    # 7. Every party registers its part as one version; it becomes current if no worse
+    version = register_version(cfg, training, exported, report, root)
+    promote_if_better(cfg, version, report, root)
     return str(report)

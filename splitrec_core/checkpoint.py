@@ -7,8 +7,6 @@ with changed inputs starts afresh. A checkpoint is one `.npz`, written atomicall
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import shutil
 from pathlib import Path
@@ -19,15 +17,6 @@ import numpy as np
 from splitrec_core.io import atomic_path
 
 _NAME = re.compile(r"epoch-(\d+)\.npz")
-
-
-def fingerprint(config: dict[str, object], files: list[Path]) -> str:
-    """A short digest of the training config and the bytes of the files training reads."""
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for path in sorted(files):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 class Checkpoints:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -122,7 +124,8 @@ class TrainingConfig(Strict):
         description="training batches whose embeddings (and gradients) cross in one message: "
                     "each message costs the same CPU whatever its size, so fewer, larger ones "
                     "leave the parties more time to compute; above 1 a feature party waits for "
-                    "gradients once per message, its bottom up to that many batches stale")
+                    "gradients once per message, its bottom up to k - 1 batches stale (2k - 1 "
+                    "with embed_ahead = 1)")
     xla: bool = Field(
         default=False,
         description="compile the training steps (each party's, and central training's) with XLA "
@@ -182,6 +185,18 @@ def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig]) ->
         raise ValueError(f"task names must be unique, got {task_names}")
 
 
+class RegistryConfig(Strict):
+    """When a newly trained version replaces the champion (`current`) in the model registry."""
+
+    promotion_margin: float = Field(
+        default=0.005, ge=0, description="the largest fall in any task's test AUC below the "
+                                          "champion's with which a new version is still promoted")
+    max_leakage_auc: float = Field(
+        default=1.0, ge=0.5, le=1.0,
+        description="the highest attack AUC of the leakage audit a promoted version may have "
+                    "(0.5 = the attacks learn nothing; 1.0 = no bound)")
+
+
 class RunSettings(Strict):
     """What every party of a run shares: the label party, the tasks and the training, privacy,
     PSI and schedule settings (a one-process config, or a federation file)."""
@@ -193,6 +208,12 @@ class RunSettings(Strict):
     privacy: PrivacyConfig = PrivacyConfig()
     psi: PsiConfig = PsiConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    registry: RegistryConfig = RegistryConfig()
+
+    def hash(self) -> str:
+        """SHA-256 of the settings (not of the file's bytes: comments and layout do not count)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True)
+                              .encode()).hexdigest()
 
 
 class Config(RunSettings):

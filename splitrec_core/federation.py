@@ -13,8 +13,6 @@ count) when they connect; a mismatch stops every party.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
@@ -86,11 +84,6 @@ class Federation(RunSettings):
             if party.name == name:
                 return party
         raise KeyError(f"no party named '{name}' in federation '{self.name}'")
-
-    def hash(self) -> str:
-        """SHA-256 of the settings (not of the file's bytes: comments and layout do not count)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True)
-                              .encode()).hexdigest()
 
 
 class CredentialFiles(Strict):

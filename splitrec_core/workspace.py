@@ -36,6 +36,10 @@ class Workspace:
         """The party's trained model files (and, at the label party, test predictions)."""
         return self.party(name) / "trained"
 
+    def registry(self, name: str, model: str) -> Path:
+        """The party's registry of `model`: a folder per registered version, and its aliases."""
+        return self.party(name) / "models" / model
+
     def export(self, name: str) -> Path:
         """The party's servable export."""
         return self.root / "export" / name

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
-import splitrec_core
+from splitrec_core.provenance import core_source_digest
 
 _BLOCK = 1 << 20
 
@@ -67,16 +66,6 @@ class FileContent(CachePolicy):
         return digest.hexdigest()
 
 
-@cache
-def _core_source_digest() -> str:
-    digest = hashlib.sha256()
-    root = Path(splitrec_core.__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
 @dataclass
 class CoreSource(CachePolicy):
     """Key on the source of `splitrec_core`, since each task is a thin wrapper over it."""
@@ -84,7 +73,7 @@ class CoreSource(CachePolicy):
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
                     flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
         """The digest of every core module's source."""
-        return _core_source_digest()
+        return core_source_digest()
 
 
 @dataclass

@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow as pa
 
 from splitrec_core.channel import Channel, Kind
-from splitrec_core.checkpoint import Checkpoints, fingerprint
+from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
 from splitrec_core.entropy import private_seed
 from splitrec_core.epochs import Plan
 from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
+from splitrec_core.provenance import fingerprint
 from splitrec_core.trainers import BottomTrainer, LabelTrainer, set_op_threads
 from splitrec_core.training.common import Wire, build_bottom, build_top, save_model, task_weighting
 from splitrec_core.training.feature_party import feature_loop

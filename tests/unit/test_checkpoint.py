@@ -8,7 +8,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from splitrec_core.checkpoint import Checkpoints, common_epoch, fingerprint
+from splitrec_core.checkpoint import Checkpoints, common_epoch
+from splitrec_core.provenance import fingerprint
 
 
 def _model_and_optimizer(seed: int) -> tuple[keras.layers.Dense, keras.optimizers.Adam]:

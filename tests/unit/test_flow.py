@@ -7,6 +7,7 @@ over seven PSI orders (other pinned values).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -56,8 +57,8 @@ def _shared_ids(data: Path) -> set[str]:
 def test_first_run_writes_the_report(first_run):
     workdir, report, states = first_run
     assert set(states.values()) == {"Completed"}
-    # + psi_align, train_split_mmoe, train_label_only, evaluate
-    assert len(states) == 3 * len(PARTY_STEPS) + 4
+    # + psi_align, train_split_mmoe, train_label_only, evaluate, register, promote
+    assert len(states) == 3 * len(PARTY_STEPS) + 6
     assert report["psi"]["intersection"] == len(_shared_ids(workdir / "data"))
     assert report["rows"]["train"] + report["rows"]["test"] == report["psi"]["intersection"]
     assert report["notes"] == []
@@ -80,6 +81,16 @@ def test_first_run_writes_the_report(first_run):
     assert training["rows_per_s"] == pytest.approx(8 * fitted / sum(history["seconds"]), rel=0.25)
     for party in ("advertiser", "bank", "media"):
         assert (workdir / "export" / party / "manifest.json").exists()
+    # the first version registered at every party becomes current: no champion to beat
+    promotion = report["promotion"]
+    assert (promotion["promote"], promotion["reasons"]) == (True, ["no champion yet"])
+    for party in ("advertiser", "bank", "media"):
+        models = workdir / "parties" / party / "models" / "synthetic"
+        assert json.loads((models / "aliases.json").read_text())["current"] == promotion["version"]
+        version = json.loads((models / promotion["version"] / "version.json").read_text())
+        assert version["metrics"]["income_50k"]["auc"] == report["tasks"]["income_50k"]["auc"]
+        assert version["input_sha256"] == hashlib.sha256(
+            (workdir / "data" / f"{party}.csv").read_bytes()).hexdigest()
     # the label party alone is weak: seven PSI orders, lift 0.244-0.287 / 0.256-0.394
     for task, lift, margin in (("income_50k", 0.2651, 0.09), ("never_married", 0.3940, 0.28)):
         split = report["lift"][task]
@@ -94,8 +105,11 @@ def test_first_run_writes_the_report(first_run):
 def test_rerun_with_nothing_changed_is_all_cache_hits(first_run):
     workdir, report, _ = first_run
     rerun_report, states = _run(workdir)
-    assert set(states.values()) == {"Cached"}, states
-    assert rerun_report == report
+    # registering and promoting change the registry: they always run, and find nothing new
+    assert {n for n, s in states.items() if s != "Cached"} == {"register", "promote"}, states
+    assert rerun_report["promotion"] == report["promotion"] | {
+        "champion": report["promotion"]["version"], "reasons": ["it is already the champion"]}
+    assert rerun_report | {"promotion": None} == report | {"promotion": None}
 
 
 def test_changing_one_feature_party_reruns_only_what_depends_on_it(first_run):
@@ -112,7 +126,7 @@ def test_changing_one_feature_party_reruns_only_what_depends_on_it(first_run):
     # Assert
     reran = {name for name, state in states.items() if state == "Completed"}
     assert reran == {"validate-bank", "features-bank", "train_split_mmoe", "evaluate",
-                     "export-advertiser", "export-bank", "export-media"}
+                     "export-advertiser", "export-bank", "export-media", "register", "promote"}
     assert {n for n, s in states.items() if s == "Cached"} == {
         "validate-advertiser", "validate-media", "psi_align", "features-advertiser",
         "features-media", "train_label_only"}
@@ -133,7 +147,7 @@ def test_changing_training_settings_keeps_the_alignment_and_features(first_run):
         "features-advertiser", "features-bank", "features-media"}
     assert {n for n, s in states.items() if s == "Completed"} == {
         "train_split_mmoe", "train_label_only", "evaluate",
-        "export-advertiser", "export-bank", "export-media"}
+        "export-advertiser", "export-bank", "export-media", "register", "promote"}
     assert report["training"]["epochs_run"] == 2
 
 
@@ -143,6 +157,50 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env.pop("PREFECT_API_URL", None)
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
+
+
+def _aliases(workdir: Path, model: str = "synthetic") -> dict[str, dict]:
+    return {p: json.loads((workdir / "parties" / p / "models" / model / "aliases.json").read_text())
+            for p in ("advertiser", "bank", "media")}
+
+
+def test_a_worse_retrain_stays_candidate_and_rollback_restores_the_champion(first_run, tmp_path):
+    # Prepare: the same model, retrained for one epoch at a hundredth of the learning rate
+    workdir, _, _ = first_run
+    champion = _aliases(workdir)["advertiser"]["current"]
+    worse = tmp_path / "worse.toml"
+    worse.write_text(f'extends = "{SYNTHETIC_TOML}"\n[training]\nepochs = 1\n'
+                     'learning_rate = 0.00002\n')
+
+    # Execute
+    report, _ = _run(workdir, worse)
+
+    # Assert: the champion stays at every party, the report says why, the retrain is candidate
+    promotion = report["promotion"]
+    assert not promotion["promote"] and promotion["champion"] == champion
+    assert promotion["reasons"][-1] == "more than the promotion margin 0.005 below"
+    assert promotion["reasons"][0].startswith("income_50k test AUC ")
+    assert {p: (a["current"], a["candidate"]) for p, a in _aliases(workdir).items()} == dict.fromkeys(
+        ("advertiser", "bank", "media"), (champion, promotion["version"]))
+
+    # Execute: promoted by hand from the CLI, then rolled back
+    home = tmp_path / "prefect"
+    listed = _cli("models", "list", str(SYNTHETIC_TOML), "--workdir", str(workdir), home=home)
+    promoted = _cli("models", "promote", str(SYNTHETIC_TOML), "candidate", "--workdir",
+                    str(workdir), home=home)
+    after_promotion = {p: a["current"] for p, a in _aliases(workdir).items()}
+    rolled_back = _cli("models", "rollback", str(SYNTHETIC_TOML), "--workdir", str(workdir),
+                       home=home)
+
+    # Assert
+    assert listed.returncode == 0, listed.stderr
+    assert f"{champion}  " in listed.stdout and listed.stdout.rstrip().endswith("candidate")
+    assert promoted.returncode == 0 and rolled_back.returncode == 0, promoted.stderr + rolled_back.stderr
+    assert set(after_promotion.values()) == {promotion["version"]}
+    assert {p: a["current"] for p, a in _aliases(workdir).items()} == dict.fromkeys(
+        ("advertiser", "bank", "media"), champion)
+    assert f"current: {champion}" in rolled_back.stdout
+
 
 
 def test_cli_reports_bad_input_and_exits_2(tmp_path: Path):

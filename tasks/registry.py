@@ -1,0 +1,49 @@
+"""Prefect tasks: register a trained version at every party, then promote it if it is no worse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from splitrec_core.config import Config
+from splitrec_core.io import read_json, write_json
+from splitrec_core.promotion import Verdict, judge
+from splitrec_core.provenance import fingerprint
+from splitrec_core.registry import SharedModel, version_manifest
+from splitrec_core.results import TrainResult
+from tasks._common import task_options
+
+# Both change the registry's state, so neither may be skipped as a cache hit
+_OPTIONS = task_options() | {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@task(name="register", task_run_name="register", **_OPTIONS)
+def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path], report: Path,
+                     workdir: Path) -> str:
+    """Register every party's export as one version (its ID taken from the settings and the
+    trained model's test predictions, so a rerun registers nothing new); return the ID."""
+    version = fingerprint(cfg.model_dump(mode="json"), [training.predictions])[:12]
+    metrics = read_json(report)
+    manifests = {p: version_manifest(cfg, cfg.hash(), metrics, cfg.party_file(cfg.party(p), workdir))
+                 for p in exports}
+    return SharedModel.of(cfg, workdir).register(version, exports, manifests)
+
+
+@task(name="promote", task_run_name="promote", **_OPTIONS)
+def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) -> Verdict:
+    """Make `version` the champion at every party if the promotion rule allows it; add the
+    verdict and its reasons to the report."""
+    model = SharedModel.of(cfg, workdir)
+    champion = model.aliases().current
+    verdict = judge(version, model.manifest(version), champion,
+                    model.manifest(champion) if champion else None, cfg.registry)
+    if verdict.promote:
+        model.promote(version)
+    logger = get_run_logger()
+    outcome = "promoted to current" if verdict.promote else f"not promoted ({champion} stays current)"
+    logger.info("version %s %s: %s", version, outcome, "; ".join(verdict.reasons))
+    write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
+    return verdict
