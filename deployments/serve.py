@@ -5,22 +5,38 @@ feature parties), and a feature party's endpoint, which runs its part when the l
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from splitrec_core.config import load_config
 from splitrec_core.federation import PartyView
 
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
 
-def serve_pipeline(config: Path, workdir: Path, name: str = "retrain") -> None:
-    """Block, running the pipeline on the config's cron schedule and whenever the UI asks."""
+
+def retrain_deployment(config: Path, workdir: Path, name: str = "retrain") -> RunnerDeployment:
+    """The pipeline as a deployment on the config's cron schedule in its time zone; its
+    parameters (config, workdir, epochs, gradient noise, promotion margin) are editable per run
+    in the UI."""
+    from prefect.schedules import Cron
+
     from flows.pipeline import train_pipeline
 
     cfg = load_config(config)
-    train_pipeline.serve(
+    return train_pipeline.to_deployment(
         name=f"{cfg.name}-{name}",
-        cron=cfg.schedule.cron,
+        schedules=[Cron(cfg.schedule.cron, timezone=cfg.schedule.timezone)],
         parameters={"config_path": str(config.resolve()), "workdir": str(workdir.resolve())},
-        description=f"Retrain the split MMoE on {cfg.name} ({cfg.schedule.cron}, {cfg.schedule.timezone})",
+        description=f"Retrain the split MMoE on {cfg.name}, register the version and promote it "
+                    "if it is no worse than the current one",
     )
+
+
+def serve_pipeline(config: Path, workdir: Path, name: str = "retrain") -> None:
+    """Block, running the pipeline on the config's schedule and whenever the UI asks."""
+    from prefect import serve
+
+    serve(retrain_deployment(config, workdir, name))
 
 
 def serve_label_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:

@@ -103,10 +103,11 @@ def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: objec
         root = _checked_workdir(config, workdir, sweeping=name == "sweep")
         _use_workdir_results(root)
         from flows.pipeline import train_pipeline
+        from flows.score import score_pipeline
         from flows.sweep import sweep
 
         _quiet_prefect_input_errors()
-        flow = {"train_pipeline": train_pipeline, "sweep": sweep}[name]
+        flow = {"train_pipeline": train_pipeline, "sweep": sweep, "score": score_pipeline}[name]
         return Path(flow(str(config), str(root), **parameters))
     except InputError as error:
         _fail(error)
@@ -120,6 +121,21 @@ def run(config: Path, workdir: Workdir = None,
     report = _run_flow("train_pipeline", config, workdir, centralized=centralized)
     typer.echo(json.dumps(json.loads(report.read_text())["tasks"], indent=2))
     typer.echo(f"report: {report}")
+
+
+@app.command()
+def score(config: Path,
+          inputs: Annotated[list[str], typer.Option(
+              "--input", help="PARTY=FILE: a party's new rows (give one per party).")],
+          model: Annotated[str, typer.Option(help="current, candidate or a version ID.")] = "current",
+          workdir: Workdir = None) -> None:
+    """Score new rows with a registered version: PSI aligns them, each party embeds its own rows,
+    the label party's top writes per-task probabilities beside its IDs."""
+    files = dict(item.split("=", 1) for item in inputs if "=" in item)
+    if len(files) != len(inputs):
+        _fail(InputError("--input", None, f"expected PARTY=FILE, got {inputs}"))
+    out = _run_flow("score", config, workdir, inputs=files, model=model)
+    typer.echo(f"predictions: {out}")
 
 
 @app.command()

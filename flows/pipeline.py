@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect import flow
 
 from splitrec_core.align import Alignment
-from splitrec_core.config import Config, load_config
+from splitrec_core.config import Config, load_config, with_changes
 from splitrec_core.features import PartyFeatures
 from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
@@ -40,10 +40,16 @@ def prepare_parties(cfg: Config, root: Path) -> tuple[Alignment, dict[str, Party
 
 @flow(name="train_pipeline", log_prints=True)
 def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/census",
-                   centralized: bool = False) -> str:
+                   centralized: bool = False, epochs: int | None = None,
+                   gradient_noise: float | None = None,
+                   promotion_margin: float | None = None) -> str:
     """Align, engineer, train, evaluate, export and register; return the path of
-    `report/metrics.json`."""
-    cfg = load_config(Path(config_path))
+    `report/metrics.json`. `epochs`, `gradient_noise` and `promotion_margin`, when given,
+    replace the config's (`training.epochs`, `privacy.gradient_noise`,
+    `registry.promotion_margin`): a deployment's run can change them in the UI."""
+    cfg = with_changes(load_config(Path(config_path)),
+                       {"training.epochs": epochs, "privacy.gradient_noise": gradient_noise,
+                        "registry.promotion_margin": promotion_margin}, "flow parameters")
     root, label = Path(workdir).resolve(), cfg.label_party
 
     # 1-3. Validate, align, engineer features

@@ -58,18 +58,22 @@ def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path
 
 
 def label_side(
-    channel: Channel, ids_file: Path, split_file: Path, followers: list[str], out: Path,
+    channel: Channel, ids_file: Path, split_file: Path | None, followers: list[str], out: Path,
     domain: str, chunk_size: int, unmatched: Path | None = None,
 ) -> Path:
-    """The label party leads PSI, then sends every follower the train flag per common position."""
+    """The label party leads PSI, then sends every follower the train flag per common position
+    (with no `split_file`, for scoring: no flag, no row is a training row)."""
     rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain, chunk_size)
-    split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
-    is_train = split[rows] == "train"
-    for name, count in (("training", is_train.sum()), ("test", (~is_train).sum())):
-        if count == 0:
-            raise InputError(split_file, "split", f"no {name} rows among the {len(rows)} shared IDs")
-    for follower in followers:
-        channel.send(Kind.SPLIT_MASK, follower, array_table(is_train))
+    is_train = np.zeros(len(rows), bool)
+    if split_file is not None:
+        split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
+        is_train = split[rows] == "train"
+        for name, count in (("training", is_train.sum()), ("test", (~is_train).sum())):
+            if count == 0:
+                raise InputError(split_file, "split",
+                                 f"no {name} rows among the {len(rows)} shared IDs")
+        for follower in followers:
+            channel.send(Kind.SPLIT_MASK, follower, array_table(is_train))
     if unmatched:
         _write_unmatched(ids_file, rows, unmatched)
     return _write_aligned(rows, is_train, out)
@@ -77,24 +81,27 @@ def label_side(
 
 def feature_side(
     channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int,
-    unmatched: Path | None = None,
+    unmatched: Path | None = None, split: bool = True,
 ) -> Path:
-    """A feature party follows PSI and receives the train flag per common position."""
+    """A feature party follows PSI and receives the train flag per common position (with
+    `split` false, for scoring: no flag)."""
     rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain, chunk_size)
-    is_train = table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool)
+    is_train = (table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool) if split
+                else np.zeros(len(rows), bool))
     if unmatched:
         _write_unmatched(ids_file, rows, unmatched)
     return _write_aligned(rows, is_train, out)
 
 
 def align_local(
-    ids_files: dict[str, Path], split_file: Path, label_party: str, out_files: dict[str, Path],
-    domain: str, chunk_size: int = 50_000, hub: LocalHub | None = None,
-    unmatched_files: dict[str, Path] | None = None,
+    ids_files: dict[str, Path], split_file: Path | None, label_party: str,
+    out_files: dict[str, Path], domain: str, chunk_size: int = 50_000,
+    hub: LocalHub | None = None, unmatched_files: dict[str, Path] | None = None,
 ) -> Alignment:
     """Align all parties in this process, each on its own thread, over a `LocalHub`.
 
     With `unmatched_files`, each party also writes its own IDs outside the intersection there.
+    Without a `split_file` (scoring new rows) no train flag is shared.
     """
     unmatched = unmatched_files or {}
     hub = hub or LocalHub()
@@ -106,7 +113,7 @@ def align_local(
     }
     for p in followers:
         jobs[p] = partial(feature_side, hub.channel(p), ids_files[p], label_party, out_files[p],
-                          domain, chunk_size, unmatched.get(p))
+                          domain, chunk_size, unmatched.get(p), split_file is not None)
     try:
         hub.run(jobs)
     except EmptyIntersection:

@@ -7,8 +7,9 @@ import json
 import tomllib
 from pathlib import Path
 from typing import Literal, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from splitrec_core.errors import InputError
 
@@ -157,10 +158,19 @@ class PsiConfig(Strict):
 
 
 class ScheduleConfig(Strict):
-    """When the served deployment retrains."""
+    """When the served deployment retrains: a cron line read in an IANA time zone."""
 
     cron: str = "0 3 * * 1"
     timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{zone}' is not an IANA time zone (e.g. 'Europe/Berlin')") from None
+        return zone
 
 
 class SweepConfig(Strict):
@@ -324,6 +334,17 @@ def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, ob
 def parse_config(settings: dict[str, object], source: Path | str = "<config>") -> Config:
     """Validate a config mapping, turning pydantic's report into one readable error."""
     return validated(Config, settings, source)
+
+
+def with_changes(cfg: M, changes: dict[str, object], source: str) -> M:
+    """`cfg` with `changes` ({"section.key": value}, None = unchanged) applied and checked again;
+    a bad value is an error naming `source` and the key."""
+    settings = cfg.model_dump()
+    for dotted, value in changes.items():
+        if value is not None:
+            section, key = dotted.split(".")
+            settings[section][key] = value
+    return validated(type(cfg), settings, source)
 
 
 def validated(model: type[M], settings: dict[str, object], source: Path | str) -> M:

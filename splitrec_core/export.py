@@ -61,10 +61,15 @@ class ExportedParty:
     bottom: object
     top: object | None
 
+    @staticmethod
+    def manifest_of(folder: Path) -> dict:
+        """An export's `manifest.json` (its columns and, at the label party, the top's inputs)."""
+        return read_json(folder / "manifest.json")
+
     @classmethod
     def load(cls, folder: Path) -> ExportedParty:
         """Load an export folder written by `export_party`."""
-        manifest = read_json(folder / "manifest.json")
+        manifest = cls.manifest_of(folder)
         top = tf.saved_model.load(str(folder / "top")) if "top" in manifest else None
         return cls(manifest, Transform.load(folder / "transform.json"),
                    tf.saved_model.load(str(folder / "bottom")), top)
@@ -74,13 +79,17 @@ class ExportedParty:
         cats, nums = self.transform.apply(rows)
         return self.bottom.serve([tf.constant(cats), tf.constant(nums)]).numpy()
 
+    def predict(self, hs: list[np.ndarray]) -> np.ndarray:
+        """At the label party: probabilities `[n, tasks]` from every party's h, in the top's
+        party order."""
+        return tf.sigmoid(self.top.serve([tf.constant(h) for h in hs])).numpy()
+
 
 def score(exports: dict[str, Path], rows: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Probabilities per task for people whose rows are given per party in one common order."""
     loaded = {p: ExportedParty.load(folder) for p, folder in exports.items()}
     label = next(e for e in loaded.values() if e.top is not None)
     order = label.manifest["top"]["parties"]  # type: ignore[index]
-    hs = [tf.constant(loaded[p].embed(rows[p])) for p in order]
-    logits = label.top.serve(hs).numpy()
+    probabilities = label.predict([loaded[p].embed(rows[p]) for p in order])
     tasks = label.manifest["top"]["tasks"]  # type: ignore[index]
-    return pd.DataFrame(tf.sigmoid(logits).numpy(), columns=[f"p:{t}" for t in tasks])
+    return pd.DataFrame(probabilities, columns=[f"p:{t}" for t in tasks])

@@ -40,6 +40,14 @@ class Workspace:
         """The party's registry of `model`: a folder per registered version, and its aliases."""
         return self.party(name) / "models" / model
 
+    def scoring(self, name: str) -> Path:
+        """The party's checked new rows and their alignment, for the scoring run at hand."""
+        return self.party(name) / "scoring"
+
+    def scores(self, label: str) -> Path:
+        """The label party's predictions for new rows, a file per model version."""
+        return self.party(label) / "scores"
+
     def export(self, name: str) -> Path:
         """The party's servable export."""
         return self.root / "export" / name

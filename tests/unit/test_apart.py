@@ -93,8 +93,8 @@ def test_each_party_holds_only_its_own_files(federation):
                          "party.toml"]
         text = "\n".join(p.read_text() for p in folder.glob("*.toml"))
         for other in cfg.parties:
-            if other.name != party.name:  # no other party's columns or file
-                assert not [c for c in (*other.feature_columns, other.file) if c in text]
+            if other.name != party.name:  # no other party's columns or file (TOML strings)
+                assert not [c for c in (*other.feature_columns, other.file) if f'"{c}"' in text]
         view = load_party(folder / "federation.toml", folder / "party.toml", party.name)
         assert view.config.party(party.name).feature_columns == party.feature_columns
         assert all(p.is_peer for p in view.config.parties if p.name != party.name)

@@ -1,0 +1,119 @@
+"""Batch scoring of new rows with a registered version, each party at home.
+
+Each party checks its new rows against the columns its registered part takes; PSI aligns the
+new rows' IDs as in training (no train/test flag: every shared row is scored); each party applies
+its own registered transform and bottom to its own rows; only the embeddings cross the channel;
+the label party's top writes per-task probabilities beside its own IDs, at the label party only.
+Unseen categories and missing values are handled as in training. No labels are needed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.config import PartyConfig
+from splitrec_core.errors import InputError
+from splitrec_core.export import ExportedParty
+from splitrec_core.io import write_parquet
+from splitrec_core.validate import ID, ValidatedParty, validate_party
+from splitrec_core.workspace import Workspace
+
+CHUNK_ROWS = 65_536  # rows embedded and sent per message
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a scoring run wrote and measured (at the label party)."""
+
+    predictions: Path
+    rows: int
+    seconds: float  # embedding, channel and top, after alignment
+    channel: dict[str, dict[str, int]]
+
+
+def validate_new_rows(party: str, version_folder: Path, path: Path, out_dir: Path,
+                      normalize: list[str]) -> ValidatedParty:
+    """Check `party`'s new rows against the columns its registered part takes (its manifest);
+    an error names the party, the version, the file and the column."""
+    manifest = ExportedParty.manifest_of(version_folder)
+    spec = PartyConfig(name=party, file=str(path), id_column=manifest["id_column"],
+                       categorical=manifest["inputs"]["categorical"],
+                       numeric=manifest["inputs"]["numeric"])
+    try:
+        return validate_party(spec, path, out_dir, normalize=normalize)
+    except InputError as error:
+        raise InputError(error.file, error.column, f"party '{party}', model version "
+                                                   f"{version_folder.name}: {error.problem}") from None
+
+
+def _embeddings(export: ExportedParty, validated: Path, aligned: Path) -> Iterator[np.ndarray]:
+    """The party's embeddings of its aligned rows, `CHUNK_ROWS` at a time, in the common order."""
+    table = pq.read_table(validated).to_pandas()
+    rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()
+    for start in range(0, len(rows), CHUNK_ROWS):
+        yield export.embed(table.iloc[rows[start:start + CHUNK_ROWS]])
+
+
+def feature_scoring(channel: Channel, version_folder: Path, validated: Path, aligned: Path,
+                    label: str) -> None:
+    """A feature party: embed its own aligned rows at home and send the embeddings."""
+    for h in _embeddings(ExportedParty.load(version_folder), validated, aligned):
+        channel.send(Kind.EVAL_EMBEDDING, label, array_table(h))
+
+
+def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedParty,
+                  aligned: Path, out: Path) -> Path:
+    """The label party: embed its own rows, take the feature parties' embeddings, apply the top
+    and write `out` = its own IDs and one probability column per task."""
+    export = ExportedParty.load(version_folder)
+    top = export.manifest["top"]
+    parties, tasks = top["parties"], top["tasks"]
+    probabilities = []
+    for own in _embeddings(export, validated.table, aligned):
+        hs = {p: own if p == channel.me else table_array(channel.recv(Kind.EVAL_EMBEDDING, p))
+              for p in parties}
+        probabilities.append(export.predict([hs[p] for p in parties]))
+    rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()
+    ids = pq.read_table(validated.ids).column(ID).take(pa.array(rows))
+    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, len(tasks)))
+    columns = {export.manifest["id_column"]: ids} | {f"p:{t}": stacked[:, j]
+                                                    for j, t in enumerate(tasks)}
+    return write_parquet(pa.table(columns), out)
+
+
+def score_local(version_folders: dict[str, Path], validated: dict[str, ValidatedParty],
+                aligned: dict[str, Path], label: str, out: Path,
+                hub: LocalHub | None = None) -> Scored:
+    """Score every aligned row, each party on its own thread over a `LocalHub`; `out` is the
+    label party's predictions file."""
+    hub = hub or LocalHub()
+    jobs = {p: partial(feature_scoring, hub.channel(p), version_folders[p], validated[p].table,
+                       aligned[p], label) for p in version_folders if p != label}
+    jobs[label] = partial(label_scoring, hub.channel(label), version_folders[label],
+                          validated[label], aligned[label], out)
+    started = time.perf_counter()
+    hub.run(jobs)
+    seconds = time.perf_counter() - started
+    return Scored(out, pq.read_metadata(out).num_rows, seconds, hub.stats().as_dict())
+
+
+def trained_predictions(workdir: Path, label: str, id_column: str) -> pd.DataFrame:
+    """The training pipeline's test predictions in `workdir`, indexed by the label party's IDs
+    (what scoring the same rows with the registered version must reproduce)."""
+    space = Workspace(workdir)
+    predicted = pq.read_table(space.trained(label) / "predictions.parquet").to_pandas()
+    rows = pq.read_table(space.aligned(label)).to_pandas().set_index("position")["row"]
+    ids = pq.read_table(space.validated(label) / "ids.parquet").column(ID).to_numpy(
+        zero_copy_only=False)
+    predicted[id_column] = ids[rows.loc[predicted["position"]].to_numpy()]
+    return predicted.drop(columns="position").set_index(id_column)

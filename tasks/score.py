@@ -1,0 +1,59 @@
+"""Prefect tasks for scoring new rows with a registered version: pick the version, check each
+party's rows, align them with PSI, score them (embeddings cross, predictions stay at the label
+party)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+
+from splitrec_core.align import Alignment, align_local
+from splitrec_core.config import Config
+from splitrec_core.registry import SharedModel
+from splitrec_core.scoring import Scored, score_local, validate_new_rows
+from splitrec_core.validate import ValidatedParty
+from splitrec_core.workspace import Workspace
+from tasks._common import task_options
+
+
+@task(name="pick_version", task_run_name="pick-version-{model}",
+      **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
+def pick_version(cfg: Config, model: str, workdir: Path) -> dict[str, Path]:
+    """Every party's folder of the version `model` names (an alias is read now, never cached)."""
+    registry = SharedModel.of(cfg, workdir)
+    version = next(iter(registry.registries.values())).resolve(model)
+    return {party: r.folder(r.resolve(version)) for party, r in registry.registries.items()}
+
+
+@task(name="validate_new_rows", task_run_name="validate-new-rows-{party}",
+      **task_options(("psi",)))
+def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
+                   workdir: Path) -> ValidatedParty:
+    """Check `party`'s new rows against the columns its part of the version takes."""
+    return validate_new_rows(party, version_folder, rows, Workspace(workdir).scoring(party) / "validated",
+                             cfg.psi.normalize)
+
+
+@task(name="psi_align_new_rows", task_run_name="psi_align_new_rows",
+      **task_options(("label_party", "psi")))
+def align_new_rows(cfg: Config, ids: dict[str, Path], workdir: Path) -> Alignment:
+    """Intersect the parties' new IDs (no train/test flag crosses)."""
+    space = Workspace(workdir)
+    return align_local(ids, None, cfg.label_party,
+                       {p: space.scoring(p) / "aligned.parquet" for p in ids}, cfg.psi.domain,
+                       cfg.psi.chunk_size)
+
+
+@task(name="score", task_run_name="score", **task_options(("label_party",)))
+def score_rows(cfg: Config, version_folders: dict[str, Path], validated: dict[str, ValidatedParty],
+               alignment: Alignment, workdir: Path) -> Scored:
+    """Score the aligned rows; the predictions go to the label party's `scores/<version>.parquet`."""
+    version = version_folders[cfg.label_party].name
+    out = Workspace(workdir).scores(cfg.label_party) / f"{version}.parquet"
+    scored = score_local(version_folders, validated, alignment.files, cfg.label_party, out)
+    get_run_logger().info("scored %d rows with version %s at %.0f rows/s: %s", scored.rows,
+                          version, scored.rows / scored.seconds, out)
+    return scored
