@@ -81,15 +81,15 @@ def main() -> None:
     rates = [run.rows / run.seconds for run in runs]
     print(f"Scoring census with version {version}: {cpu_model()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
-    print(f"{'step':<46} {'seconds':>8} {'rows/s':>10}")
+    print(f"{'step':<60} {'seconds':>8} {'rows/s':>10}")
     sizes = {p: v.rows for p, v in validated.items()}
-    print(f"{'check new rows (' + ', '.join(f'{p} {n:,}' for p, n in sizes.items()) + ')':<46} "
+    print(f"{'check new rows (' + ', '.join(f'{p} {n:,}' for p, n in sizes.items()) + ')':<60} "
           f"{checked - started:>8.2f}")
-    print(f"{'PSI on the new IDs (' + f'{alignment.intersection:,} shared)':<46} "
+    print(f"{'PSI on the new IDs (' + f'{alignment.intersection:,} shared)':<60} "
           f"{aligned - checked:>8.2f}")
     for i, run in enumerate(runs, 1):
-        print(f"{f'scoring after alignment, run {i}':<46} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}")
-    print(f"{'scoring after alignment, median':<46} {'':>8} {statistics.median(rates):>10,.0f}")
+        print(f"{f'scoring after alignment, run {i}':<60} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}")
+    print(f"{'scoring after alignment, median':<60} {'':>8} {statistics.median(rates):>10,.0f}")
     print(f"rows scored {rows:,}; max |scored - pipeline's test prediction| {difference:.2e}; "
           f"bytes crossing per scoring run {sum(v['bytes'] for v in runs[0].channel.values()):,}")
 

@@ -113,14 +113,21 @@ def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: objec
         _fail(error)
 
 
+def _print_summary(report: Path) -> None:
+    """The run's closing lines: per task metrics, traffic, the registry's verdict, where things are."""
+    from splitrec_core.report import terminal_summary
+
+    typer.echo(terminal_summary(json.loads(report.read_text()), report,
+                                report.parent.parent / "export"))
+
+
 @app.command()
 def run(config: Path, workdir: Workdir = None,
         centralized: Annotated[bool, typer.Option(help="Also train on all columns pooled.")] = False,
         ) -> None:
     """Run the whole pipeline locally (all parties in this process) and print the metrics."""
     report = _run_flow("train_pipeline", config, workdir, centralized=centralized)
-    typer.echo(json.dumps(json.loads(report.read_text())["tasks"], indent=2))
-    typer.echo(f"report: {report}")
+    _print_summary(report)
 
 
 @app.command()
@@ -199,8 +206,7 @@ def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
     except InputError as error:
         _fail(error)
     if report:
-        typer.echo(json.dumps(json.loads(Path(report).read_text())["tasks"], indent=2))
-        typer.echo(f"report: {report}")
+        _print_summary(Path(report))
     else:
         typer.echo(f"{party}: done; the label party holds the report")
 

@@ -1,5 +1,5 @@
 """The training pipeline as one Prefect flow: validate → align → features → train → evaluate →
-export → register (and promote)."""
+export → register (and promote) → report."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
 from tasks.registry import promote_if_better, register_version
+from tasks.report import publish_report
 from tasks.train import train_centralized, train_label_only, train_split
 from tasks.validate import validate_input
 
@@ -73,4 +74,7 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
     # 7. Every party registers its part as one version; it becomes current if no worse
     version = register_version(cfg, training, exported, report, root)
     promote_if_better(cfg, version, report, root)
+
+    # 8. The report for people: report.md beside metrics.json, tables and plots in the UI
+    publish_report(cfg, report, training)
     return str(report)

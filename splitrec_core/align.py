@@ -40,6 +40,11 @@ def _id_chunks(path: Path, chunk: int) -> Iterator[list[str]]:
         yield batch.column(0).to_pylist()
 
 
+def _count(path: Path) -> int:
+    """How many IDs a party's Parquet file holds (from its footer)."""
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def _write_aligned(rows: np.ndarray, is_train: np.ndarray, path: Path) -> Path:
     table = pa.table({
         "row": rows.astype(np.int64),
@@ -63,7 +68,8 @@ def label_side(
 ) -> Path:
     """The label party leads PSI, then sends every follower the train flag per common position
     (with no `split_file`, for scoring: no flag, no row is a training row)."""
-    rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain, chunk_size)
+    rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain, chunk_size,
+                      _count(ids_file))
     is_train = np.zeros(len(rows), bool)
     if split_file is not None:
         split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
@@ -85,7 +91,8 @@ def feature_side(
 ) -> Path:
     """A feature party follows PSI and receives the train flag per common position (with
     `split` false, for scoring: no flag)."""
-    rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain, chunk_size)
+    rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain, chunk_size,
+                        _count(ids_file))
     is_train = (table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool) if split
                 else np.zeros(len(rows), bool))
     if unmatched:

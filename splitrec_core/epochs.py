@@ -158,6 +158,13 @@ class History:
         self.task_weight.append(np.asarray(task_weights).tolist())
         self.seconds.append(time.perf_counter() - started)
 
+    def last_epoch_line(self, tasks: list[str], rows: int) -> str:
+        """The last epoch in one line: loss and validation AUC per task, `rows` fitted per second."""
+        losses = ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, self.task_loss[-1], strict=True))
+        aucs = ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, self.val_auc[-1], strict=False))
+        return (f"epoch {len(self.seconds)}: loss {losses}; validation AUC {aucs or 'none'}; "
+                f"{rows / self.seconds[-1]:,.0f} rows/s")
+
     @property
     def best_epoch(self) -> int:
         """The 1-based epoch with the best mean validation AUC (the first on ties), or the last

@@ -120,18 +120,6 @@ class Report:
             report["central"] = self.central
         return report
 
-    def table(self) -> list[dict[str, object]]:
-        """One row per task for the UI's table artifact (AUCs rounded; null where undefined)."""
-        def rounded(value: float | int | None) -> float | None:
-            return None if value is None else round(float(value), 4)
-
-        return [{"task": t, "test AUC": rounded(m["auc"]), "test logloss": rounded(m["logloss"]),
-                 "label party alone AUC": rounded(self.label_only[t]["auc"]),
-                 **({"central AUC": rounded(self.central[t]["auc"])} if self.central else {}),
-                 "gradient norm attack AUC": self.leakage[t]["norm_auc"],
-                 "gradient cosine attack AUC": self.leakage[t]["cosine_auc"]}
-                for t, m in self.tasks.items()]
-
 
 def sweep_table(rows: list[dict[str, object]], tasks: list[str]) -> str:
     """A Markdown table of sweep results: one row per grid point, test AUC per task."""

@@ -16,6 +16,7 @@ party's private randomness (`entropy`), never from the shared seed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +28,9 @@ from nacl.utils import random as random_bytes
 
 from splitrec_core.channel import Channel, Kind, array_table, table_array
 from splitrec_core.entropy import private_generator
+from splitrec_core.progress import Progress
+
+_log = logging.getLogger(__name__)
 
 POINT_BYTES = 32
 #: Bound on the chance that two different IDs compare equal anywhere in a run: 2^-40.
@@ -76,9 +80,17 @@ class Blinder:
         done = list(self._pool.map(lambda b: _blind_block(b, self._scalar), blocks))
         return np.concatenate(done) if done else np.zeros((0, POINT_BYTES), np.uint8)
 
-    def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str) -> np.ndarray:
+    def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str,
+                  progress: Progress | None = None) -> np.ndarray:
         """Hash and blind IDs that arrive in chunks (a stream from Parquet); (n, 32)."""
-        return _concat(self.blind(hash_to_points(chunk, domain)) for chunk in id_chunks)
+        blinded = []
+        for chunk in id_chunks:
+            blinded.append(self.blind(hash_to_points(chunk, domain)))
+            if progress:
+                progress.add(len(chunk))
+        if progress:
+            progress.finish()
+        return _concat(blinded)
 
 
 def _concat(parts: Iterable[np.ndarray], width: int = POINT_BYTES) -> np.ndarray:
@@ -140,12 +152,17 @@ def _shuffle(n: int, *purpose: str) -> np.ndarray:
     return private_generator(*purpose).permutation(n)
 
 
+def _progress(party: str, total: int | None) -> Progress:
+    return Progress(_log, f"PSI: {party}'s IDs hashed and blinded", total)
+
+
 def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: Sequence[str],
-               domain: str, chunk: int) -> np.ndarray:
-    """Run the leader's side; return the leader's local rows in the common order."""
+               domain: str, chunk: int, total: int | None = None) -> np.ndarray:
+    """Run the leader's side (`total`: how many IDs the chunks hold, for the progress log);
+    return the leader's local rows in the common order."""
     with Blinder() as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
-        ours = blinder.blind_ids(id_chunks, domain)
+        ours = blinder.blind_ids(id_chunks, domain, _progress(channel.me, total))
         order = _shuffle(len(ours), "psi-order", channel.me)
         ours = ours[order]
         for follower in followers:
@@ -170,11 +187,12 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
 
 
 def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: str, domain: str,
-                 chunk: int) -> np.ndarray:
-    """Run a follower's side; return its local rows in the common order."""
+                 chunk: int, total: int | None = None) -> np.ndarray:
+    """Run a follower's side (`total`: as for `run_leader`); return its local rows in the common
+    order."""
     with Blinder() as blinder:
         # 1. Send our own blinded IDs, shuffled
-        ours = blinder.blind_ids(id_chunks, domain)
+        ours = blinder.blind_ids(id_chunks, domain, _progress(channel.me, total))
         order = _shuffle(len(ours), "psi-order", channel.me)
         send_points(channel, Kind.PSI_BLINDED, leader, ours[order], chunk)
         size = len(ours)

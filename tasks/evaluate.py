@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_table_artifact
 from prefect.logging import get_run_logger
 
 from splitrec_core.align import Alignment
@@ -20,7 +19,7 @@ from tasks._common import task_options
 @task(name="evaluate", task_run_name="evaluate", **task_options())
 def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: TrainResult,
                  label_only: TrainResult, workdir: Path, central: TrainResult | None = None) -> Path:
-    """Write `report/metrics.json` and a metrics table artifact for the Prefect UI."""
+    """Write `report/metrics.json` (`publish_report` shows it in the UI)."""
     names = [t.name for t in cfg.tasks]
     report = Report.of(
         evaluate(training.predictions, label_test, names), alignment, training,
@@ -29,6 +28,4 @@ def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: 
         label_has_features=bool(cfg.label.feature_columns))
     for note in report.notes:
         get_run_logger().warning(note)
-    create_table_artifact(report.table(), key=f"{cfg.name}-metrics".lower().replace("_", "-"),
-                          description=f"Test metrics of the split MMoE on {cfg.name}")
     return write_json(report.as_json(), Workspace(workdir).report / "metrics.json")

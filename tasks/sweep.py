@@ -13,6 +13,7 @@ from splitrec_core.evaluate import evaluate, sweep_table
 from splitrec_core.io import atomic_path, write_json
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
+from tasks.report import artifact_key
 
 
 @task(name="evaluate_variant", **task_options())
@@ -30,6 +31,6 @@ def write_sweep(cfg: Config, rows: list[dict[str, Any]], workdir: Path) -> Path:
     write_json(rows, report / "sweep.json")
     with atomic_path(report / "sweep.md") as tmp:
         tmp.write_text(table, encoding="utf-8")
-    create_markdown_artifact(table, key=f"{cfg.name}-sweep".lower().replace("_", "-"),
+    create_markdown_artifact(table, key=artifact_key(cfg, "sweep"),
                              description=f"Split MMoE sweep on {cfg.name}")
     return report / "sweep.md"

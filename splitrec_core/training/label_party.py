@@ -4,6 +4,7 @@ epoch score the validation rows and decide for everyone whether to keep the weig
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.trainers import LabelTrainer
 from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire, label_matrix
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
                        trainer.gate_usage(cats, nums, last).numpy(),
                        trainer.weighting.effective_weights().numpy(), started)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
+        _log.info("%s%s", history.last_epoch_line(tasks, len(plan.fit)),
+                  " (best so far)" if decision.improved else "")
         for follower in followers:
             channel.send(Kind.EARLY_STOPPING, follower, decision.as_table())
         if decision.improved:

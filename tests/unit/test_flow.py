@@ -57,8 +57,8 @@ def _shared_ids(data: Path) -> set[str]:
 def test_first_run_writes_the_report(first_run):
     workdir, report, states = first_run
     assert set(states.values()) == {"Completed"}
-    # + psi_align, train_split_mmoe, train_label_only, evaluate, register, promote
-    assert len(states) == 3 * len(PARTY_STEPS) + 6
+    # + psi_align, train_split_mmoe, train_label_only, evaluate, register, promote, publish_report
+    assert len(states) == 3 * len(PARTY_STEPS) + 7
     assert report["psi"]["intersection"] == len(_shared_ids(workdir / "data"))
     assert report["rows"]["train"] + report["rows"]["test"] == report["psi"]["intersection"]
     assert report["notes"] == []
@@ -102,11 +102,33 @@ def test_first_run_writes_the_report(first_run):
     assert sum(attacks) / len(attacks) > 0.6717 - 0.09
 
 
+def test_the_report_is_in_the_run_folder_and_on_the_flow_runs_page(first_run):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    workdir, report, _ = first_run
+    markdown = (workdir / "report" / "report.md").read_text()
+    # three plots (curves, gate use, score distributions), each a PNG inside the Markdown
+    assert markdown.count("](data:image/png;base64,iVBORw0KGgo") == 3
+    assert f"| income_50k | {report['tasks']['income_50k']['auc']:.4f} |" in markdown
+    assert f"Version `{report['promotion']['version']}`: **promoted to current**." in markdown
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["synthetic-metrics", "synthetic-traffic",
+                                        "synthetic-report"])))}
+    assert set(artifacts) == {"synthetic-metrics", "synthetic-traffic", "synthetic-report"}
+    assert artifacts["synthetic-report"].data == markdown
+    traffic = json.loads(artifacts["synthetic-traffic"].data)
+    assert {row["kind"]: row["messages"] for row in traffic} == {
+        k: v["messages"] for k, v in report["channel"].items()}
+
+
 def test_rerun_with_nothing_changed_is_all_cache_hits(first_run):
     workdir, report, _ = first_run
     rerun_report, states = _run(workdir)
     # registering and promoting change the registry: they always run, and find nothing new
-    assert {n for n, s in states.items() if s != "Cached"} == {"register", "promote"}, states
+    assert {n for n, s in states.items() if s != "Cached"} == {"register", "promote",
+                                                                "publish_report"}, states
     assert rerun_report["promotion"] == report["promotion"] | {
         "champion": report["promotion"]["version"], "reasons": ["it is already the champion"]}
     assert rerun_report | {"promotion": None} == report | {"promotion": None}
@@ -126,7 +148,8 @@ def test_changing_one_feature_party_reruns_only_what_depends_on_it(first_run):
     # Assert
     reran = {name for name, state in states.items() if state == "Completed"}
     assert reran == {"validate-bank", "features-bank", "train_split_mmoe", "evaluate",
-                     "export-advertiser", "export-bank", "export-media", "register", "promote"}
+                     "export-advertiser", "export-bank", "export-media", "register", "promote",
+                     "publish_report"}
     assert {n for n, s in states.items() if s == "Cached"} == {
         "validate-advertiser", "validate-media", "psi_align", "features-advertiser",
         "features-media", "train_label_only"}
@@ -147,7 +170,8 @@ def test_changing_training_settings_keeps_the_alignment_and_features(first_run):
         "features-advertiser", "features-bank", "features-media"}
     assert {n for n, s in states.items() if s == "Completed"} == {
         "train_split_mmoe", "train_label_only", "evaluate",
-        "export-advertiser", "export-bank", "export-media", "register", "promote"}
+        "export-advertiser", "export-bank", "export-media", "register", "promote",
+        "publish_report"}
     assert report["training"]["epochs_run"] == 2
 
 

@@ -1,0 +1,43 @@
+"""Prefect task: the run report for people, as `report.md` beside `metrics.json` and as artifacts
+on the flow run's page (tables, and the Markdown report with its plots)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from splitrec_core.config import Config
+from splitrec_core.io import read_json, write_bytes
+from splitrec_core.report import markdown_report, task_rows, traffic_rows
+from splitrec_core.results import TrainResult
+from tasks._common import task_options
+
+
+def artifact_key(cfg: Config, what: str) -> str:
+    """A key Prefect accepts (lowercase letters, digits, dashes), one per config and content."""
+    return f"{cfg.name}-{what}".lower().replace("_", "-")
+
+
+@task(name="publish_report", task_run_name="publish_report",
+      **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
+def publish_report(cfg: Config, report: Path, training: TrainResult) -> Path:
+    """Write `report.md` beside `report` (metrics.json, with the registry's verdict) and show
+    the report's tables and plots on the flow run's page."""
+    metrics = read_json(report)
+    predictions = pq.read_table(training.predictions).to_pandas()
+    probabilities = {t.name: predictions[f"p:{t.name}"].to_numpy() for t in cfg.tasks}
+    markdown = markdown_report(cfg.name, metrics, read_json(training.history), probabilities)
+    written = write_bytes(markdown.encode(), report.with_name("report.md"))
+    create_table_artifact(task_rows(metrics), key=artifact_key(cfg, "metrics"),
+                          description=f"Per task: test AUC and log loss, the label party alone, "
+                                      f"the lift and the leakage audit ({cfg.name})")
+    create_table_artifact(traffic_rows(metrics), key=artifact_key(cfg, "traffic"),
+                          description="What crossed between parties, per message kind")
+    create_markdown_artifact(markdown, key=artifact_key(cfg, "report"),
+                             description=f"Run report of {cfg.name}: {json.dumps(str(report))}")
+    return written
