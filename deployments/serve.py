@@ -1,5 +1,5 @@
 """Serve the pipelines: `train_pipeline` (all parties here) as a deployment, scheduled and from the
-UI; with parties apart, the label party's `party_pipeline` the same way (each run starts the
+UI, beside the `score` flow; with parties apart, the label party's `party_pipeline` the same way (each run starts the
 feature parties), and a feature party's endpoint, which runs its part when the label party asks."""
 
 from __future__ import annotations
@@ -32,11 +32,27 @@ def retrain_deployment(config: Path, workdir: Path, name: str = "retrain") -> Ru
     )
 
 
+def score_deployment(config: Path, workdir: Path) -> RunnerDeployment:
+    """Batch scoring as a deployment, run from the UI or the API: a run names each party's new
+    rows (`inputs`: party → file) and the version (`model`, `current` unless changed)."""
+    from flows.score import score_pipeline
+
+    cfg = load_config(config)
+    return score_pipeline.to_deployment(
+        name=f"{cfg.name}-score",
+        parameters={"config_path": str(config.resolve()), "workdir": str(workdir.resolve()),
+                    "model": "current"},
+        description=f"Score new rows with a registered version of {cfg.name}; the "
+                    "predictions stay at the label party",
+    )
+
+
 def serve_pipeline(config: Path, workdir: Path, name: str = "retrain") -> None:
-    """Block, running the pipeline on the config's schedule and whenever the UI asks."""
+    """Block, retraining on the config's schedule and scoring or retraining whenever the UI or
+    the API asks."""
     from prefect import serve
 
-    serve(retrain_deployment(config, workdir, name))
+    serve(retrain_deployment(config, workdir, name), score_deployment(config, workdir))
 
 
 def serve_label_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:

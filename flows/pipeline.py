@@ -14,6 +14,7 @@ from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
+from tasks.notify import report_failure
 from tasks.registry import promote_if_better, register_version
 from tasks.report import publish_report
 from tasks.train import train_centralized, train_label_only, train_split
@@ -39,7 +40,7 @@ def prepare_parties(cfg: Config, root: Path) -> tuple[Alignment, dict[str, Party
     return alignment, {name: future.result() for name, future in builds.items()}
 
 
-@flow(name="train_pipeline", log_prints=True)
+@flow(name="train_pipeline", log_prints=True, on_failure=[report_failure])
 def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/census",
                    centralized: bool = False, epochs: int | None = None,
                    gradient_noise: float | None = None,

@@ -8,10 +8,11 @@ from prefect import flow
 
 from splitrec_core.config import load_config
 from splitrec_core.errors import InputError
+from tasks.notify import report_failure
 from tasks.score import align_new_rows, check_new_rows, pick_version, score_rows
 
 
-@flow(name="score", log_prints=True)
+@flow(name="score", log_prints=True, on_failure=[report_failure])
 def score_pipeline(config_path: str, workdir: str, inputs: dict[str, str],
                    model: str = "current") -> str:
     """Score each party's new rows (`inputs`: party → file) with the registered version `model`

@@ -207,6 +207,15 @@ class RegistryConfig(Strict):
                     "(0.5 = the attacks learn nothing; 1.0 = no bound)")
 
 
+class NotifyConfig(Strict):
+    """Who hears of a failed run (the log names the failed step and party either way)."""
+
+    block: str | None = Field(
+        default=None, description="a Prefect notification block as '<block type>/<name>' (e.g. "
+                                  "'slack-webhook/ops', made in the UI under Blocks), told when "
+                                  "a run fails")
+
+
 class RunSettings(Strict):
     """What every party of a run shares: the label party, the tasks and the training, privacy,
     PSI and schedule settings (a one-process config, or a federation file)."""
@@ -219,6 +228,7 @@ class RunSettings(Strict):
     psi: PsiConfig = PsiConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     registry: RegistryConfig = RegistryConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     def hash(self) -> str:
         """SHA-256 of the settings (not of the file's bytes: comments and layout do not count)."""

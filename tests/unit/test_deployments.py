@@ -37,6 +37,20 @@ def test_the_retrain_deployment_keeps_the_configs_time_zone(prefect_api, tmp_pat
                                      "workdir": str((tmp_path / "run").resolve())}
 
 
+def test_the_score_deployment_asks_each_run_for_the_new_rows(prefect_api, tmp_path: Path):
+    from prefect.client.orchestration import get_client
+
+    from deployments.serve import score_deployment
+
+    deployment_id = score_deployment(SYNTHETIC_TOML, tmp_path / "run").apply()
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment(deployment_id)
+    assert deployment.schedules == []
+    assert deployment.parameters["model"] == "current"
+    assert deployment.parameter_openapi_schema["required"] == ["config_path", "workdir", "inputs"]
+
+
 def test_an_unknown_time_zone_is_a_config_error(tmp_path: Path):
     config = tmp_path / "mars.toml"
     config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[schedule]\ntimezone = "Mars/Olympus"\n')

@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -20,6 +21,7 @@ import pytest
 
 from splitrec_core.config import load_config
 from splitrec_core.epochs import Plan
+from splitrec_core.errors import InputError
 from tests.conftest import REPO, SYNTHETIC_TOML
 
 PARTY_STEPS = ("validate", "features", "export")
@@ -245,6 +247,62 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path):
     assert f"error: {media}, column 'user_id': duplicate IDs in 2 row(s)" in duplicate.stderr
     assert "Traceback" not in duplicate.stderr + duplicate.stdout
     assert not (tmp_path / "parties" / "media" / "validated").exists()
+
+
+def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
+        tmp_path: Path, prefect_api):
+    # Prepare: a webhook receiver on 127.0.0.1 behind a notification block the config names,
+    # and a bank file with a duplicate ID
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from flows.pipeline import train_pipeline
+    from splitrec_core.datasets.synthetic import make_people, write_parties
+
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    CustomWebhookNotificationBlock(name="ops", url=f"http://127.0.0.1:{server.server_port}/",
+                                   json_data={"text": "{{body}}"}).save("splitrec-ops",
+                                                                         overwrite=True)
+    config = tmp_path / "notify.toml"
+    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[notify]\nblock = "custom-webhook/splitrec-ops"\n')
+    write_parties(make_people(500, seed=2), tmp_path / "data")
+    bank = tmp_path / "data" / "bank.csv"
+    frame = pd.read_csv(bank)
+    frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
+    frame.to_csv(bank, index=False)
+
+    # Execute
+    state = train_pipeline(str(config), str(tmp_path), return_state=True)
+    server.shutdown()
+
+    # Assert: one message, the same line in the run's log
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # logs reach the API in batches: send what is queued
+    with pytest.raises(InputError):
+        state.result()
+    [message] = received
+    assert " of synthetic failed at step validate at party bank: " in message["text"]
+    assert "duplicate IDs in 2 row(s)" in message["text"]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    assert message["text"] in [log.message for log in logs]
 
 
 def test_a_config_error_stops_the_cli_before_prefect_starts(tmp_path: Path):

@@ -1,0 +1,43 @@
+"""What a failed flow run does last: one log line naming the step (and party) that failed, and a
+message through the Prefect notification block the config names, if it names one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.logging.loggers import flow_run_logger
+
+from splitrec_core.config import load_config
+from splitrec_core.errors import InputError
+
+
+def failed_steps(flow_run_id: Any, parties: list[str]) -> list[str]:
+    """'step' or 'step at party' for each task run of the flow run that failed or crashed."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    steps = []
+    for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time):
+        if run.state and (run.state.is_failed() or run.state.is_crashed()):
+            step, _, party = run.name.rpartition("-")
+            steps.append(f"step {step} at party {party}" if party in parties else f"step {run.name}")
+    return steps
+
+
+def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """A flow's `on_failure` hook: log which step failed at which party and why; notify the
+    config's `notify.block` if set."""
+    logger = flow_run_logger(flow_run, flow)
+    try:
+        cfg = load_config(Path(flow_run.parameters["config_path"]))
+    except (InputError, KeyError):  # the config itself was the problem: nothing more to name
+        logger.error("%s run %s failed: %s", flow.name, flow_run.name, state.message)
+        return
+    steps = failed_steps(flow_run.id, [p.name for p in cfg.parties]) or ["the flow itself"]
+    line = f"{flow.name} run {flow_run.name} of {cfg.name} failed at {', '.join(steps)}: {state.message}"
+    logger.error(line)
+    if cfg.notify.block:
+        Block.load(cfg.notify.block).notify(body=line, subject=f"splitrec: {cfg.name} run failed")
