@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from functools import partial
@@ -20,6 +21,8 @@ import pyarrow as pa
 
 from splitrec_core.channel.base import Channel, ChannelStats, Kind, message_bytes
 from splitrec_core.channel.local import POLL_S, RECV_TIMEOUT_S
+
+_LOST_PEER = ("PeerError", "ChannelAborted", "EOFError", "BrokenPipeError", "ConnectionResetError")
 
 T = TypeVar("T")
 
@@ -79,19 +82,40 @@ def own_cores(order: list[str]) -> dict[str, frozenset[int]]:
 def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Channel],
            results: multiprocessing.Queue, cores: frozenset[int] | None) -> None:
     """A party process: open its channel, run its job, report the outcome (or the error)."""
+    reported = False
     try:
         if cores:
             os.sched_setaffinity(0, cores)  # before TensorFlow and gRPC start their threads
         channel = open_channel()
         try:
             outcome = job(channel)
+        except BaseException as error:  # reported before the channel closes and the others
+            results.put((name, False, f"{type(error).__name__}: {error}"))  # lose us
+            reported = True
+            raise
         finally:
             if hasattr(channel, "close"):
                 channel.close()
     except BaseException as error:  # reported, then the process exits non-zero
-        results.put((name, False, f"{type(error).__name__}: {error}"))
+        if not reported:
+            results.put((name, False, f"{type(error).__name__}: {error}"))
         raise
     results.put((name, True, outcome))
+
+
+def _root_cause(first: tuple[str, str], results: multiprocessing.Queue) -> tuple[str, str]:
+    """Of the failures reported within `POLL_S` of the `first`, (party, error) of one that did not
+    merely lose a peer: a party's crash makes its peers fail too, and their reports can come
+    first."""
+    failures, deadline = [first], time.monotonic() + POLL_S
+    while time.monotonic() < deadline:
+        try:
+            name, ok, value = results.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if not ok:
+            failures.append((name, value))
+    return next((f for f in failures if not f[1].startswith(_LOST_PEER)), first)
 
 
 def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
@@ -125,6 +149,7 @@ def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
                                        f"{processes[dead[0]].exitcode}) before finishing") from None
                 continue
             if not ok:
+                name, value = _root_cause((name, value), results)
                 raise RuntimeError(f"party {name} failed: {value}")
             outcomes[name] = value
     finally:
