@@ -17,5 +17,5 @@ for _ in $(seq 1 120); do
   fi
   sleep 1
 done
-echo "Prefect UI: http://127.0.0.1:${PORT}  (deployment 'train_pipeline/census-retrain')"
+echo "Prefect UI: http://127.0.0.1:${PORT}  (deployments 'train_pipeline/census-retrain', 'score/census-score')"
 "$VENV/bin/splitrec" serve data/census.toml --workdir "$WORKDIR"

@@ -1,5 +1,6 @@
-"""Screenshots of a real run in the Prefect UI, for the README: the flow run's artifacts and its
-Markdown report with the plots, taken in headless Chromium (Debian's `chromium` package).
+"""Screenshots of a real run in the Prefect UI, for the README: the flow run's page (task graph,
+artifact badges, log) and its Markdown report with the plots, taken in headless Chromium
+(Debian's `chromium` package).
 
 Starts a Prefect server of its own (its own PREFECT_HOME in a temporary folder), runs the
 pipeline against it with `splitrec run`, finds the run and its report artifact through the API,
@@ -57,7 +58,8 @@ def main() -> None:
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        env |= {"PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env |= {"PREFECT_HOME": home, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_UI_API_URL": api}  # the UI's own default is port 4200
         server = subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host",
                                    "127.0.0.1", "--port", str(args.port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -78,8 +80,8 @@ def main() -> None:
             report = next(a for a in artifacts if a.key and a.key.endswith("-report"))
             ui = f"http://127.0.0.1:{args.port}"
             args.out.mkdir(parents=True, exist_ok=True)
-            screenshot(browser, f"{ui}/runs/flow-run/{run.id}?tab=Artifacts",
-                       args.out / "flow-run-artifacts.png", "1400,1000")
+            screenshot(browser, f"{ui}/runs/flow-run/{run.id}",
+                       args.out / "flow-run.png", "1400,1000")
             screenshot(browser, f"{ui}/artifacts/artifact/{report.id}",
                        args.out / "run-report.png", "1400,2200")
         finally:

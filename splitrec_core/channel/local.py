@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -75,9 +76,12 @@ class LocalHub:
         self._aborted = reason
 
     def run(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T]:
-        """Run each party's job on its own thread; on the first failure abort the rest, re-raise it."""
+        """Run each party's job on its own thread; on the first failure abort the rest, re-raise it.
+        Each job sees a copy of the caller's context variables: an orchestrator's run context
+        comes along, so the parties' log lines land in the caller's run log."""
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            futures = {name: pool.submit(contextvars.copy_context().run, job)
+                       for name, job in jobs.items()}
             done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
             failed = [f.exception() for f in done if f.exception() is not None]
             if failed:
