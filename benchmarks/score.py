@@ -18,22 +18,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def new_rows(cfg, workdir: Path, out: Path) -> dict[str, Path]:
-    """The label party's test rows without split or labels; every feature party's whole file."""
-    import pandas as pd
-
-    out.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for party in cfg.parties:
-        frame = pd.read_parquet(cfg.party_file(party, workdir))
-        if party.name == cfg.label_party:
-            frame = frame[frame[party.split_column] == "test"]
-            frame = frame.drop(columns=[party.split_column, *(t.column for t in cfg.tasks)])
-        files[party.name] = out / f"{party.name}.parquet"
-        frame.to_parquet(files[party.name], index=False)
-    return files
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
@@ -50,7 +34,12 @@ def main() -> None:
     from splitrec_core.align import align_local
     from splitrec_core.config import load_config
     from splitrec_core.registry import SharedModel
-    from splitrec_core.scoring import score_local, trained_predictions, validate_new_rows
+    from splitrec_core.scoring import (
+        score_local,
+        trained_predictions,
+        unlabelled_test_rows,
+        validate_new_rows,
+    )
     from splitrec_core.workspace import Workspace
 
     cfg = load_config(args.config)
@@ -59,7 +48,7 @@ def main() -> None:
     version = registry.registries[label].resolve(args.model)
     folders = {p: r.folder(r.resolve(version)) for p, r in registry.registries.items()}
     space = Workspace(args.workdir / "bench-score")
-    inputs = new_rows(cfg, args.workdir, space.root / "inputs")
+    inputs = unlabelled_test_rows(cfg, args.workdir, space.root / "inputs")
 
     started = time.perf_counter()
     validated = {p: validate_new_rows(p, folders[p], inputs[p], space.scoring(p) / "validated",

@@ -1,6 +1,7 @@
 """One party's pipeline when the parties run apart, each on its own host under its own Prefect:
 validate → PSI → features → split training → (label party: label-only baseline, evaluate) →
-export. It reads only this party's files; everything else arrives over Flight."""
+export → register (label party: promote, report). It reads only this party's files; everything
+else arrives over Flight."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from splitrec_core.federation import load_party
-from tasks.apart import align_with_peers, invite_parties, train_with_peers
+from tasks.apart import align_with_peers, invite_parties, register_with_peers, train_with_peers
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
+from tasks.report import publish_report
 from tasks.train import train_label_only
 from tasks.validate import validate_input
 
@@ -45,6 +47,13 @@ def party_pipeline(federation: str, party: str, private: str, run_id: str | None
         # 5. Evaluate every task on the test rows (only the label party holds labels)
         report = evaluate_run(cfg, features.test, alignment, training, label_only, root)
 
-    # 6. Export our own part
-    export_model(cfg, party, models["bottom"], features.transform, root, models.get("top"))
-    return None if report is None else str(report)
+    # 6. Export our own part; 7. register it as version `run_id` (the label party judges it)
+    exported = export_model(cfg, party, models["bottom"], features.transform, root,
+                            models.get("top"))
+    register_with_peers(view, run_id, exported, report, root)
+    if report is None:
+        return None
+
+    # 8. The report for people, at the label party: report.md, tables and plots in its UI
+    publish_report(cfg, report, training)
+    return str(report)

@@ -1,25 +1,31 @@
-"""One party's network stages when the parties run apart: PSI and split training, each a session
-of its own on the party's Flight endpoint, with the peers the federation file names; and how a
-run starts: the label party invites the feature parties that serve."""
+"""One party's network stages when the parties run apart: PSI, split training and registering the
+version, each a session of its own on the party's Flight endpoint, with the peers the federation
+file names; and how a run starts: the label party invites the feature parties that serve."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from splitrec_core.align import Alignment, feature_side, label_side
-from splitrec_core.channel import ChannelStats
+from splitrec_core.channel import ChannelStats, Kind
 from splitrec_core.channel.flight import FlightChannel, FlightEndpoint
 from splitrec_core.errors import InputError
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
+from splitrec_core.io import read_json
+from splitrec_core.promotion import Verdict, judge
 from splitrec_core.psi import EmptyIntersection
+from splitrec_core.registry import Aliases, Registry, version_manifest
 from splitrec_core.results import TrainResult
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
@@ -121,3 +127,49 @@ def accept_runs(view: PartyView, start: Callable[[str], object]) -> FlightEndpoi
     serving = endpoint(view)
     serving.on_start = on_start
     return serving
+
+
+def _json_table(value: dict) -> pa.Table:
+    return pa.table({"json": [json.dumps(value)]})
+
+
+def register_apart(view: PartyView, run_id: str, export: Path, report: Path | None,
+                   workdir: Workspace) -> Verdict:
+    """Register this party's export as version `run_id` of the federation's model, in its own
+    registry. The label party judges the version against its champion and sends every feature
+    party the version's metrics and the verdict; each registers its part, moves its aliases as
+    the verdict says and confirms; the label party moves its own aliases last, so its `current`
+    (which scoring follows) never names a version a feature party lacks."""
+    cfg, me, label = view.config, view.me, view.federation.label_party
+    registry = Registry(me, workdir.registry(me, view.federation.name))
+    settings = view.federation.hash()
+    with session(view, run_id, "register") as channel:
+        if me != label:
+            shared = json.loads(channel.recv(Kind.REGISTRY, label).column("json")[0].as_py())
+            verdict = Verdict(**shared["verdict"])
+            registry.register(run_id, export, version_manifest(cfg, settings, shared["metrics"],
+                                                               view.data_file))
+            registry.write_aliases(_moved(registry.aliases(), verdict))
+            channel.send(Kind.REGISTRY, label, _json_table({"registered": run_id}))
+            return verdict
+        assert report is not None  # the label party evaluated the run
+        metrics = read_json(report)
+        metrics = {k: metrics[k] for k in ("tasks", "training", "leakage")}
+        registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
+        champion = registry.aliases().current
+        verdict = judge(run_id, registry.manifest(run_id), champion,
+                        registry.manifest(champion) if champion else None, cfg.registry)
+        for party in cfg.feature_parties:
+            channel.send(Kind.REGISTRY, party.name,
+                         _json_table({"metrics": metrics, "verdict": verdict.as_json()}))
+        for party in cfg.feature_parties:
+            channel.recv(Kind.REGISTRY, party.name)
+        registry.write_aliases(_moved(registry.aliases(), verdict))
+    return verdict
+
+
+def _moved(aliases: Aliases, verdict: Verdict) -> Aliases:
+    """The aliases after `verdict`: its version current, or the candidate."""
+    if verdict.promote:
+        return aliases.promoted(verdict.version)
+    return replace(aliases, candidate=verdict.version)

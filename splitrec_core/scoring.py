@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
-from splitrec_core.config import PartyConfig
+from splitrec_core.config import Config, PartyConfig
 from splitrec_core.errors import InputError
 from splitrec_core.export import ExportedParty
-from splitrec_core.io import write_parquet
+from splitrec_core.io import atomic_path, write_parquet
 from splitrec_core.validate import ID, ValidatedParty, validate_party
 from splitrec_core.workspace import Workspace
 
@@ -105,6 +105,28 @@ def score_local(version_folders: dict[str, Path], validated: dict[str, Validated
     hub.run(jobs)
     seconds = time.perf_counter() - started
     return Scored(out, pq.read_metadata(out).num_rows, seconds, hub.stats().as_dict())
+
+
+def unlabelled_test_rows(cfg: Config, workdir: Path, out: Path) -> dict[str, Path]:
+    """New rows that score the training run's test people again: the label party's test rows
+    without its split and label columns, and every feature party's file as it is (PSI finds the
+    people all hold). Files of the inputs' own format in `out`, by party."""
+    files = {}
+    for party in cfg.parties:
+        source = cfg.party_file(party, workdir)
+        csv = source.suffix.lower() == ".csv"
+        frame = (pd.read_csv(source, dtype=str, keep_default_na=False, na_values=[""]) if csv
+                 else pd.read_parquet(source))
+        if party.name == cfg.label_party:
+            frame = frame[frame[party.split_column] == "test"]
+            frame = frame.drop(columns=[party.split_column, *(t.column for t in cfg.tasks)])
+        files[party.name] = out / source.name
+        with atomic_path(files[party.name]) as tmp:
+            if csv:
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
+    return files
 
 
 def trained_predictions(workdir: Path, label: str, id_column: str) -> pd.DataFrame:

@@ -11,10 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from splitrec_core.align import Alignment
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
+from splitrec_core.io import read_json, write_json
+from splitrec_core.promotion import Verdict
 from splitrec_core.results import TrainResult
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
@@ -45,3 +48,18 @@ def invite_parties(view: PartyView, run_id: str) -> dict[str, str]:
     from splitrec_core.apart import invite
 
     return invite(view, run_id)
+
+
+@task(name="register", task_run_name="register-{run_id}",
+      **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
+def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path | None,
+                        workdir: Path) -> Verdict:
+    """Register our part of the run's model as version `run_id`; at the label party, judge it
+    and add the verdict to the report. Every party always runs it (never cached), so no party
+    waits for one that skipped it."""
+    from splitrec_core.apart import register_apart
+
+    verdict = register_apart(view, run_id, export, report, Workspace(workdir))
+    if report is not None:
+        write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
+    return verdict

@@ -5,24 +5,82 @@ TensorFlow is imported inside the task bodies, so a fully cached rerun never pay
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import threading
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from splitrec_core.config import Config
 from splitrec_core.features import PartyFeatures
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
+from tasks.report import artifact_key
+
+
+class EpochProgress(logging.Handler):
+    """The label party's per-epoch log records (with `epoch` and `epochs`) as a progress
+    artifact on the run's page. A thread of its own sends the updates (the latest wins), so
+    training never waits for the API. Parties in processes of their own log there, not here:
+    then the artifact moves from 0 to 100% at the end."""
+
+    def __init__(self, key: str, epochs: int) -> None:
+        super().__init__(logging.INFO)
+        self.artifact = create_progress_artifact(
+            0.0, key=key, description=f"split training: at most {epochs} epochs")
+        self._latest: tuple[float, str] | None = None
+        self._closed = False
+        self._changed = threading.Condition()
+        # the caller's context: the API (a temporary one, too) is found through it
+        self._sender = threading.Thread(target=contextvars.copy_context().run,
+                                        args=(self._send,), name="epoch-progress", daemon=True)
+        self._sender.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if hasattr(record, "epoch"):
+            with self._changed:
+                self._latest = (100.0 * record.epoch / record.epochs, record.getMessage())
+                self._changed.notify()
+
+    def _send(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._latest is not None or self._closed)
+                update, self._latest = self._latest, None
+            if update is None:
+                return
+            update_progress_artifact(self.artifact, *update)
+
+    def close(self) -> None:
+        """Send the last update, then stop the sender."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        self._sender.join()
+        super().close()
 
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **task_options())
 def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) -> TrainResult:
-    """Train the split MMoE; each party's model goes to its own workspace."""
+    """Train the split MMoE; each party's model goes to its own workspace. The run's page shows
+    a progress artifact, updated every epoch."""
     from splitrec_core.training.local import train_split_local
 
     space = Workspace(workdir)
-    return train_split_local(cfg, features, {p: space.trained(p) for p in features})
+    progress = EpochProgress(artifact_key(cfg, "training"), cfg.training.epochs)
+    logger = logging.getLogger("splitrec_core.training")
+    logger.addHandler(progress)
+    try:
+        result = train_split_local(cfg, features, {p: space.trained(p) for p in features})
+    finally:
+        logger.removeHandler(progress)
+        progress.close()
+    update_progress_artifact(progress.artifact, 100.0, description=(
+        f"done: {result.epochs_run} epochs run, the weights of epoch {result.best_epoch} kept"))
+    return result
 
 
 @task(name="train_label_only", task_run_name="train_label_only", **task_options())

@@ -28,6 +28,9 @@ class Kind(StrEnum):
     RESUME = "resume"                          # before training: the epochs a feature party has
     #                                            checkpointed; the label party's answer, the epoch
     #                                            every party resumes from
+    REGISTRY = "registry"                      # parties apart, after export: the version's test
+    #                                            metrics, leakage audit and promotion verdict from
+    #                                            the label party; each feature party's confirmation
 
 
 @dataclass

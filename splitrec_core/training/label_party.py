@@ -97,7 +97,8 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
                        trainer.weighting.effective_weights().numpy(), started)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
         _log.info("%s%s", history.last_epoch_line(tasks, len(plan.fit)),
-                  " (best so far)" if decision.improved else "")
+                  " (best so far)" if decision.improved else "",
+                  extra={"epoch": len(history.seconds), "epochs": plan.epochs})
         for follower in followers:
             channel.send(Kind.EARLY_STOPPING, follower, decision.as_table())
         if decision.improved:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import REPO
@@ -42,3 +43,21 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
     assert report["channel"]["embedding"]["messages"] == report["channel"]["gradient"]["messages"]
     for party in ("advertiser", "media", "bank"):
         assert (tmp_path / "export" / party / "bottom" / "saved_model.pb").exists()
+
+    # Execute: score the same test people again with the registered version, from new files
+    # (the label party's without split and labels), through the CLI
+    from splitrec_core.config import load_config
+    from splitrec_core.scoring import trained_predictions, unlabelled_test_rows
+
+    cfg = load_config(REPO / "data" / "census.toml")
+    inputs = unlabelled_test_rows(cfg, tmp_path, tmp_path / "new")
+    scored = _splitrec("score", "data/census.toml", "--workdir", str(tmp_path),
+                       *(f"--input={party}={path}" for party, path in inputs.items()),
+                       home=tmp_path / "prefect")
+
+    # Assert: the pipeline's test predictions, reproduced at the label party
+    predictions = Path(scored.stdout.strip().rsplit("predictions: ", 1)[1])
+    expected = trained_predictions(tmp_path, "advertiser", "user_id")
+    got = pd.read_parquet(predictions).set_index("user_id")
+    assert len(got) == len(expected) == report["rows"]["test"]
+    assert (got.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5

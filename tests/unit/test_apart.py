@@ -269,3 +269,14 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
         apis |= {line.split("temporary server on ")[1] for line in log.splitlines()
                  if "temporary server on " in line}
     assert len(apis) == 3  # a Prefect API of its own each
+    # every party registered its own part as the run's version, made current by the label
+    # party's verdict (the first version: no champion yet); the report says so
+    verdict = report["promotion"]
+    assert (verdict["promote"], verdict["reasons"]) == (True, ["no champion yet"])
+    for party in ("advertiser", "bank", "media"):
+        models = out / party / "run" / "parties" / party / "models" / "synthetic"
+        assert json.loads((models / "aliases.json").read_text())["current"] == verdict["version"]
+        version = json.loads((models / verdict["version"] / "version.json").read_text())
+        assert version["metrics"]["income_50k"]["auc"] == report["tasks"]["income_50k"]["auc"]
+        assert (models / verdict["version"] / "manifest.json").exists()
+    assert (out / "advertiser" / "run" / "report" / "report.md").exists()

@@ -117,12 +117,40 @@ def test_the_report_is_in_the_run_folder_and_on_the_flow_runs_page(first_run):
     with get_client(sync_client=True) as client:
         artifacts = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
             key=ArtifactFilterKey(any_=["synthetic-metrics", "synthetic-traffic",
-                                        "synthetic-report"])))}
-    assert set(artifacts) == {"synthetic-metrics", "synthetic-traffic", "synthetic-report"}
+                                        "synthetic-report", "synthetic-training"])))}
+    assert set(artifacts) == {"synthetic-metrics", "synthetic-traffic", "synthetic-report",
+                              "synthetic-training"}
+    assert artifacts["synthetic-training"].data == 100.0
+    assert artifacts["synthetic-training"].description == (
+        f"done: 8 epochs run, the weights of epoch {report['training']['best_epoch']} kept")
     assert artifacts["synthetic-report"].data == markdown
     traffic = json.loads(artifacts["synthetic-traffic"].data)
     assert {row["kind"]: row["messages"] for row in traffic} == {
         k: v["messages"] for k, v in report["channel"].items()}
+
+
+def test_each_epoch_moves_the_training_progress_artifact(prefect_api):
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from tasks.train import EpochProgress
+
+    @flow
+    def two_epochs_of_eight() -> None:
+        progress = EpochProgress("progress-test", epochs=8)
+        line = logging.LogRecord("splitrec_core.training.label_party", logging.INFO, __file__, 1,
+                                 "epoch 2: loss ...", None, None)
+        line.epoch, line.epochs = 2, 8
+        progress.handle(line)
+        progress.close()  # sends the last update
+
+    two_epochs_of_eight()
+
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["progress-test"])))
+    assert (artifact.data, artifact.description) == (25.0, "epoch 2: loss ...")
 
 
 def test_rerun_with_nothing_changed_is_all_cache_hits(first_run):
@@ -263,7 +291,7 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
     received: list[dict] = []
 
     class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        def do_POST(self) -> None:  # the name http.server calls
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.end_headers()
