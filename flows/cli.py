@@ -211,6 +211,29 @@ def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
         typer.echo(f"{party}: done; the label party holds the report")
 
 
+@party_app.command("score")
+def party_score(federation: Path, party: PartyName,
+                rows: Annotated[Path, typer.Option("--input", help="Our new rows (CSV or Parquet).")],
+                run_id: Annotated[str, typer.Option(
+                    help="The scoring run's ID, new for every run, the same at every party.")],
+                model: Annotated[str, typer.Option(
+                    help="At the label party: current, candidate or a version ID.")] = "current",
+                private: PrivateFile = None, workdir: Workdir = None) -> None:
+    """Score our new rows with the version the label party names; the predictions stay at the
+    label party."""
+    try:
+        _, private, root = _party_setup(federation, party, private, workdir)
+        from flows.party import party_score as score_flow
+
+        _quiet_prefect_input_errors()
+        predictions = score_flow(str(federation), party, str(private), str(rows.resolve()),
+                                 run_id, str(root), model)
+    except InputError as error:
+        _fail(error)
+    typer.echo(f"predictions: {predictions}" if predictions else
+               f"{party}: done; the label party holds the predictions")
+
+
 @party_app.command("serve")
 def party_serve(federation: Path, party: PartyName, private: PrivateFile = None,
                 workdir: Workdir = None) -> None:

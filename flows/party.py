@@ -11,16 +11,23 @@ from prefect import flow
 from prefect.runtime import flow_run
 
 from splitrec_core.federation import load_party
-from tasks.apart import align_with_peers, invite_parties, register_with_peers, train_with_peers
+from tasks.apart import (
+    align_with_peers,
+    invite_parties,
+    register_with_peers,
+    score_with_peers,
+    train_with_peers,
+)
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
+from tasks.notify import report_failure
 from tasks.report import publish_report
 from tasks.train import train_label_only
 from tasks.validate import validate_input
 
 
-@flow(name="party_pipeline", log_prints=True)
+@flow(name="party_pipeline", log_prints=True, on_failure=[report_failure])
 def party_pipeline(federation: str, party: str, private: str, run_id: str | None = None,
                    workdir: str = "run", invite: bool = False) -> str | None:
     """Run `party`'s part of run `run_id` (default: a new ID); at the label party return
@@ -57,3 +64,14 @@ def party_pipeline(federation: str, party: str, private: str, run_id: str | None
     # 8. The report for people, at the label party: report.md, tables and plots in its UI
     publish_report(cfg, report, training)
     return str(report)
+
+
+@flow(name="party_score", log_prints=True, on_failure=[report_failure])
+def party_score(federation: str, party: str, private: str, rows: str, run_id: str,
+                workdir: str = "run", model: str = "current") -> str | None:
+    """Run `party`'s part of scoring its new `rows` in run `run_id` (the same at every party)
+    with the version the label party's `model` names; at the label party return the
+    predictions file."""
+    view = load_party(Path(federation), Path(private), party)
+    scored = score_with_peers(view, run_id, model, Path(rows).resolve(), Path(workdir).resolve())
+    return None if scored is None else str(scored.predictions)

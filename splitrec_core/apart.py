@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +30,9 @@ from splitrec_core.registry import Aliases, Registry, version_manifest
 from splitrec_core.results import TrainResult
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
+
+if TYPE_CHECKING:
+    from splitrec_core.scoring import Scored
 
 _ENDPOINTS: dict[tuple[str, str], FlightEndpoint] = {}
 
@@ -173,3 +177,45 @@ def _moved(aliases: Aliases, verdict: Verdict) -> Aliases:
     if verdict.promote:
         return aliases.promoted(verdict.version)
     return replace(aliases, candidate=verdict.version)
+
+
+def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: Workspace,
+                ) -> Scored | None:
+    """This party's part of scoring new `rows` in run `run_id`: the label party names the version
+    (`model`: an alias of its registry, or a version ID), every party checks its rows against
+    its part of that version, PSI aligns the new IDs, each party embeds at home, and the label
+    party's top writes the predictions, at the label party only (returned there)."""
+    from splitrec_core.scoring import Scored, feature_scoring, label_scoring, validate_new_rows
+
+    cfg, me, label = view.config, view.me, view.federation.label_party
+    followers = [p.name for p in cfg.feature_parties]
+    registry = Registry(me, workdir.registry(me, view.federation.name))
+    folder, aligned = workdir.scoring(me), workdir.scoring(me) / "aligned.parquet"
+    with session(view, run_id, "score") as channel:
+        if me == label:
+            version = registry.resolve(model)
+            for party in followers:
+                channel.send(Kind.REGISTRY, party, _json_table({"version": version}))
+        else:
+            version = json.loads(channel.recv(Kind.REGISTRY, label).column("json")[0].as_py())[
+                "version"]
+        part = registry.folder(registry.resolve(version))
+        validated = validate_new_rows(me, part, rows, folder / "validated", cfg.psi.normalize)
+        try:
+            if me == label:
+                label_side(channel, validated.ids, None, followers, aligned, cfg.psi.domain,
+                           cfg.psi.chunk_size)
+            else:
+                feature_side(channel, validated.ids, label, aligned, cfg.psi.domain,
+                             cfg.psi.chunk_size, split=False)
+        except EmptyIntersection:
+            raise InputError(rows, cfg.party(me).id_column, "empty intersection: no new ID is "
+                             f"held by all of {view.federation.order}") from None
+        if me != label:
+            feature_scoring(channel, part, validated.table, aligned, label)
+            return None
+        started = time.perf_counter()
+        out = label_scoring(channel, part, validated, aligned,
+                            workdir.scores(me) / f"{version}.parquet")
+        seconds = time.perf_counter() - started
+        return Scored(out, pq.read_metadata(out).num_rows, seconds, _traffic(channel))

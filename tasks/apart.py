@@ -19,6 +19,7 @@ from splitrec_core.federation import PartyView
 from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict
 from splitrec_core.results import TrainResult
+from splitrec_core.scoring import Scored
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
@@ -63,3 +64,13 @@ def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path
     if report is not None:
         write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
     return verdict
+
+
+@task(name="score", task_run_name="score-{run_id}", **task_options())
+def score_with_peers(view: PartyView, run_id: str, model: str, rows: Path,
+                     workdir: Path) -> Scored | None:
+    """Our part of scoring `rows` with the version the label party names (`model`); the
+    predictions come back at the label party only."""
+    from splitrec_core.apart import score_apart
+
+    return score_apart(view, run_id, model, rows, Workspace(workdir))

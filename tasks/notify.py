@@ -13,30 +13,41 @@ from prefect.logging.loggers import flow_run_logger
 
 from splitrec_core.config import load_config
 from splitrec_core.errors import InputError
+from splitrec_core.federation import load_party
 
 
-def failed_steps(flow_run_id: Any, parties: list[str]) -> list[str]:
-    """'step' or 'step at party' for each task run of the flow run that failed or crashed."""
+def failed_steps(flow_run_id: Any, parties: list[str], me: str | None = None) -> list[str]:
+    """'step at party' (or 'step', for a step of all parties) for each task run of the flow run
+    that failed or crashed; `me`: the party whose own flow it is, when the parties run apart."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     steps = []
     for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time):
         if run.state and (run.state.is_failed() or run.state.is_crashed()):
             step, _, party = run.name.rpartition("-")
-            steps.append(f"step {step} at party {party}" if party in parties else f"step {run.name}")
+            if party in parties:
+                steps.append(f"step {step} at party {party}")
+            else:
+                steps.append(f"step {run.name}" + (f" at party {me}" if me else ""))
     return steps
 
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """A flow's `on_failure` hook: log which step failed at which party and why; notify the
-    config's `notify.block` if set."""
+    config's (or federation's) `notify.block` if set."""
     logger = flow_run_logger(flow_run, flow)
+    parameters = flow_run.parameters
     try:
-        cfg = load_config(Path(flow_run.parameters["config_path"]))
+        if "config_path" in parameters:
+            cfg = load_config(Path(parameters["config_path"]))
+        else:  # a party's own flow, parties apart
+            cfg = load_party(Path(parameters["federation"]), Path(parameters["private"]),
+                             parameters["party"]).config
     except (InputError, KeyError):  # the config itself was the problem: nothing more to name
         logger.error("%s run %s failed: %s", flow.name, flow_run.name, state.message)
         return
-    steps = failed_steps(flow_run.id, [p.name for p in cfg.parties]) or ["the flow itself"]
+    steps = (failed_steps(flow_run.id, [p.name for p in cfg.parties], parameters.get("party"))
+             or ["the flow itself"])
     line = f"{flow.name} run {flow_run.name} of {cfg.name} failed at {', '.join(steps)}: {state.message}"
     logger.error(line)
     if cfg.notify.block:

@@ -30,7 +30,8 @@ class Kind(StrEnum):
     #                                            every party resumes from
     REGISTRY = "registry"                      # parties apart, after export: the version's test
     #                                            metrics, leakage audit and promotion verdict from
-    #                                            the label party; each feature party's confirmation
+    #                                            the label party; each feature party's confirmation.
+    #                                            Before scoring: the version to score with
 
 
 @dataclass

@@ -280,3 +280,39 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
         assert version["metrics"]["income_50k"]["auc"] == report["tasks"]["income_50k"]["auc"]
         assert (models / verdict["version"] / "manifest.json").exists()
     assert (out / "advertiser" / "run" / "report" / "report.md").exists()
+
+    # Execute: each party scores new rows (the label party's test rows without split and
+    # labels; the feature parties' whole files) with the current version, in a process of its own
+    import pandas as pd
+
+    from splitrec_core.scoring import trained_predictions
+
+    scorers = {}
+    for party in ("advertiser", "bank", "media"):
+        folder = out / party
+        frame = pd.read_csv(folder / "data" / f"{party}.csv", dtype=str)
+        if party == "advertiser":
+            frame = frame[frame["split"] == "test"].drop(
+                columns=["split", "income_50k", "never_married"])
+        frame.to_csv(folder / "new.csv", index=False)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+        scorers[party] = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "party", "score", "federation.toml", "--party",
+             party, "--input", "new.csv", "--run-id", "score-1", "--workdir", "run"],
+            cwd=folder, env=env | {"PREFECT_HOME": str(folder / ".prefect-home"),
+                                   "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    outputs = {party: process.communicate(timeout=300) for party, process in scorers.items()}
+
+    # Assert: the label party alone has predictions, the pipeline's test predictions again
+    for party, process in scorers.items():
+        assert process.returncode == 0, outputs[party][1][-2000:]
+    assert outputs["bank"][0].strip() == "bank: done; the label party holds the predictions"
+    predictions = Path(outputs["advertiser"][0].strip().removeprefix("predictions: "))
+    assert predictions == (out / "advertiser" / "run" / "parties" / "advertiser" / "scores"
+                           / f"{verdict['version']}.parquet")
+    expected = trained_predictions(out / "advertiser" / "run", "advertiser", "user_id")
+    scored = pd.read_parquet(predictions).set_index("user_id")
+    assert len(scored) == len(expected)
+    assert (scored.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5
+    assert not (out / "bank" / "run" / "parties" / "bank" / "scores").exists()
