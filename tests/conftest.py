@@ -115,3 +115,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     split = train_split_local(cfg, features, {p: space.trained(p) for p in features}, hub)
     central = train_central(cfg, features, space.central)
     return cfg, run, hub, features, split, central
+
+
+def as_new_rows(frame, label_party: bool):  # pd.DataFrame -> pd.DataFrame
+    """A synthetic party's rows as new rows to score the test people again: the label party's
+    test rows without split and labels; a feature party's rows as they are."""
+    if not label_party:
+        return frame
+    return frame[frame["split"] == "test"].drop(columns=["split", "income_50k", "never_married"])

@@ -24,7 +24,7 @@ from splitrec_core.channel.flight import PeerError, free_ports
 from splitrec_core.datasets.synthetic import make_people, write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
-from tests.conftest import REPO, prepare_features, raw_values
+from tests.conftest import REPO, as_new_rows, prepare_features, raw_values
 
 EPOCHS = 12
 RUN_PARTY = """
@@ -103,7 +103,14 @@ def test_each_party_holds_only_its_own_files(federation):
 def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(federation):
     # Prepare: each party's view from its own folder; its endpoint keeps every message it sends;
     # the feature parties serve, so the label party starts the run
-    from splitrec_core.apart import accept_runs, endpoint, invite
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from splitrec_core.apart import accept_runs, endpoint, invite, score_apart
+    from splitrec_core.export import export_party
+    from splitrec_core.registry import Aliases, Registry
+    from splitrec_core.scoring import trained_predictions
     from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
@@ -142,6 +149,33 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     np.testing.assert_allclose(a.drop(columns="position"), b.drop(columns="position"), atol=1e-5)
     # the label party, through which every message passes, counted all of them
     assert apart.channel == together.channel
+
+    # Execute: every party registers its part as version v1 and scores new rows apart (the label
+    # party's test rows without split and labels, the feature parties' whole files)
+    def score_here(name: str):
+        folder, view = written[name][0].parent, views[name]
+        space = Workspace(folder / "run")
+        top = space.trained(name) / "top.keras" if name == cfg.label_party else None
+        export = export_party(view.config, name, space.trained(name) / "bottom.keras",
+                              space.features(name) / "transform.json", folder / "export", top)
+        registry = Registry(name, space.registry(name, cfg.name))
+        registry.register("v1", export, {"registered_at": "2026-11-27T00:00:00+00:00"})
+        registry.write_aliases(Aliases(current="v1"))
+        rows = as_new_rows(pd.read_csv(folder / "data" / f"{name}.csv", dtype=str),
+                           name == cfg.label_party)
+        rows.to_csv(folder / "new.csv", index=False)
+        return score_apart(view, "score-1", "current", folder / "new.csv", space)
+
+    with ThreadPoolExecutor(len(views)) as pool:
+        scored = dict(zip(views, pool.map(score_here, views), strict=True))
+
+    # Assert: predictions at the label party alone, the test predictions of the run again
+    assert [scored[p.name] for p in cfg.feature_parties] == [None, None]
+    label_run = written[cfg.label_party][0].parent / "run"
+    expected = trained_predictions(label_run, cfg.label_party, "user_id")
+    again = pd.read_parquet(scored[cfg.label_party].predictions).set_index("user_id")
+    assert len(again) == len(expected)
+    assert (again.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5
     # every message of every stage was captured where it was sent: no raw ID or feature value
     # (outside the messages go only the hellos and actions: session, federation hash, run ID)
     sent = [message for view in views.values() for *_, message in endpoint(view).recorded]
@@ -281,38 +315,3 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
         assert (models / verdict["version"] / "manifest.json").exists()
     assert (out / "advertiser" / "run" / "report" / "report.md").exists()
 
-    # Execute: each party scores new rows (the label party's test rows without split and
-    # labels; the feature parties' whole files) with the current version, in a process of its own
-    import pandas as pd
-
-    from splitrec_core.scoring import trained_predictions
-
-    scorers = {}
-    for party in ("advertiser", "bank", "media"):
-        folder = out / party
-        frame = pd.read_csv(folder / "data" / f"{party}.csv", dtype=str)
-        if party == "advertiser":
-            frame = frame[frame["split"] == "test"].drop(
-                columns=["split", "income_50k", "never_married"])
-        frame.to_csv(folder / "new.csv", index=False)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-        scorers[party] = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "party", "score", "federation.toml", "--party",
-             party, "--input", "new.csv", "--run-id", "score-1", "--workdir", "run"],
-            cwd=folder, env=env | {"PREFECT_HOME": str(folder / ".prefect-home"),
-                                   "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    outputs = {party: process.communicate(timeout=300) for party, process in scorers.items()}
-
-    # Assert: the label party alone has predictions, the pipeline's test predictions again
-    for party, process in scorers.items():
-        assert process.returncode == 0, outputs[party][1][-2000:]
-    assert outputs["bank"][0].strip() == "bank: done; the label party holds the predictions"
-    predictions = Path(outputs["advertiser"][0].strip().removeprefix("predictions: "))
-    assert predictions == (out / "advertiser" / "run" / "parties" / "advertiser" / "scores"
-                           / f"{verdict['version']}.parquet")
-    expected = trained_predictions(out / "advertiser" / "run", "advertiser", "user_id")
-    scored = pd.read_parquet(predictions).set_index("user_id")
-    assert len(scored) == len(expected)
-    assert (scored.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5
-    assert not (out / "bank" / "run" / "parties" / "bank" / "scores").exists()

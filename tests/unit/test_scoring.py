@@ -14,7 +14,7 @@ import pytest
 
 from splitrec_core.errors import InputError
 from splitrec_core.scoring import trained_predictions
-from tests.conftest import SYNTHETIC_TOML
+from tests.conftest import SYNTHETIC_TOML, as_new_rows
 
 PARTIES = ("advertiser", "bank", "media")
 
@@ -36,10 +36,7 @@ def _new_rows(workdir: Path, out: Path, change=None) -> dict[str, str]:
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for party in PARTIES:
-        frame = pd.read_csv(workdir / "data" / f"{party}.csv")
-        if party == "advertiser":
-            frame = frame[frame["split"] == "test"].drop(
-                columns=["split", "income_50k", "never_married"])
+        frame = as_new_rows(pd.read_csv(workdir / "data" / f"{party}.csv"), party == "advertiser")
         if change:
             frame = change(party, frame)
         files[party] = str(out / f"{party}.csv")
