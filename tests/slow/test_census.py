@@ -45,23 +45,38 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
         assert (tmp_path / "export" / party / "bottom" / "saved_model.pb").exists()
 
     # Execute: score the same test people again with the registered version, from new files
-    # (the label party's without split and labels), through the CLI
+    # (the label party's without split and labels; a day's batch: the people scored)
+    from splitrec_core.align import align_local
     from splitrec_core.config import load_config
-    from splitrec_core.scoring import trained_predictions, unlabelled_test_rows
+    from splitrec_core.registry import SharedModel
+    from splitrec_core.scoring import (
+        score_local,
+        trained_predictions,
+        unlabelled_test_rows,
+        validate_new_rows,
+    )
+    from splitrec_core.workspace import Workspace
 
     cfg = load_config(REPO / "data" / "census.toml")
     inputs = unlabelled_test_rows(cfg, tmp_path, tmp_path / "new")
     people = set(pd.read_parquet(inputs["advertiser"], columns=["user_id"])["user_id"])
-    for party in ("media", "bank"):  # a day's batch: the people scored, not the whole base
+    for party in ("media", "bank"):
         rows = pd.read_parquet(inputs[party])
         rows[rows["user_id"].isin(people)].to_parquet(inputs[party], index=False)
-    scored = _splitrec("score", "data/census.toml", "--workdir", str(tmp_path),
-                       *(f"--input={party}={path}" for party, path in inputs.items()),
-                       home=tmp_path / "prefect")
+    registry = SharedModel.of(cfg, tmp_path)
+    version = registry.aliases().current
+    parts = {p: r.folder(version) for p, r in registry.registries.items()}
+    space = Workspace(tmp_path / "scoring")
+    validated = {p: validate_new_rows(p, parts[p], inputs[p], space.scoring(p), cfg.psi.normalize)
+                 for p in parts}
+    alignment = align_local({p: v.ids for p, v in validated.items()}, None, "advertiser",
+                            {p: space.scoring(p) / "aligned.parquet" for p in parts},
+                            cfg.psi.domain)
+    scored = score_local(parts, validated, alignment.files, "advertiser",
+                         space.scores("advertiser") / f"{version}.parquet")
 
     # Assert: the pipeline's test predictions, reproduced at the label party
-    predictions = Path(scored.stdout.strip().rsplit("predictions: ", 1)[1])
     expected = trained_predictions(tmp_path, "advertiser", "user_id")
-    got = pd.read_parquet(predictions).set_index("user_id")
+    got = pd.read_parquet(scored.predictions).set_index("user_id")
     assert len(got) == len(expected) == report["rows"]["test"]
     assert (got.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5

@@ -251,7 +251,7 @@ def test_batches_per_message_cuts_the_messages_and_keeps_the_model(trained, tmp_
     from splitrec_core.training.local import train_split_local
 
     cfg, _, _, features, split, _ = trained
-    update = {"batches_per_message": 3, "embed_ahead": 1, "parties_in": "processes"}
+    update = {"batches_per_message": 3, "embed_ahead": 1}
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
     bundled = train_split_local(cfg, features, {p: tmp_path / p for p in features})
     tasks = [t.name for t in cfg.tasks]
