@@ -44,9 +44,8 @@ def main() -> None:
 
     cfg = load_config(args.config)
     label = cfg.label_party
-    registry = SharedModel.of(cfg, args.workdir)
-    version = registry.registries[label].resolve(args.model)
-    folders = {p: r.folder(r.resolve(version)) for p, r in registry.registries.items()}
+    folders = SharedModel.of(cfg, args.workdir).parts(args.model)
+    version = folders[label].name
     space = Workspace(args.workdir / "bench-score")
     inputs = unlabelled_test_rows(cfg, args.workdir, space.root / "inputs")
 

@@ -24,7 +24,7 @@ from splitrec_core.errors import InputError
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
 from splitrec_core.io import read_json
-from splitrec_core.promotion import Verdict, judge
+from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.psi import EmptyIntersection
 from splitrec_core.registry import Aliases, Registry, version_manifest
 from splitrec_core.results import TrainResult
@@ -160,9 +160,7 @@ def register_apart(view: PartyView, run_id: str, export: Path, report: Path | No
         metrics = read_json(report)
         metrics = {k: metrics[k] for k in ("tasks", "training", "leakage")}
         registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
-        champion = registry.aliases().current
-        verdict = judge(run_id, registry.manifest(run_id), champion,
-                        registry.manifest(champion) if champion else None, cfg.registry)
+        verdict = judge_against_champion(registry, run_id, cfg.registry)
         for party in cfg.feature_parties:
             channel.send(Kind.REGISTRY, party.name,
                          _json_table({"metrics": metrics, "verdict": verdict.as_json()}))

@@ -5,7 +5,7 @@ configured bound. The verdict gives its reasons in words, for the run report."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from splitrec_core.config import RegistryConfig
 
@@ -21,6 +21,22 @@ class Verdict:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Versions(Protocol):
+    """What the verdict reads: a registry's aliases and manifests (one party's, or every
+    party's together)."""
+
+    def aliases(self) -> Any: ...
+
+    def manifest(self, version: str) -> dict[str, Any]: ...
+
+
+def judge_against_champion(versions: Versions, version: str, rules: RegistryConfig) -> Verdict:
+    """The verdict on registered `version` against the current champion of `versions`."""
+    champion = versions.aliases().current
+    return judge(version, versions.manifest(version), champion,
+                 versions.manifest(champion) if champion else None, rules)
 
 
 def judge(version: str, candidate: dict[str, Any], champion_version: str | None,

@@ -146,11 +146,15 @@ class SharedModel:
         """The label party's manifest of `version` (it holds the metrics)."""
         return next(iter(self.registries.values())).manifest(version)
 
+    def parts(self, name: str) -> dict[str, Path]:
+        """Every party's folder of the version `name` names (an alias is read at the label
+        party); a party that lacks it is an error naming the party."""
+        version = next(iter(self.registries.values())).resolve(name)
+        return {party: r.folder(r.resolve(version)) for party, r in self.registries.items()}
+
     def promote(self, version: str) -> Aliases:
         """Every party's `current` becomes `version`, or, if any party lacks it, none does."""
-        version = next(iter(self.registries.values())).resolve(version)
-        for registry in self.registries.values():
-            registry.manifest(version)
+        version = next(iter(self.parts(version).values())).name
         return self._move(lambda a: a.promoted(version))
 
     def rollback(self) -> Aliases:

@@ -10,7 +10,7 @@ from prefect.logging import get_run_logger
 
 from splitrec_core.config import Config
 from splitrec_core.io import read_json, write_json
-from splitrec_core.promotion import Verdict, judge
+from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.provenance import fingerprint
 from splitrec_core.registry import SharedModel, version_manifest
 from splitrec_core.results import TrainResult
@@ -37,13 +37,11 @@ def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) ->
     """Make `version` the champion at every party if the promotion rule allows it; add the
     verdict and its reasons to the report."""
     model = SharedModel.of(cfg, workdir)
-    champion = model.aliases().current
-    verdict = judge(version, model.manifest(version), champion,
-                    model.manifest(champion) if champion else None, cfg.registry)
+    verdict = judge_against_champion(model, version, cfg.registry)
     if verdict.promote:
         model.promote(version)
-    logger = get_run_logger()
-    outcome = "promoted to current" if verdict.promote else f"not promoted ({champion} stays current)"
-    logger.info("version %s %s: %s", version, outcome, "; ".join(verdict.reasons))
+    outcome = ("promoted to current" if verdict.promote
+               else f"not promoted ({verdict.champion} stays current)")
+    get_run_logger().info("version %s %s: %s", version, outcome, "; ".join(verdict.reasons))
     write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
     return verdict

@@ -23,9 +23,7 @@ from tasks._common import task_options
       **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
 def pick_version(cfg: Config, model: str, workdir: Path) -> dict[str, Path]:
     """Every party's folder of the version `model` names (an alias is read now, never cached)."""
-    registry = SharedModel.of(cfg, workdir)
-    version = next(iter(registry.registries.values())).resolve(model)
-    return {party: r.folder(r.resolve(version)) for party, r in registry.registries.items()}
+    return SharedModel.of(cfg, workdir).parts(model)
 
 
 @task(name="validate_new_rows", task_run_name="validate-new-rows-{party}",

@@ -63,9 +63,8 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
     for party in ("media", "bank"):
         rows = pd.read_parquet(inputs[party])
         rows[rows["user_id"].isin(people)].to_parquet(inputs[party], index=False)
-    registry = SharedModel.of(cfg, tmp_path)
-    version = registry.aliases().current
-    parts = {p: r.folder(version) for p, r in registry.registries.items()}
+    parts = SharedModel.of(cfg, tmp_path).parts("current")
+    version = parts["advertiser"].name
     space = Workspace(tmp_path / "scoring")
     validated = {p: validate_new_rows(p, parts[p], inputs[p], space.scoring(p), cfg.psi.normalize)
                  for p in parts}
