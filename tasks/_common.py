@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from splitrec_core.errors import InputError
@@ -19,6 +20,12 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     except BaseException:  # noqa: BLE001 - any other failure may be transient
         return True
     return True
+
+
+def uncached_task_options() -> dict[str, Any]:
+    """Decorator arguments for a task that must run every time: it changes state (the model
+    registry, the run's artifacts) or reads state that changes (a registry alias)."""
+    return task_options() | {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 def task_options(config_sections: tuple[str, ...] | None = None) -> dict[str, Any]:

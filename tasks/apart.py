@@ -11,18 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from splitrec_core.align import Alignment
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
-from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict
 from splitrec_core.results import TrainResult
 from splitrec_core.scoring import Scored
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options
+from tasks._common import task_options, uncached_task_options
+from tasks.registry import record_verdict
 
 
 @task(name="psi_align", task_run_name="psi_align-{run_id}", **task_options())
@@ -52,7 +51,7 @@ def invite_parties(view: PartyView, run_id: str) -> dict[str, str]:
 
 
 @task(name="register", task_run_name="register-{run_id}",
-      **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
+      **uncached_task_options())
 def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path | None,
                         workdir: Path) -> Verdict:
     """Register our part of the run's model as version `run_id`; at the label party, judge it
@@ -62,7 +61,7 @@ def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path
 
     verdict = register_apart(view, run_id, export, report, Workspace(workdir))
     if report is not None:
-        write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
+        record_verdict(report, verdict)
     return verdict
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from splitrec_core.config import Config
@@ -14,13 +13,10 @@ from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.provenance import fingerprint
 from splitrec_core.registry import SharedModel, version_manifest
 from splitrec_core.results import TrainResult
-from tasks._common import task_options
-
-# Both change the registry's state, so neither may be skipped as a cache hit
-_OPTIONS = task_options() | {"cache_policy": NO_CACHE, "persist_result": False}
+from tasks._common import uncached_task_options
 
 
-@task(name="register", task_run_name="register", **_OPTIONS)
+@task(name="register", task_run_name="register", **uncached_task_options())
 def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path], report: Path,
                      workdir: Path) -> str:
     """Register every party's export as one version (its ID taken from the settings and the
@@ -32,7 +28,7 @@ def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path
     return SharedModel.of(cfg, workdir).register(version, exports, manifests)
 
 
-@task(name="promote", task_run_name="promote", **_OPTIONS)
+@task(name="promote", task_run_name="promote", **uncached_task_options())
 def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) -> Verdict:
     """Make `version` the champion at every party if the promotion rule allows it; add the
     verdict and its reasons to the report."""
@@ -43,5 +39,10 @@ def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) ->
     outcome = ("promoted to current" if verdict.promote
                else f"not promoted ({verdict.champion} stays current)")
     get_run_logger().info("version %s %s: %s", version, outcome, "; ".join(verdict.reasons))
-    write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
+    record_verdict(report, verdict)
     return verdict
+
+
+def record_verdict(report: Path, verdict: Verdict) -> None:
+    """Add the registry's verdict to the run's `metrics.json` (the report people read)."""
+    write_json(read_json(report) | {"promotion": verdict.as_json()}, report)

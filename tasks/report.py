@@ -9,13 +9,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from splitrec_core.config import Config
 from splitrec_core.io import read_json, write_bytes
 from splitrec_core.report import markdown_report, task_rows, traffic_rows
 from splitrec_core.results import TrainResult
-from tasks._common import task_options
+from tasks._common import uncached_task_options
 
 
 def artifact_key(cfg: Config, what: str) -> str:
@@ -24,7 +23,7 @@ def artifact_key(cfg: Config, what: str) -> str:
 
 
 @task(name="publish_report", task_run_name="publish_report",
-      **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
+      **uncached_task_options())
 def publish_report(cfg: Config, report: Path, training: TrainResult) -> Path:
     """Write `report.md` beside `report` (metrics.json, with the registry's verdict) and show
     the report's tables and plots on the flow run's page."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from splitrec_core.align import Alignment, align_local
@@ -16,11 +15,11 @@ from splitrec_core.registry import SharedModel
 from splitrec_core.scoring import Scored, score_local, validate_new_rows
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options
+from tasks._common import task_options, uncached_task_options
 
 
 @task(name="pick_version", task_run_name="pick-version-{model}",
-      **task_options() | {"cache_policy": NO_CACHE, "persist_result": False})
+      **uncached_task_options())
 def pick_version(cfg: Config, model: str, workdir: Path) -> dict[str, Path]:
     """Every party's folder of the version `model` names (an alias is read now, never cached)."""
     return SharedModel.of(cfg, workdir).parts(model)
