@@ -1,9 +1,11 @@
 """Serve the pipelines: `train_pipeline` (all parties here) as a deployment, scheduled and from the
-UI, beside the `score` flow; with parties apart, the label party's `party_pipeline` the same way (each run starts the
-feature parties), and a feature party's endpoint, which runs its part when the label party asks."""
+UI, beside the `score` flow; with parties apart, the label party's `party_pipeline` and
+`party_score` the same way (each run starts the feature parties), and a feature party's endpoint,
+which runs its part when the label party asks."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,33 +57,66 @@ def serve_pipeline(config: Path, workdir: Path, name: str = "retrain") -> None:
     serve(retrain_deployment(config, workdir, name), score_deployment(config, workdir))
 
 
-def serve_label_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:
-    """Block, running the label party's part on the federation's schedule (in its timezone) and
-    whenever its UI asks; each run first starts the feature parties' parts."""
+def label_party_deployments(view: PartyView, federation: Path, private: Path, workdir: Path,
+                            ) -> list[RunnerDeployment]:
+    """The label party's retrain deployment, on the federation's schedule in its time zone, and
+    its score deployment; each run first starts the feature parties' parts."""
     from prefect.schedules import Cron
 
-    from flows.party import party_pipeline
+    from flows.party import party_pipeline, party_score
 
-    schedule = view.federation.schedule
-    party_pipeline.serve(
-        name=f"{view.federation.name}-{view.me}",
-        schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
-        parameters={"federation": str(federation), "party": view.me, "private": str(private),
-                    "workdir": str(workdir), "invite": True},
-        description=f"Retrain the split MMoE of federation {view.federation.name} as {view.me}")
+    schedule, name = view.federation.schedule, view.federation.name
+    common = {"federation": str(federation), "party": view.me, "private": str(private),
+              "workdir": str(workdir), "invite": True}
+    return [
+        party_pipeline.to_deployment(
+            name=f"{name}-{view.me}", schedules=[Cron(schedule.cron, timezone=schedule.timezone)],
+            parameters=common,
+            description=f"Retrain the split MMoE of federation {name} as {view.me}"),
+        party_score.to_deployment(
+            name=f"{name}-{view.me}-score", parameters=common | {"model": "current"},
+            description=f"Score every party's new rows (each party's score_input unless a "
+                        f"run names other rows here) with a registered version of {name}"),
+    ]
+
+
+def serve_label_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:
+    """Block, retraining on the federation's schedule and retraining or scoring whenever the
+    label party's UI asks."""
+    from prefect import serve
+
+    serve(*label_party_deployments(view, federation, private, workdir))
+
+
+def feature_party_jobs(view: PartyView, federation: Path, private: Path, workdir: Path,
+                       ) -> dict[str, Callable[[str], object]]:
+    """What a serving feature party runs when the label party asks: its `party_pipeline`, its
+    `party_score` on its `score_input` (only if its private file names one), a move of its
+    registry's aliases; each flow in this party's own Prefect."""
+    from flows.party import party_pipeline, party_score
+    from splitrec_core.apart_models import move_apart
+    from splitrec_core.workspace import Workspace
+
+    args = (str(federation), view.me, str(private))
+    jobs: dict[str, Callable[[str], object]] = {
+        "train": lambda run_id: party_pipeline(*args, run_id, str(workdir)),
+        "models": lambda run_id: move_apart(view, run_id, None, Workspace(workdir)),
+    }
+    if view.private.score_input:
+        jobs["score"] = lambda run_id: party_score(*args, None, run_id, str(workdir))
+    return jobs
 
 
 def serve_feature_party(view: PartyView, federation: Path, private: Path, workdir: Path) -> None:
-    """Block, keeping the feature party's endpoint up; each run the label party starts runs
-    this party's `party_pipeline` here, in this party's own Prefect."""
+    """Block, keeping the feature party's endpoint up to run its part of whatever run the label
+    party starts (`feature_party_jobs`)."""
     import time
 
-    from flows.party import party_pipeline
     from splitrec_core.apart import accept_runs
 
-    serving = accept_runs(view, lambda run_id: party_pipeline(
-        str(federation), view.me, str(private), run_id, str(workdir)))
-    print(f"{view.me}: serving on port {serving.port}; runs start when "
+    jobs = feature_party_jobs(view, federation, private, workdir)
+    serving = accept_runs(view, jobs)
+    print(f"{view.me}: serving {', '.join(jobs)} runs on port {serving.port}; they start when "
           f"{view.federation.label_party} starts them (Ctrl-C stops)", flush=True)
     while True:
         time.sleep(3600)

@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -15,7 +17,7 @@ from splitrec_core.errors import InputError
 
 if TYPE_CHECKING:
     from splitrec_core.federation import PartyView
-    from splitrec_core.registry import Aliases, SharedModel
+    from splitrec_core.registry import Aliases, Registry, SharedModel
 
 # Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; give the temporary
 # Prefect API time to create its database on a slow machine (Prefect's default allows 20 s, which
@@ -187,16 +189,9 @@ def _party_setup(federation: Path, party: str, private: Path | None,
 
 @party_app.command("run")
 def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
-              run_id: Annotated[str | None, typer.Option(
-                  help="The run's ID, new for every run; every party of the run passes the same "
-                       "one (with --invite the label party makes one).")] = None,
-              invite: Annotated[bool, typer.Option(
-                  help="Label party: first start the run at every serving feature party.")] = False,
-              workdir: Workdir = None) -> None:
+              run_id: RunId = None, invite: Invite = False, workdir: Workdir = None) -> None:
     """Run our part of the pipeline; the other parties run theirs on their own hosts."""
-    if run_id is None and not invite:
-        raise typer.BadParameter("every party of a run passes the same new --run-id (or the "
-                                 "label party starts it with --invite)")
+    _needs_run_id(run_id, invite)
     try:
         _, private, root = _party_setup(federation, party, private, workdir)
         from flows.party import party_pipeline
@@ -211,23 +206,39 @@ def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
         typer.echo(f"{party}: done; the label party holds the report")
 
 
+RunId = Annotated[str | None, typer.Option(
+    help="The run's ID, new for every run; every party of the run passes the same one (with "
+         "--invite the label party makes one).")]
+Invite = Annotated[bool, typer.Option(
+    help="Label party: first start the run at every serving feature party.")]
+
+
+def _needs_run_id(run_id: str | None, invite: bool) -> None:
+    if run_id is None and not invite:
+        raise typer.BadParameter("every party of a run passes the same new --run-id (or the "
+                                 "label party starts it with --invite)")
+
+
 @party_app.command("score")
 def party_score(federation: Path, party: PartyName,
-                rows: Annotated[Path, typer.Option("--input", help="Our new rows (CSV or Parquet).")],
-                run_id: Annotated[str, typer.Option(
-                    help="The scoring run's ID, new for every run, the same at every party.")],
+                rows: Annotated[Path | None, typer.Option(
+                    "--input", help="Our new rows, CSV or Parquet (default: score_input in our "
+                                    "party.toml).")] = None,
+                run_id: RunId = None, invite: Invite = False,
                 model: Annotated[str, typer.Option(
                     help="At the label party: current, candidate or a version ID.")] = "current",
                 private: PrivateFile = None, workdir: Workdir = None) -> None:
     """Score our new rows with the version the label party names; the predictions stay at the
     label party."""
+    _needs_run_id(run_id, invite)
     try:
         _, private, root = _party_setup(federation, party, private, workdir)
         from flows.party import party_score as score_flow
 
         _quiet_prefect_input_errors()
-        predictions = score_flow(str(federation), party, str(private), str(rows.resolve()),
-                                 run_id, str(root), model)
+        predictions = score_flow(str(federation), party, str(private),
+                                 str(rows.resolve()) if rows else None, run_id, str(root), model,
+                                 invite)
     except InputError as error:
         _fail(error)
     typer.echo(f"predictions: {predictions}" if predictions else
@@ -302,17 +313,25 @@ def _print_aliases(aliases: Aliases) -> None:
                f"previous: {', '.join(aliases.previous) or '-'}")
 
 
+def _print_versions(registry: Registry) -> None:
+    """Every version in `registry`, oldest first, with its test AUCs and aliases."""
+    aliases = registry.aliases()
+    for version in registry.versions():
+        manifest = registry.manifest(version)
+        names = [n for n in ("current", "candidate") if getattr(aliases, n) == version]
+        aucs = "  ".join(f"{t} {m['auc']:.4f}" for t, m in manifest["metrics"].items())
+        typer.echo(f"{version}  {manifest['registered_at']}  {aucs}  {' '.join(names)}")
+
+
+def _print_manifest(registry: Registry, version: str) -> None:
+    typer.echo(json.dumps(registry.manifest(registry.resolve(version)), indent=2))
+
+
 @models_app.command("list")
 def models_list(config: Path, workdir: Workdir = None) -> None:
     """Every registered version, oldest first, with its test AUCs and aliases."""
     try:
-        model = _registry(config, workdir)
-        aliases, label = model.aliases(), next(iter(model.registries.values()))
-        for version in label.versions():
-            manifest = label.manifest(version)
-            names = [n for n in ("current", "candidate") if getattr(aliases, n) == version]
-            aucs = "  ".join(f"{t} {m['auc']:.4f}" for t, m in manifest["metrics"].items())
-            typer.echo(f"{version}  {manifest['registered_at']}  {aucs}  {' '.join(names)}")
+        _print_versions(next(iter(_registry(config, workdir).registries.values())))
     except InputError as error:
         _fail(error)
 
@@ -325,8 +344,8 @@ def models_show(config: Path, version: Annotated[str, typer.Argument()] = "curre
     """A version's manifest (VERSION may be an alias: current, candidate)."""
     try:
         model = _registry(config, workdir)
-        registry = model.registries[party] if party else next(iter(model.registries.values()))
-        typer.echo(json.dumps(registry.manifest(registry.resolve(version)), indent=2))
+        _print_manifest(model.registries[party] if party else
+                        next(iter(model.registries.values())), version)
     except InputError as error:
         _fail(error)
 
@@ -347,6 +366,91 @@ def models_rollback(config: Path, workdir: Workdir = None) -> None:
         _print_aliases(_registry(config, workdir).rollback())
     except InputError as error:
         _fail(error)
+
+
+party_models_app = typer.Typer(help="Our part of the model registry with parties apart; the label "
+                                    "party moves every party's aliases.", no_args_is_help=True)
+party_app.add_typer(party_models_app, name="models")
+
+
+def _own_registry(federation: Path, party: str, private: Path | None,
+                  workdir: Path | None) -> tuple[PartyView, Registry, Path]:
+    from splitrec_core.apart_models import own_registry
+    from splitrec_core.workspace import Workspace
+
+    view, _, root = _party_setup(federation, party, private, workdir)
+    return view, own_registry(view, Workspace(root)), root
+
+
+@party_models_app.command("list")
+def party_models_list(federation: Path, party: PartyName, private: PrivateFile = None,
+                      workdir: Workdir = None) -> None:
+    """Every version in our registry, oldest first, with its test AUCs and our aliases."""
+    try:
+        _print_versions(_own_registry(federation, party, private, workdir)[1])
+    except InputError as error:
+        _fail(error)
+
+
+@party_models_app.command("show")
+def party_models_show(federation: Path, party: PartyName,
+                      version: Annotated[str, typer.Argument()] = "current",
+                      private: PrivateFile = None, workdir: Workdir = None) -> None:
+    """Our manifest of a version (VERSION may be an alias: current, candidate)."""
+    try:
+        _print_manifest(_own_registry(federation, party, private, workdir)[1], version)
+    except InputError as error:
+        _fail(error)
+
+
+def _move_apart(federation: Path, party: str, private: Path | None, workdir: Path | None,
+                run_id: str | None, invite: bool,
+                change: Callable[[Aliases], Aliases] | None) -> None:
+    """Our side of a move of every party's aliases; with `invite`, the label party first starts
+    it at every serving feature party."""
+    _needs_run_id(run_id, invite)
+    try:
+        from splitrec_core.apart_models import move_apart
+        from splitrec_core.workspace import Workspace
+
+        view, _, root = _own_registry(federation, party, private, workdir)
+        label = view.federation.label_party
+        if (change is None) == (party == label):
+            raise InputError(federation, None, f"the label party {label} promotes and rolls "
+                                               "back; a feature party follows")
+        run_id = run_id or f"move-{uuid.uuid4().hex[:8]}"
+        _print_aliases(move_apart(view, run_id, change, Workspace(root), invite))
+    except InputError as error:
+        _fail(error)
+
+
+@party_models_app.command("promote")
+def party_models_promote(federation: Path, party: PartyName, version: str,
+                         run_id: RunId = None, invite: Invite = False,
+                         private: PrivateFile = None, workdir: Workdir = None) -> None:
+    """Label party: make VERSION (or the candidate) current at every party, or at none."""
+    from splitrec_core.apart_models import promote
+
+    _move_apart(federation, party, private, workdir, run_id, invite, promote(version))
+
+
+@party_models_app.command("rollback")
+def party_models_rollback(federation: Path, party: PartyName, run_id: RunId = None,
+                          invite: Invite = False, private: PrivateFile = None,
+                          workdir: Workdir = None) -> None:
+    """Label party: return every party to the champion before the current one."""
+    from splitrec_core.registry import Aliases
+
+    _move_apart(federation, party, private, workdir, run_id, invite, Aliases.rolled_back)
+
+
+@party_models_app.command("follow")
+def party_models_follow(federation: Path, party: PartyName,
+                        run_id: Annotated[str, typer.Option(
+                            help="The move's ID, as the label party passed it.")],
+                        private: PrivateFile = None, workdir: Workdir = None) -> None:
+    """Feature party not serving: take part in the label party's promote or rollback."""
+    _move_apart(federation, party, private, workdir, run_id, False, None)
 
 
 def main() -> None:

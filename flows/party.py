@@ -67,11 +67,16 @@ def party_pipeline(federation: str, party: str, private: str, run_id: str | None
 
 
 @flow(name="party_score", log_prints=True, on_failure=[report_failure])
-def party_score(federation: str, party: str, private: str, rows: str, run_id: str,
-                workdir: str = "run", model: str = "current") -> str | None:
-    """Run `party`'s part of scoring its new `rows` in run `run_id` (the same at every party)
-    with the version the label party's `model` names; at the label party return the
-    predictions file."""
+def party_score(federation: str, party: str, private: str, rows: str | None = None,
+                run_id: str | None = None, workdir: str = "run", model: str = "current",
+                invite: bool = False) -> str | None:
+    """Run `party`'s part of scoring its new `rows` (default: its private file's `score_input`)
+    in run `run_id` (the same at every party; default: a new ID) with the version the label
+    party's `model` names; at the label party return the predictions file. With `invite`, the
+    label party first starts the run at every feature party that serves scoring."""
     view = load_party(Path(federation), Path(private), party)
-    scored = score_with_peers(view, run_id, model, Path(rows).resolve(), Path(workdir).resolve())
+    run_id = run_id or f"score-{flow_run.get_id()}"[:14]
+    if invite and party == view.federation.label_party:
+        invite_parties(view, run_id, "score")
+    scored = score_with_peers(view, run_id, model, view.rows_to_score(rows), Path(workdir).resolve())
     return None if scored is None else str(scored.predictions)

@@ -1,6 +1,7 @@
-"""One party's network stages when the parties run apart: PSI, split training and registering the
-version, each a session of its own on the party's Flight endpoint, with the peers the federation
-file names; and how a run starts: the label party invites the feature parties that serve."""
+"""One party's network stages when the parties run apart: PSI, split training and scoring, each a
+session of its own on the party's Flight endpoint, with the peers the federation file names; and
+how a run starts: the label party invites the feature parties that serve. (The registry's
+sessions are in `apart_models`.)"""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import atexit
 import json
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,10 +23,8 @@ from splitrec_core.channel.flight import FlightChannel, FlightEndpoint
 from splitrec_core.errors import InputError
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
-from splitrec_core.io import read_json
-from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.psi import EmptyIntersection
-from splitrec_core.registry import Aliases, Registry, version_manifest
+from splitrec_core.registry import Registry
 from splitrec_core.results import TrainResult
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
@@ -104,27 +102,32 @@ def train_apart(view: PartyView, run_id: str, features: PartyFeatures, workdir: 
                                         traffic, workdir.trained(view.me))
 
 
-def invite(view: PartyView, run_id: str) -> dict[str, str]:
-    """The label party starts run `run_id` at every feature party that is serving; their answers.
-    A party that is not serving, or cannot be reached within `connect_s`, is an error naming it."""
+def invite(view: PartyView, run_id: str, job: str = "train") -> dict[str, str]:
+    """The label party starts run `run_id` of `job` (train, score, models) at every feature
+    party that is serving; their answers. A party that is not serving, does not serve `job` or
+    cannot be reached within `connect_s` is an error naming it."""
     me = endpoint(view)
-    return {p.name: me.start_run(p.name, run_id) for p in view.config.feature_parties}
+    return {p.name: me.start_run(p.name, run_id, job) for p in view.config.feature_parties}
 
 
-def accept_runs(view: PartyView, start: Callable[[str], object]) -> FlightEndpoint:
-    """Serve: keep this party's endpoint up and, whenever the label party asks, run
-    `start(run_id)` on a thread of its own (once per run ID). Only the label party may ask."""
+def accept_runs(view: PartyView, jobs: Mapping[str, Callable[[str], object]]) -> FlightEndpoint:
+    """Serve: keep this party's endpoint up and, whenever the label party asks for a run of a
+    job in `jobs` (train, score, models), run `jobs[job](run_id)` on a thread of its own (once
+    per job and run ID). Only the label party may ask."""
     label, started, lock = view.federation.label_party, set(), threading.Lock()
 
-    def on_start(caller: str, run_id: str) -> str:
+    def on_start(caller: str, job: str, run_id: str) -> str:
         if caller != label:
             raise PermissionError(f"{caller} asked {view.me} to start a run: only the label "
                                   f"party {label} starts runs")
+        if job not in jobs:
+            why = " (its party.toml names no score_input)" if job == "score" else ""
+            raise PermissionError(f"{view.me} does not serve {job} runs{why}")
         with lock:
-            if run_id in started:
+            if (job, run_id) in started:
                 return f"{view.me}: run {run_id} was started already"
-            started.add(run_id)
-        threading.Thread(target=start, args=(run_id,), name=f"splitrec-run-{run_id}",
+            started.add((job, run_id))
+        threading.Thread(target=jobs[job], args=(run_id,), name=f"splitrec-{job}-{run_id}",
                          daemon=True).start()
         return f"{view.me}: started run {run_id}"
 
@@ -133,48 +136,14 @@ def accept_runs(view: PartyView, start: Callable[[str], object]) -> FlightEndpoi
     return serving
 
 
-def _json_table(value: dict) -> pa.Table:
-    return pa.table({"json": [json.dumps(value)]})
+def send_json(channel: FlightChannel, peer: str, value: dict) -> None:
+    """Send `peer` a small JSON message of the registry kind (versions, verdicts, aliases)."""
+    channel.send(Kind.REGISTRY, peer, pa.table({"json": [json.dumps(value)]}))
 
 
-def register_apart(view: PartyView, run_id: str, export: Path, report: Path | None,
-                   workdir: Workspace) -> Verdict:
-    """Register this party's export as version `run_id` of the federation's model, in its own
-    registry. The label party judges the version against its champion and sends every feature
-    party the version's metrics and the verdict; each registers its part, moves its aliases as
-    the verdict says and confirms; the label party moves its own aliases last, so its `current`
-    (which scoring follows) never names a version a feature party lacks."""
-    cfg, me, label = view.config, view.me, view.federation.label_party
-    registry = Registry(me, workdir.registry(me, view.federation.name))
-    settings = view.federation.hash()
-    with session(view, run_id, "register") as channel:
-        if me != label:
-            shared = json.loads(channel.recv(Kind.REGISTRY, label).column("json")[0].as_py())
-            verdict = Verdict(**shared["verdict"])
-            registry.register(run_id, export, version_manifest(cfg, settings, shared["metrics"],
-                                                               view.data_file))
-            registry.write_aliases(_moved(registry.aliases(), verdict))
-            channel.send(Kind.REGISTRY, label, _json_table({"registered": run_id}))
-            return verdict
-        assert report is not None  # the label party evaluated the run
-        metrics = read_json(report)
-        metrics = {k: metrics[k] for k in ("tasks", "training", "leakage")}
-        registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
-        verdict = judge_against_champion(registry, run_id, cfg.registry)
-        for party in cfg.feature_parties:
-            channel.send(Kind.REGISTRY, party.name,
-                         _json_table({"metrics": metrics, "verdict": verdict.as_json()}))
-        for party in cfg.feature_parties:
-            channel.recv(Kind.REGISTRY, party.name)
-        registry.write_aliases(_moved(registry.aliases(), verdict))
-    return verdict
-
-
-def _moved(aliases: Aliases, verdict: Verdict) -> Aliases:
-    """The aliases after `verdict`: its version current, or the candidate."""
-    if verdict.promote:
-        return aliases.promoted(verdict.version)
-    return replace(aliases, candidate=verdict.version)
+def recv_json(channel: FlightChannel, peer: str) -> dict:
+    """The next JSON message of the registry kind from `peer`."""
+    return json.loads(channel.recv(Kind.REGISTRY, peer).column("json")[0].as_py())
 
 
 def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: Workspace,
@@ -193,10 +162,9 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
         if me == label:
             version = registry.resolve(model)
             for party in followers:
-                channel.send(Kind.REGISTRY, party, _json_table({"version": version}))
+                send_json(channel, party, {"version": version})
         else:
-            version = json.loads(channel.recv(Kind.REGISTRY, label).column("json")[0].as_py())[
-                "version"]
+            version = recv_json(channel, label)["version"]
         part = registry.folder(registry.resolve(version))
         validated = validate_new_rows(me, part, rows, folder / "validated", cfg.psi.normalize)
         try:

@@ -109,6 +109,10 @@ class PrivateParty(Strict):
     credentials: CredentialFiles = CredentialFiles()
     listen: str | None = Field(default=None, description="host:port to listen on (default: all "
                                                          "interfaces, at its address's port)")
+    score_input: str | None = Field(
+        default=None, description="its new rows to score, relative to this file: the file a "
+                                  "scoring run reads unless told another (`splitrec party serve` "
+                                  "serves scoring runs only if it is set)")
 
 
 class PartyView:
@@ -116,7 +120,8 @@ class PartyView:
     the core library runs on (`config`), in which the other parties are names only."""
 
     def __init__(self, federation: Federation, private: PrivateParty, private_file: Path) -> None:
-        self.federation, self.private, self.folder = federation, private, private_file.parent
+        self.federation, self.private = federation, private
+        self.private_file, self.folder = private_file, private_file.parent
         self.me = private.party
         self.config = _as_config(federation, private)
 
@@ -124,6 +129,15 @@ class PartyView:
     def data_file(self) -> Path:
         """Its data file (relative paths are relative to its private file)."""
         return self.folder / self.private.file
+
+    def rows_to_score(self, given: str | Path | None = None) -> Path:
+        """The new rows a scoring run reads: `given`, else its private file's `score_input`."""
+        if given is not None:
+            return Path(given).resolve()
+        if self.private.score_input is None:
+            raise InputError(self.private_file, None, "no rows to score: give the file "
+                                                    "(--input) or set score_input")
+        return (self.folder / self.private.score_input).resolve()
 
     @property
     def listen(self) -> str:

@@ -48,6 +48,9 @@ class Aliases:
 
     def rolled_back(self) -> Aliases:
         """The champion before `current` becomes the champion again."""
+        if not self.previous:
+            raise ValueError("nothing to roll back to: no version was champion before the "
+                             "current one")
         return Aliases(self.previous[-1], self.candidate, self.previous[:-1])
 
 
@@ -159,10 +162,10 @@ class SharedModel:
 
     def rollback(self) -> Aliases:
         """Every party returns to the champion before the current one."""
-        if not self.aliases().previous:
-            raise InputError(self.journal.parent, None, "nothing to roll back to: no version was "
-                                                        "champion before the current one")
-        return self._move(Aliases.rolled_back)
+        try:
+            return self._move(Aliases.rolled_back)
+        except ValueError as error:
+            raise InputError(self.journal.parent, None, str(error)) from None
 
     def _move(self, change: Callable[[Aliases], Aliases]) -> Aliases:
         new = {party: change(r.aliases()) for party, r in self.registries.items()}

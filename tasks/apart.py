@@ -1,4 +1,5 @@
-"""Prefect tasks for a party running apart: its side of PSI and of split training, over Flight.
+"""Prefect tasks for a party running apart: its side of PSI, split training, registering and
+scoring, over Flight.
 
 Their cache keys include the run ID that every party of the run shares: within a run a stage is
 cached (a retried flow run skips what finished), and a new run ID runs every stage afresh at
@@ -42,12 +43,13 @@ def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
     return train_apart(view, run_id, features, Workspace(workdir))
 
 
-@task(name="start_run", task_run_name="start_run-{run_id}", **task_options())
-def invite_parties(view: PartyView, run_id: str) -> dict[str, str]:
-    """The label party asks every serving feature party to start its part of run `run_id`."""
+@task(name="start_run", task_run_name="start_{job}_run-{run_id}", **task_options())
+def invite_parties(view: PartyView, run_id: str, job: str = "train") -> dict[str, str]:
+    """The label party asks every serving feature party to start its part of run `run_id` of
+    `job` (train, score)."""
     from splitrec_core.apart import invite
 
-    return invite(view, run_id)
+    return invite(view, run_id, job)
 
 
 @task(name="register", task_run_name="register-{run_id}",
@@ -57,7 +59,7 @@ def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path
     """Register our part of the run's model as version `run_id`; at the label party, judge it
     and add the verdict to the report. Every party always runs it (never cached), so no party
     waits for one that skipped it."""
-    from splitrec_core.apart import register_apart
+    from splitrec_core.apart_models import register_apart
 
     verdict = register_apart(view, run_id, export, report, Workspace(workdir))
     if report is not None:

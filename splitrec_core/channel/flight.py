@@ -37,6 +37,7 @@ from splitrec_core.errors import InputError
 
 LOOPBACK_FEDERATION = "loopback-trial"  # what a one-host trial's parties compare on connecting
 START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
+# (a training run, a scoring run or a move of the registry's aliases: the request's "job")
 ACK = b"accepted"  # the first message on a stream: the peer let us in
 BYE = b"bye"       # the last, from the party that was dialed: it is done with the session
 T = TypeVar("T")
@@ -218,7 +219,7 @@ class _Server(flight.FlightServerBase):
         if endpoint.on_start is None:
             raise flight.FlightServerError(f"{endpoint.me} is not serving (`splitrec party "
                                            f"serve`): start its part of the run by hand")
-        return [endpoint.on_start(caller, str(request["run_id"])).encode()]
+        return [endpoint.on_start(caller, str(request["job"]), str(request["run_id"])).encode()]
 
 
 def _pump(reader: flight.MetadataRecordBatchReader, link: _Link) -> None:
@@ -255,8 +256,9 @@ class FlightEndpoint:
         self._links: dict[tuple[str, str], _Link] = {}
         self._lock = threading.Lock()
         self.recorded: list[tuple[Kind, str, bytes]] | None = None  # a list: keep every message sent
-        # serving: on_start(caller, run_id) starts this party's part of a run, says how it went
-        self.on_start: Callable[[str, str], str] | None = None
+        # serving: on_start(caller, job, run_id) starts this party's part of a run of `job`
+        # (train, score, models), says how it went
+        self.on_start: Callable[[str, str, str], str] | None = None
         known = {p: h for p, h in token_hashes.items() if p != me}
         self._server = _Server(self, security.location(listen).uri.decode(), security, known)
         self.port = self._server.port
@@ -327,9 +329,11 @@ class FlightEndpoint:
                 client.close()
                 raise
 
-    def start_run(self, peer: str, run_id: str) -> str:
-        """Ask `peer` (serving: `on_start`) to start its part of run `run_id`; its answer."""
-        body = json.dumps({"run_id": run_id, "federation": self.federation_hash}).encode()
+    def start_run(self, peer: str, run_id: str, job: str = "train") -> str:
+        """Ask `peer` (serving: `on_start`) to start its part of run `run_id` of `job`; its
+        answer."""
+        body = json.dumps({"run_id": run_id, "job": job,
+                           "federation": self.federation_hash}).encode()
 
         def ask(client: flight.FlightClient, options: flight.FlightCallOptions,
                 deadline: float) -> str:

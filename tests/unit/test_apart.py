@@ -103,11 +103,11 @@ def test_each_party_holds_only_its_own_files(federation):
 def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(federation):
     # Prepare: each party's view from its own folder; its endpoint keeps every message it sends;
     # the feature parties serve, so the label party starts the run
-    from concurrent.futures import ThreadPoolExecutor
-
     import pandas as pd
 
     from splitrec_core.apart import accept_runs, endpoint, invite, score_apart
+    from splitrec_core.apart_models import move_apart, promote
+    from splitrec_core.errors import InputError
     from splitrec_core.export import export_party
     from splitrec_core.registry import Aliases, Registry
     from splitrec_core.scoring import trained_predictions
@@ -119,12 +119,21 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     for view in views.values():
         endpoint(view).recorded = []
     results: dict[str, object] = {}
+    scored: dict[str, object] = {}
+
+    def folder_of(name: str) -> Path:
+        return written[name][0].parent
 
     def run_here(name: str, run_id: str) -> None:
-        results[name] = (run_id, run_party(views[name], run_id, written[name][0].parent / "run"))
+        results[name] = (run_id, run_party(views[name], run_id, folder_of(name) / "run"))
 
     for party in cfg.feature_parties:
-        accept_runs(views[party.name], lambda run_id, name=party.name: run_here(name, run_id))
+        accept_runs(views[party.name], {
+            "train": lambda run_id, name=party.name: run_here(name, run_id),
+            "score": lambda run_id, name=party.name: scored.update({name: score_here(name, run_id)}),
+            "models": lambda run_id, name=party.name: move_apart(views[name], run_id, None,
+                                                                 Workspace(folder_of(name) / "run")),
+        })
 
     # Execute: the label party starts run apart-1 at the serving parties and runs its own part
     answers = invite(views[cfg.label_party], "apart-1")
@@ -134,6 +143,8 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
         time.sleep(0.1)
     with pytest.raises(PeerError, match="only the label party advertiser starts runs"):
         endpoint(views["bank"]).start_run("media", "apart-2")
+    with pytest.raises(PeerError, match="bank does not serve sweep runs"):
+        endpoint(views[cfg.label_party]).start_run("bank", "apart-2", "sweep")
     features = prepare_features(cfg, run)
     together = train_split_local(cfg, features, {p: Workspace(run).trained(p) for p in features})
 
@@ -151,23 +162,31 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     assert apart.channel == together.channel
 
     # Execute: every party registers its part as version v1 and scores new rows apart (the label
-    # party's test rows without split and labels, the feature parties' whole files)
-    def score_here(name: str):
-        folder, view = written[name][0].parent, views[name]
-        space = Workspace(folder / "run")
+    # party's test rows without split and labels, the feature parties' whole files); the label
+    # party starts the scoring run at the serving feature parties
+    registries = {}
+    for name, view in views.items():
+        folder, space = folder_of(name), Workspace(folder_of(name) / "run")
         top = space.trained(name) / "top.keras" if name == cfg.label_party else None
         export = export_party(view.config, name, space.trained(name) / "bottom.keras",
                               space.features(name) / "transform.json", folder / "export", top)
-        registry = Registry(name, space.registry(name, cfg.name))
-        registry.register("v1", export, {"registered_at": "2026-11-27T00:00:00+00:00"})
-        registry.write_aliases(Aliases(current="v1"))
+        registries[name] = Registry(name, space.registry(name, cfg.name))
+        for version in ("v1", "v2"):
+            registries[name].register(version, export, {"registered_at": f"2026-11-27 {version}"})
+        registries[name].write_aliases(Aliases(current="v1"))
         rows = as_new_rows(pd.read_csv(folder / "data" / f"{name}.csv", dtype=str),
                            name == cfg.label_party)
         rows.to_csv(folder / "new.csv", index=False)
-        return score_apart(view, "score-1", "current", folder / "new.csv", space)
 
-    with ThreadPoolExecutor(len(views)) as pool:
-        scored = dict(zip(views, pool.map(score_here, views), strict=True))
+    def score_here(name: str, run_id: str):
+        return score_apart(views[name], run_id, "current", folder_of(name) / "new.csv",
+                           Workspace(folder_of(name) / "run"))
+
+    invite(views[cfg.label_party], "score-1", "score")
+    scored[cfg.label_party] = score_here(cfg.label_party, "score-1")
+    deadline = time.monotonic() + 30
+    while len(scored) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
 
     # Assert: predictions at the label party alone, the test predictions of the run again
     assert [scored[p.name] for p in cfg.feature_parties] == [None, None]
@@ -176,6 +195,31 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     again = pd.read_parquet(scored[cfg.label_party].predictions).set_index("user_id")
     assert len(again) == len(expected)
     assert (again.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5
+
+    # Execute: the label party promotes v2 at every party, then rolls back; then it tries to
+    # promote a v3 that only it holds
+    def move(run_id: str, change) -> Aliases:
+        return move_apart(views[cfg.label_party], run_id, change,
+                          Workspace(folder_of(cfg.label_party) / "run"), invite_parties=True)
+
+    def every_partys_aliases() -> list[Aliases]:  # a follower confirms after it moved
+        return [r.aliases() for r in registries.values()]
+
+    promoted = move("move-1", promote("v2"))
+    after_promotion = every_partys_aliases()
+    rolled_back = move("move-2", Aliases.rolled_back)
+    after_rollback = every_partys_aliases()
+    registries[cfg.label_party].register("v3", folder_of(cfg.label_party) / "export",
+                                         {"registered_at": "2026-11-27 v3"})
+    with pytest.raises(InputError, match="nothing moved: bank, media lack version v3"):
+        move("move-3", promote("v3"))
+
+    # Assert: every party moved together each time, and not at all when one lacked the version
+    assert promoted == Aliases(current="v2", previous=["v1"])
+    assert after_promotion == [promoted] * 3
+    assert rolled_back == Aliases(current="v1")
+    assert after_rollback == [rolled_back] * 3 == every_partys_aliases()
+
     # every message of every stage was captured where it was sent: no raw ID or feature value
     # (outside the messages go only the hellos and actions: session, federation hash, run ID)
     sent = [message for view in views.values() for *_, message in endpoint(view).recorded]
@@ -314,4 +358,19 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
         assert version["metrics"]["income_50k"]["auc"] == report["tasks"]["income_50k"]["auc"]
         assert (models / verdict["version"] / "manifest.json").exists()
     assert (out / "advertiser" / "run" / "report" / "report.md").exists()
+
+    # each party lists its own registry; the label party cannot roll back past the first version
+    def splitrec(party: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "flows.cli", "party", "models", *args,
+                               str(out / party / "federation.toml"), "--party", party,
+                               "--workdir", str(out / party / "run")],
+                              cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+
+    listed = splitrec("bank", "list")
+    assert listed.returncode == 0, listed.stderr
+    [line] = listed.stdout.splitlines()
+    assert line.startswith(verdict["version"]) and line.endswith("current")
+    refused = splitrec("advertiser", "rollback", "--invite")
+    assert refused.returncode == 2
+    assert "nothing to roll back to" in refused.stderr
 

@@ -57,3 +57,41 @@ def test_an_unknown_time_zone_is_a_config_error(tmp_path: Path):
     with pytest.raises(InputError, match=r"key 'schedule.timezone': 'Mars/Olympus' is not an IANA "
                                          r"time zone"):
         load_config(config)
+
+
+def test_a_serving_label_party_offers_retrain_and_score_and_feature_parties_score_their_rows(
+        prefect_api, tmp_path: Path, synthetic_cfg):
+    # Prepare: a trial federation; the bank's private file names its new rows, the media's not
+    from prefect.client.orchestration import get_client
+
+    from deployments.serve import feature_party_jobs, label_party_deployments
+    from splitrec_core.channel.flight import free_ports
+    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.federation import load_party, write_trial_federation
+
+    write_parties(make_people(200, seed=1), tmp_path / "data")
+    files = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
+    written = write_trial_federation(synthetic_cfg, files, tmp_path / "fed", free_ports(3))
+    bank_private = written["bank"][1]
+    bank_private.write_text('score_input = "data/new.csv"\n' + bank_private.read_text())
+    views = {p: load_party(*written[p], p) for p in written}
+
+    # Execute
+    label_federation, label_private = written["advertiser"]
+    deployments = label_party_deployments(views["advertiser"], label_federation, label_private,
+                                          tmp_path / "run")
+    with get_client(sync_client=True) as client:
+        retrain, score = (client.read_deployment(d.apply()) for d in deployments)
+
+    # Assert: retraining on the federation's schedule, scoring on demand, each inviting the
+    # feature parties; the bank serves scoring runs on its score_input, the media cannot
+    assert (retrain.name, score.name) == ("synthetic-advertiser", "synthetic-advertiser-score")
+    assert [s.schedule.timezone for s in retrain.schedules] == [synthetic_cfg.schedule.timezone]
+    assert score.schedules == []
+    assert retrain.parameters["invite"] is True and score.parameters["invite"] is True
+    assert {"rows", "model", "run_id"} <= set(score.parameter_openapi_schema["properties"])
+    jobs = {p: set(feature_party_jobs(views[p], *written[p], tmp_path / p)) for p in ("bank", "media")}
+    assert jobs == {"bank": {"train", "score", "models"}, "media": {"train", "models"}}
+    assert views["bank"].rows_to_score() == (bank_private.parent / "data" / "new.csv").resolve()
+    with pytest.raises(InputError, match=r"media.*party\.toml: no rows to score"):
+        views["media"].rows_to_score()

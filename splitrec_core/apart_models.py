@@ -1,0 +1,133 @@
+"""The model registry when the parties run apart: each party keeps its own part of every version in
+its own registry, and the label party, which holds the metrics, decides which version is current.
+
+Two sessions, both led by the label party over the `registry` message kind:
+- `register_apart`, the last stage of a training run: every party registers its part as version
+  `run_id`, and the label party's verdict moves every party's aliases;
+- `move_apart` (`splitrec party models promote|rollback`): the label party asks every feature
+  party whether it holds the version that is to become current; if one does not, nothing moves
+  anywhere; otherwise each takes the label party's new aliases and confirms, and the label party
+  moves its own last. Its `current`, which scoring follows, so never names a version a feature
+  party lacks. A move cut short after a feature party moved is redone by the next move, which
+  starts from the aliases the label party had planned (kept in a journal until every party
+  confirmed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from splitrec_core.apart import invite, recv_json, send_json, session
+from splitrec_core.channel.flight import FlightChannel
+from splitrec_core.errors import InputError
+from splitrec_core.federation import PartyView
+from splitrec_core.io import read_json, write_json
+from splitrec_core.promotion import Verdict, judge_against_champion
+from splitrec_core.registry import Aliases, Registry, version_manifest
+from splitrec_core.workspace import Workspace
+
+
+def own_registry(view: PartyView, workdir: Workspace) -> Registry:
+    """This party's registry of the federation's model."""
+    return Registry(view.me, workdir.registry(view.me, view.federation.name))
+
+
+def register_apart(view: PartyView, run_id: str, export: Path, report: Path | None,
+                   workdir: Workspace) -> Verdict:
+    """Register this party's export as version `run_id` of the federation's model, in its own
+    registry. The label party judges the version against its champion and sends every feature
+    party the version's metrics and the verdict; each registers its part, moves its aliases as
+    the verdict says and confirms; the label party moves its own aliases last."""
+    cfg, me, label = view.config, view.me, view.federation.label_party
+    registry = own_registry(view, workdir)
+    settings = view.federation.hash()
+    with session(view, run_id, "register") as channel:
+        if me != label:
+            shared = recv_json(channel, label)
+            verdict = Verdict(**shared["verdict"])
+            registry.register(run_id, export, version_manifest(cfg, settings, shared["metrics"],
+                                                               view.data_file))
+            registry.write_aliases(_moved(registry.aliases(), verdict))
+            send_json(channel, label, {"registered": run_id})
+            return verdict
+        assert report is not None  # the label party evaluated the run
+        metrics = read_json(report)
+        metrics = {k: metrics[k] for k in ("tasks", "training", "leakage")}
+        registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
+        verdict = judge_against_champion(registry, run_id, cfg.registry)
+        for party in cfg.feature_parties:
+            send_json(channel, party.name, {"metrics": metrics, "verdict": verdict.as_json()})
+        for party in cfg.feature_parties:
+            recv_json(channel, party.name)
+        registry.write_aliases(_moved(registry.aliases(), verdict))
+    return verdict
+
+
+def _moved(aliases: Aliases, verdict: Verdict) -> Aliases:
+    """The aliases after `verdict`: its version current, or the candidate."""
+    if verdict.promote:
+        return aliases.promoted(verdict.version)
+    return replace(aliases, candidate=verdict.version)
+
+
+def promote(version: str) -> Callable[[Aliases], Aliases]:
+    """The move that makes `version` current."""
+    return lambda aliases: aliases.promoted(version)
+
+
+def move_apart(view: PartyView, run_id: str, change: Callable[[Aliases], Aliases] | None,
+               workdir: Workspace, invite_parties: bool = False) -> Aliases:
+    """Move every party's aliases in session `run_id`: at the label party by `change` (`promote`,
+    `Aliases.rolled_back`), at a feature party (`change` None) as the label party says. Every
+    party moves, or none does: a version a feature party lacks is an error naming it, and
+    nothing moves. With `invite_parties`, the label party first starts the move at the serving
+    feature parties (once it knows the move is possible here). Returns this party's aliases
+    afterwards."""
+    label = view.federation.label_party
+    registry = own_registry(view, workdir)
+    if view.me != label:
+        with session(view, run_id, "models") as channel:
+            return _follow(channel, registry, label)
+    assert change is not None  # the label party decides the move
+    journal = registry.root / "apart-move.json"
+    planned = Aliases(**read_json(journal)) if journal.exists() else registry.aliases()
+    try:
+        new = change(planned)
+    except ValueError as error:  # e.g. nothing to roll back to
+        raise InputError(registry.root, None, str(error)) from None
+    target = registry.resolve(str(new.current))  # the label party lacks it: an error here
+    followers = [p.name for p in view.config.feature_parties]
+    if invite_parties:
+        invite(view, run_id, "models")
+    with session(view, run_id, "models") as channel:
+        for party in followers:
+            send_json(channel, party, {"holds": target})
+        lacking = [p for p in followers if not recv_json(channel, p)["holds"]]
+        if lacking:
+            why = f"{', '.join(lacking)} {'lacks' if len(lacking) == 1 else 'lack'} version {target}"
+            for party in followers:
+                send_json(channel, party, {"abort": why})
+            raise InputError(registry.root, None, f"nothing moved: {why}")
+        write_json(asdict(new), journal)
+        for party in followers:
+            send_json(channel, party, {"aliases": asdict(new)})
+        for party in followers:
+            recv_json(channel, party)
+    registry.write_aliases(new)
+    journal.unlink()
+    return new
+
+
+def _follow(channel: FlightChannel, registry: Registry, label: str) -> Aliases:
+    """A feature party's side of a move: say whether it holds the version, then take the label
+    party's aliases (or keep its own if the move was called off)."""
+    target = recv_json(channel, label)["holds"]
+    send_json(channel, label, {"holds": target in registry.versions()})
+    order = recv_json(channel, label)
+    if "abort" in order:
+        return registry.aliases()
+    registry.write_aliases(Aliases(**order["aliases"]))
+    send_json(channel, label, {"moved": True})
+    return registry.aliases()
