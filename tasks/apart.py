@@ -23,6 +23,7 @@ from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options, uncached_task_options
 from tasks.registry import record_verdict
+from tasks.train import epoch_progress
 
 
 @task(name="psi_align", task_run_name="psi_align-{run_id}", **task_options())
@@ -37,10 +38,17 @@ def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe-{run_id}", **task_options())
 def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
                      workdir: Path) -> tuple[dict[str, Path], TrainResult | None]:
-    """This party's part of split training; a retry resumes from the last common epoch."""
+    """This party's part of split training; a retry resumes from the last common epoch. At the
+    label party, the run's page shows a progress artifact, updated every epoch."""
     from splitrec_core.apart import train_apart
 
-    return train_apart(view, run_id, features, Workspace(workdir))
+    if view.me != view.federation.label_party:
+        return train_apart(view, run_id, features, Workspace(workdir))
+    with epoch_progress(view.config) as progress:
+        models, result = train_apart(view, run_id, features, Workspace(workdir))
+    assert result is not None  # the label party's part returns the run's result
+    progress.done(result)
+    return models, result
 
 
 @task(name="start_run", task_run_name="start_{job}_run-{run_id}", **task_options())

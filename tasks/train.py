@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextvars
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefect import task
@@ -24,8 +26,8 @@ from tasks.report import artifact_key
 class EpochProgress(logging.Handler):
     """The label party's per-epoch log records (with `epoch` and `epochs`) as a progress
     artifact on the run's page. A thread of its own sends the updates (the latest wins), so
-    training never waits for the API. Parties in processes of their own log there, not here:
-    then the artifact moves from 0 to 100% at the end."""
+    training never waits for the API. (Parties in processes of their own send their records
+    here: `run_in_processes`.)"""
 
     def __init__(self, key: str, epochs: int) -> None:
         super().__init__(logging.INFO)
@@ -62,6 +64,24 @@ class EpochProgress(logging.Handler):
         self._sender.join()
         super().close()
 
+    def done(self, result: TrainResult) -> None:
+        """Training is over: 100%, and how many epochs ran and which one's weights were kept."""
+        update_progress_artifact(self.artifact, 100.0, description=(
+            f"done: {result.epochs_run} epochs run, the weights of epoch {result.best_epoch} kept"))
+
+
+@contextmanager
+def epoch_progress(cfg: Config) -> Iterator[EpochProgress]:
+    """An `EpochProgress` artifact fed by the training loggers while the block runs."""
+    progress = EpochProgress(artifact_key(cfg, "training"), cfg.training.epochs)
+    logger = logging.getLogger("splitrec_core.training")
+    logger.addHandler(progress)
+    try:
+        yield progress
+    finally:
+        logger.removeHandler(progress)
+        progress.close()
+
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **task_options())
 def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) -> TrainResult:
@@ -70,16 +90,9 @@ def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) 
     from splitrec_core.training.local import train_split_local
 
     space = Workspace(workdir)
-    progress = EpochProgress(artifact_key(cfg, "training"), cfg.training.epochs)
-    logger = logging.getLogger("splitrec_core.training")
-    logger.addHandler(progress)
-    try:
+    with epoch_progress(cfg) as progress:
         result = train_split_local(cfg, features, {p: space.trained(p) for p in features})
-    finally:
-        logger.removeHandler(progress)
-        progress.close()
-    update_progress_artifact(progress.artifact, 100.0, description=(
-        f"done: {result.epochs_run} epochs run, the weights of epoch {result.best_epoch} kept"))
+    progress.done(result)
     return result
 
 

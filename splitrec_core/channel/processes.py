@@ -1,14 +1,20 @@
 """Parties in separate processes on one machine: each has its own interpreter and TensorFlow
 runtime, so no party waits on another's Python. Every pair of parties shares a duplex pipe (a
 socket pair: no feeder thread, so a message costs one write and one read); a message is the kind,
-a newline and the Arrow IPC bytes. Each party counts what it sends.
+a newline and the Arrow IPC bytes. Each party counts what it sends. What a party logs (its
+`splitrec_core` loggers: per-epoch lines, for one) comes back to the parent's loggers of the same
+names, so it reaches the parent's terminal, its flow run's log and its handlers.
 """
 
 from __future__ import annotations
 
+import contextvars
+import logging
+import logging.handlers
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -79,10 +85,37 @@ def own_cores(order: list[str]) -> dict[str, frozenset[int]]:
     return {p: frozenset(cores[:half] if i == 0 else cores[half:]) for i, p in enumerate(order)}
 
 
+LOGGER = "splitrec_core"  # whose records a party process sends back to the parent
+
+
+def _log_to_parent(records: multiprocessing.Queue, level: int) -> None:
+    """In a party process: send the parent every record of `LOGGER` at `level` or above."""
+    logger = logging.getLogger(LOGGER)
+    logger.setLevel(level)
+    logger.addHandler(logging.handlers.QueueHandler(records))
+    logger.propagate = False
+
+
+def _forward_logs(records: multiprocessing.Queue) -> threading.Thread:
+    """In the parent: hand each record the party processes send to the logger of its name here,
+    until a None arrives; on a thread that runs in the caller's context (a flow run's, say)."""
+
+    def forward() -> None:
+        while (record := records.get()) is not None:
+            logging.getLogger(record.name).handle(record)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(forward,),
+                              name="splitrec-party-logs", daemon=True)
+    thread.start()
+    return thread
+
+
 def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Channel],
-           results: multiprocessing.Queue, cores: frozenset[int] | None) -> None:
+           results: multiprocessing.Queue, cores: frozenset[int] | None,
+           logs: multiprocessing.Queue, log_level: int) -> None:
     """A party process: open its channel, run its job, report the outcome (or the error)."""
     reported = False
+    _log_to_parent(logs, log_level)
     try:
         if cores:
             os.sched_setaffinity(0, cores)  # before TensorFlow and gRPC start their threads
@@ -130,11 +163,14 @@ def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
     context = multiprocessing.get_context("spawn")
     channels = channels or pipe_channels(list(jobs))
     cores = cores or {}
-    results = context.Queue()
+    results, logs = context.Queue(), context.Queue()
+    level = logging.getLogger(LOGGER).getEffectiveLevel()
     processes = {name: context.Process(target=_serve,
-                                       args=(name, job, channels[name], results, cores.get(name)),
+                                       args=(name, job, channels[name], results, cores.get(name),
+                                             logs, level),
                                        name=f"splitrec-{name}", daemon=True)
                  for name, job in jobs.items()}
+    forwarder = _forward_logs(logs)
     for process in processes.values():
         process.start()
     outcomes: dict[str, T] = {}
@@ -157,4 +193,6 @@ def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
             if process.is_alive() and len(outcomes) < len(jobs):
                 process.terminate()
             process.join()
+        logs.put(None)  # after every record the parties sent (a party killed mid-record may
+        forwarder.join(timeout=5)  # leave the queue broken: then its last records are lost)
     return outcomes

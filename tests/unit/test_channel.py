@@ -6,6 +6,7 @@ TLS on loopback (a process per party), and must give the same messages and the s
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -159,3 +160,18 @@ def test_stats_merge():
                                  "embedding": {"bytes": 1, "messages": 1}})
     assert merged == {"embedding": {"bytes": 1, "messages": 1},
                       "gradient": {"bytes": 15, "messages": 3}}
+
+
+def _logs_an_epoch(party: str, channel: Channel) -> None:
+    logging.getLogger("splitrec_core.training").info("%s: epoch 1 done", party,
+                                                     extra={"epoch": 1, "epochs": 3})
+
+
+def test_what_a_party_logs_reaches_this_process_loggers(run_parties, caplog):
+    caplog.set_level(logging.INFO, logger="splitrec_core")
+
+    run_parties({p: partial(_logs_an_epoch, p) for p in ("a", "b")})
+
+    got = sorted((r.name, r.getMessage(), r.epoch) for r in caplog.records if hasattr(r, "epoch"))
+    assert got == [("splitrec_core.training", "a: epoch 1 done", 1),
+                   ("splitrec_core.training", "b: epoch 1 done", 1)]
