@@ -98,6 +98,26 @@ def raw_values(data_dir: Path) -> set[bytes]:
     return needles
 
 
+def found_in(payload: bytes, needles: set[bytes]) -> list[bytes]:
+    """The needles (4 bytes or longer) that occur in `payload`. Every 4-byte window of the
+    payload is looked up among the needles' first 4 bytes at once, and a whole needle is
+    compared only where one matches: a `needle in payload` per needle scans megabytes thousands
+    of times over."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    by_prefix: dict[int, list[bytes]] = defaultdict(list)
+    for needle in needles:
+        assert len(needle) >= 4, needle
+        by_prefix[int.from_bytes(needle[:4], "little")].append(needle)
+    data = np.frombuffer(payload, np.uint8).astype(np.uint32)
+    windows = data[:-3] | data[1:-2] << 8 | data[2:-1] << 16 | data[3:] << 24
+    hits = np.flatnonzero(np.isin(windows, np.fromiter(by_prefix, np.uint32, len(by_prefix))))
+    return sorted({n for i in hits.tolist() for n in by_prefix[int(windows[i])]
+                   if payload.startswith(n, i)})
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """Synthetic parties trained once, split (with every payload recorded) and central."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ from splitrec_core.channel.flight import PeerError, free_ports
 from splitrec_core.datasets.synthetic import make_people, write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
-from tests.conftest import REPO, as_new_rows, prepare_features, raw_values
+from tests.conftest import REPO, as_new_rows, found_in, prepare_features, raw_values
 
 EPOCHS = 12
 RUN_PARTY = """
@@ -227,7 +228,7 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     assert len(sent) > 100 and len(payload) > 100_000
     needles = raw_values(run / "data")
     assert len(needles) > 1500
-    assert [n for n in needles if n in payload] == []
+    assert found_in(payload, needles) == []
 
 
 def _start(folder: Path, party: str, run_id: str) -> subprocess.Popen:
@@ -358,6 +359,13 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
         assert version["metrics"]["income_50k"]["auc"] == report["tasks"]["income_50k"]["auc"]
         assert (models / verdict["version"] / "manifest.json").exists()
     assert (out / "advertiser" / "run" / "report" / "report.md").exists()
+    # the label party's own Prefect shows training's progress and a log line per epoch
+    with sqlite3.connect(out / "advertiser" / ".prefect-home" / "prefect.db") as db:
+        progress = db.execute("SELECT data FROM artifact WHERE key = 'synthetic-training'").fetchall()
+        epoch_lines = db.execute("SELECT count(*) FROM log WHERE message LIKE 'epoch %: loss %'"
+                                 ).fetchone()[0]
+    assert [float(data) for (data,) in progress] == [100.0]
+    assert epoch_lines == report["training"]["epochs_run"]
 
     # each party lists its own registry; the label party cannot roll back past the first version
     def splitrec(party: str, *args: str) -> subprocess.CompletedProcess[str]:

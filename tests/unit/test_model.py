@@ -61,9 +61,14 @@ def test_shapes(models):
 @pytest.mark.parametrize("fused", [False, True], ids=["two_calls", "fused"])
 @pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
 def test_split_steps_equal_one_central_step(xla, fused):
-    # Prepare: two identical copies of the model, one batch
+    # Prepare: two identical copies of the model (the second's weights copied from the first: a
+    # seed alone does not make them equal while other threads draw from the global generators,
+    # as a Prefect client's retry jitter does), one batch
     split_bottoms, split_top = _fresh_models()
     central_bottoms, central_top = _fresh_models()
+    for name, bottom in split_bottoms.items():
+        central_bottoms[name].set_weights(bottom.get_weights())
+    central_top.set_weights(split_top.get_weights())
     x = _batch()
     labels = tf.constant(np.random.default_rng(2).integers(0, 2, (16, 2)), tf.float32)
     weighting = TaskWeighting([1.0, 0.5])

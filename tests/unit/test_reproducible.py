@@ -46,20 +46,26 @@ print(json.dumps(out))
 """
 
 
-def _train_in_a_fresh_process(workdir: Path) -> dict:
+def _train_in_a_fresh_process(workdir: Path) -> subprocess.Popen:
     from splitrec_core.datasets.synthetic import make_people, write_parties
 
     write_parties(make_people(2000, seed=9), workdir / "data")
-    done = subprocess.run([sys.executable, "-c", TRAIN_FROM_SCRATCH, str(workdir)], cwd=REPO,
-                          capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(done.stdout.splitlines()[-1])
+    return subprocess.Popen([sys.executable, "-c", TRAIN_FROM_SCRATCH, str(workdir)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out.splitlines()[-1])
 
 
 def test_two_runs_from_scratch_give_identical_training_results(tmp_path: Path):
     # Execute: PSI, features and training (noised; pipelined with XLA; central) twice, each in a
-    # process of its own, as two runs of the test suite are
-    first = _train_in_a_fresh_process(tmp_path / "first")
-    second = _train_in_a_fresh_process(tmp_path / "second")
+    # process of its own, as two runs of the test suite are (at the same time: sharing the cores
+    # must not change a bit either)
+    runs = [_train_in_a_fresh_process(tmp_path / name) for name in ("first", "second")]
+    first, second = (_result(run) for run in runs)
 
     # Assert: every figure equal, to the last bit of every prediction
     assert first == second

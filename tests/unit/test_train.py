@@ -19,7 +19,7 @@ from splitrec_core.channel import array_table
 from splitrec_core.channel.base import ipc_bytes
 from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
-from tests.conftest import raw_values
+from tests.conftest import found_in, raw_values
 
 
 def test_split_model_learns_both_tasks(trained):
@@ -114,8 +114,7 @@ def test_no_raw_id_or_feature_value_crosses(trained):
     # Assert
     assert len(needles) > 3000
     assert any(len(n) == 8 for n in needles)
-    leaked = [n for n in needles if n in payload]
-    assert leaked == []
+    assert found_in(payload, needles) == []
 
 
 def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None, epochs: int = 8,
