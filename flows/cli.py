@@ -187,6 +187,19 @@ def _party_setup(federation: Path, party: str, private: Path | None,
     return view, private, root
 
 
+RunId = Annotated[str | None, typer.Option(
+    help="The run's ID, new for every run; every party of the run passes the same one (with "
+         "--invite the label party makes one).")]
+Invite = Annotated[bool, typer.Option(
+    help="Label party: first start the run at every serving feature party.")]
+
+
+def _needs_run_id(run_id: str | None, invite: bool) -> None:
+    if run_id is None and not invite:
+        raise typer.BadParameter("every party of a run passes the same new --run-id (or the "
+                                 "label party starts it with --invite)")
+
+
 @party_app.command("run")
 def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
               run_id: RunId = None, invite: Invite = False, workdir: Workdir = None) -> None:
@@ -204,19 +217,6 @@ def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
         _print_summary(Path(report))
     else:
         typer.echo(f"{party}: done; the label party holds the report")
-
-
-RunId = Annotated[str | None, typer.Option(
-    help="The run's ID, new for every run; every party of the run passes the same one (with "
-         "--invite the label party makes one).")]
-Invite = Annotated[bool, typer.Option(
-    help="Label party: first start the run at every serving feature party.")]
-
-
-def _needs_run_id(run_id: str | None, invite: bool) -> None:
-    if run_id is None and not invite:
-        raise typer.BadParameter("every party of a run passes the same new --run-id (or the "
-                                 "label party starts it with --invite)")
 
 
 @party_app.command("score")
@@ -409,6 +409,8 @@ def _move_apart(federation: Path, party: str, private: Path | None, workdir: Pat
     """Our side of a move of every party's aliases; with `invite`, the label party first starts
     it at every serving feature party."""
     _needs_run_id(run_id, invite)
+    from splitrec_core.channel.flight import PeerError
+
     try:
         from splitrec_core.apart_models import move_apart
         from splitrec_core.workspace import Workspace
@@ -422,6 +424,9 @@ def _move_apart(federation: Path, party: str, private: Path | None, workdir: Pat
         _print_aliases(move_apart(view, run_id, change, Workspace(root), invite))
     except InputError as error:
         _fail(error)
+    except PeerError as error:  # a party did not answer or refused (the next move redoes this one)
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
 
 
 @party_models_app.command("promote")

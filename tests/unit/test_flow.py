@@ -205,10 +205,13 @@ def test_changing_training_settings_keeps_the_alignment_and_features(first_run):
     assert report["training"]["epochs_run"] == 2
 
 
-def _cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    """Run `splitrec` in a fresh process with its own Prefect home (and ephemeral API)."""
+def _cli(*args: str, home: Path, api: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `splitrec` in a fresh process with its own Prefect home, on `api` (default: an
+    ephemeral API of its own)."""
     env = os.environ | {"PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
+    if api:
+        env["PREFECT_API_URL"] = api
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -257,8 +260,11 @@ def test_a_worse_retrain_stays_candidate_and_rollback_restores_the_champion(firs
 
 
 
-def test_cli_reports_bad_input_and_exits_2(tmp_path: Path):
-    # Prepare: a party file with a duplicate ID
+def test_cli_reports_bad_input_and_exits_2(tmp_path: Path, prefect_api):
+    # Prepare: a party file with a duplicate ID; the session's Prefect API (starting an
+    # ephemeral one costs the CLI about 15 s)
+    from prefect.settings import PREFECT_API_URL
+
     from splitrec_core.datasets.synthetic import make_people, write_parties
 
     write_parties(make_people(500, seed=2), tmp_path / "data")
@@ -268,7 +274,8 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path):
     frame.to_csv(media, index=False)
 
     # Execute
-    duplicate = _cli("run", str(SYNTHETIC_TOML), "--workdir", str(tmp_path), home=tmp_path / "prefect")
+    duplicate = _cli("run", str(SYNTHETIC_TOML), "--workdir", str(tmp_path), home=tmp_path / "prefect",
+                     api=PREFECT_API_URL.value())
 
     # Assert
     assert duplicate.returncode == 2, duplicate.stderr[-2000:]

@@ -89,7 +89,7 @@ def test_retrain_promote_refuse_and_roll_back_through_a_prefect_server(tmp_path:
     from splitrec_core.datasets.synthetic import make_people, write_parties
 
     workdir = tmp_path / "run"
-    write_parties(make_people(3000, seed=6), workdir / "data")
+    write_parties(make_people(2000, seed=6), workdir / "data")
     registry = SharedModel.of(load_config(SYNTHETIC_TOML), workdir)
     report = workdir / "report" / "metrics.json"
 
@@ -100,7 +100,7 @@ def test_retrain_promote_refuse_and_roll_back_through_a_prefect_server(tmp_path:
                   "the served deployments")
 
         # Execute: a retrain, as the schedule or the UI's Run button starts it
-        first = _run("train_pipeline/synthetic-retrain", {})
+        first = _run("train_pipeline/synthetic-retrain", {"epochs": 4})
 
         # Assert: a registered version, current at every party, its report on the run's page
         champion = read_json(report)["promotion"]
