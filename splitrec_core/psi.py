@@ -20,7 +20,8 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from functools import partial
 
 import numpy as np
 from nacl.bindings import crypto_scalarmult
@@ -56,28 +57,34 @@ def _blind_block(points: np.ndarray, scalar: bytes) -> np.ndarray:
 
 
 class Blinder:
-    """Raises points to one secret scalar on all cores.
+    """Raises points to one secret scalar, a block of points per task on an executor.
 
-    libsodium releases the GIL inside `crypto_scalarmult`, so threads scale with the cores
-    without copying points into other processes. The scalar is drawn here, fresh, and is never
-    written anywhere.
+    By default the executor is a thread pool over this machine's cores: libsodium releases the
+    GIL inside `crypto_scalarmult`, so threads scale with the cores without copying points into
+    other processes. A party whose IDs outgrow one machine passes the `concurrent.futures` face
+    of its own Dask cluster (`distributed.Client.get_executor()`): its workers then hold the
+    scalar in memory while they blind, and a block lost with a worker is blinded again on
+    another. The scalar is drawn here, fresh, and splitrec never writes it anywhere.
     """
 
-    def __init__(self, block: int = 4096, workers: int | None = None) -> None:
+    def __init__(self, block: int = 4096, workers: int | None = None,
+                 executor: Executor | None = None) -> None:
         self._scalar = random_bytes(32)
         self.block = block
-        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
+        self._owns_pool = executor is None
+        self._pool = executor or ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1)
 
     def __enter__(self) -> Blinder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown()
+        if self._owns_pool:
+            self._pool.shutdown()
 
     def blind(self, points: np.ndarray) -> np.ndarray:
         """Return `points` raised to the scalar, row for row."""
         blocks = [points[i : i + self.block] for i in range(0, len(points), self.block)]
-        done = list(self._pool.map(lambda b: _blind_block(b, self._scalar), blocks))
+        done = list(self._pool.map(partial(_blind_block, scalar=self._scalar), blocks))
         return np.concatenate(done) if done else np.zeros((0, POINT_BYTES), np.uint8)
 
     def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str,
