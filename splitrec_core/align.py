@@ -17,10 +17,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.config import EngineConfig
+from splitrec_core.engine import party_executor
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_parquet
 from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
 from splitrec_core.validate import ID
+
+LOCAL = EngineConfig()  # this process's threads
 
 
 @dataclass(frozen=True)
@@ -65,11 +69,14 @@ def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path
 def label_side(
     channel: Channel, ids_file: Path, split_file: Path | None, followers: list[str], out: Path,
     domain: str, chunk_size: int, unmatched: Path | None = None,
+    engine: EngineConfig = LOCAL,
 ) -> Path:
-    """The label party leads PSI, then sends every follower the train flag per common position
-    (with no `split_file`, for scoring: no flag, no row is a training row)."""
-    rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain, chunk_size,
-                      _count(ids_file))
+    """The label party leads PSI (blinding on its `engine`), then sends every follower the train
+    flag per common position (with no `split_file`, for scoring: no flag, no row is a training
+    row)."""
+    with party_executor(engine) as executor:
+        rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain,
+                          chunk_size, _count(ids_file), executor)
     is_train = np.zeros(len(rows), bool)
     if split_file is not None:
         split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
@@ -87,12 +94,13 @@ def label_side(
 
 def feature_side(
     channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int,
-    unmatched: Path | None = None, split: bool = True,
+    unmatched: Path | None = None, split: bool = True, engine: EngineConfig = LOCAL,
 ) -> Path:
-    """A feature party follows PSI and receives the train flag per common position (with
-    `split` false, for scoring: no flag)."""
-    rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain, chunk_size,
-                        _count(ids_file))
+    """A feature party follows PSI (blinding on its `engine`) and receives the train flag per
+    common position (with `split` false, for scoring: no flag)."""
+    with party_executor(engine) as executor:
+        rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain,
+                            chunk_size, _count(ids_file), executor)
     is_train = (table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool) if split
                 else np.zeros(len(rows), bool))
     if unmatched:
@@ -104,23 +112,26 @@ def align_local(
     ids_files: dict[str, Path], split_file: Path | None, label_party: str,
     out_files: dict[str, Path], domain: str, chunk_size: int = 50_000,
     hub: LocalHub | None = None, unmatched_files: dict[str, Path] | None = None,
+    engines: dict[str, EngineConfig] | None = None,
 ) -> Alignment:
     """Align all parties in this process, each on its own thread, over a `LocalHub`.
 
     With `unmatched_files`, each party also writes its own IDs outside the intersection there.
-    Without a `split_file` (scoring new rows) no train flag is shared.
+    Without a `split_file` (scoring new rows) no train flag is shared. `engines[party]` says
+    where the party blinds (default: its threads).
     """
-    unmatched = unmatched_files or {}
+    unmatched, engines = unmatched_files or {}, engines or {}
     hub = hub or LocalHub()
     followers = [p for p in ids_files if p != label_party]
     jobs: dict[str, Callable[[], Path]] = {
         label_party: partial(label_side, hub.channel(label_party), ids_files[label_party],
                              split_file, followers, out_files[label_party], domain, chunk_size,
-                             unmatched.get(label_party)),
+                             unmatched.get(label_party), engines.get(label_party, LOCAL)),
     }
     for p in followers:
         jobs[p] = partial(feature_side, hub.channel(p), ids_files[p], label_party, out_files[p],
-                          domain, chunk_size, unmatched.get(p), split_file is not None)
+                          domain, chunk_size, unmatched.get(p), split_file is not None,
+                          engines.get(p, LOCAL))
     try:
         hub.run(jobs)
     except EmptyIntersection:

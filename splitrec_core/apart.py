@@ -64,10 +64,10 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
                 assert validated.split is not None  # the label party's validation writes it
                 label_side(channel, validated.ids, validated.split,
                            [p.name for p in cfg.feature_parties], out, cfg.psi.domain,
-                           cfg.psi.chunk_size, unmatched)
+                           cfg.psi.chunk_size, unmatched, cfg.party(me).engine)
             else:
                 feature_side(channel, validated.ids, cfg.label_party, out, cfg.psi.domain,
-                             cfg.psi.chunk_size, unmatched)
+                             cfg.psi.chunk_size, unmatched, engine=cfg.party(me).engine)
         except EmptyIntersection:  # bad input: no retry can fix it
             raise InputError(view.data_file, cfg.party(me).id_column,
                              f"empty intersection: no ID is held by all of "
@@ -170,10 +170,10 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
         try:
             if me == label:
                 label_side(channel, validated.ids, None, followers, aligned, cfg.psi.domain,
-                           cfg.psi.chunk_size)
+                           cfg.psi.chunk_size, engine=cfg.party(me).engine)
             else:
                 feature_side(channel, validated.ids, label, aligned, cfg.psi.domain,
-                             cfg.psi.chunk_size, split=False)
+                             cfg.psi.chunk_size, split=False, engine=cfg.party(me).engine)
         except EmptyIntersection:
             raise InputError(rows, cfg.party(me).id_column, "empty intersection: no new ID is "
                              f"held by all of {view.federation.order}") from None

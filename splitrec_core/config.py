@@ -22,6 +22,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EngineConfig(Strict):
+    """Where the party's heavy steps run (`engine`): see `splitrec_core.engine`."""
+
+    kind: Literal["local", "dask"] = "local"
+    address: str = Field(default="local", pattern=r"^(local|tcp://.+)$",
+                         description='"local": a LocalCluster for the step; else its scheduler')
+    workers: int = Field(default=2, gt=0, description="LocalCluster worker processes")
+    memory_limit: str = Field(default="2GiB", description="per LocalCluster worker")
+
+
 class PartyConfig(Strict):
     """One organisation: its table, its ID column and the columns it contributes as features."""
 
@@ -32,6 +42,7 @@ class PartyConfig(Strict):
     categorical: list[str] = []
     numeric: list[str] = []
     split_column: str | None = None
+    engine: EngineConfig = EngineConfig()
 
     @property
     def feature_columns(self) -> list[str]:
@@ -243,6 +254,11 @@ class Config(RunSettings):
     parties: list[PartyConfig] = Field(min_length=2)
     model: ModelConfig = ModelConfig()
     sweep: SweepConfig = SweepConfig()
+
+    @property
+    def engines(self) -> dict[str, EngineConfig]:
+        """Where each party's heavy steps run."""
+        return {p.name: p.engine for p in self.parties}
 
     @model_validator(mode="after")
     def _parties_are_consistent(self) -> Config:

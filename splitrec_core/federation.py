@@ -22,6 +22,7 @@ from splitrec_core.channel.flight import Security, Timeouts, split_address
 from splitrec_core.config import (
     BottomConfig,
     Config,
+    EngineConfig,
     PartyConfig,
     RunSettings,
     Strict,
@@ -106,6 +107,7 @@ class PrivateParty(Strict):
     numeric: list[str] = []
     split_column: str | None = None
     bottom: BottomConfig = BottomConfig()
+    engine: EngineConfig = EngineConfig()
     credentials: CredentialFiles = CredentialFiles()
     listen: str | None = Field(default=None, description="host:port to listen on (default: all "
                                                          "interfaces, at its address's port)")
@@ -171,7 +173,7 @@ class PartyView:
 def _as_config(federation: Federation, private: PrivateParty) -> Config:
     me = PartyConfig(name=private.party, file=private.file, id_column=private.id_column,
                      categorical=private.categorical, numeric=private.numeric,
-                     split_column=private.split_column)
+                     split_column=private.split_column, engine=private.engine)
     peers = [PartyConfig.peer(name) for name in federation.order if name != private.party]
     model = federation.model.model_dump() | private.bottom.model_dump()
     return Config(name=federation.name, data_dir=".", label_party=federation.label_party,
@@ -233,7 +235,7 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
         private = PrivateParty(
             party=party.name, file=str(data.relative_to(folder)), id_column=party.id_column,
             categorical=party.categorical, numeric=party.numeric,
-            split_column=party.split_column,
+            split_column=party.split_column, engine=party.engine,
             bottom=BottomConfig(embedding_dim=cfg.model.embedding_dim,
                                 bottom_units=cfg.model.bottom_units))
         federation_file = write_bytes(shared.encode(), folder / "federation.toml")

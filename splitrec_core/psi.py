@@ -164,10 +164,12 @@ def _progress(party: str, total: int | None) -> Progress:
 
 
 def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: Sequence[str],
-               domain: str, chunk: int, total: int | None = None) -> np.ndarray:
-    """Run the leader's side (`total`: how many IDs the chunks hold, for the progress log);
-    return the leader's local rows in the common order."""
-    with Blinder() as blinder:
+               domain: str, chunk: int, total: int | None = None,
+               executor: Executor | None = None) -> np.ndarray:
+    """Run the leader's side (`total`: how many IDs the chunks hold, for the progress log;
+    `executor`: where to blind, see `Blinder`); return the leader's local rows in the common
+    order."""
+    with Blinder(executor=executor) as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
         ours = blinder.blind_ids(id_chunks, domain, _progress(channel.me, total))
         order = _shuffle(len(ours), "psi-order", channel.me)
@@ -194,10 +196,11 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
 
 
 def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: str, domain: str,
-                 chunk: int, total: int | None = None) -> np.ndarray:
-    """Run a follower's side (`total`: as for `run_leader`); return its local rows in the common
-    order."""
-    with Blinder() as blinder:
+                 chunk: int, total: int | None = None,
+                 executor: Executor | None = None) -> np.ndarray:
+    """Run a follower's side (`total`, `executor`: as for `run_leader`); return its local rows
+    in the common order."""
+    with Blinder(executor=executor) as blinder:
         # 1. Send our own blinded IDs, shuffled
         ours = blinder.blind_ids(id_chunks, domain, _progress(channel.me, total))
         order = _shuffle(len(ours), "psi-order", channel.me)

@@ -18,4 +18,5 @@ def align_ids(cfg: Config, ids: dict[str, Path], split: Path, workdir: Path) -> 
     space = Workspace(workdir)
     unmatched = {p: space.unmatched(p) for p in ids} if cfg.psi.write_unmatched else None
     return align_local(ids, split, cfg.label_party, {p: space.aligned(p) for p in ids},
-                       cfg.psi.domain, cfg.psi.chunk_size, unmatched_files=unmatched)
+                       cfg.psi.domain, cfg.psi.chunk_size, unmatched_files=unmatched,
+                       engines=cfg.engines)

@@ -41,7 +41,7 @@ def align_new_rows(cfg: Config, ids: dict[str, Path], workdir: Path) -> Alignmen
     space = Workspace(workdir)
     return align_local(ids, None, cfg.label_party,
                        {p: space.scoring(p) / "aligned.parquet" for p in ids}, cfg.psi.domain,
-                       cfg.psi.chunk_size)
+                       cfg.psi.chunk_size, engines=cfg.engines)
 
 
 @task(name="score", task_run_name="score", **task_options(("label_party",)))

@@ -66,7 +66,8 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
     }
     alignment = align_local({n: v.ids for n, v in validated.items()},
                             validated[cfg.label_party].split, cfg.label_party,
-                            {n: space.aligned(n) for n in validated}, cfg.psi.domain, hub=hub)
+                            {n: space.aligned(n) for n in validated}, cfg.psi.domain, hub=hub,
+                            engines=cfg.engines)
     return {party.name: build_features(party, validated[party.name].table,
                                        alignment.files[party.name], space.features(party.name))
             for party in cfg.parties}
