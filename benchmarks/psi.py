@@ -10,6 +10,8 @@ the intersection is n/2.
 Implementations:
   splitrec       align_local: all parties in this process over the counted local channel,
                  IDs streamed from Parquet, blinding on all cores
+  splitrec-dask  the same with every party's engine = "dask": each blinds on a LocalCluster of
+                 its own (cores / parties single-threaded workers), started within the timing
   openmined-psi  the OpenMined library (P-256, single-threaded): the leader as client, each
                  follower as server, intersections of the pairwise results for 3+ parties
   floor          the bare libsodium work the protocol needs: SHA-256 of every ID and
@@ -28,9 +30,10 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
-IMPLS = ("splitrec", "openmined-psi", "floor")
+IMPLS = ("splitrec", "splitrec-dask", "openmined-psi", "floor")
 
 
 def party_ids(n: int, parties: int) -> list[list[str]]:
@@ -41,13 +44,17 @@ def party_ids(n: int, parties: int) -> list[list[str]]:
     return [leader, *followers]
 
 
-def run_splitrec(sets: list[list[str]]) -> dict:
+def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from splitrec_core.align import align_local
+    from splitrec_core.config import EngineConfig
 
     names = ["leader", *(f"follower{i}" for i in range(1, len(sets)))]
+    workers = max(1, (os.cpu_count() or 1) // len(names))
+    engines = ({name: EngineConfig(kind="dask", workers=workers) for name in names} if on_dask
+               else None)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ids = {}
@@ -59,7 +66,7 @@ def run_splitrec(sets: list[list[str]]) -> dict:
         out = {name: folder / name / "aligned.parquet" for name in names}
         del sets
         start = time.perf_counter()
-        result = align_local(ids, split, "leader", out, domain="benchmark")
+        result = align_local(ids, split, "leader", out, domain="benchmark", engines=engines)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "intersection": result.intersection,
             "bytes": sum(v["bytes"] for v in result.channel.values()),
@@ -103,7 +110,8 @@ def run_floor(sets: list[list[str]]) -> dict:
     return {"seconds": time.perf_counter() - start, "intersection": n // 2, "bytes": 0}
 
 
-RUNNERS = {"splitrec": run_splitrec, "openmined-psi": run_openmined, "floor": run_floor}
+RUNNERS = {"splitrec": run_splitrec, "splitrec-dask": partial(run_splitrec, on_dask=True),
+           "openmined-psi": run_openmined, "floor": run_floor}
 
 
 def worker(impl: str, n: int, parties: int) -> dict:
@@ -144,7 +152,7 @@ def print_table(rows: list[dict]) -> None:
     for row in rows:
         if "bytes_by_kind" in row:
             kinds = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in row["bytes_by_kind"].items())
-            print(f"splitrec n={row['n']} parties={row['parties']}: {kinds}")
+            print(f"{row['impl']} n={row['n']} parties={row['parties']}: {kinds}")
 
 
 def main() -> None:
