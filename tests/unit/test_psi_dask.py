@@ -31,11 +31,12 @@ def dask_client():
 
 def test_blinding_on_dask_commutes_with_blinding_on_threads(dask_client):
     # X25519 clamps scalars, so raising to a then b equals raising to b then a: only if both
-    # blinders computed every point right
-    points = hash_to_points([f"person-{i}" for i in range(3000)], "test-domain")
+    # blinders computed every point right. On Dask, a worker task hashes and blinds a chunk
+    ids = [f"person-{i}" for i in range(3000)]
+    chunks = [ids[i : i + 250] for i in range(0, len(ids), 250)]
     with Blinder(block=256, executor=dask_client.get_executor()) as on_dask, Blinder() as on_threads:
-        dask_then_threads = on_threads.blind(on_dask.blind(points))
-        threads_then_dask = on_dask.blind(on_threads.blind(points))
+        dask_then_threads = on_threads.blind(on_dask.blind_ids(chunks, "test-domain"))
+        threads_then_dask = on_dask.blind(on_threads.blind_ids(chunks, "test-domain"))
 
     assert dask_then_threads.shape == (3000, 32)
     np.testing.assert_array_equal(dask_then_threads, threads_then_dask)
