@@ -375,7 +375,7 @@ party_app.add_typer(party_models_app, name="models")
 
 def _own_registry(federation: Path, party: str, private: Path | None,
                   workdir: Path | None) -> tuple[PartyView, Registry, Path]:
-    from splitrec_core.apart_models import own_registry
+    from splitrec_core.apart import own_registry
     from splitrec_core.workspace import Workspace
 
     view, _, root = _party_setup(federation, party, private, workdir)

@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 _ENDPOINTS: dict[tuple[str, str], FlightEndpoint] = {}
 
 
+def own_registry(view: PartyView, workdir: Workspace) -> Registry:
+    """This party's registry of the federation's model."""
+    return Registry(view.me, workdir.registry(view.me, view.federation.name))
+
+
 def endpoint(view: PartyView) -> FlightEndpoint:
     """This party's Flight endpoint, started on first use and kept up for the process's life."""
     key = (view.federation.hash(), view.me)
@@ -156,7 +161,7 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
 
     cfg, me, label = view.config, view.me, view.federation.label_party
     followers = [p.name for p in cfg.feature_parties]
-    registry = Registry(me, workdir.registry(me, view.federation.name))
+    registry = own_registry(view, workdir)
     folder, aligned = workdir.scoring(me), workdir.scoring(me) / "aligned.parquet"
     with session(view, run_id, "score") as channel:
         if me == label:

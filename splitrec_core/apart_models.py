@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from splitrec_core.apart import invite, recv_json, send_json, session
+from splitrec_core.apart import invite, own_registry, recv_json, send_json, session
 from splitrec_core.channel.flight import FlightChannel
 from splitrec_core.errors import InputError
 from splitrec_core.federation import PartyView
@@ -27,11 +27,6 @@ from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.registry import Aliases, Registry, version_manifest
 from splitrec_core.workspace import Workspace
-
-
-def own_registry(view: PartyView, workdir: Workspace) -> Registry:
-    """This party's registry of the federation's model."""
-    return Registry(view.me, workdir.registry(view.me, view.federation.name))
 
 
 def register_apart(view: PartyView, run_id: str, export: Path, report: Path | None,
@@ -123,11 +118,11 @@ def move_apart(view: PartyView, run_id: str, change: Callable[[Aliases], Aliases
 def _follow(channel: FlightChannel, registry: Registry, label: str) -> Aliases:
     """A feature party's side of a move: say whether it holds the version, then take the label
     party's aliases (or keep its own if the move was called off)."""
-    target = recv_json(channel, label)["holds"]
-    send_json(channel, label, {"holds": target in registry.versions()})
+    send_json(channel, label, {"holds": registry.holds(recv_json(channel, label)["holds"])})
     order = recv_json(channel, label)
     if "abort" in order:
         return registry.aliases()
-    registry.write_aliases(Aliases(**order["aliases"]))
+    moved = Aliases(**order["aliases"])
+    registry.write_aliases(moved)
     send_json(channel, label, {"moved": True})
-    return registry.aliases()
+    return moved

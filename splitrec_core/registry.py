@@ -69,11 +69,15 @@ class Registry:
         """Where the party's part of `version` lives (its export and `version.json`)."""
         return self.root / version
 
+    def holds(self, version: str) -> bool:
+        """Whether the party has registered its part of `version`."""
+        return (self.folder(version) / "version.json").is_file()
+
     def register(self, version: str, export: Path, manifest: dict[str, object]) -> Path:
         """Copy the party's `export` folder in as `version`, with `manifest` as its
         `version.json`. Registering a version again leaves the first copy as it was."""
         final = self.folder(version)
-        if (final / "version.json").exists():
+        if self.holds(version):
             return final
         with atomic_path(final) as tmp:
             shutil.copytree(export, tmp)
@@ -82,7 +86,7 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Every registered version, oldest first."""
-        found = [p.name for p in self.root.glob("*") if (p / "version.json").is_file()]
+        found = [p.name for p in self.root.glob("*") if self.holds(p.name)]
         return sorted(found, key=lambda v: (str(self.manifest(v).get("registered_at", "")), v))
 
     def manifest(self, version: str) -> dict[str, object]:
