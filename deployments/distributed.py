@@ -34,8 +34,26 @@ def main() -> int:
     subprocess.run([splitrec, "party", "trial", args.config, "--data-workdir", args.data_workdir,
                     "--out", args.out, "--base-port", str(args.base_port)], check=True)
     folders = sorted(p for p in args.out.iterdir() if (p / "party.toml").exists())
-    run_id = time.strftime("demo-%Y%m%d-%H%M%S")
-    started, parties = time.monotonic(), {}
+    started = time.monotonic()
+    parties = start_parties(folders, time.strftime("demo-%Y%m%d-%H%M%S"))
+    for name, (process, folder) in parties.items():
+        print(f"{name}: started (pid {process.pid}), log {folder / 'party.log'}")
+    failed = []
+    for name, (process, folder) in parties.items():
+        output, _ = process.communicate()
+        if process.returncode != 0:
+            failed.append(name)
+            print_failure(name, process, folder)
+        elif "report:" in output:
+            print(f"\n{name} (label party) after {time.monotonic() - started:.0f} s:\n{output}")
+    return 1 if failed else 0
+
+
+def start_parties(folders: list[Path], run_id: str) -> dict[str, tuple[subprocess.Popen[str], Path]]:
+    """Start `splitrec party run` for run `run_id` in every party folder of a trial federation,
+    each with its own Prefect home; stdout is piped, the log goes to `party.log`."""
+    splitrec = Path(sys.executable).with_name("splitrec")
+    parties = {}
     for folder in folders:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env["PREFECT_HOME"] = str((folder / ".prefect-home").resolve())  # its own Prefect
@@ -44,18 +62,14 @@ def main() -> int:
             [splitrec, "party", "run", "federation.toml", "--party", folder.name,
              "--run-id", run_id, "--workdir", "run"],
             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=log, text=True), folder)
-        print(f"{folder.name}: started (pid {parties[folder.name][0].pid}), log {folder / 'party.log'}")
-    failed = []
-    for name, (process, folder) in parties.items():
-        output, _ = process.communicate()
-        if process.returncode != 0:
-            failed.append(name)
-            tail = (folder / "party.log").read_text().splitlines()[-15:]
-            print(f"\n{name} failed (exit status {process.returncode}); end of its log:",
-                  *tail, sep="\n  ", file=sys.stderr)
-        elif "report:" in output:
-            print(f"\n{name} (label party) after {time.monotonic() - started:.0f} s:\n{output}")
-    return 1 if failed else 0
+    return parties
+
+
+def print_failure(name: str, process: subprocess.Popen[str], folder: Path) -> None:
+    """Name a party that failed, with the end of its log."""
+    tail = (folder / "party.log").read_text().splitlines()[-15:]
+    print(f"\n{name} failed (exit status {process.returncode}); end of its log:",
+          *tail, sep="\n  ", file=sys.stderr)
 
 
 if __name__ == "__main__":

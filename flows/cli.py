@@ -80,11 +80,17 @@ def data_census(workdir: Path = Path("runs/census")) -> None:
 
 
 @data_app.command("synthetic")
-def data_synthetic(workdir: Path = Path("runs/synthetic"), rows: int = 20_000, seed: int = 0) -> None:
-    """Write a small synthetic three-party dataset under WORKDIR/data."""
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+def data_synthetic(workdir: Path = Path("runs/synthetic"), rows: int = 20_000, seed: int = 0,
+                   parquet: Annotated[bool, typer.Option(
+                       help="Parquet with a row group per million people (for data/synthetic-dask.toml)")] = False,
+                   ) -> None:
+    """Write a synthetic three-party dataset under WORKDIR/data, a million people at a time."""
+    from splitrec_core.datasets.synthetic import write_parties
 
-    for party, path in write_parties(make_people(rows, seed), workdir / "data").items():
+    if rows <= 0:
+        raise typer.BadParameter("must be at least 1", param_hint="--rows")
+    suffix = ".parquet" if parquet else ".csv"
+    for party, path in write_parties(workdir / "data", rows, seed, suffix=suffix).items():
         typer.echo(f"{party}: {path}")
 
 

@@ -18,13 +18,11 @@ import pyarrow.parquet as pq
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
 from splitrec_core.config import EngineConfig
-from splitrec_core.engine import party_executor
+from splitrec_core.engine import LOCAL, party_executor
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_parquet
 from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
 from splitrec_core.validate import ID
-
-LOCAL = EngineConfig()  # this process's threads
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,8 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
         else:
             version = recv_json(channel, label)["version"]
         part = registry.folder(registry.resolve(version))
-        validated = validate_new_rows(me, part, rows, folder / "validated", cfg.psi.normalize)
+        validated = validate_new_rows(me, part, rows, folder / "validated", cfg.psi.normalize,
+                                      cfg.party(me).engine)
         try:
             if me == label:
                 label_side(channel, validated.ids, None, followers, aligned, cfg.psi.domain,

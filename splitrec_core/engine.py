@@ -8,13 +8,17 @@ goes to another party, so what crosses between parties is the same byte for byte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from concurrent.futures import Executor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    from splitrec_core.config import EngineConfig
+from splitrec_core.config import EngineConfig
+
+LOCAL = EngineConfig()  # this process's threads
+Item, Result = TypeVar("Item"), TypeVar("Result")
+IN_FLIGHT = 4  # pieces of work a party's cluster holds at once (so memory is bounded by piece size)
 
 
 @contextmanager
@@ -34,3 +38,20 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
                       memory_limit=engine.memory_limit, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client.get_executor()
+
+
+def in_order(executor: Executor | None, work: Callable[[Item], Result],
+             items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
+    """`(item, work(item))` for every item, in the items' order: in this process with no
+    `executor`, else on it with at most `IN_FLIGHT` items handed out and not yet taken back."""
+    if executor is None:
+        yield from ((item, work(item)) for item in items)
+        return
+    pending: deque[tuple[Item, Future[Result]]] = deque()
+    for item in items:
+        pending.append((item, executor.submit(work, item)))
+        if len(pending) > IN_FLIGHT:
+            item, future = pending.popleft()
+            yield item, future.result()
+    for item, future in pending:
+        yield item, future.result()

@@ -3,20 +3,30 @@
 Categoricals become vocabulary indices (0 = unseen or missing); numerics go through a signed
 log1p (census money columns span six orders of magnitude) and a z-score. The fitted transform is
 saved as `transform.json` so scoring applies exactly what training saw.
+
+The fit and the transform go a partition (a row group of the validated table) at a time, on the
+party's engine: each partition yields mergeable statistics (the categories it saw; count, mean
+and squared deviations per numeric column), merged in partition order, so memory holds a few
+partitions and the engineered columns, not the raw table.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import partial, reduce
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from splitrec_core.config import PartyConfig
-from splitrec_core.io import read_json, write_json, write_parquet
+from splitrec_core.config import EngineConfig, PartyConfig
+from splitrec_core.engine import LOCAL, in_order, party_executor
+from splitrec_core.io import atomic_path, read_json, write_json
 
 CAT, NUM, LABEL = "cat:", "num:", "label:"
 
@@ -32,16 +42,7 @@ class Transform:
     @classmethod
     def fit(cls, party: PartyConfig, rows: pd.DataFrame) -> Transform:
         """Learn vocabularies and moments from `rows`, which must be training rows only."""
-        vocabularies = {
-            c: sorted(str(v) for v in rows[c].dropna().unique()) for c in party.categorical
-        }
-        means, stds = {}, {}
-        for column in party.numeric:
-            values = _signed_log1p(rows[column].to_numpy(np.float64))
-            mean = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
-            std = float(np.nanstd(values)) if np.isfinite(values).any() else 1.0
-            means[column], stds[column] = mean, std if std > 0 else 1.0
-        return cls(vocabularies, means, stds)
+        return Statistics.of(party, rows).transform()
 
     @property
     def categorical(self) -> list[str]:
@@ -86,6 +87,65 @@ def _signed_log1p(values: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Moments:
+    """Count, mean and sum of squared deviations of a numeric column's non-missing values;
+    two merge exactly (Chan et al.), so partitions can be fitted apart."""
+
+    count: int
+    mean: float
+    m2: float
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> Moments:
+        """The moments of `values`, NaN (missing) left out."""
+        present = values[~np.isnan(values)]
+        if not len(present):
+            return cls(0, 0.0, 0.0)
+        mean = np.mean(present)
+        return cls(len(present), float(mean), float(np.sum((present - mean) ** 2)))
+
+    def __add__(self, other: Moments) -> Moments:
+        if not other.count or not self.count:
+            return self if not other.count else other
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        return Moments(count, self.mean + delta * other.count / count,
+                       self.m2 + other.m2 + delta**2 * self.count * other.count / count)
+
+    @property
+    def std(self) -> float:
+        """The population standard deviation, 1 where it is 0 or there are no values."""
+        std = math.sqrt(self.m2 / self.count) if self.count else 0.0
+        return std if std > 0 else 1.0
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """What a fit needs from some training rows: the categories seen, and numeric moments."""
+
+    categories: dict[str, frozenset[str]]
+    moments: dict[str, Moments]
+
+    @classmethod
+    def of(cls, party: PartyConfig, rows: pd.DataFrame) -> Statistics:
+        """The statistics of `rows` (training rows only)."""
+        return cls({c: frozenset(str(v) for v in rows[c].dropna().unique())
+                    for c in party.categorical},
+                   {c: Moments.of(_signed_log1p(rows[c].to_numpy(np.float64)))
+                    for c in party.numeric})
+
+    def __add__(self, other: Statistics) -> Statistics:
+        return Statistics({c: seen | other.categories[c] for c, seen in self.categories.items()},
+                          {c: m + other.moments[c] for c, m in self.moments.items()})
+
+    def transform(self) -> Transform:
+        """The transform these statistics fit."""
+        return Transform({c: sorted(seen) for c, seen in self.categories.items()},
+                         {c: m.mean for c, m in self.moments.items()},
+                         {c: m.std for c, m in self.moments.items()})
+
+
+@dataclass(frozen=True)
 class PartyFeatures:
     """Where one party's engineered features went."""
 
@@ -99,29 +159,88 @@ class PartyFeatures:
         return self.train, self.test, self.transform
 
 
-def build_features(
-    party: PartyConfig, validated: Path, aligned: Path, out_dir: Path
-) -> PartyFeatures:
-    """Fit on this party's aligned training rows, transform train and test, write Parquet.
+ROW_GROUP_ROWS = 1_000_000  # rows per row group of train.parquet and test.parquet
 
-    Rows come out in common-position order, so row i of every party's train file is one person.
+
+@dataclass(frozen=True)
+class _Partition:
+    """The aligned rows of one row group of a party's validated table: their rows inside the
+    group, their common positions and train flags (picklable: a Dask worker reads the group)."""
+
+    table: Path
+    group: int
+    rows: np.ndarray
+    positions: np.ndarray
+    is_train: np.ndarray
+
+    def read(self) -> pd.DataFrame:
+        """The group's aligned rows, in the order of `rows`."""
+        group = pq.ParquetFile(self.table).read_row_group(self.group).to_pandas()
+        return group.iloc[self.rows].reset_index(drop=True)
+
+
+def _partitions(validated: Path, aligned: Path) -> Iterator[_Partition]:
+    """Every row group of `validated` with the aligned rows it holds."""
+    alignment = pq.read_table(aligned)
+    rows = alignment.column("row").to_numpy()
+    by_row = np.argsort(rows, kind="stable")
+    metadata = pq.ParquetFile(validated).metadata
+    first = 0
+    for group in range(metadata.num_row_groups):
+        last = first + metadata.row_group(group).num_rows
+        mine = by_row[np.searchsorted(rows, first, sorter=by_row):
+                      np.searchsorted(rows, last, sorter=by_row)]
+        yield _Partition(validated, group, rows[mine] - first,
+                         alignment.column("position").to_numpy()[mine],
+                         alignment.column("is_train").to_numpy(zero_copy_only=False)[mine])
+        first = last
+
+
+def _statistics(party: PartyConfig, partition: _Partition) -> Statistics:
+    rows = partition.read()
+    return Statistics.of(party, rows[partition.is_train])
+
+
+def _engineered(transform: Transform, partition: _Partition) -> pa.Table:
+    """The partition's model inputs, with each row's position and train flag."""
+    rows = partition.read()
+    cats, nums = transform.apply(rows)
+    columns = {"position": partition.positions.astype(np.int64), "is_train": partition.is_train}
+    columns |= {CAT + c: cats[:, j] for j, c in enumerate(transform.categorical)}
+    columns |= {NUM + c: nums[:, j] for j, c in enumerate(transform.numeric)}
+    columns |= {c: rows[c].to_numpy(np.int8) for c in rows.columns if c.startswith(LABEL)}
+    return pa.table(columns)
+
+
+def build_features(
+    party: PartyConfig, validated: Path, aligned: Path, out_dir: Path,
+    engine: EngineConfig = LOCAL,
+) -> PartyFeatures:
+    """Fit on this party's aligned training rows, transform train and test, write Parquet (on
+    the party's `engine`, a row group of `validated` at a time).
+
+    Rows come out in common-position order, so row i of every party's train file is one person,
+    in row groups of `ROW_GROUP_ROWS` that every party cuts at the same positions.
     """
-    table = pq.read_table(validated).to_pandas()
-    alignment = pq.read_table(aligned).to_pandas()
-    train = alignment[alignment["is_train"]]
-    test = alignment[~alignment["is_train"]]
-    transform = Transform.fit(party, table.iloc[train["row"].to_numpy()])
-    labels = [c for c in table.columns if c.startswith(LABEL)]
+    partitions = list(_partitions(validated, aligned))
+    with party_executor(engine) as executor:
+        fits = in_order(executor, partial(_statistics, party), partitions)
+        transform = reduce(lambda a, b: a + b, (stats for _, stats in fits)).transform()
+        engineered = pa.concat_tables([
+            table for _, table in in_order(executor, partial(_engineered, transform), partitions)])
+    engineered = engineered.take(pc.sort_indices(engineered, [("position", "ascending")]))
+    is_train = engineered.column("is_train")
     out = {}
-    for name, part in (("train", train), ("test", test)):
-        rows = table.iloc[part["row"].to_numpy()].reset_index(drop=True)
-        cats, nums = transform.apply(rows)
-        columns = {"position": part["position"].to_numpy(np.int64)}
-        columns |= {CAT + c: cats[:, j] for j, c in enumerate(transform.categorical)}
-        columns |= {NUM + c: nums[:, j] for j, c in enumerate(transform.numeric)}
-        columns |= {c: rows[c].to_numpy(np.int8) for c in labels}
-        out[name] = write_parquet(pa.table(columns), out_dir / f"{name}.parquet")
+    for name, rows in (("train", is_train), ("test", pc.invert(is_train))):
+        out[name] = _write_groups(engineered.filter(rows).drop_columns(["is_train"]),
+                                  out_dir / f"{name}.parquet")
     return PartyFeatures(out["train"], out["test"], transform.save(out_dir / "transform.json"))
+
+
+def _write_groups(table: pa.Table, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+    return path
 
 
 @dataclass(frozen=True)

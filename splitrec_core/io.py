@@ -39,6 +39,20 @@ def atomic_path(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
+@contextmanager
+def undone_on_failure(folder: Path) -> Iterator[Path]:
+    """Yield `folder`; if it did not exist and the block fails, remove it again, so a step that
+    fails on its first run leaves no folder behind (one that existed is left as it was)."""
+    folder = Path(folder)
+    fresh = not folder.exists()
+    try:
+        yield folder
+    except BaseException:
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def write_parquet(table: pa.Table, path: Path) -> Path:
     """Write `table` to `path` atomically and return the path."""
     with atomic_path(path) as tmp:

@@ -19,9 +19,8 @@ import hashlib
 import logging
 import math
 import os
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from functools import partial
 
 import numpy as np
@@ -29,6 +28,7 @@ from nacl.bindings import crypto_scalarmult
 from nacl.utils import random as random_bytes
 
 from splitrec_core.channel import Channel, Kind, array_table, table_array
+from splitrec_core.engine import in_order
 from splitrec_core.entropy import private_generator
 from splitrec_core.progress import Progress
 
@@ -94,43 +94,26 @@ class Blinder:
 
         On the blinder's own threads, each chunk is hashed here (SHA-256 of short IDs holds the
         GIL) and its points blinded block by block on the threads. On a party's cluster, each
-        chunk is hashed and blinded by a worker, with at most `CHUNKS_AHEAD` chunks handed out
-        and not yet taken back, so memory is bounded by the chunk size."""
+        chunk is hashed and blinded by a worker (`engine.in_order`), so memory is bounded by the
+        chunk size."""
         if self._owns_pool:
-            done: Iterator[tuple[int, np.ndarray]] = (
-                (len(chunk), self.blind(hash_to_points(chunk, domain))) for chunk in id_chunks)
+            done: Iterator[tuple[Sequence[str], np.ndarray]] = (
+                (chunk, self.blind(hash_to_points(chunk, domain))) for chunk in id_chunks)
         else:
-            done = _in_order(self._pool, partial(_hash_and_blind, domain=domain,
-                                                 scalar=self._scalar), id_chunks)
+            done = in_order(self._pool, partial(_hash_and_blind, domain=domain,
+                                                scalar=self._scalar), id_chunks)
         blinded = []
-        for count, points in done:
+        for chunk, points in done:
             blinded.append(points)
             if progress:
-                progress.add(count)
+                progress.add(len(chunk))
         if progress:
             progress.finish()
         return _concat(blinded)
 
 
-CHUNKS_AHEAD = 4  # chunks a cluster's workers hash and blind at once (per party)
-
-
 def _hash_and_blind(ids: Sequence[str], domain: str, scalar: bytes) -> np.ndarray:
     return _blind_block(hash_to_points(ids, domain), scalar)
-
-
-def _in_order(pool: Executor, work: Callable[[Sequence[str]], np.ndarray],
-              chunks: Iterable[Sequence[str]]) -> Iterator[tuple[int, np.ndarray]]:
-    """`work(chunk)` for every chunk on `pool`, at most `CHUNKS_AHEAD` in flight; (the chunk's
-    length, its result) in the chunks' order."""
-    pending: deque[tuple[int, Future[np.ndarray]]] = deque()
-    for chunk in chunks:
-        pending.append((len(chunk), pool.submit(work, chunk)))
-        if len(pending) > CHUNKS_AHEAD:
-            count, future = pending.popleft()
-            yield count, future.result()
-    for count, future in pending:
-        yield count, future.result()
 
 
 def _concat(parts: Iterable[np.ndarray], width: int = POINT_BYTES) -> np.ndarray:

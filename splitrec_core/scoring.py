@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
-from splitrec_core.config import Config, PartyConfig
+from splitrec_core.config import Config, EngineConfig, PartyConfig
+from splitrec_core.engine import LOCAL
 from splitrec_core.errors import InputError
 from splitrec_core.export import ExportedParty
 from splitrec_core.io import atomic_path, write_parquet
@@ -42,15 +43,15 @@ class Scored:
 
 
 def validate_new_rows(party: str, version_folder: Path, path: Path, out_dir: Path,
-                      normalize: list[str]) -> ValidatedParty:
-    """Check `party`'s new rows against the columns its registered part takes (its manifest);
-    an error names the party, the version, the file and the column."""
+                      normalize: list[str], engine: EngineConfig = LOCAL) -> ValidatedParty:
+    """Check `party`'s new rows (on its `engine`) against the columns its registered part takes
+    (its manifest); an error names the party, the version, the file and the column."""
     manifest = ExportedParty.manifest_of(version_folder)
     spec = PartyConfig(name=party, file=str(path), id_column=manifest["id_column"],
                        categorical=manifest["inputs"]["categorical"],
                        numeric=manifest["inputs"]["numeric"])
     try:
-        return validate_party(spec, path, out_dir, normalize=normalize)
+        return validate_party(spec, path, out_dir, normalize=normalize, engine=engine)
     except InputError as error:
         raise InputError(error.file, error.column, f"party '{party}', model version "
                                                    f"{version_folder.name}: {error.problem}") from None

@@ -2,24 +2,34 @@
 
 Every problem raises `InputError` naming the file, the column and what is wrong, with a count and
 up to three example rows, so the party can fix its data without guessing.
+
+A file is checked a partition at a time (a Parquet file's row groups; a CSV file's chunks of
+`PARTITION_ROWS`), on the party's engine, and written as one Parquet row group per partition:
+memory holds a few partitions and the IDs, not the table. A problem inside one partition is
+counted there; duplicate IDs and the presence of training rows are checked over the whole file.
 """
 
 from __future__ import annotations
 
 import codecs
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from splitrec_core.config import PartyConfig, TaskConfig
+from splitrec_core.config import EngineConfig, PartyConfig, TaskConfig
+from splitrec_core.engine import LOCAL, in_order, party_executor
 from splitrec_core.errors import InputError
-from splitrec_core.io import write_parquet
+from splitrec_core.io import atomic_path, undone_on_failure, write_parquet
 
 SPLITS = ("train", "test")
 ID = "id"
+PARTITION_ROWS = 1_000_000  # rows of a CSV file checked at once
+UNREADABLE = (OSError, ValueError, pa.ArrowException, UnicodeDecodeError)
 
 
 @dataclass(frozen=True)
@@ -33,8 +43,10 @@ class ValidatedParty:
     rows: int
 
 
-def read_raw(path: Path, columns: list[str]) -> pd.DataFrame:
-    """Read the declared `columns` of a CSV or Parquet file as text, keeping nulls as nulls."""
+def _partitions(path: Path, columns: list[str]) -> Iterator[pd.DataFrame | _RowGroup]:
+    """The partitions of a party's file, each as a frame of the declared `columns` as text (nulls
+    kept) or, for Parquet, as the row group a worker reads itself. Row labels count from the
+    file's first row."""
     if not path.exists():
         raise InputError(path, None, "file does not exist")
     suffix = path.suffix.lower()
@@ -42,28 +54,54 @@ def read_raw(path: Path, columns: list[str]) -> pd.DataFrame:
         if suffix == ".csv":
             header = pd.read_csv(path, nrows=0, encoding_errors="surrogateescape").columns
             _require_columns(path, list(header), columns)
-            if _is_utf8(path):
-                frame = pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False,
-                                    na_values=[""])
-            else:  # undecodable bytes become lone surrogates, to be reported row by row
-                frame = pd.read_csv(path, usecols=columns, dtype=object, keep_default_na=False,
-                                    na_values=[""], encoding_errors="surrogateescape")
-                for column in columns:
-                    _reject_surrogates(path, column, frame[column])
+            yield from _csv_chunks(path, columns)
         elif suffix in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            _require_columns(path, pq.read_schema(path).names, columns)
-            frame = pd.read_parquet(path, columns=columns)
+            metadata = pq.ParquetFile(path).metadata
+            _require_columns(path, metadata.schema.to_arrow_schema().names, columns)
+            first = 0
+            for group in range(metadata.num_row_groups):
+                yield _RowGroup(path, group, first, columns)
+                first += metadata.row_group(group).num_rows
         else:
             raise InputError(path, None, f"unsupported file type '{suffix}' (use .csv or .parquet)")
     except InputError:
         raise
-    except (OSError, ValueError, pa.ArrowException, UnicodeDecodeError) as exc:
+    except UNREADABLE as exc:
         raise InputError(path, None, f"file is unreadable: {exc}") from None
-    if frame.empty:
-        raise InputError(path, None, "file has no rows")
-    return frame
+
+
+def _csv_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+    """A CSV file's declared columns, `PARTITION_ROWS` rows at a time."""
+    utf8 = _is_utf8(path)
+    options = {"usecols": columns, "keep_default_na": False, "na_values": [""],
+               "chunksize": PARTITION_ROWS}
+    options |= ({"dtype": str} if utf8 else  # else undecodable bytes become lone surrogates
+                {"dtype": object, "encoding_errors": "surrogateescape"})
+    with pd.read_csv(path, **options) as chunks:
+        for chunk in chunks:
+            for column in [] if utf8 else columns:
+                _reject_surrogates(path, column, chunk[column])
+            yield chunk
+
+
+@dataclass(frozen=True)
+class _RowGroup:
+    """One row group of a Parquet file, read where it is checked (on a worker of the party's
+    cluster, the driver never holds it)."""
+
+    path: Path
+    group: int
+    first_row: int
+    columns: list[str]
+
+    def read(self) -> pd.DataFrame:
+        try:
+            table = pq.ParquetFile(self.path).read_row_group(self.group, columns=self.columns)
+        except UNREADABLE as exc:
+            raise InputError(self.path, None, f"file is unreadable: {exc}") from None
+        frame = table.to_pandas()
+        frame.index = pd.RangeIndex(self.first_row, self.first_row + len(frame))
+        return frame
 
 
 def _require_columns(path: Path, present: list[str], declared: list[str]) -> None:
@@ -123,7 +161,8 @@ def as_text(path: Path, column: str, values: pd.Series) -> pd.Series:
 
 
 def check_ids(path: Path, column: str, ids: pd.Series, normalize: Sequence[str] = ()) -> pd.Series:
-    """Return the IDs as normalised text; reject nulls, bad UTF-8, empty IDs and duplicates.
+    """Return the IDs as normalised text; reject nulls, bad UTF-8 and empty IDs (duplicates are
+    checked over the whole file, by `reject_duplicates`).
 
     All of this runs before any cryptography, so a party sees every problem with its IDs first.
     """
@@ -133,15 +172,27 @@ def check_ids(path: Path, column: str, ids: pd.Series, normalize: Sequence[str] 
     text = as_text(path, column, ids)
     for step in normalize:
         text = NORMALIZERS[step](text)
-    after = f" after normalisation {list(normalize)}" if normalize else ""
     empty = text.str.strip() == ""
     if empty.any():
-        raise InputError(path, column, f"empty IDs{after} in {_examples(empty)}")
-    duplicated = text.duplicated(keep=False)
-    if duplicated.any():
-        sample = sorted(text[duplicated].unique())[:3]
-        raise InputError(path, column, f"duplicate IDs{after} in {_examples(duplicated)}: {sample}")
+        raise InputError(path, column, f"empty IDs{_after(normalize)} in {_examples(empty)}")
     return text
+
+
+def _after(normalize: Sequence[str]) -> str:
+    return f" after normalisation {list(normalize)}" if normalize else ""
+
+
+def reject_duplicates(path: Path, column: str, ids: pa.ChunkedArray,
+                      normalize: Sequence[str] = ()) -> None:
+    """Reject an ID held by more than one row of the whole file (counted in Arrow, so ten million
+    IDs cost their bytes, not ten million Python strings)."""
+    counts = pc.value_counts(ids)
+    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        rows = pd.Series(pc.is_in(ids, value_set=repeated).to_numpy(zero_copy_only=False))
+        sample = sorted(repeated.to_pylist())[:3]
+        raise InputError(path, column,
+                         f"duplicate IDs{_after(normalize)} in {_examples(rows)}: {sample}")
 
 
 def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
@@ -174,45 +225,84 @@ def to_split(path: Path, column: str, values: pd.Series) -> pd.Series:
     if bad.any():
         sample = values[bad].astype(str).iloc[0]
         raise InputError(path, column, f"split value '{sample}' is not one of {SPLITS}, {_examples(bad)}")
-    if not (text == "train").any():
-        raise InputError(path, column, "no training rows")
     return text.astype(str)
+
+
+@dataclass(frozen=True)
+class _Checks:
+    """What every partition of one party's file is checked against (picklable: on a Dask engine
+    a worker checks a partition)."""
+
+    path: Path
+    party: PartyConfig
+    tasks: tuple[TaskConfig, ...]
+    normalize: tuple[str, ...]
+
+    @property
+    def declared(self) -> list[str]:
+        split = [self.party.split_column] if self.party.split_column else []
+        labels = [t.column for t in self.tasks]
+        return list(dict.fromkeys([self.party.id_column, *self.party.feature_columns, *split,
+                                   *labels]))
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The typed table's columns."""
+        return pa.schema([*((c, pa.string()) for c in self.party.categorical),
+                          *((c, pa.float64()) for c in self.party.numeric),
+                          *([("split", pa.string())] if self.party.split_column else []),
+                          *((f"label:{t.name}", pa.int8()) for t in self.tasks)])
+
+    def __call__(self, partition: pd.DataFrame | _RowGroup) -> tuple[pa.Table, pa.Array]:
+        """The partition's typed columns and normalised IDs; a problem raises `InputError`."""
+        path, party = self.path, self.party
+        frame = partition.read() if isinstance(partition, _RowGroup) else partition
+        ids = check_ids(path, party.id_column, frame[party.id_column], self.normalize)
+        typed: dict[str, pd.Series] = {}
+        for column in party.categorical:
+            typed[column] = as_text(path, column, frame[column])
+        for column in party.numeric:
+            typed[column] = to_numeric(path, column, frame[column])
+        if party.split_column:
+            typed["split"] = to_split(path, party.split_column, frame[party.split_column])
+        for task in self.tasks:
+            typed[f"label:{task.name}"] = to_label(path, task.column, frame[task.column])
+        table = pa.Table.from_pandas(pd.DataFrame(typed, index=frame.index), self.schema,
+                                     preserve_index=False)
+        return table, pa.Array.from_pandas(ids, type=pa.string())
 
 
 def validate_party(
     party: PartyConfig, path: Path, out_dir: Path, tasks: list[TaskConfig] | None = None,
-    normalize: Sequence[str] = (),
+    normalize: Sequence[str] = (), engine: EngineConfig = LOCAL,
 ) -> ValidatedParty:
     """Check a party's table and write `ids.parquet` and `validated.parquet` into `out_dir`.
 
     `tasks` is given for the label party only: their label columns must be 0/1. `normalize`
     names the ID normalisations (see `NORMALIZERS`). The written table keeps the input's row
-    order, so row i of both files is the same person.
+    order, so row i of both files is the same person. Partitions are checked on the party's
+    `engine`; nothing is replaced unless every check passes.
     """
-    label_columns = [t.column for t in tasks or []]
-    split = [party.split_column] if party.split_column else []
-    declared = list(dict.fromkeys([party.id_column, *party.feature_columns, *split, *label_columns]))
-    frame = read_raw(path, declared)
-
-    ids = check_ids(path, party.id_column, frame[party.id_column], normalize)
-    typed: dict[str, pd.Series] = {}
-    for column in party.categorical:
-        typed[column] = as_text(path, column, frame[column])
-    for column in party.numeric:
-        typed[column] = to_numeric(path, column, frame[column])
-    if party.split_column:
-        typed["split"] = to_split(path, party.split_column, frame[party.split_column])
-    for task in tasks or []:
-        typed[f"label:{task.name}"] = to_label(path, task.column, frame[task.column])
-
-    table = pa.Table.from_pandas(pd.DataFrame(typed), preserve_index=False)
-    id_table = pa.table({ID: pa.array(ids.tolist(), pa.string())})
-    split_file = None
-    if party.split_column:
-        split_file = write_parquet(pa.table({"split": typed["split"].tolist()}), out_dir / "split.parquet")
-    return ValidatedParty(
-        ids=write_parquet(id_table, out_dir / "ids.parquet"),
-        table=write_parquet(table, out_dir / "validated.parquet"),
-        split=split_file,
-        rows=len(frame),
-    )
+    checks = _Checks(path, party, tuple(tasks or ()), tuple(normalize))
+    ids: list[pa.Array] = []
+    splits: list[pa.ChunkedArray] = []
+    with undone_on_failure(out_dir), atomic_path(out_dir / "validated.parquet") as tmp, \
+            pq.ParquetWriter(tmp, checks.schema) as writer, party_executor(engine) as executor:
+        for _, (table, partition_ids) in in_order(executor, checks,
+                                                  _partitions(path, checks.declared)):
+            writer.write_table(table)
+            ids.append(partition_ids)
+            splits += [table.column("split")] if party.split_column else []
+        all_ids = pa.chunked_array(ids, pa.string())
+        if not len(all_ids):
+            raise InputError(path, None, "file has no rows")
+        reject_duplicates(path, party.id_column, all_ids, normalize)
+        split_file = None
+        if party.split_column:
+            split = pa.chunked_array(splits, pa.string())
+            if not pc.any(pc.equal(split, "train")).as_py():
+                raise InputError(path, party.split_column, "no training rows")
+            split_file = write_parquet(pa.table({"split": split}), out_dir / "split.parquet")
+        ids_file = write_parquet(pa.table({ID: all_ids}), out_dir / "ids.parquet")
+    return ValidatedParty(ids=ids_file, table=out_dir / "validated.parquet", split=split_file,
+                          rows=len(all_ids))

@@ -16,4 +16,5 @@ from tasks._common import task_options
 def build_party_features(cfg: Config, party: str, validated: Path, aligned: Path,
                          workdir: Path) -> PartyFeatures:
     """Fit and write one party's features to Parquet, using its own training rows only."""
-    return build_features(cfg.party(party), validated, aligned, Workspace(workdir).features(party))
+    return build_features(cfg.party(party), validated, aligned, Workspace(workdir).features(party),
+                          cfg.party(party).engine)

@@ -31,7 +31,7 @@ def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
                    workdir: Path) -> ValidatedParty:
     """Check `party`'s new rows against the columns its part of the version takes."""
     return validate_new_rows(party, version_folder, rows, Workspace(workdir).scoring(party) / "validated",
-                             cfg.psi.normalize)
+                             cfg.psi.normalize, cfg.party(party).engine)
 
 
 @task(name="psi_align_new_rows", task_run_name="psi_align_new_rows",

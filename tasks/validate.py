@@ -18,4 +18,4 @@ def validate_input(cfg: Config, party: str, party_file: Path, workdir: Path) -> 
     """Check `party_file` for `party` and write its typed copy into the party's workspace."""
     tasks = cfg.tasks if party == cfg.label_party else None
     return validate_party(cfg.party(party), party_file, Workspace(workdir).validated(party), tasks,
-                          cfg.psi.normalize)
+                          cfg.psi.normalize, cfg.party(party).engine)

@@ -17,7 +17,7 @@ os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 import pytest  # noqa: E402
 
 from splitrec_core.config import Config, load_config  # noqa: E402
-from splitrec_core.datasets.synthetic import make_people, write_parties  # noqa: E402
+from splitrec_core.datasets.synthetic import write_parties  # noqa: E402
 from splitrec_core.entropy import PIN_VARIABLE  # noqa: E402
 from splitrec_core.features import PartyFeatures  # noqa: E402
 
@@ -47,7 +47,7 @@ def synthetic_cfg() -> Config:
 @pytest.fixture
 def synthetic_run(tmp_path: Path) -> Path:
     """A workdir whose `data/` holds three synthetic party CSVs (3,000 people)."""
-    write_parties(make_people(3000, seed=0), tmp_path / "data")
+    write_parties(tmp_path / "data", 3000, seed=0)
     return tmp_path
 
 
@@ -61,7 +61,8 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
     space = Workspace(run)
     validated = {
         p.name: validate_party(p, cfg.party_file(p, run), space.validated(p.name),
-                               cfg.tasks if p.name == cfg.label_party else None)
+                               cfg.tasks if p.name == cfg.label_party else None,
+                               engine=p.engine)
         for p in cfg.parties
     }
     alignment = align_local({n: v.ids for n, v in validated.items()},
@@ -69,7 +70,8 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
                             {n: space.aligned(n) for n in validated}, cfg.psi.domain, hub=hub,
                             engines=cfg.engines)
     return {party.name: build_features(party, validated[party.name].table,
-                                       alignment.files[party.name], space.features(party.name))
+                                       alignment.files[party.name], space.features(party.name),
+                                       party.engine)
             for party in cfg.parties}
 
 
@@ -128,7 +130,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     from splitrec_core.workspace import Workspace
 
     run = tmp_path_factory.mktemp("train")
-    write_parties(make_people(6000, seed=5), run / "data")
+    write_parties(run / "data", 6000, seed=5)
     cfg = load_config(SYNTHETIC_TOML)
     hub = LocalHub(record=True)
     features = prepare_features(cfg, run, hub)

@@ -2,16 +2,22 @@
 
 Two latent traits per person drive the two tasks; the bank's columns carry the first, the media
 party's the second, and the label party's own columns only a little of each (`label_signal`).
-Each party keeps its own random `keep` share of the people, in its own row order, as CSV.
+Each party keeps its own random `keep` share of the people, in its own row order, as CSV or
+Parquet. People are drawn a block at a time (a row group of each Parquet file), so ten million
+rows take the memory of one block.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from splitrec_core.io import atomic_path
 
@@ -22,11 +28,19 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def make_people(n: int, seed: int = 0, label_signal: float = 0.3, test_share: float = 0.3) -> pd.DataFrame:
-    """One row per person with every column of every party, before the vertical split."""
-    rng = np.random.default_rng(seed)
+def _generator(seed: int, block: int) -> np.random.Generator:
+    """Block `block`'s own random stream (block 0 keeps `seed`'s, so one-block data is unchanged)."""
+    return np.random.default_rng(seed if block == 0 else [seed, block])
+
+
+def make_people(n: int, seed: int = 0, label_signal: float = 0.3, test_share: float = 0.3,
+                block: int = 0, first: int = 0) -> pd.DataFrame:
+    """`n` people, numbered from `first`, with every column of every party, before the vertical
+    split; `block` picks the random stream."""
+    rng = _generator(seed, block)
     wealth, youth = rng.normal(size=n), rng.normal(size=n)
-    ids = [hashlib.sha256(f"synthetic:{seed}:{i}".encode()).hexdigest()[:12] for i in range(n)]
+    ids = [hashlib.sha256(f"synthetic:{seed}:{i}".encode()).hexdigest()[:12]
+           for i in range(first, first + n)]
     return pd.DataFrame({
         "user_id": ids,
         "split": np.where(rng.random(n) < test_share, "test", "train"),
@@ -51,14 +65,38 @@ PARTY_COLUMNS = {
 }
 
 
-def write_parties(people: pd.DataFrame, out_dir: Path, keep: float = 0.95, seed: int = 1) -> dict[str, Path]:
-    """Split `people` vertically into one CSV per party, each with its own subset and order."""
-    rng = np.random.default_rng(seed)
-    written = {}
-    for party, columns in PARTY_COLUMNS.items():
-        rows = people.loc[rng.random(len(people)) < keep, columns]
-        rows = rows.iloc[rng.permutation(len(rows))]
-        with atomic_path(out_dir / f"{party}.csv") as tmp:
-            rows.to_csv(tmp, index=False)
-        written[party] = out_dir / f"{party}.csv"
-    return written
+KEEP_SEED = 1  # the stream that picks each party's people and their order
+
+
+def write_parties(out_dir: Path, rows: int, seed: int = 0, label_signal: float = 0.3,
+                  keep: float = 0.95, block_rows: int = 1_000_000, suffix: str = ".csv",
+                  ) -> dict[str, Path]:
+    """Draw `rows` people `block_rows` at a time and split them vertically into one file per
+    party (`suffix` .csv or .parquet), each party keeping its own subset in its own order."""
+    paths = {party: out_dir / f"{party}{suffix}" for party in PARTY_COLUMNS}
+    with ExitStack() as files:
+        writers: dict[str, Callable[[pd.DataFrame], None]] = {}
+        for block, first in enumerate(range(0, rows, block_rows)):
+            people = make_people(min(block_rows, rows - first), seed, label_signal,
+                                 block=block, first=first)
+            rng = _generator(KEEP_SEED, block)
+            for party, columns in PARTY_COLUMNS.items():
+                kept = people.loc[rng.random(len(people)) < keep, columns]
+                kept = kept.iloc[rng.permutation(len(kept))]
+                if party not in writers:
+                    tmp = files.enter_context(atomic_path(paths[party]))
+                    writers[party] = _block_writer(files, tmp, kept)
+                writers[party](kept)
+    return paths
+
+
+def _block_writer(files: ExitStack, path: Path, first: pd.DataFrame) -> Callable[[pd.DataFrame], None]:
+    """A function that appends a block of rows to `path` (a row group in Parquet), open until
+    `files` closes."""
+    if path.suffix == ".csv":
+        handle = files.enter_context(path.open("w", newline="", encoding="utf-8"))
+        first.iloc[:0].to_csv(handle, index=False)
+        return lambda rows: rows.to_csv(handle, index=False, header=False)
+    schema = pa.Schema.from_pandas(first, preserve_index=False)
+    writer = files.enter_context(pq.ParquetWriter(path, schema))
+    return lambda rows: writer.write_table(pa.Table.from_pandas(rows, schema, preserve_index=False))

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from splitrec_core.channel.flight import PeerError, free_ports
-from splitrec_core.datasets.synthetic import make_people, write_parties
+from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
 from tests.conftest import REPO, as_new_rows, found_in, prepare_features, raw_values
@@ -76,7 +76,7 @@ def run_party(view: PartyView, run_id: str, workdir: Path, retries: int = 0):
 @pytest.fixture
 def federation(tmp_path: Path, synthetic_cfg):
     """Synthetic parties split into a trial federation on 127.0.0.1: one folder each."""
-    write_parties(make_people(3000, seed=4), tmp_path / "data")
+    write_parties(tmp_path / "data", 3000, seed=4)
     files = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
     cfg = synthetic_cfg.model_copy(update={"training": synthetic_cfg.training.model_copy(
         update={"epochs": EPOCHS})})
@@ -325,7 +325,7 @@ def _consecutive_free_ports(count: int) -> int:
 def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect(tmp_path: Path):
     # `make demo-distributed` on synthetic data: `splitrec party trial`, then three
     # `splitrec party run` processes, each in its own folder with its own Prefect home and API
-    write_parties(make_people(3000, seed=6), tmp_path / "data")
+    write_parties(tmp_path / "data", 3000, seed=6)
     out = tmp_path / "distributed"
     demo = subprocess.run(
         [sys.executable, str(REPO / "deployments" / "distributed.py"), "--config",

@@ -66,10 +66,10 @@ def test_a_serving_label_party_offers_retrain_and_score_and_feature_parties_scor
 
     from deployments.serve import feature_party_jobs, label_party_deployments
     from splitrec_core.channel.flight import free_ports
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
     from splitrec_core.federation import load_party, write_trial_federation
 
-    write_parties(make_people(200, seed=1), tmp_path / "data")
+    write_parties(tmp_path / "data", 200, seed=1)
     files = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
     written = write_trial_federation(synthetic_cfg, files, tmp_path / "fed", free_ports(3))
     bank_private = written["bank"][1]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from splitrec_core.config import PartyConfig
 from splitrec_core.features import FeatureMatrix, Transform, build_features
@@ -51,3 +52,34 @@ def test_transform_applies_to_raw_rows_like_training():
     assert cats[:, 0].tolist() == [1, 2, 1]
     assert abs(float(nums[:, 0].mean())) < 1e-6
     assert transform.vocab_sizes() == [3]
+
+
+def test_features_fitted_a_row_group_at_a_time_equal_one_fit(tmp_path: Path):
+    # Prepare: 5,000 rows with missing values, as one row group and as row groups of 700
+    rng = np.random.default_rng(0)
+    party = PartyConfig(name="bank", file="bank.csv", categorical=["product"], numeric=["balance"])
+    balance = rng.lognormal(5, 2, 5000)
+    balance[rng.random(5000) < 0.1] = np.nan
+    table = pa.table({"product": rng.choice(["p0", "p1", "p2", None], 5000), "balance": balance})
+    order = rng.permutation(5000)[:4000]
+    aligned = tmp_path / "aligned.parquet"
+    pq.write_table(pa.table({"row": order, "position": np.arange(4000),
+                             "is_train": rng.random(4000) < 0.7}), aligned)
+    pq.write_table(table, tmp_path / "one.parquet")
+    pq.write_table(table, tmp_path / "groups.parquet", row_group_size=700)
+
+    # Execute
+    one = build_features(party, tmp_path / "one.parquet", aligned, tmp_path / "one")
+    groups = build_features(party, tmp_path / "groups.parquet", aligned, tmp_path / "groups")
+
+    # Assert: the same vocabulary, moments equal to rounding, the same rows in the same order
+    fitted, merged = Transform.load(one.transform), Transform.load(groups.transform)
+    assert fitted.vocabularies == merged.vocabularies == {"product": ["p0", "p1", "p2"]}
+    assert merged.means["balance"] == pytest.approx(fitted.means["balance"], rel=1e-12)
+    assert merged.stds["balance"] == pytest.approx(fitted.stds["balance"], rel=1e-12)
+    for name in ("train", "test"):
+        a, b = pq.read_table(getattr(one, name)), pq.read_table(getattr(groups, name))
+        assert a.column("position").equals(b.column("position"))
+        assert a.column("cat:product").equals(b.column("cat:product"))
+        np.testing.assert_allclose(a.column("num:balance").to_numpy(),
+                                   b.column("num:balance").to_numpy(), rtol=1e-6)

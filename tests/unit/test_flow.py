@@ -44,10 +44,10 @@ def _run(workdir: Path, config: Path = SYNTHETIC_TOML) -> tuple[dict, dict[str, 
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory, prefect_api):
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
     workdir = tmp_path_factory.mktemp("flow")
-    write_parties(make_people(3000, seed=1), workdir / "data")
+    write_parties(workdir / "data", 3000, seed=1)
     return workdir, *_run(workdir)
 
 
@@ -265,9 +265,9 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path, prefect_api):
     # ephemeral one costs the CLI about 15 s)
     from prefect.settings import PREFECT_API_URL
 
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
-    write_parties(make_people(500, seed=2), tmp_path / "data")
+    write_parties(tmp_path / "data", 500, seed=2)
     media = tmp_path / "data" / "media.csv"
     frame = pd.read_csv(media)
     frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
@@ -293,7 +293,7 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     from flows.pipeline import train_pipeline
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
     received: list[dict] = []
 
@@ -313,7 +313,7 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
                                                                          overwrite=True)
     config = tmp_path / "notify.toml"
     config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[notify]\nblock = "custom-webhook/splitrec-ops"\n')
-    write_parties(make_people(500, seed=2), tmp_path / "data")
+    write_parties(tmp_path / "data", 500, seed=2)
     bank = tmp_path / "data" / "bank.csv"
     frame = pd.read_csv(bank)
     frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
@@ -392,9 +392,9 @@ class _Messages(logging.Handler):
 def test_a_task_without_positive_test_rows_gets_a_null_auc_and_the_reason(tmp_path: Path,
                                                                           prefect_api):
     # Prepare: no test row of the label party has never_married = 1; two epochs are enough
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
-    write_parties(make_people(1500, seed=3), tmp_path / "data")
+    write_parties(tmp_path / "data", 1500, seed=3)
     advertiser = tmp_path / "data" / "advertiser.csv"
     frame = pd.read_csv(advertiser)
     frame.loc[frame["split"] == "test", "never_married"] = 0

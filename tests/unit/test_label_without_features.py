@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from splitrec_core.config import Config
-from splitrec_core.datasets.synthetic import make_people, write_parties
+from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.evaluate import Report, evaluate
 from tests.conftest import prepare_features
 
@@ -22,7 +22,7 @@ def test_a_label_party_without_features_trains_on_the_feature_parties_embeddings
     from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
-    write_parties(make_people(3000, seed=3), tmp_path / "data")
+    write_parties(tmp_path / "data", 3000, seed=3)
     label = synthetic_cfg.label.model_copy(update={"categorical": [], "numeric": []})
     cfg = synthetic_cfg.model_copy(update={"parties": [label, *synthetic_cfg.feature_parties]})
     features = prepare_features(cfg, tmp_path)

@@ -1,5 +1,6 @@
-"""PSI blinding on a party's own Dask cluster (`engine = "dask"`): the same points and the same
-alignment as on its threads, and a worker killed mid-stage costs time, not the result."""
+"""A party's steps on its own Dask cluster (`engine = "dask"`): validation, PSI blinding and
+features give the same files as on its threads, and a worker killed mid-stage costs time, not
+the result."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from splitrec_core.config import load_config
-from splitrec_core.datasets.synthetic import make_people, write_parties
+from splitrec_core.config import EngineConfig, load_config
+from splitrec_core.datasets.synthetic import write_parties
+from splitrec_core.features import build_features
 from splitrec_core.psi import Blinder, hash_to_points
+from splitrec_core.validate import validate_party
 from tests.conftest import SYNTHETIC_TOML, prepare_features
 
 
@@ -77,18 +81,60 @@ def test_a_party_on_its_dask_cluster_aligns_exactly_as_on_its_threads(tmp_path: 
     (tmp_path / "dask.toml").write_text(text.replace(bank, bank + '\n[parties.engine]\nkind = '
                                                      '"dask"\nworkers = 2\nmemory_limit = "1GiB"\n'))
     on_threads, on_dask = load_config(SYNTHETIC_TOML), load_config(tmp_path / "dask.toml")
-    people = make_people(1500, seed=3)
     for run in ("threads", "dask"):
-        write_parties(people, tmp_path / run / "data")
+        write_parties(tmp_path / run / "data", 1500, seed=3)
 
     # Execute: validate and align (the test entropy pins the private shuffles)
     prepare_features(on_threads, tmp_path / "threads")
     prepare_features(on_dask, tmp_path / "dask")
 
-    # Assert: the bank's engine is Dask, and every party's common order is the same
+    # Assert: the bank's engine is Dask, and every party's common order, checked table and
+    # features are the same
     assert [p.engine.kind for p in on_dask.parties] == ["local", "dask", "local"]
     for party in ("advertiser", "bank", "media"):
-        aligned = [pq.read_table(tmp_path / run / "parties" / party / "aligned.parquet")
-                   for run in ("threads", "dask")]
-        assert aligned[0].num_rows > 1000
-        assert aligned[0].equals(aligned[1])
+        folder = Path("parties") / party
+        for written in ("aligned.parquet", "validated/validated.parquet", "features/train.parquet",
+                        "features/test.parquet"):
+            tables = [pq.read_table(tmp_path / run / folder / written) for run in ("threads", "dask")]
+            assert tables[0].num_rows > 300
+            assert tables[0].equals(tables[1]), f"{party}: {written}"
+        transforms = [(tmp_path / run / folder / "features" / "transform.json").read_text()
+                      for run in ("threads", "dask")]
+        assert transforms[0] == transforms[1]
+
+
+def test_a_worker_killed_mid_validation_leaves_every_file_unchanged(dask_client, tmp_path: Path):
+    # Prepare: the bank's 300,000 people in row groups of 10,000; its file checked and its
+    # features built on its threads (the reference); its cluster's address as its engine
+    cfg = load_config(SYNTHETIC_TOML)
+    bank = cfg.party("bank").model_copy(update={"file": "bank.parquet"})
+    path = write_parties(tmp_path / "data", 300_000, seed=1, block_rows=10_000,
+                         suffix=".parquet")["bank"]
+    on_threads = validate_party(bank, path, tmp_path / "threads")
+    rows = on_threads.rows
+    aligned = tmp_path / "aligned.parquet"
+    pq.write_table(pa.table({"row": np.random.default_rng(0).permutation(rows)[: rows // 2],
+                             "position": np.arange(rows // 2),
+                             "is_train": np.arange(rows // 2) % 3 > 0}), aligned)
+    reference = build_features(bank, on_threads.table, aligned, tmp_path / "threads" / "features")
+    engine = EngineConfig(kind="dask", address=dask_client.scheduler.address)
+    workers_before = set(dask_client.scheduler_info()["workers"])
+
+    # Execute: validate on the cluster; 0.6 s in, one worker process exits hard; then features
+    with ThreadPoolExecutor(1) as background:
+        checking = background.submit(validate_party, bank, path, tmp_path / "dask", None, (),
+                                     engine)
+        time.sleep(0.6)
+        assert not checking.done()
+        victim = min(workers_before)
+        dask_client.run(_exit_hard, workers=[victim], wait=False)
+        on_dask = checking.result(timeout=300)
+    features = build_features(bank, on_dask.table, aligned, tmp_path / "dask" / "features", engine)
+
+    # Assert: the worker was lost, and every file is as on threads
+    assert victim not in dask_client.scheduler_info()["workers"]
+    assert pq.ParquetFile(on_dask.table).metadata.num_row_groups == 30
+    for ours, theirs in ((on_dask.table, on_threads.table), (on_dask.ids, on_threads.ids),
+                         (features.train, reference.train), (features.test, reference.test)):
+        assert pq.read_table(ours).equals(pq.read_table(theirs))
+    assert features.transform.read_text() == reference.transform.read_text()

@@ -47,9 +47,9 @@ print(json.dumps(out))
 
 
 def _train_in_a_fresh_process(workdir: Path) -> subprocess.Popen:
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
-    write_parties(make_people(2000, seed=9), workdir / "data")
+    write_parties(workdir / "data", 2000, seed=9)
     return subprocess.Popen([sys.executable, "-c", TRAIN_FROM_SCRATCH, str(workdir)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -73,10 +73,10 @@ def test_two_runs_from_scratch_give_identical_training_results(tmp_path: Path):
 
 def _common_order(workdir: Path) -> list[int]:
     from splitrec_core.config import load_config
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
     from tests.conftest import SYNTHETIC_TOML, prepare_features
 
-    write_parties(make_people(300, seed=2), workdir / "data")
+    write_parties(workdir / "data", 300, seed=2)
     prepare_features(load_config(SYNTHETIC_TOML), workdir)
     return pq.read_table(workdir / "parties" / "advertiser" / "aligned.parquet").column("row").to_pylist()
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from splitrec_core.checkpoint import common_epoch
 from splitrec_core.config import load_config
-from splitrec_core.datasets.synthetic import make_people, write_parties
+from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.training.local import train_split_local
 from splitrec_core.training.party import PartyJob
 from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features
@@ -40,7 +40,7 @@ def _weights(out: dict[str, Path]) -> list[np.ndarray]:
 
 def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     # Prepare: features, and the config with enough epochs to kill one run part-way
-    write_parties(make_people(3000, seed=4), tmp_path / "data")
+    write_parties(tmp_path / "data", 3000, seed=4)
     cfg = load_config(SYNTHETIC_TOML)
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": EPOCHS})})
     features = prepare_features(cfg, tmp_path)

@@ -23,10 +23,10 @@ PARTIES = ("advertiser", "bank", "media")
 def trained(tmp_path_factory: pytest.TempPathFactory, prefect_api) -> Path:
     """A synthetic federation trained and registered by the pipeline (version `current`)."""
     from flows.pipeline import train_pipeline
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
     workdir = tmp_path_factory.mktemp("scoring")
-    write_parties(make_people(3000, seed=5), workdir / "data")
+    write_parties(workdir / "data", 3000, seed=5)
     train_pipeline(str(SYNTHETIC_TOML), str(workdir))
     return workdir
 

@@ -86,10 +86,10 @@ def test_retrain_promote_refuse_and_roll_back_through_a_prefect_server(tmp_path:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
 
     workdir = tmp_path / "run"
-    write_parties(make_people(2000, seed=6), workdir / "data")
+    write_parties(workdir / "data", 2000, seed=6)
     registry = SharedModel.of(load_config(SYNTHETIC_TOML), workdir)
     report = workdir / "report" / "metrics.json"
 

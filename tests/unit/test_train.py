@@ -121,13 +121,13 @@ def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None
                    training: dict | None = None, task_weights: list[float] | None = None):
     """Split-train synthetic parties; also the label party alone; return both reports."""
     from splitrec_core.config import load_config
-    from splitrec_core.datasets.synthetic import make_people, write_parties
+    from splitrec_core.datasets.synthetic import write_parties
     from splitrec_core.training.central import train_central
     from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
     from tests.conftest import SYNTHETIC_TOML, prepare_features
 
-    write_parties(make_people(4000, seed=7, label_signal=label_signal), tmp_path / "data")
+    write_parties(tmp_path / "data", 4000, seed=7, label_signal=label_signal)
     cfg = load_config(SYNTHETIC_TOML)
     cfg = cfg.model_copy(update={
         "training": cfg.training.model_copy(update={"epochs": epochs, **(training or {})}),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -139,3 +140,53 @@ def test_ids_that_are_not_utf8_are_reported(tmp_path: Path):
     with pytest.raises(InputError, match=r"column 'id': values that are not valid UTF-8 in 1 row\(s\), "
                                          r"e.g. row\(s\) \[1\]"):
         _ids_only(tmp_path, [], [], raw_bytes=csv)
+
+
+def _bank(tmp_path: Path, suffix: str, rows: int = 2500):
+    """The synthetic bank's file in 1,000-person blocks (Parquet: a row group each)."""
+    from splitrec_core.datasets.synthetic import write_parties
+
+    path = write_parties(tmp_path / suffix, rows, seed=2, block_rows=1000, suffix=suffix)["bank"]
+    return PartyConfig(name="bank", file=path.name, id_column="user_id", categorical=["product"],
+                       numeric=["balance"]), path
+
+
+def test_a_file_in_partitions_validates_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Prepare: the same people as CSV (read 700 rows at a time) and as Parquet (3 row groups)
+    import splitrec_core.validate as validate
+
+    monkeypatch.setattr(validate, "PARTITION_ROWS", 700)
+    party, csv = _bank(tmp_path, ".csv")
+    _, parquet = _bank(tmp_path, ".parquet")
+
+    # Execute
+    from_csv = validate_party(party, csv, tmp_path / "from-csv")
+    from_parquet = validate_party(party, parquet, tmp_path / "from-parquet")
+
+    # Assert: one row group per partition; both give the same typed table and IDs
+    assert pq.ParquetFile(from_csv.table).metadata.num_row_groups == 4
+    assert pq.ParquetFile(from_parquet.table).metadata.num_row_groups == 3
+    assert pq.read_table(from_csv.table).equals(pq.read_table(from_parquet.table))
+    assert pq.read_table(from_csv.ids).equals(pq.read_table(from_parquet.ids))
+    assert from_csv.rows == from_parquet.rows == pd.read_csv(csv).shape[0]
+
+
+def test_problems_in_a_later_partition_name_the_file_s_own_rows(tmp_path: Path):
+    # Prepare: row groups of about 950 rows; a duplicate across groups, a bad value in the third
+    party, path = _bank(tmp_path, ".parquet")
+    frame = pd.read_parquet(path)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3
+    duplicate, bad = frame.copy(), frame.astype({"balance": object})
+    duplicate.loc[2300, "user_id"] = duplicate.loc[10, "user_id"]
+    bad.loc[2000, "balance"] = "n/a"
+    for name, edited in (("duplicate", duplicate), ("bad", bad)):
+        table = pa.Table.from_pandas(edited.astype({"balance": str}) if name == "bad" else edited,
+                                     preserve_index=False)
+        pq.write_table(table, tmp_path / f"{name}.parquet", row_group_size=950)
+
+    # Execute / Assert
+    with pytest.raises(InputError, match=r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[10, 2300\]"):
+        validate_party(party, tmp_path / "duplicate.parquet", tmp_path / "out")
+    with pytest.raises(InputError, match=r"non-numeric value 'n/a' .* row\(s\) \[2000\]"):
+        validate_party(party, tmp_path / "bad.parquet", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

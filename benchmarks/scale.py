@@ -1,0 +1,219 @@
+"""Scale benchmark: the whole pipeline with every party on a Dask cluster of its own, at 1M, 3M
+and 10M people per party, with the parties apart (a process each, its own Prefect, Flight with
+mutual TLS on 127.0.0.1) so each party's memory is its own.
+
+For each size it draws the synthetic federation as Parquet (`splitrec data synthetic --parquet`,
+a row group per million people), splits `data/synthetic-dask.toml` into a trial federation of
+two parties (advertiser and bank; `--three-at` sizes add media), runs `splitrec party run` per
+party, samples every party's process tree (its process, its LocalCluster, its Prefect server)
+for resident memory every half second, and reads each stage's time from the party's own Prefect
+database. It prints, per party and stage, seconds and people per second, and each party's peak
+RSS. 10M x 10M is about 40M X25519 calls: run it in the background.
+
+`--census` instead runs the census pipeline (`splitrec run`, parties in one process) twice, on
+the local engine and with every party on a Dask LocalCluster, and compares what they wrote.
+
+    python benchmarks/scale.py                                   # 1M (3 parties), 1M, 3M, 10M
+    python benchmarks/scale.py --rows 1000000 --json runs/scale.json
+    python benchmarks/scale.py --census
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psutil
+import tomli_w
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deployments.distributed import print_failure, start_parties
+from splitrec_core.config import load_config
+from splitrec_core.datasets.synthetic import write_parties
+
+#: Prefect task-run names (before the first "-") -> the stage they belong to
+STAGES = {"validate": "validate", "psi_align": "psi", "features": "features",
+          "train_split_mmoe": "train"}
+
+
+def config_copy(source: Path, out: Path, name: str, parties: int | None = None,
+                engine: dict[str, object] | None = None) -> Path:
+    """`source` (a one-process config) with its first `parties` parties, each on `engine` if
+    given, written to `out`."""
+    settings = load_config(source).model_dump(mode="json", exclude_none=True)
+    settings["parties"] = settings["parties"][:parties]
+    for party in settings["parties"] if engine else []:
+        party["engine"] = engine
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(tomli_w.dumps(settings | {"name": name}))
+    return out
+
+
+def free_port_block(count: int) -> int:
+    """A first port with `count` free ports after it (checked, not reserved)."""
+    for first in range(52000, 60000, 16):
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError("no free ports")
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """Resident bytes of a process and all its descendants now (0 once it has gone)."""
+    total = 0
+    try:
+        for member in [process, *process.children(recursive=True)]:
+            try:
+                total += member.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        return 0
+    return total
+
+
+def stage_seconds(prefect_db: Path) -> dict[str, float]:
+    """Seconds each stage's task runs took, from a party's own Prefect database."""
+    seconds: dict[str, float] = {}
+    with sqlite3.connect(prefect_db) as db:
+        runs = db.execute("SELECT name, start_time, end_time FROM task_run "
+                          "WHERE start_time IS NOT NULL AND end_time IS NOT NULL").fetchall()
+    for name, start, end in runs:
+        stage = STAGES.get(name.split("-")[0])
+        if stage:
+            took = datetime.fromisoformat(end) - datetime.fromisoformat(start)
+            seconds[stage] = seconds.get(stage, 0.0) + took.total_seconds()
+    return seconds
+
+
+def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
+    """Draw, split and run one federation; its measurements."""
+    folder = out / f"{rows}-{parties}p"
+    write_parties(folder / "data", rows, seed=0, suffix=".parquet")
+    config = config_copy(REPO / "data" / "synthetic-dask.toml", folder / "config.toml",
+                         f"scale-{parties}", parties)
+    splitrec = Path(sys.executable).with_name("splitrec")
+    subprocess.run([splitrec, "party", "trial", config, "--data-workdir", folder, "--out",
+                    folder / "parties", "--base-port", str(free_port_block(parties))],
+                   check=True, capture_output=True)
+    folders = sorted(p for p in (folder / "parties").iterdir() if (p / "party.toml").exists())
+    started = time.monotonic()
+    launched = start_parties(folders, f"scale-{rows}")
+    watched = {name: psutil.Process(process.pid) for name, (process, _) in launched.items()}
+    peak = dict.fromkeys(launched, 0)
+    while any(process.poll() is None for process, _ in launched.values()):
+        for name, process in watched.items():
+            peak[name] = max(peak[name], tree_rss(process))
+        time.sleep(0.5)
+    wall = time.monotonic() - started
+    for name, (process, party_folder) in launched.items():
+        if process.returncode != 0:
+            print_failure(name, process, party_folder)
+            raise SystemExit(f"{name} failed at {rows:,} rows")
+    people = {p.name: len_rows(p / "data") for p in folders}
+    report = json.loads((folder / "parties" / "advertiser" / "run" / "report" /
+                         "metrics.json").read_text())
+    return {
+        "rows": rows, "parties": parties, "wall_seconds": round(wall, 1),
+        "peak_rss_mib": {name: round(b / 2**20) for name, b in peak.items()},
+        "people": people,
+        "seconds": {p.name: stage_seconds(p / ".prefect-home" / "prefect.db") for p in folders},
+        "intersection": report["psi"]["intersection"],
+        "test_auc": {task: metrics["auc"] for task, metrics in report["tasks"].items()},
+    }
+
+
+def len_rows(data: Path) -> int:
+    """People in a party's one data file."""
+    import pyarrow.parquet as pq
+
+    [path] = data.iterdir()
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def print_table(results: list[dict[str, object]]) -> None:
+    """Per run and party: seconds and people/s per stage, and peak RSS."""
+    print(f"scale benchmark, {psutil.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print("| people per party | parties | party | " + " | ".join(
+        f"{s} s (people/s)" for s in dict.fromkeys(STAGES.values())) + " | peak RSS MiB | wall s |")
+    print("|---" * (6 + len(set(STAGES.values()))) + "|")
+    for result in results:
+        for party, seconds in result["seconds"].items():
+            people = result["people"][party]
+            cells = [f"{seconds[s]:.1f} ({people / seconds[s]:,.0f})" if s in seconds else "-"
+                     for s in dict.fromkeys(STAGES.values())]
+            print(f"| {result['rows']:,} | {result['parties']} | {party} | " + " | ".join(cells)
+                  + f" | {result['peak_rss_mib'][party]:,} | {result['wall_seconds']} |")
+    print("test AUC:", {f"{r['rows']:,}/{r['parties']}p": r["test_auc"] for r in results})
+
+
+def census_engines(out: Path) -> None:
+    """The census pipeline on the local engine and on Dask: PSI output and test AUC compared."""
+    from splitrec_core.datasets.census import prepare_census
+
+    splitrec, runs = Path(sys.executable).with_name("splitrec"), {}
+    engines = {"local": None, "dask": {"kind": "dask", "workers": 1, "memory_limit": "2GiB"}}
+    for kind, engine in engines.items():
+        config = config_copy(REPO / "data" / "census.toml", out / f"census-{kind}.toml",
+                             "census", engine=engine)
+        prepare_census(out / kind / "data")
+        started = time.monotonic()
+        subprocess.run([splitrec, "run", config, "--workdir", out / kind], check=True,
+                       capture_output=True)
+        runs[kind] = (time.monotonic() - started, json.loads(
+            (out / kind / "report" / "metrics.json").read_text()))
+    import pyarrow.parquet as pq
+
+    same = {}
+    for party in sorted(p.name for p in (out / "local" / "parties").iterdir()):
+        for written in ("aligned.parquet", "features/train.parquet", "features/test.parquet"):
+            tables = [pq.read_table(out / kind / "parties" / party / written) for kind in engines]
+            same[f"{party} {written}"] = tables[0].equals(tables[1])
+    print(f"census on the local engine and on Dask, {psutil.cpu_count()} cores, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}")
+    for kind, (seconds, report) in runs.items():
+        aucs = {t: round(m["auc"], 5) for t, m in report["tasks"].items()}
+        print(f"  {kind}: {seconds:.0f} s, intersection {report['psi']['intersection']:,}, "
+              f"test AUC {aucs}")
+    print("  identical files:", same)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
+    parser.add_argument("--parties", type=int, default=2)
+    parser.add_argument("--three-at", type=int, nargs="*", default=[1_000_000],
+                        help="sizes also run with three parties")
+    parser.add_argument("--out", type=Path, default=Path("runs/scale"))
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--census", action="store_true", help="the census engine check instead")
+    args = parser.parse_args()
+    if args.census:
+        census_engines(args.out / "census")
+        return
+    runs = [(n, 3) for n in args.three_at if n in args.rows] + [(n, args.parties) for n in args.rows]
+    results = []
+    for rows, parties in runs:
+        results.append(run_size(rows, parties, args.out))
+        print(json.dumps(results[-1]), flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2))
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
