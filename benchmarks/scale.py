@@ -149,7 +149,7 @@ def print_table(results: list[dict[str, object]]) -> None:
     print(f"scale benchmark, {psutil.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print("| people per party | parties | party | " + " | ".join(
         f"{s} s (people/s)" for s in dict.fromkeys(STAGES.values())) + " | peak RSS MiB | wall s |")
-    print("|---" * (6 + len(set(STAGES.values()))) + "|")
+    print("|---" * (5 + len(set(STAGES.values()))) + "|")
     for result in results:
         for party, seconds in result["seconds"].items():
             people = result["people"][party]
@@ -157,7 +157,9 @@ def print_table(results: list[dict[str, object]]) -> None:
                      for s in dict.fromkeys(STAGES.values())]
             print(f"| {result['rows']:,} | {result['parties']} | {party} | " + " | ".join(cells)
                   + f" | {result['peak_rss_mib'][party]:,} | {result['wall_seconds']} |")
-    print("test AUC:", {f"{r['rows']:,}/{r['parties']}p": r["test_auc"] for r in results})
+    for r in results:
+        print(f"{r['rows']:,} people, {r['parties']} parties: intersection {r['intersection']:,}, "
+              f"test AUC {({t: round(a, 4) for t, a in r['test_auc'].items()})}")
 
 
 def census_engines(out: Path) -> None:
