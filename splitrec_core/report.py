@@ -115,7 +115,8 @@ def _plots(history: dict[str, Any], probabilities: dict[str, np.ndarray]) -> lis
 
     figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 2.4), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
-        axis.hist(probabilities[task], bins=40, color="tab:blue")
+        # over [0, 1], the scores' own range: scores a float32 ulp apart cannot be cut in 40
+        axis.hist(probabilities[task], bins=40, range=(0.0, 1.0), color="tab:blue")
         axis.set_yscale("log")
         axis.set_title(f"{task}: test scores")
     scores = _png(figure)
