@@ -63,8 +63,9 @@ def label_party_deployments(view: PartyView, federation: Path, private: Path, wo
     its score deployment; each run first starts the feature parties' parts."""
     from prefect.schedules import Cron
 
-    from flows.party import party_pipeline, party_score
+    from flows.party import party_flows
 
+    party_pipeline, party_score = party_flows(view.config.party(view.me).engine)
     schedule, name = view.federation.schedule, view.federation.name
     common = {"federation": str(federation), "party": view.me, "private": str(private),
               "workdir": str(workdir), "invite": True}
@@ -93,10 +94,11 @@ def feature_party_jobs(view: PartyView, federation: Path, private: Path, workdir
     """What a serving feature party runs when the label party asks: its `party_pipeline`, its
     `party_score` on its `score_input` (only if its private file names one), a move of its
     registry's aliases; each flow in this party's own Prefect."""
-    from flows.party import party_pipeline, party_score
+    from flows.party import party_flows
     from splitrec_core.apart_models import move_apart
     from splitrec_core.workspace import Workspace
 
+    party_pipeline, party_score = party_flows(view.config.party(view.me).engine)
     args = (str(federation), view.me, str(private))
     jobs: dict[str, Callable[[str], object]] = {
         "train": lambda run_id: party_pipeline(*args, run_id, str(workdir)),

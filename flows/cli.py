@@ -212,11 +212,12 @@ def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
     """Run our part of the pipeline; the other parties run theirs on their own hosts."""
     _needs_run_id(run_id, invite)
     try:
-        _, private, root = _party_setup(federation, party, private, workdir)
-        from flows.party import party_pipeline
+        view, private, root = _party_setup(federation, party, private, workdir)
+        from flows.party import party_flows
 
         _quiet_prefect_input_errors()
-        report = party_pipeline(str(federation), party, str(private), run_id, str(root), invite)
+        pipeline, _ = party_flows(view.config.party(party).engine)
+        report = pipeline(str(federation), party, str(private), run_id, str(root), invite)
     except InputError as error:
         _fail(error)
     if report:
@@ -238,10 +239,11 @@ def party_score(federation: Path, party: PartyName,
     label party."""
     _needs_run_id(run_id, invite)
     try:
-        _, private, root = _party_setup(federation, party, private, workdir)
-        from flows.party import party_score as score_flow
+        view, private, root = _party_setup(federation, party, private, workdir)
+        from flows.party import party_flows
 
         _quiet_prefect_input_errors()
+        _, score_flow = party_flows(view.config.party(party).engine)
         predictions = score_flow(str(federation), party, str(private),
                                  str(rows.resolve()) if rows else None, run_id, str(root), model,
                                  invite)

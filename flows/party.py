@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
+from prefect import Flow, flow
 from prefect.runtime import flow_run
 
+from splitrec_core.config import EngineConfig
 from splitrec_core.federation import load_party
+from tasks._common import on_run_cluster, party_task_runner
 from tasks.apart import (
     align_with_peers,
     invite_parties,
@@ -41,10 +43,12 @@ def party_pipeline(federation: str, party: str, private: str, run_id: str | None
     if invite and party == cfg.label_party:
         invite_parties(view, run_id)
 
-    # 1-3. Check our own input, align IDs with every party, engineer our own features
-    validated = validate_input(cfg, party, view.data_file, root)
-    alignment = align_with_peers(view, run_id, validated, root)
-    features = build_party_features(cfg, party, validated.table, alignment.files[party], root)
+    # 1-3. Check our own input, align IDs with every party, engineer our own features (on our
+    # Dask engine: the cluster our task runner started for this run)
+    with on_run_cluster():
+        validated = validate_input(cfg, party, view.data_file, root)
+        alignment = align_with_peers(view, run_id, validated, root)
+        features = build_party_features(cfg, party, validated.table, alignment.files[party], root)
 
     # 4. Our part of split training; at the label party, the label-only baseline for the lift
     models, training = train_with_peers(view, run_id, features, root)
@@ -78,5 +82,14 @@ def party_score(federation: str, party: str, private: str, rows: str | None = No
     run_id = run_id or f"score-{flow_run.get_id()}"[:14]
     if invite and party == view.federation.label_party:
         invite_parties(view, run_id, "score")
-    scored = score_with_peers(view, run_id, model, view.rows_to_score(rows), Path(workdir).resolve())
+    with on_run_cluster():
+        scored = score_with_peers(view, run_id, model, view.rows_to_score(rows),
+                                  Path(workdir).resolve())
     return None if scored is None else str(scored.predictions)
+
+
+def party_flows(engine: EngineConfig) -> tuple[Flow, Flow]:
+    """`party_pipeline` and `party_score` on the task runner of this party's `engine` (on Dask,
+    prefect-dask's DaskTaskRunner on the party's own cluster)."""
+    runner = party_task_runner(engine)
+    return party_pipeline.with_options(task_runner=runner), party_score.with_options(task_runner=runner)

@@ -1,6 +1,7 @@
 """Where a party's heavy steps run: on this process's threads (`local`, the default), or on a Dask
-cluster of the party's own (`dask`): an existing one at a `tcp://` address, or a `LocalCluster`
-of `workers` processes started for the step and stopped after it.
+cluster of the party's own (`dask`): an existing one at a `tcp://` address, the one its flow run's
+task runner started (`on_cluster`), or else a `LocalCluster` of `workers` processes started for
+the step and stopped after it.
 
 Only the party's own work goes to its cluster (its IDs, its points, its scalar); nothing of it
 goes to another party, so what crosses between parties is the same byte for byte.
@@ -12,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 from splitrec_core.config import EngineConfig
@@ -19,6 +21,18 @@ from splitrec_core.config import EngineConfig
 LOCAL = EngineConfig()  # this process's threads
 Item, Result = TypeVar("Item"), TypeVar("Result")
 IN_FLIGHT = 4  # pieces of work a party's cluster holds at once (so memory is bounded by piece size)
+_RUN_CLUSTER: ContextVar[str | None] = ContextVar("run_cluster", default=None)
+
+
+@contextmanager
+def on_cluster(address: str) -> Iterator[None]:
+    """Within the block, a step on a Dask engine whose `address` is "local" uses the cluster at
+    `address` (the one the party's flow run started once) instead of starting its own."""
+    token = _RUN_CLUSTER.set(address)
+    try:
+        yield
+    finally:
+        _RUN_CLUSTER.reset(token)
 
 
 @contextmanager
@@ -30,8 +44,9 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
         return
     from distributed import Client, LocalCluster
 
-    if engine.address != "local":
-        with Client(engine.address) as client:
+    address = engine.address if engine.address != "local" else _RUN_CLUSTER.get()
+    if address:
+        with Client(address) as client:
             yield client.get_executor()
         return
     with LocalCluster(n_workers=engine.workers, threads_per_worker=1, processes=True,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from splitrec_core.config import EngineConfig
+from splitrec_core.engine import on_cluster
 from splitrec_core.errors import InputError
 from tasks._policies import content_policy
 
@@ -39,3 +45,32 @@ def task_options(config_sections: tuple[str, ...] | None = None) -> dict[str, An
         "cache_policy": content_policy(config_sections),
         "persist_result": True,
     }
+
+
+def party_task_runner(engine: EngineConfig) -> TaskRunner:
+    """The task runner of a party's own flow: on a Dask engine, prefect-dask's DaskTaskRunner on
+    the party's cluster (at `address`, or a LocalCluster of `workers` for the flow run), which
+    the run's steps then share (`on_run_cluster`); else threads."""
+    if engine.kind == "local":
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if engine.address != "local":
+        return DaskTaskRunner(address=engine.address)
+    return DaskTaskRunner(cluster_kwargs={
+        "n_workers": engine.workers, "threads_per_worker": 1, "processes": True,
+        "memory_limit": engine.memory_limit, "dashboard_address": None})
+
+
+@contextmanager
+def on_run_cluster() -> Iterator[None]:
+    """Within the block, in a flow run on a DaskTaskRunner, every Dask step of the party uses the
+    runner's cluster (started once for the run) instead of starting a LocalCluster per step."""
+    from prefect_dask import DaskTaskRunner
+
+    context = FlowRunContext.get()
+    if context is None or not isinstance(context.task_runner, DaskTaskRunner):
+        yield
+        return
+    with on_cluster(context.task_runner.client.scheduler.address):  # started on first use
+        yield

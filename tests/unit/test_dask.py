@@ -138,3 +138,45 @@ def test_a_worker_killed_mid_validation_leaves_every_file_unchanged(dask_client,
                          (features.train, reference.train), (features.test, reference.test)):
         assert pq.read_table(ours).equals(pq.read_table(theirs))
     assert features.transform.read_text() == reference.transform.read_text()
+
+
+def _scheduler_address() -> str:
+    """Run on a Dask worker: the address of the scheduler it serves."""
+    from distributed import get_worker
+
+    return get_worker().scheduler.address
+
+
+def test_a_party_flow_on_its_dask_engine_runs_its_steps_on_its_task_runner_s_cluster(
+        prefect_api, tmp_path: Path):
+    # Prepare: a party flow on the task runner of a Dask engine (prefect-dask's DaskTaskRunner,
+    # a LocalCluster of 1 worker for the run); the bank's file in 3 row groups
+    from prefect import flow
+    from prefect.context import FlowRunContext
+    from prefect_dask import DaskTaskRunner
+
+    from splitrec_core.engine import party_executor
+    from tasks._common import on_run_cluster, party_task_runner
+
+    engine = EngineConfig(kind="dask", workers=1, memory_limit="1GiB")
+    bank = load_config(SYNTHETIC_TOML).party("bank").model_copy(update={"file": "bank.parquet"})
+    path = write_parties(tmp_path / "data", 3000, seed=1, block_rows=1000,
+                         suffix=".parquet")["bank"]
+
+    @flow(task_runner=party_task_runner(engine))
+    def party_steps() -> tuple[str, str, Path]:
+        runner_cluster = FlowRunContext.get().task_runner.client.scheduler.address
+        with on_run_cluster(), party_executor(engine) as executor:
+            ran_on = executor.submit(_scheduler_address).result()
+            validated = validate_party(bank, path, tmp_path / "flow", engine=engine)
+        return runner_cluster, ran_on, validated.table
+
+    # Execute
+    runner_cluster, ran_on, table = party_steps()
+
+    # Assert: the step's work ran on the cluster the flow's task runner started, and the checked
+    # table is the one the party's threads write
+    assert isinstance(party_task_runner(engine), DaskTaskRunner)
+    assert ran_on == runner_cluster
+    on_threads = validate_party(bank, path, tmp_path / "threads")
+    assert pq.read_table(table).equals(pq.read_table(on_threads.table))
