@@ -85,18 +85,27 @@ def tree_rss(process: psutil.Process) -> int:
     return total
 
 
-def stage_seconds(prefect_db: Path) -> dict[str, float]:
-    """Seconds each stage's task runs took, from a party's own Prefect database."""
-    seconds: dict[str, float] = {}
+def stage_windows(prefect_db: Path) -> list[tuple[str, float, float]]:
+    """(stage, start, end) of every task run of a stage, as Unix times, from a party's own
+    Prefect database."""
     with sqlite3.connect(prefect_db) as db:
         runs = db.execute("SELECT name, start_time, end_time FROM task_run "
                           "WHERE start_time IS NOT NULL AND end_time IS NOT NULL").fetchall()
-    for name, start, end in runs:
-        stage = STAGES.get(name.split("-")[0])
-        if stage:
-            took = datetime.fromisoformat(end) - datetime.fromisoformat(start)
-            seconds[stage] = seconds.get(stage, 0.0) + took.total_seconds()
-    return seconds
+    return [(STAGES[name.split("-")[0]], datetime.fromisoformat(start).timestamp(),
+             datetime.fromisoformat(end).timestamp())
+            for name, start, end in runs if name.split("-")[0] in STAGES]
+
+
+def by_stage(windows: list[tuple[str, float, float]], samples: list[tuple[float, int]],
+             ) -> tuple[dict[str, float], dict[str, int]]:
+    """Seconds per stage, and the party's peak RSS (MiB) sampled within each stage."""
+    seconds: dict[str, float] = {}
+    peaks: dict[str, int] = {}
+    for stage, start, end in windows:
+        seconds[stage] = seconds.get(stage, 0.0) + end - start
+        inside = [rss for at, rss in samples if start <= at <= end]
+        peaks[stage] = max([peaks.get(stage, 0), *(round(r / 2**20) for r in inside)])
+    return seconds, peaks
 
 
 def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
@@ -113,10 +122,10 @@ def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
     started = time.monotonic()
     launched = start_parties(folders, f"scale-{rows}")
     watched = {name: psutil.Process(process.pid) for name, (process, _) in launched.items()}
-    peak = dict.fromkeys(launched, 0)
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in launched}
     while any(process.poll() is None for process, _ in launched.values()):
         for name, process in watched.items():
-            peak[name] = max(peak[name], tree_rss(process))
+            samples[name].append((time.time(), tree_rss(process)))
         time.sleep(0.5)
     wall = time.monotonic() - started
     for name, (process, party_folder) in launched.items():
@@ -124,13 +133,16 @@ def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
             print_failure(name, process, party_folder)
             raise SystemExit(f"{name} failed at {rows:,} rows")
     people = {p.name: len_rows(p / "data") for p in folders}
+    stages = {p.name: by_stage(stage_windows(p / ".prefect-home" / "prefect.db"), samples[p.name])
+              for p in folders}
     report = json.loads((folder / "parties" / "advertiser" / "run" / "report" /
                          "metrics.json").read_text())
     return {
         "rows": rows, "parties": parties, "wall_seconds": round(wall, 1),
-        "peak_rss_mib": {name: round(b / 2**20) for name, b in peak.items()},
+        "peak_rss_mib": {name: round(max(r for _, r in samples[name]) / 2**20) for name in samples},
+        "peak_rss_mib_in": {name: peaks for name, (_, peaks) in stages.items()},
         "people": people,
-        "seconds": {p.name: stage_seconds(p / ".prefect-home" / "prefect.db") for p in folders},
+        "seconds": {name: seconds for name, (seconds, _) in stages.items()},
         "intersection": report["psi"]["intersection"],
         "test_auc": {task: metrics["auc"] for task, metrics in report["tasks"].items()},
     }
@@ -145,16 +157,17 @@ def len_rows(data: Path) -> int:
 
 
 def print_table(results: list[dict[str, object]]) -> None:
-    """Per run and party: seconds and people/s per stage, and peak RSS."""
+    """Per run and party: seconds, people/s and peak RSS per stage, and the party's peak RSS."""
     print(f"scale benchmark, {psutil.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print("| people per party | parties | party | " + " | ".join(
-        f"{s} s (people/s)" for s in dict.fromkeys(STAGES.values())) + " | peak RSS MiB | wall s |")
+        f"{s}: s (people/s) peak MiB" for s in dict.fromkeys(STAGES.values()))
+        + " | peak RSS MiB | wall s |")
     print("|---" * (5 + len(set(STAGES.values()))) + "|")
     for result in results:
         for party, seconds in result["seconds"].items():
-            people = result["people"][party]
-            cells = [f"{seconds[s]:.1f} ({people / seconds[s]:,.0f})" if s in seconds else "-"
-                     for s in dict.fromkeys(STAGES.values())]
+            people, peaks = result["people"][party], result["peak_rss_mib_in"][party]
+            cells = [f"{seconds[s]:.1f} ({people / seconds[s]:,.0f}) {peaks[s]:,}"
+                     if s in seconds else "-" for s in dict.fromkeys(STAGES.values())]
             print(f"| {result['rows']:,} | {result['parties']} | {party} | " + " | ".join(cells)
                   + f" | {result['peak_rss_mib'][party]:,} | {result['wall_seconds']} |")
     for r in results:
