@@ -11,7 +11,8 @@ database. It prints, per party and stage, seconds and people per second, and eac
 RSS. 10M x 10M is about 40M X25519 calls: run it in the background.
 
 `--census` instead runs the census pipeline (`splitrec run`, parties in one process) twice, on
-the local engine and with every party on a Dask LocalCluster, and compares what they wrote.
+the local engine and with every party on a Dask LocalCluster, with the same pinned shuffles
+(PSI's private shuffles are otherwise drawn afresh each run), and compares what they wrote.
 
     python benchmarks/scale.py                                   # 1M (3 parties), 1M, 3M, 10M
     python benchmarks/scale.py --rows 1000000 --json runs/scale.json
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -39,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from deployments.distributed import print_failure, start_parties
 from splitrec_core.config import load_config
 from splitrec_core.datasets.synthetic import write_parties
+from splitrec_core.entropy import PIN_VARIABLE
 
 #: Prefect task-run names (before the first "-") -> the stage they belong to
 STAGES = {"validate": "validate", "psi_align": "psi", "features": "features",
@@ -187,7 +190,7 @@ def census_engines(out: Path) -> None:
         prepare_census(out / kind / "data")
         started = time.monotonic()
         subprocess.run([splitrec, "run", config, "--workdir", out / kind], check=True,
-                       capture_output=True)
+                       capture_output=True, env=os.environ | {PIN_VARIABLE: "census-engines"})
         runs[kind] = (time.monotonic() - started, json.loads(
             (out / kind / "report" / "metrics.json").read_text()))
     import pyarrow.parquet as pq
@@ -197,6 +200,9 @@ def census_engines(out: Path) -> None:
         for written in ("aligned.parquet", "features/train.parquet", "features/test.parquet"):
             tables = [pq.read_table(out / kind / "parties" / party / written) for kind in engines]
             same[f"{party} {written}"] = tables[0].equals(tables[1])
+    for written in ("validated/validated.parquet", "validated/ids.parquet"):
+        tables = [pq.read_table(out / kind / "parties" / "bank" / written) for kind in engines]
+        same[f"bank {written}"] = tables[0].equals(tables[1])
     print(f"census on the local engine and on Dask, {psutil.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     for kind, (seconds, report) in runs.items():
