@@ -144,6 +144,13 @@ class TrainingConfig(Strict):
                     "into fused kernels, compiled before the first batch, that use every core (one "
                     "thread each when the parties step side by side, embed_ahead >= 1); equal to "
                     "central training compiled the same way up to float rounding")
+    stream_buffer: int = Field(
+        default=0, ge=0,
+        description="0: every party reads its features whole and shuffles all fitting rows at "
+                    "once (central training's order, so split training equals it); k > 0: every "
+                    "party streams its features a row group (a million rows) at a time, the "
+                    "groups in a seeded order and the rows of k groups shuffled together, so its "
+                    "memory holds k row groups")
     loss_weighting: Literal["static", "uncertainty"] = Field(
         default="static", description="task weights as configured, or learned (Kendall et al. 2018)")
     seed: int = 7

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial, reduce
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,11 @@ import pyarrow.parquet as pq
 from splitrec_core.config import EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL, in_order, party_executor
 from splitrec_core.io import atomic_path, read_json, write_json
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from splitrec_core.epochs import Plan
 
 CAT, NUM, LABEL = "cat:", "num:", "label:"
 
@@ -254,7 +260,11 @@ class FeatureMatrix:
     @classmethod
     def read(cls, path: Path) -> FeatureMatrix:
         """Load a features Parquet written by `build_features`."""
-        table = pq.read_table(path)
+        return cls.of(pq.read_table(path))
+
+    @classmethod
+    def of(cls, table: pa.Table) -> FeatureMatrix:
+        """The model inputs and labels in (part of) a features table."""
         names = table.column_names
 
         def stack(prefix: str, dtype: type) -> np.ndarray:
@@ -272,3 +282,31 @@ class FeatureMatrix:
 
     def __len__(self) -> int:
         return len(self.cats)
+
+    def take(self, rows: np.ndarray | slice) -> FeatureMatrix:
+        """These rows (indices or a slice) of every matrix."""
+        return FeatureMatrix(self.cats[rows], self.nums[rows],
+                             {task: labels[rows] for task, labels in self.labels.items()})
+
+    @staticmethod
+    def concat(parts: list[FeatureMatrix]) -> FeatureMatrix:
+        """The rows of `parts`, one after another (at least one part)."""
+        return FeatureMatrix(np.concatenate([p.cats for p in parts]),
+                             np.concatenate([p.nums for p in parts]),
+                             {t: np.concatenate([p.labels[t] for p in parts]) for t in parts[0].labels})
+
+    def task_labels(self, tasks: list[str]) -> np.ndarray:
+        """The label party's labels, one column per task, as the loss takes them."""
+        return np.stack([self.labels[t] for t in tasks], axis=1).astype(np.float32)
+
+    def chunks(self, size: int) -> Iterator[FeatureMatrix]:
+        """The rows in order, `size` at a time (for scoring)."""
+        for start in range(0, len(self), size):
+            yield self.take(slice(start, start + size))
+
+    def batches(self, plan: Plan, epoch: int, tasks: list[str] | None = None,
+                ) -> list[tuple[tf.Tensor, ...]]:
+        """Every batch of `epoch` (`cats`, `nums`, and with `tasks` their labels), the fitting
+        rows shuffled all at once, exactly as central training shuffles them."""
+        labels = [self.task_labels(tasks)] if tasks else []
+        return plan.batch_tensors(epoch, self.cats, self.nums, *labels)

@@ -22,7 +22,6 @@ from splitrec_core.trainers import CentralTrainer, set_op_threads
 from splitrec_core.training.common import (
     build_bottom,
     build_top,
-    label_matrix,
     party_order,
     save_model,
     task_weighting,
@@ -71,7 +70,7 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
                      for chunk in eval_batches(rows))
         return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32), *predicted])
 
-    labels = label_matrix(run.train[label], [t.name for t in cfg.tasks])
+    labels = run.train[label].task_labels([t.name for t in cfg.tasks])
     history, best = History(), BestWeights(trainer.models)
     start_all = time.perf_counter()
     trainer.trace(plan.batch_sizes)
@@ -105,7 +104,7 @@ def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> Tr
     if cfg.label.feature_columns:
         return train_central(cfg, {cfg.label_party: features}, out_dir)
     tasks = [t.name for t in cfg.tasks]
-    rates = label_matrix(FeatureMatrix.read(features.train), tasks).mean(axis=0)
+    rates = FeatureMatrix.read(features.train).task_labels(tasks).mean(axis=0)
     positions = FeatureMatrix.positions(features.test)
     columns = {"position": positions} | {f"p:{t}": np.full(len(positions), rates[j], np.float32)
                                          for j, t in enumerate(tasks)}

@@ -57,11 +57,6 @@ def task_weighting(cfg: Config) -> TaskWeighting:
                          name="task_weighting")
 
 
-def label_matrix(data: FeatureMatrix, tasks: list[str]) -> np.ndarray:
-    """The label party's labels, one column per task, as the loss takes them."""
-    return np.stack([data.labels[t] for t in tasks], axis=1).astype(np.float32)
-
-
 class Wire:
     """How embeddings and gradients cross the channel: in `dtype` (float16 halves the bytes),
     always computed on in float32. TensorFlow converts: numpy's float16 conversion is several

@@ -7,13 +7,13 @@ from collections import deque
 from collections.abc import Iterable
 from functools import partial
 
-import numpy as np
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
 from splitrec_core.checkpoint import Checkpoints
-from splitrec_core.epochs import BestWeights, Decision, Plan, eval_batches
+from splitrec_core.epochs import EVAL_BATCH, BestWeights, Decision, Plan
 from splitrec_core.features import FeatureMatrix
+from splitrec_core.streaming import StreamedFeatures
 from splitrec_core.trainers import BottomTrainer
 from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire
 
@@ -46,8 +46,9 @@ def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.T
         trainer.backward(*oldest, gradients.take(len(oldest[0])))
 
 
-def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
-                 test: FeatureMatrix, leader: str, plan: Plan, checkpoints: Checkpoints,
+def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix | StreamedFeatures,
+                 test: FeatureMatrix | StreamedFeatures, leader: str, plan: Plan,
+                 checkpoints: Checkpoints,
                  start_epoch: int = 0, ahead: int = 0, wire: Wire = FLOAT32,
                  per_message: int = 1) -> None:
     """A feature party's training run from `start_epoch`, then its embeddings of the test rows
@@ -61,16 +62,17 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
     best = BestWeights([trainer.bottom])
     if start_epoch:
         best.load(checkpoints.restore(start_epoch, [trainer.bottom], [trainer.optimizer]))
-    batches = plan.batch_tensors(start_epoch, train.cats, train.nums)
+    batches = train.batches(plan, start_epoch)
+    validation = train.take(plan.validation)
     embeddings = Outbox(partial(channel.send, Kind.EMBEDDING, leader), wire, per_message)
     gradients = Inbox(partial(channel.recv, Kind.GRADIENT, leader), wire)
     for epoch in range(start_epoch, plan.epochs):
         bottom_epoch(trainer, batches, embeddings, gradients, ahead)
-        for rows in eval_batches(plan.validation):
-            h = trainer.forward(train.cats[rows], train.nums[rows])
+        for chunk in validation.chunks(EVAL_BATCH):
+            h = trainer.forward(chunk.cats, chunk.nums)
             channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h))
         if epoch + 1 < plan.epochs:
-            batches = plan.batch_tensors(epoch + 1, train.cats, train.nums)
+            batches = train.batches(plan, epoch + 1)
         decision = Decision.from_table(channel.recv(Kind.EARLY_STOPPING, leader))
         if decision.improved:
             best.keep()
@@ -78,6 +80,6 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix,
             break
         checkpoints.save(epoch + 1, [trainer.bottom], [trainer.optimizer], best.arrays())
     best.restore()
-    for rows in eval_batches(np.arange(len(test))):
-        h = trainer.embed(test.cats[rows], test.nums[rows])
+    for chunk in test.chunks(EVAL_BATCH):
+        h = trainer.embed(chunk.cats, chunk.nums)
         channel.send(Kind.EVAL_EMBEDDING, leader, wire.pack(h))

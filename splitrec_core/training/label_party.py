@@ -15,11 +15,12 @@ import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
 from splitrec_core.checkpoint import Checkpoints
-from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
+from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, Plan, auc_per_task
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
+from splitrec_core.streaming import StreamedFeatures
 from splitrec_core.trainers import LabelTrainer
-from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire, label_matrix
+from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire
 
 _log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Ten
     return losses, (cats, nums, received)
 
 
-def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, test: FeatureMatrix,
+def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix | StreamedFeatures,
+               test: FeatureMatrix | StreamedFeatures,
                followers: list[str], tasks: list[str], plan: Plan, checkpoints: Checkpoints,
                start_epoch: int = 0, wire: Wire = FLOAT32, per_message: int = 1) -> LabelOutcome:
     """The label party's training run from `start_epoch`, then its test predictions
@@ -72,13 +74,13 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
     embed the validation rows. The leakage audit covers the gradients it sent in the last epoch
     run.
     """
-    labels = label_matrix(train, tasks)
     history, best = History(), BestWeights(trainer.models)
     if start_epoch:
         saved = checkpoints.restore(start_epoch, best.models, [trainer.optimizer])
         history = History.from_arrays(saved)
         best.load(saved)
-    batches = plan.batch_tensors(start_epoch, train.cats, train.nums, labels)
+    batches = train.batches(plan, start_epoch, tasks)
+    validation = train.take(plan.validation)
     embeddings = [Inbox(partial(channel.recv, Kind.EMBEDDING, f), wire) for f in followers]
     gradients = [Outbox(partial(channel.send, Kind.GRADIENT, f), wire, per_message)
                  for f in followers]
@@ -86,11 +88,11 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
         losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit)
         if epoch + 1 < plan.epochs:
-            batches = plan.batch_tensors(epoch + 1, train.cats, train.nums, labels)
+            batches = train.batches(plan, epoch + 1, tasks)
         val_auc = []
-        if len(plan.validation):
-            val_auc = auc_per_task(labels[plan.validation],
-                                   _predict(channel, trainer, train, plan.validation, followers,
+        if len(validation):
+            val_auc = auc_per_task(validation.task_labels(tasks),
+                                   _predict(channel, trainer, validation, followers,
                                             Kind.VALIDATION_EMBEDDING, wire))
         history.record(losses, val_auc,
                        trainer.gate_usage(cats, nums, last).numpy(),
@@ -108,16 +110,16 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix, te
         checkpoints.save(epoch + 1, best.models, [trainer.optimizer], history.arrays() | best.arrays())
     trained_at = time.time()
     best.restore()
-    probabilities = _predict(channel, trainer, test, np.arange(len(test)), followers,
-                             Kind.EVAL_EMBEDDING, wire)
+    probabilities = _predict(channel, trainer, test, followers, Kind.EVAL_EMBEDDING, wire)
     return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at)
 
 
-def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix, rows: np.ndarray,
+def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix | StreamedFeatures,
              followers: list[str], kind: Kind, wire: Wire) -> np.ndarray:
-    """Probabilities `[rows, tasks]` from our columns and the followers' embeddings of `kind`."""
+    """Probabilities `[rows, tasks]` of every row of `data`, from our columns and the followers'
+    embeddings of `kind`."""
     predicted = [np.zeros((0, trainer.top.outputs[0].shape[1]), np.float32)]
-    for chunk in eval_batches(rows):
+    for chunk in data.chunks(EVAL_BATCH):
         received = [wire.unpack(channel.recv(kind, f)) for f in followers]
-        predicted.append(trainer.predict(data.cats[chunk], data.nums[chunk], received).numpy())
+        predicted.append(trainer.predict(chunk.cats, chunk.nums, received).numpy())
     return np.concatenate(predicted)

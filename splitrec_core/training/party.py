@@ -15,8 +15,9 @@ from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
 from splitrec_core.entropy import private_seed
 from splitrec_core.epochs import Plan
-from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
+from splitrec_core.features import PartyFeatures, Transform
 from splitrec_core.provenance import fingerprint
+from splitrec_core.streaming import open_features
 from splitrec_core.trainers import BottomTrainer, LabelTrainer, set_op_threads
 from splitrec_core.training.common import Wire, build_bottom, build_top, save_model, task_weighting
 from splitrec_core.training.feature_party import feature_loop
@@ -72,7 +73,8 @@ class PartyJob:
     def __call__(self, channel: Channel) -> PartyOutcome:
         set_op_threads(self.cfg.training.xla, side_by_side=self.cfg.training.embed_ahead > 0)
         cfg, label = self.cfg, self.cfg.label_party
-        train, test = FeatureMatrix.read(self.files.train), FeatureMatrix.read(self.files.test)
+        train, test = (open_features(path, cfg.training.stream_buffer)
+                       for path in (self.files.train, self.files.test))
         plan = Plan.of(cfg.training, len(train))
         rate, wire = plan.learning_rate(cfg.training), Wire(cfg.training.wire_dtype)
         models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files.transform))}
