@@ -13,6 +13,7 @@ partitions and the engineered columns, not the raw table.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import partial, reduce
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 
 from splitrec_core.config import EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL, in_order, party_executor
-from splitrec_core.io import atomic_path, read_json, write_json
+from splitrec_core.io import read_json, write_json, write_parquet
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -231,22 +232,16 @@ def build_features(
     partitions = list(_partitions(validated, aligned))
     with party_executor(engine) as executor:
         fits = in_order(executor, partial(_statistics, party), partitions)
-        transform = reduce(lambda a, b: a + b, (stats for _, stats in fits)).transform()
+        transform = reduce(operator.add, (stats for _, stats in fits)).transform()
         engineered = pa.concat_tables([
             table for _, table in in_order(executor, partial(_engineered, transform), partitions)])
     engineered = engineered.take(pc.sort_indices(engineered, [("position", "ascending")]))
     is_train = engineered.column("is_train")
     out = {}
     for name, rows in (("train", is_train), ("test", pc.invert(is_train))):
-        out[name] = _write_groups(engineered.filter(rows).drop_columns(["is_train"]),
-                                  out_dir / f"{name}.parquet")
+        out[name] = write_parquet(engineered.filter(rows).drop_columns(["is_train"]),
+                                  out_dir / f"{name}.parquet", ROW_GROUP_ROWS)
     return PartyFeatures(out["train"], out["test"], transform.save(out_dir / "transform.json"))
-
-
-def _write_groups(table: pa.Table, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
-    return path
 
 
 @dataclass(frozen=True)

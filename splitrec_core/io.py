@@ -53,10 +53,11 @@ def undone_on_failure(folder: Path) -> Iterator[Path]:
         raise
 
 
-def write_parquet(table: pa.Table, path: Path) -> Path:
-    """Write `table` to `path` atomically and return the path."""
+def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> Path:
+    """Write `table` to `path` atomically (in row groups of at most `row_group_size` rows, if
+    given) and return the path."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=row_group_size)
     return Path(path)
 
 
