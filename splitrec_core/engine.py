@@ -9,12 +9,16 @@ goes to another party, so what crosses between parties is the same byte for byte
 
 from __future__ import annotations
 
+import ctypes
+import gc
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import TypeVar
+
+import pyarrow as pa
 
 from splitrec_core.config import EngineConfig
 
@@ -38,21 +42,36 @@ def on_cluster(address: str) -> Iterator[None]:
 @contextmanager
 def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
     """The executor a step of the party maps its blocks of work over while the block runs; None
-    for the local engine (the step uses its own thread pool)."""
-    if engine.kind == "local":
-        yield None
-        return
-    from distributed import Client, LocalCluster
+    for the local engine (the step uses its own thread pool). After the step, this process and
+    the workers of a cluster that outlives it hand the memory the step freed back to the OS."""
+    try:
+        if engine.kind == "local":
+            yield None
+            return
+        from distributed import Client, LocalCluster
 
-    address = engine.address if engine.address != "local" else _RUN_CLUSTER.get()
-    if address:
-        with Client(address) as client:
+        address = engine.address if engine.address != "local" else _RUN_CLUSTER.get()
+        if address:
+            with Client(address) as client:
+                yield client.get_executor()
+                client.run(_release_memory)
+            return
+        with LocalCluster(n_workers=engine.workers, threads_per_worker=1, processes=True,
+                          memory_limit=engine.memory_limit, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
             yield client.get_executor()
-        return
-    with LocalCluster(n_workers=engine.workers, threads_per_worker=1, processes=True,
-                      memory_limit=engine.memory_limit, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
-        yield client.get_executor()
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Hand the memory a step freed back to the OS (Arrow's pool and glibc keep it otherwise),
+    so one step's peak is not carried into the next: at 10M people a party's cluster kept 0.5 GiB
+    from validation through PSI."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    with suppress(OSError, AttributeError):  # not glibc: nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def in_order(executor: Executor | None, work: Callable[[Item], Result],
