@@ -66,8 +66,8 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
 
 def _release_memory() -> None:
     """Hand the memory a step freed back to the OS (Arrow's pool and glibc keep it otherwise),
-    so one step's peak is not carried into the next: at 10M people a party's cluster kept 0.5 GiB
-    from validation through PSI."""
+    so one step's peak is not carried into the next on a cluster the run's steps share (the scale
+    benchmark's 10M run: benchmarks/RESULTS.md)."""
     gc.collect()
     pa.default_memory_pool().release_unused()
     with suppress(OSError, AttributeError):  # not glibc: nothing to trim
