@@ -190,6 +190,8 @@ def _partitions(validated: Path, aligned: Path) -> Iterator[_Partition]:
     """Every row group of `validated` with the aligned rows it holds."""
     alignment = pq.read_table(aligned)
     rows = alignment.column("row").to_numpy()
+    positions = alignment.column("position").to_numpy()
+    is_train = alignment.column("is_train").to_numpy(zero_copy_only=False)
     by_row = np.argsort(rows, kind="stable")
     metadata = pq.ParquetFile(validated).metadata
     first = 0
@@ -197,9 +199,7 @@ def _partitions(validated: Path, aligned: Path) -> Iterator[_Partition]:
         last = first + metadata.row_group(group).num_rows
         mine = by_row[np.searchsorted(rows, first, sorter=by_row):
                       np.searchsorted(rows, last, sorter=by_row)]
-        yield _Partition(validated, group, rows[mine] - first,
-                         alignment.column("position").to_numpy()[mine],
-                         alignment.column("is_train").to_numpy(zero_copy_only=False)[mine])
+        yield _Partition(validated, group, rows[mine] - first, positions[mine], is_train[mine])
         first = last
 
 
