@@ -54,7 +54,8 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
         if address:
             with Client(address) as client:
                 yield client.get_executor()
-                client.run(_release_memory)
+                # A worker lost during the step has nothing to hand back: skip it, do not fail
+                client.run(_release_memory, on_error="ignore")
             return
         with LocalCluster(n_workers=engine.workers, threads_per_worker=1, processes=True,
                           memory_limit=engine.memory_limit, dashboard_address=None) as cluster, \
