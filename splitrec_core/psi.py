@@ -88,9 +88,10 @@ class Blinder:
         done = list(self._pool.map(partial(_blind_block, scalar=self._scalar), blocks))
         return np.concatenate(done) if done else np.zeros((0, POINT_BYTES), np.uint8)
 
-    def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str,
+    def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str, total: int,
                   progress: Progress | None = None) -> np.ndarray:
-        """Hash and blind IDs that arrive in chunks (a stream from Parquet); (n, 32).
+        """Hash and blind the `total` IDs that arrive in chunks (a stream from Parquet);
+        (total, 32), filled in place, so the points are held once, not once more in pieces.
 
         On the blinder's own threads, each chunk is hashed here (SHA-256 of short IDs holds the
         GIL) and its points blinded block by block on the threads. On a party's cluster, each
@@ -102,21 +103,26 @@ class Blinder:
         else:
             done = in_order(self._pool, partial(_hash_and_blind, domain=domain,
                                                 scalar=self._scalar), id_chunks)
-        blinded = []
+        blinded, filled = np.empty((total, POINT_BYTES), np.uint8), 0
         for chunk, points in done:
-            blinded.append(points)
+            if filled + len(points) > total:
+                raise ValueError(f"the ID chunks hold more than the {total} IDs announced")
+            blinded[filled : filled + len(points)] = points
+            filled += len(points)
             if progress:
                 progress.add(len(chunk))
+        if filled != total:
+            raise ValueError(f"the ID chunks hold {filled} IDs, not the {total} announced")
         if progress:
             progress.finish()
-        return _concat(blinded)
+        return blinded
 
 
 def _hash_and_blind(ids: Sequence[str], domain: str, scalar: bytes) -> np.ndarray:
     return _blind_block(hash_to_points(ids, domain), scalar)
 
 
-def _concat(parts: Iterable[np.ndarray], width: int = POINT_BYTES) -> np.ndarray:
+def _concat(parts: Iterable[np.ndarray], width: int) -> np.ndarray:
     arrays = list(parts)
     return np.concatenate(arrays) if arrays else np.zeros((0, width), np.uint8)
 
@@ -140,29 +146,42 @@ def match(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
     result = np.full(len(ours), -1, np.int64)
     if len(ours) == 0 or len(theirs) == 0:
         return result
-    key_ours = np.ascontiguousarray(ours[:, :8]).view("<u8").ravel()
     key_theirs = np.ascontiguousarray(theirs[:, :8]).view("<u8").ravel()
     order = np.argsort(key_theirs, kind="stable")
     sorted_keys = key_theirs[order]
+    del key_theirs  # at ten million points each of these temporaries is 76 MB
     if np.any(sorted_keys[1:] == sorted_keys[:-1]):  # 8-byte prefixes collide: join on all bytes
         where = {row.tobytes(): j for j, row in enumerate(theirs)}
         return np.array([where.get(row.tobytes(), -1) for row in ours], np.int64)
+    key_ours = np.ascontiguousarray(ours[:, :8]).view("<u8").ravel()
     slot = np.minimum(np.searchsorted(sorted_keys, key_ours), len(sorted_keys) - 1)
-    candidate = order[slot]
-    hit = (sorted_keys[slot] == key_ours) & np.all(ours == theirs[candidate], axis=1)
-    result[hit] = candidate[hit]
+    prefix_equal = np.flatnonzero(sorted_keys[slot] == key_ours)
+    del key_ours, sorted_keys
+    candidate = order[slot[prefix_equal]]
+    whole_equal = np.all(ours[prefix_equal] == theirs[candidate], axis=1)
+    result[prefix_equal[whole_equal]] = candidate[whole_equal]
     return result
 
 
-def send_points(channel: Channel, kind: Kind, to: str, points: np.ndarray, chunk: int) -> None:
-    """Send an (n, k) array in chunks, then an empty chunk to mark the end."""
-    for start in range(0, len(points), chunk):
-        channel.send(kind, to, array_table(points[start : start + chunk]))
-    channel.send(kind, to, array_table(points[:0]))
+def send_shuffled(channel: Channel, kind: Kind, to: str, points: np.ndarray, order: np.ndarray,
+                  chunk: int) -> None:
+    """Send the rows of an (n, k) array in `order`, `chunk` rows a message: gathered a chunk at
+    a time, so a shuffled copy of all the points never exists."""
+    send_chunks(channel, kind, to, (points[order[start : start + chunk]]
+                                    for start in range(0, len(order), chunk)))
+
+
+def send_chunks(channel: Channel, kind: Kind, to: str, chunks: Iterable[np.ndarray]) -> None:
+    """Send (n, k) arrays one message each, then an empty one to mark the end (`recv_chunks`)."""
+    width = None
+    for part in chunks:
+        width = part.shape[1]
+        channel.send(kind, to, array_table(part))
+    channel.send(kind, to, array_table(np.zeros((0, width or POINT_BYTES), np.uint8)))
 
 
 def recv_chunks(channel: Channel, kind: Kind, frm: str) -> Iterator[np.ndarray]:
-    """Yield the chunks of one `send_points` stream as (n, k) uint8 arrays."""
+    """Yield the chunks of one `send_chunks` stream as (n, k) uint8 arrays."""
     while True:
         chunk = table_array(channel.recv(kind, frm)).astype(np.uint8, copy=False)
         if len(chunk) == 0:
@@ -175,31 +194,33 @@ def _shuffle(n: int, *purpose: str) -> np.ndarray:
     return private_generator(*purpose).permutation(n)
 
 
-def _progress(party: str, total: int | None) -> Progress:
+def _progress(party: str, total: int) -> Progress:
     return Progress(_log, f"PSI: {party}'s IDs hashed and blinded", total)
 
 
 def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: Sequence[str],
-               domain: str, chunk: int, total: int | None = None,
+               domain: str, chunk: int, total: int,
                executor: Executor | None = None) -> np.ndarray:
-    """Run the leader's side (`total`: how many IDs the chunks hold, for the progress log;
-    `executor`: where to blind, see `Blinder`); return the leader's local rows in the common
-    order."""
+    """Run the leader's side (`total`: how many IDs the chunks hold; `executor`: where to
+    blind, see `Blinder`); return the leader's local rows in the common order."""
     with Blinder(executor=executor) as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
-        ours = blinder.blind_ids(id_chunks, domain, _progress(channel.me, total))
-        order = _shuffle(len(ours), "psi-order", channel.me)
-        ours = ours[order]
+        ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
+        size = len(ours)
+        order = _shuffle(size, "psi-order", channel.me)
         for follower in followers:
-            send_points(channel, Kind.PSI_BLINDED, follower, ours, chunk)
+            send_shuffled(channel, Kind.PSI_BLINDED, follower, ours, order, chunk)
+        del ours  # only its size is needed now: our points come back double-blinded
 
         # 2. Per follower: raise its points to our scalar and join with our double-blinded points
         matches = []  # per follower: for each of our sent points, its index in their list or -1
         for follower in followers:
-            theirs = _concat(blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower))
-            width = comparison_bytes(len(ours), len(theirs))
+            theirs = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower)]
+            width = comparison_bytes(size, sum(len(c) for c in theirs))
+            theirs = _concat((c[:, :width] for c in theirs), width)  # only what is compared
             ours_twice = _concat(recv_chunks(channel, Kind.PSI_DOUBLE_BLINDED, follower), width)
-            matches.append(match(ours_twice, theirs[:, :width]))
+            matches.append(match(ours_twice, theirs))
+            del theirs, ours_twice
 
     # 3. Keep what all share, in a fresh random order; tell each follower its positions
     shared = np.flatnonzero(np.all(np.stack(matches) >= 0, axis=0))
@@ -212,23 +233,24 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
 
 
 def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: str, domain: str,
-                 chunk: int, total: int | None = None,
+                 chunk: int, total: int,
                  executor: Executor | None = None) -> np.ndarray:
     """Run a follower's side (`total`, `executor`: as for `run_leader`); return its local rows
     in the common order."""
     with Blinder(executor=executor) as blinder:
         # 1. Send our own blinded IDs, shuffled
-        ours = blinder.blind_ids(id_chunks, domain, _progress(channel.me, total))
+        ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
         order = _shuffle(len(ours), "psi-order", channel.me)
-        send_points(channel, Kind.PSI_BLINDED, leader, ours[order], chunk)
+        send_shuffled(channel, Kind.PSI_BLINDED, leader, ours, order, chunk)
         size = len(ours)
         del ours
 
-        # 2. Raise the leader's points to our scalar and return them in the order received,
-        #    cut to the bytes the leader compares
-        theirs_twice = _concat(blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, leader))
-        width = comparison_bytes(len(theirs_twice), size)
-        send_points(channel, Kind.PSI_DOUBLE_BLINDED, leader, theirs_twice[:, :width], chunk)
+        # 2. Raise the leader's points to our scalar and return them in the order and chunks
+        #    received, cut to the bytes the leader compares
+        theirs_twice = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, leader)]
+        width = comparison_bytes(sum(len(c) for c in theirs_twice), size)
+        send_chunks(channel, Kind.PSI_DOUBLE_BLINDED, leader, (c[:, :width] for c in theirs_twice))
+        del theirs_twice
 
     # 3. Learn which of our sent points are shared, in the common order
     positions = table_array(channel.recv(Kind.PSI_POSITIONS, leader)).astype(np.int64)

@@ -39,8 +39,8 @@ def test_blinding_on_dask_commutes_with_blinding_on_threads(dask_client):
     ids = [f"person-{i}" for i in range(3000)]
     chunks = [ids[i : i + 250] for i in range(0, len(ids), 250)]
     with Blinder(block=256, executor=dask_client.get_executor()) as on_dask, Blinder() as on_threads:
-        dask_then_threads = on_threads.blind(on_dask.blind_ids(chunks, "test-domain"))
-        threads_then_dask = on_dask.blind(on_threads.blind_ids(chunks, "test-domain"))
+        dask_then_threads = on_threads.blind(on_dask.blind_ids(chunks, "test-domain", len(ids)))
+        threads_then_dask = on_dask.blind(on_threads.blind_ids(chunks, "test-domain", len(ids)))
 
     assert dask_then_threads.shape == (3000, 32)
     np.testing.assert_array_equal(dask_then_threads, threads_then_dask)

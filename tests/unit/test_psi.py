@@ -52,9 +52,13 @@ def test_blinding_commutes(monkeypatch: pytest.MonkeyPatch):
     with Blinder() as alice, Blinder() as bob:
         ab, ba = bob.blind(alice.blind(points)), alice.blind(bob.blind(points))
         first = alice.blind(points)[0].tobytes()
+        streamed, whole = alice.blind_ids([["alice"], ["bob"]], "d", total=2), alice.blind(points)
+        with pytest.raises(ValueError, match="hold 1 IDs, not the 2 announced"):
+            alice.blind_ids([["alice"]], "d", total=2)
 
     # Assert
     np.testing.assert_array_equal(ab, ba)
+    np.testing.assert_array_equal(streamed, whole)
     assert first == crypto_scalarmult(a, points[0].tobytes())
     assert hash_to_points(["alice"], "d").tobytes() != hash_to_points(["alice"], "e").tobytes()
 
@@ -78,8 +82,10 @@ def test_match_joins_rows_exactly():
     rng = np.random.default_rng(0)
     wide = rng.integers(0, 256, (1000, 10), dtype=np.uint8)
     picks = rng.permutation(1000)[:300]
-    probe = np.vstack([wide[picks], rng.integers(0, 256, (50, 10), dtype=np.uint8)])
-    assert match(probe, wide).tolist() == [*picks.tolist(), *[-1] * 50]
+    near = wide[picks[:5]].copy()
+    near[:, 9] ^= 1  # the same first 8 bytes as a row of theirs, not the same row
+    probe = np.vstack([wide[picks], rng.integers(0, 256, (50, 10), dtype=np.uint8), near])
+    assert match(probe, wide).tolist() == [*picks.tolist(), *[-1] * 55]
     assert match(probe[:0], wide).tolist() == []
 
 

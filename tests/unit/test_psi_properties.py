@@ -31,9 +31,11 @@ def _aligned_ids(sets: list[list[str]]) -> dict[str, list[str]]:
     """Run the protocol with p0 leading; each party's IDs in the order it was given."""
     names = [f"p{i}" for i in range(len(sets))]
     hub = LocalHub()
-    jobs = {"p0": partial(run_leader, hub.channel("p0"), chunks(sets[0]), names[1:], "prop", 5)}
+    jobs = {"p0": partial(run_leader, hub.channel("p0"), chunks(sets[0]), names[1:], "prop", 5,
+                          len(sets[0]))}
     for name, values in zip(names[1:], sets[1:], strict=True):
-        jobs[name] = partial(run_follower, hub.channel(name), chunks(values), "p0", "prop", 5)
+        jobs[name] = partial(run_follower, hub.channel(name), chunks(values), "p0", "prop", 5,
+                             len(values))
     try:
         rows = hub.run(jobs)
     except EmptyIntersection:
