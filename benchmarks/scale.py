@@ -74,18 +74,30 @@ def free_port_block(count: int) -> int:
     raise RuntimeError("no free ports")
 
 
-def tree_rss(process: psutil.Process) -> int:
-    """Resident bytes of a process and all its descendants now (0 once it has gone)."""
-    total = 0
+def tree_rss(process: psutil.Process) -> dict[str, int]:
+    """Resident bytes now of a party's process and of its descendants, summed by role (empty
+    once it has gone): the party itself, its Dask workers, its Prefect server, anything else."""
+    rss: dict[str, int] = {}
     try:
-        for member in [process, *process.children(recursive=True)]:
-            try:
-                total += member.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
+        members = [process, *process.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    return total
+        return rss
+    for member in members:
+        try:
+            role = _role(member, process)
+            rss[role] = rss.get(role, 0) + member.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return rss
+
+
+def _role(member: psutil.Process, party: psutil.Process) -> str:
+    if member.pid == party.pid:
+        return "party"
+    command = " ".join(member.cmdline())
+    if "spawn_main" in command:  # Dask's nanny starts each worker through multiprocessing
+        return "dask worker"
+    return "prefect server" if "prefect" in command or "uvicorn" in command else "other"
 
 
 def stage_windows(prefect_db: Path) -> list[tuple[str, float, float]]:
@@ -99,14 +111,14 @@ def stage_windows(prefect_db: Path) -> list[tuple[str, float, float]]:
             for name, start, end in runs if name.split("-")[0] in STAGES]
 
 
-def by_stage(windows: list[tuple[str, float, float]], samples: list[tuple[float, int]],
+def by_stage(windows: list[tuple[str, float, float]], samples: list[tuple[float, dict[str, int]]],
              ) -> tuple[dict[str, float], dict[str, int]]:
     """Seconds per stage, and the party's peak RSS (MiB) sampled within each stage."""
     seconds: dict[str, float] = {}
     peaks: dict[str, int] = {}
     for stage, start, end in windows:
         seconds[stage] = seconds.get(stage, 0.0) + end - start
-        inside = [rss for at, rss in samples if start <= at <= end]
+        inside = [sum(rss.values()) for at, rss in samples if start <= at <= end]
         peaks[stage] = max([peaks.get(stage, 0), *(round(r / 2**20) for r in inside)])
     return seconds, peaks
 
@@ -125,7 +137,7 @@ def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
     started = time.monotonic()
     launched = start_parties(folders, f"scale-{rows}")
     watched = {name: psutil.Process(process.pid) for name, (process, _) in launched.items()}
-    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in launched}
+    samples: dict[str, list[tuple[float, dict[str, int]]]] = {name: [] for name in launched}
     while any(process.poll() is None for process, _ in launched.values()):
         for name, process in watched.items():
             samples[name].append((time.time(), tree_rss(process)))
@@ -142,13 +154,21 @@ def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
                          "metrics.json").read_text())
     return {
         "rows": rows, "parties": parties, "wall_seconds": round(wall, 1),
-        "peak_rss_mib": {name: round(max(r for _, r in samples[name]) / 2**20) for name in samples},
+        "peak_rss_mib": {name: round(max(sum(r.values()) for _, r in samples[name]) / 2**20)
+                         for name in samples},
+        "peak_rss_mib_of": {name: _peak_by_role(samples[name]) for name in samples},
         "peak_rss_mib_in": {name: peaks for name, (_, peaks) in stages.items()},
         "people": people,
         "seconds": {name: seconds for name, (seconds, _) in stages.items()},
         "intersection": report["psi"]["intersection"],
         "test_auc": {task: metrics["auc"] for task, metrics in report["tasks"].items()},
     }
+
+
+def _peak_by_role(samples: list[tuple[float, dict[str, int]]]) -> dict[str, int]:
+    """What each role of a party's process tree held at the tree's peak (MiB)."""
+    _, at_peak = max(samples, key=lambda sample: sum(sample[1].values()))
+    return {role: round(rss / 2**20) for role, rss in sorted(at_peak.items())}
 
 
 def len_rows(data: Path) -> int:
@@ -175,7 +195,8 @@ def print_table(results: list[dict[str, object]]) -> None:
                   + f" | {result['peak_rss_mib'][party]:,} | {result['wall_seconds']} |")
     for r in results:
         print(f"{r['rows']:,} people, {r['parties']} parties: intersection {r['intersection']:,}, "
-              f"test AUC {({t: round(a, 4) for t, a in r['test_auc'].items()})}")
+              f"test AUC {({t: round(a, 4) for t, a in r['test_auc'].items()})}; at each "
+              f"party's peak, MiB: {r['peak_rss_mib_of']}")
 
 
 def census_engines(out: Path) -> None:
