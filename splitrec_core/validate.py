@@ -184,11 +184,13 @@ def _after(normalize: Sequence[str]) -> str:
 
 def reject_duplicates(path: Path, column: str, ids: pa.ChunkedArray,
                       normalize: Sequence[str] = ()) -> None:
-    """Reject an ID held by more than one row of the whole file (counted in Arrow, so ten million
-    IDs cost their bytes, not ten million Python strings)."""
-    counts = pc.value_counts(ids)
-    repeated = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
-    if len(repeated):
+    """Reject an ID held by more than one row of the whole file. The IDs are sorted in Arrow and
+    each compared with the next: ten million IDs cost a sorted copy and its order, not ten
+    million Python strings nor a hash table of them (several times their bytes)."""
+    ordered = ids.take(pc.sort_indices(ids))
+    same_as_next = pc.equal(ordered[1:], ordered[:-1])
+    if pc.any(same_as_next).as_py():
+        repeated = pc.unique(ordered[1:].filter(same_as_next))
         rows = pd.Series(pc.is_in(ids, value_set=repeated).to_numpy(zero_copy_only=False))
         sample = sorted(repeated.to_pylist())[:3]
         raise InputError(path, column,
@@ -272,6 +274,13 @@ class _Checks:
         return table, pa.Array.from_pandas(ids, type=pa.string())
 
 
+_MEMORY = pa.default_cpu_memory_manager()
+
+
+def _own_copy(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pa.chunked_array([chunk.copy_to(_MEMORY) for chunk in column.chunks], column.type)
+
+
 def validate_party(
     party: PartyConfig, path: Path, out_dir: Path, tasks: list[TaskConfig] | None = None,
     normalize: Sequence[str] = (), engine: EngineConfig = LOCAL,
@@ -291,8 +300,10 @@ def validate_party(
         for _, (table, partition_ids) in in_order(executor, checks,
                                                   _partitions(path, checks.declared)):
             writer.write_table(table)
-            ids.append(partition_ids)
-            splits += [table.column("split")] if party.split_column else []
+            # Kept apart from the partition: from a worker, every array is a view into the one
+            # message that brought the whole partition, which would stay in memory with it
+            ids.append(partition_ids.copy_to(_MEMORY))
+            splits += [_own_copy(table.column("split"))] if party.split_column else []
         all_ids = pa.chunked_array(ids, pa.string())
         if not len(all_ids):
             raise InputError(path, None, "file has no rows")
