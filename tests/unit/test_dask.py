@@ -5,14 +5,15 @@ the result."""
 from __future__ import annotations
 
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from distributed import WorkerPlugin
 
 from splitrec_core.config import EngineConfig, load_config
 from splitrec_core.datasets.synthetic import write_parties
@@ -47,24 +48,43 @@ def test_blinding_on_dask_commutes_with_blinding_on_threads(dask_client):
     assert len({row.tobytes() for row in dask_then_threads}) == 3000
 
 
-async def _exit_hard() -> None:
-    """Run on a worker (as a coroutine, so the client need not wait for an answer): die."""
-    os._exit(1)
+class _DieMidStage(WorkerPlugin):
+    """A worker plugin: the worker at `victim` exits hard as it finishes its `after`-th task, so
+    it dies inside the stage however fast the machine (its nanny then starts another worker,
+    at another address, that the plugin spares)."""
+
+    def __init__(self, victim: str, after: int) -> None:
+        self.victim, self.after, self.finished, self.address = victim, after, 0, None
+
+    def setup(self, worker) -> None:
+        self.address = worker.address
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        if finish == "memory" and self.address == self.victim:
+            self.finished += 1
+            if self.finished == self.after:
+                os._exit(1)
+
+
+@contextmanager
+def _one_worker_dies_mid_stage(client, after: int = 3) -> Iterator[str]:
+    """Within the block, one of the cluster's workers dies as it finishes its `after`-th task;
+    yields its address."""
+    victim = min(client.scheduler_info()["workers"])
+    client.register_plugin(_DieMidStage(victim, after), name="die-mid-stage")
+    try:
+        yield victim
+    finally:
+        client.unregister_worker_plugin("die-mid-stage")
 
 
 def test_a_worker_killed_mid_blinding_leaves_the_result_unchanged(dask_client):
     # Prepare: enough blocks that the stage is still running when a worker dies
     points = hash_to_points([f"person-{i}" for i in range(120_000)], "test-domain")
-    workers_before = set(dask_client.scheduler_info()["workers"])
     with Blinder(block=500, executor=dask_client.get_executor()) as on_dask:
-        # Execute: blind on the cluster; 0.6 s in, one worker process exits hard
-        with ThreadPoolExecutor(1) as background:
-            blinding = background.submit(on_dask.blind, points)
-            time.sleep(0.6)
-            assert not blinding.done()
-            victim = min(workers_before)
-            dask_client.run(_exit_hard, workers=[victim], wait=False)
-            blinded = blinding.result(timeout=300)
+        # Execute: blind on the cluster; one worker process exits hard after 3 of the 240 blocks
+        with _one_worker_dies_mid_stage(dask_client) as victim:
+            blinded = on_dask.blind(points)
         # the same scalar, undisturbed (that blinding on Dask is right: the test above)
         undisturbed = on_dask.blind(points)
 
@@ -118,17 +138,11 @@ def test_a_worker_killed_mid_validation_leaves_every_file_unchanged(dask_client,
                              "is_train": np.arange(rows // 2) % 3 > 0}), aligned)
     reference = build_features(bank, on_threads.table, aligned, tmp_path / "threads" / "features")
     engine = EngineConfig(kind="dask", address=dask_client.scheduler.address)
-    workers_before = set(dask_client.scheduler_info()["workers"])
 
-    # Execute: validate on the cluster; 0.6 s in, one worker process exits hard; then features
-    with ThreadPoolExecutor(1) as background:
-        checking = background.submit(validate_party, bank, path, tmp_path / "dask", None, (),
-                                     engine)
-        time.sleep(0.6)
-        assert not checking.done()
-        victim = min(workers_before)
-        dask_client.run(_exit_hard, workers=[victim], wait=False)
-        on_dask = checking.result(timeout=300)
+    # Execute: validate on the cluster, one worker process exiting hard after 3 of the 30 row
+    # groups; then features
+    with _one_worker_dies_mid_stage(dask_client) as victim:
+        on_dask = validate_party(bank, path, tmp_path / "dask", engine=engine)
     features = build_features(bank, on_dask.table, aligned, tmp_path / "dask" / "features", engine)
 
     # Assert: the worker was lost, and every file is as on threads
