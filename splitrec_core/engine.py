@@ -55,7 +55,7 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
             with Client(address) as client:
                 yield client.get_executor()
                 # A worker lost during the step has nothing to hand back: skip it, do not fail
-                client.run(_release_memory, on_error="ignore")
+                client.run(_release_memory, collect_cycles=True, on_error="ignore")
             return
         with LocalCluster(n_workers=engine.workers, threads_per_worker=1, processes=True,
                           memory_limit=engine.memory_limit, dashboard_address=None) as cluster, \
@@ -65,11 +65,16 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
         _release_memory()
 
 
-def _release_memory() -> None:
+def _release_memory(collect_cycles: bool = False) -> None:
     """Hand the memory a step freed back to the OS (Arrow's pool and glibc keep it otherwise),
     so one step's peak is not carried into the next on a cluster the run's steps share (the scale
-    benchmark's 10M run: benchmarks/RESULTS.md)."""
-    gc.collect()
+    benchmark's 10M run: benchmarks/RESULTS.md).
+
+    Only a cluster's worker also collects reference cycles first: its heap is small, while in a
+    party's own process, with TensorFlow and Prefect loaded, `gc.collect()` walks every object
+    they made, a pause each step that small runs (and the test suite) feel most."""
+    if collect_cycles:
+        gc.collect()
     pa.default_memory_pool().release_unused()
     with suppress(OSError, AttributeError):  # not glibc: nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
