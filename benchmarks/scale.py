@@ -17,6 +17,7 @@ the local engine and with every party on a Dask LocalCluster, with the same pinn
     python benchmarks/scale.py                                   # 1M (3 parties), 1M, 3M, 10M
     python benchmarks/scale.py --rows 1000000 --json runs/scale.json
     python benchmarks/scale.py --census
+    python benchmarks/scale.py --medians runs/scale-1.json runs/scale-2.json runs/scale-3.json
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from statistics import median
 from pathlib import Path
 
 import psutil
@@ -199,6 +201,36 @@ def print_table(results: list[dict[str, object]]) -> None:
               f"party's peak, MiB: {r['peak_rss_mib_of']}")
 
 
+def print_medians(runs: list[list[dict[str, object]]]) -> None:
+    """Over several runs of the benchmark (each a `--json` file): per size and party, the median
+    people/s per stage and every run's peak RSS; then, per party and stage, time per person at
+    the largest two-party size over that at the smallest, per run and the median."""
+    def stage_rate(result: dict, party: str, stage: str) -> float:
+        return result["people"][party] / result["seconds"][party][stage]
+
+    stages = list(dict.fromkeys(STAGES.values()))
+    print(f"scale benchmark, medians of {len(runs)} runs")
+    print("| people per party | parties | party | " + " | ".join(f"{s} people/s" for s in stages)
+          + " | peak RSS MiB, each run |")
+    print("|---" * (4 + len(stages)) + "|")
+    sizes = [(r["rows"], r["parties"]) for r in runs[0]]
+    for rows, parties in sizes:
+        same = [next(r for r in run if (r["rows"], r["parties"]) == (rows, parties)) for run in runs]
+        for party in same[0]["seconds"]:
+            rates = [f"{median(stage_rate(r, party, s) for r in same):,.0f}" for s in stages]
+            peaks = ", ".join(f"{r['peak_rss_mib'][party]:,}" for r in same)
+            print(f"| {rows:,} | {parties} | {party} | " + " | ".join(rates) + f" | {peaks} |")
+    two = [{r["rows"]: r for r in run if r["parties"] == 2} for run in runs]
+    small, large = min(two[0]), max(two[0])
+    for party in two[0][small]["seconds"]:
+        ratios = []
+        for stage in stages:
+            each = [stage_rate(run[small], party, stage) / stage_rate(run[large], party, stage)
+                    for run in two]
+            ratios.append(f"{stage} {median(each):.2f}x ({', '.join(f'{x:.2f}' for x in each)})")
+        print(f"{party}: time per person at {large:,} / at {small:,}: " + "; ".join(ratios))
+
+
 def census_engines(out: Path) -> None:
     """The census pipeline on the local engine and on Dask: PSI output and test AUC compared."""
     from splitrec_core.datasets.census import prepare_census
@@ -242,9 +274,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/scale"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--census", action="store_true", help="the census engine check instead")
+    parser.add_argument("--medians", type=Path, nargs="+", metavar="JSON",
+                        help="instead of running: medians over the --json files of earlier runs")
     args = parser.parse_args()
     if args.census:
         census_engines(args.out / "census")
+        return
+    if args.medians:
+        print_medians([json.loads(path.read_text()) for path in args.medians])
         return
     runs = [(n, 3) for n in args.three_at if n in args.rows] + [(n, args.parties) for n in args.rows]
     results = []
