@@ -31,8 +31,8 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from statistics import median
 from pathlib import Path
+from statistics import median
 
 import psutil
 import tomli_w
@@ -215,7 +215,8 @@ def print_medians(runs: list[list[dict[str, object]]]) -> None:
     print("|---" * (4 + len(stages)) + "|")
     sizes = [(r["rows"], r["parties"]) for r in runs[0]]
     for rows, parties in sizes:
-        same = [next(r for r in run if (r["rows"], r["parties"]) == (rows, parties)) for run in runs]
+        same = [next(r for r in run if (r["rows"], r["parties"]) == (rows, parties))
+                for run in runs]
         for party in same[0]["seconds"]:
             rates = [f"{median(stage_rate(r, party, s) for r in same):,.0f}" for s in stages]
             peaks = ", ".join(f"{r['peak_rss_mib'][party]:,}" for r in same)
