@@ -206,17 +206,16 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
     with Blinder(executor=executor) as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
-        size = len(ours)
-        order = _shuffle(size, "psi-order", channel.me)
+        order = _shuffle(total, "psi-order", channel.me)
         for follower in followers:
             send_shuffled(channel, Kind.PSI_BLINDED, follower, ours, order, chunk)
-        del ours  # only its size is needed now: our points come back double-blinded
+        del ours  # not needed again: our points come back double-blinded
 
         # 2. Per follower: raise its points to our scalar and join with our double-blinded points
         matches = []  # per follower: for each of our sent points, its index in their list or -1
         for follower in followers:
             theirs = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower)]
-            width = comparison_bytes(size, sum(len(c) for c in theirs))
+            width = comparison_bytes(total, sum(len(c) for c in theirs))
             theirs = _concat((c[:, :width] for c in theirs), width)  # only what is compared
             ours_twice = _concat(recv_chunks(channel, Kind.PSI_DOUBLE_BLINDED, follower), width)
             matches.append(match(ours_twice, theirs))
@@ -240,15 +239,14 @@ def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: s
     with Blinder(executor=executor) as blinder:
         # 1. Send our own blinded IDs, shuffled
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
-        order = _shuffle(len(ours), "psi-order", channel.me)
+        order = _shuffle(total, "psi-order", channel.me)
         send_shuffled(channel, Kind.PSI_BLINDED, leader, ours, order, chunk)
-        size = len(ours)
         del ours
 
         # 2. Raise the leader's points to our scalar and return them in the order and chunks
         #    received, cut to the bytes the leader compares
         theirs_twice = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, leader)]
-        width = comparison_bytes(sum(len(c) for c in theirs_twice), size)
+        width = comparison_bytes(sum(len(c) for c in theirs_twice), total)
         send_chunks(channel, Kind.PSI_DOUBLE_BLINDED, leader, (c[:, :width] for c in theirs_twice))
         del theirs_twice
 
