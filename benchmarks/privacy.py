@@ -40,7 +40,7 @@ def main() -> None:
     base = load_config(args.config)
     features = prepare(base, args.workdir)
     space = Workspace(args.workdir)
-    tasks = [t.name for t in base.tasks]
+    tasks = base.task_names
     rows = []
     for noise in args.noise:
         cfg = base.model_copy(update={"privacy": base.privacy.model_copy(

@@ -171,7 +171,7 @@ def train_mode(cfg, features: dict, workdir: Path, mode: str) -> dict:
         out = train_central(cfg, features, space.central)
     else:
         out = train_split_local(cfg, features, {p: space.trained(p) for p in features})
-    metrics = evaluate(out.predictions, features[cfg.label_party].test, [t.name for t in cfg.tasks])
+    metrics = evaluate(out.predictions, features[cfg.label_party].test, cfg.task_names)
     sent = sum(counts["bytes"] for counts in out.channel.values())
     return {"rows_per_s": round(out.rows_per_s), "startup_s": round(out.startup_s, 1),
             "epochs_run": out.epochs_run, "best_epoch": out.best_epoch,
@@ -196,7 +196,7 @@ def main() -> None:
     if args.epochs:
         cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args.epochs})})
     features = prepare(cfg, args.workdir)
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     results = {mode: in_fresh_process(train_mode, cfg, features, args.workdir, mode)
                for mode in MODES if mode in args.modes or mode in CENTRAL}
     print(f"Training on {cfg.name}: at most {cfg.training.epochs} epochs, batch "

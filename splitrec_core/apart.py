@@ -68,7 +68,7 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
             if me == cfg.label_party:
                 assert validated.split is not None  # the label party's validation writes it
                 label_side(channel, validated.ids, validated.split,
-                           [p.name for p in cfg.feature_parties], out, cfg.psi.domain,
+                           cfg.followers, out, cfg.psi.domain,
                            cfg.psi.chunk_size, unmatched, cfg.party(me).engine)
             else:
                 feature_side(channel, validated.ids, cfg.label_party, out, cfg.psi.domain,
@@ -112,7 +112,7 @@ def invite(view: PartyView, run_id: str, job: str = "train") -> dict[str, str]:
     party that is serving; their answers. A party that is not serving, does not serve `job` or
     cannot be reached within `connect_s` is an error naming it."""
     me = endpoint(view)
-    return {p.name: me.start_run(p.name, run_id, job) for p in view.config.feature_parties}
+    return {p: me.start_run(p, run_id, job) for p in view.config.followers}
 
 
 def accept_runs(view: PartyView, jobs: Mapping[str, Callable[[str], object]]) -> FlightEndpoint:
@@ -160,7 +160,7 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
     from splitrec_core.scoring import Scored, feature_scoring, label_scoring, validate_new_rows
 
     cfg, me, label = view.config, view.me, view.federation.label_party
-    followers = [p.name for p in cfg.feature_parties]
+    followers = cfg.followers
     registry = own_registry(view, workdir)
     folder, aligned = workdir.scoring(me), workdir.scoring(me) / "aligned.parquet"
     with session(view, run_id, "score") as channel:

@@ -52,10 +52,10 @@ def register_apart(view: PartyView, run_id: str, export: Path, report: Path | No
         metrics = {k: metrics[k] for k in ("tasks", "training", "leakage")}
         registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
         verdict = judge_against_champion(registry, run_id, cfg.registry)
-        for party in cfg.feature_parties:
-            send_json(channel, party.name, {"metrics": metrics, "verdict": verdict.as_json()})
-        for party in cfg.feature_parties:
-            recv_json(channel, party.name)
+        for party in cfg.followers:
+            send_json(channel, party, {"metrics": metrics, "verdict": verdict.as_json()})
+        for party in cfg.followers:
+            recv_json(channel, party)
         registry.write_aliases(_moved(registry.aliases(), verdict))
     return verdict
 
@@ -93,7 +93,7 @@ def move_apart(view: PartyView, run_id: str, change: Callable[[Aliases], Aliases
     except ValueError as error:  # e.g. nothing to roll back to
         raise InputError(registry.root, None, str(error)) from None
     target = registry.resolve(str(new.current))  # the label party lacks it: an error here
-    followers = [p.name for p in view.config.feature_parties]
+    followers = view.config.followers
     if invite_parties:
         invite(view, run_id, "models")
     with session(view, run_id, "models") as channel:

@@ -70,8 +70,3 @@ class Checkpoints:
 def _state(optimizers: list[keras.optimizers.Optimizer]) -> list[keras.Variable]:
     return [v for optimizer in optimizers for v in optimizer.variables]
 
-
-def common_epoch(parties: list[Checkpoints], limit: int) -> int:
-    """The latest epoch count, at most `limit`, that every party has a checkpoint for (0 = none)."""
-    shared = set.intersection(*(set(p.completed()) for p in parties)) if parties else set()
-    return max((k for k in shared if k <= limit), default=0)

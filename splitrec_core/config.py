@@ -248,6 +248,11 @@ class RunSettings(Strict):
     registry: RegistryConfig = RegistryConfig()
     notify: NotifyConfig = NotifyConfig()
 
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks' names, in config order: the order of the top's outputs."""
+        return [t.name for t in self.tasks]
+
     def hash(self) -> str:
         """SHA-256 of the settings (not of the file's bytes: comments and layout do not count)."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True)
@@ -287,7 +292,7 @@ class Config(RunSettings):
         The grid is checked here, when a sweep asks for it, so a run never fails on a sweep it
         did not ask for; an error names `source` (the config file) and the key.
         """
-        task_names = [t.name for t in self.tasks]
+        task_names = self.task_names
         grid_weights = self.sweep.task_weights or [[t.weight for t in self.tasks]]
         for weights in grid_weights:
             if len(weights) != len(self.tasks):
@@ -312,6 +317,16 @@ class Config(RunSettings):
     def feature_parties(self) -> list[PartyConfig]:
         """Every party but the label party, in config order."""
         return [p for p in self.parties if p.name != self.label_party]
+
+    @property
+    def followers(self) -> list[str]:
+        """The feature parties' names, in config order: who follows the label party's lead."""
+        return [p.name for p in self.feature_parties]
+
+    @property
+    def order(self) -> list[str]:
+        """The label party, then the feature parties: the order of the top's inputs."""
+        return [self.label_party, *self.followers]
 
     def party(self, name: str) -> PartyConfig:
         """Return the party called `name`."""

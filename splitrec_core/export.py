@@ -1,4 +1,4 @@
-"""Export a trained split model per party (SavedModel + transform + manifest) and score with it.
+"""Export a trained split model per party (SavedModel + transform + manifest) and load it again.
 
 Each party's folder holds only what that party needs to serve: its bottom as a TensorFlow
 SavedModel, its fitted `transform.json` and a `manifest.json` naming its input columns. The label
@@ -45,8 +45,8 @@ def export_party(cfg: Config, party: str, bottom: Path, transform: Path, out: Pa
             keras.models.load_model(top).export(tmp / "top", verbose=False)
             manifest["top"] = {
                 "path": "top", "signature": "serve",
-                "parties": [cfg.label_party, *(p.name for p in cfg.feature_parties)],
-                "tasks": [t.name for t in cfg.tasks], "output": "logits float32 [n, num_tasks]",
+                "parties": cfg.order,
+                "tasks": cfg.task_names, "output": "logits float32 [n, num_tasks]",
             }
         write_json(manifest, tmp / "manifest.json")
     return out
@@ -84,12 +84,3 @@ class ExportedParty:
         party order."""
         return tf.sigmoid(self.top.serve([tf.constant(h) for h in hs])).numpy()
 
-
-def score(exports: dict[str, Path], rows: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Probabilities per task for people whose rows are given per party in one common order."""
-    loaded = {p: ExportedParty.load(folder) for p, folder in exports.items()}
-    label = next(e for e in loaded.values() if e.top is not None)
-    order = label.manifest["top"]["parties"]  # type: ignore[index]
-    probabilities = label.predict([loaded[p].embed(rows[p]) for p in order])
-    tasks = label.manifest["top"]["tasks"]  # type: ignore[index]
-    return pd.DataFrame(probabilities, columns=[f"p:{t}" for t in tasks])

@@ -75,9 +75,14 @@ class Federation(RunSettings):
         return self
 
     @property
+    def followers(self) -> list[str]:
+        """Every party but the label party, as listed."""
+        return [p.name for p in self.parties if p.name != self.label_party]
+
+    @property
     def order(self) -> list[str]:
         """Label party first, then the others as listed: the order of the top's inputs."""
-        return [self.label_party, *(p.name for p in self.parties if p.name != self.label_party)]
+        return [self.label_party, *self.followers]
 
     def member(self, name: str) -> Member:
         """The party called `name`."""
@@ -170,16 +175,20 @@ class PartyView:
         return Timeouts(**self.federation.timeouts.model_dump())
 
 
+def shared_settings(settings: RunSettings) -> dict[str, object]:
+    """Every section every party shares (each field of `RunSettings`), as a config or a
+    federation file holds them: what a federation file carries over, whole."""
+    return {name: getattr(settings, name) for name in RunSettings.model_fields}
+
+
 def _as_config(federation: Federation, private: PrivateParty) -> Config:
     me = PartyConfig(name=private.party, file=private.file, id_column=private.id_column,
                      categorical=private.categorical, numeric=private.numeric,
                      split_column=private.split_column, engine=private.engine)
     peers = [PartyConfig.peer(name) for name in federation.order if name != private.party]
     model = federation.model.model_dump() | private.bottom.model_dump()
-    return Config(name=federation.name, data_dir=".", label_party=federation.label_party,
-                  parties=sorted([me, *peers], key=lambda p: federation.order.index(p.name)),
-                  tasks=federation.tasks, model=model, training=federation.training,
-                  privacy=federation.privacy, psi=federation.psi, schedule=federation.schedule)
+    return Config(**shared_settings(federation), data_dir=".", model=model,
+                  parties=sorted([me, *peers], key=lambda p: federation.order.index(p.name)))
 
 
 def load_party(federation_file: Path, private_file: Path, party: str) -> PartyView:
@@ -214,16 +223,15 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
 
     from splitrec_core.certs import make_trial_credentials
 
-    order = [cfg.label_party, *(p.name for p in cfg.feature_parties)]
+    order = cfg.order
     staging = out_dir / ".credentials"
     made = make_trial_credentials({p: [host, "localhost"] for p in order}, staging)
     federation = Federation(
-        name=cfg.name, label_party=cfg.label_party,
+        **shared_settings(cfg) | {"training": cfg.training.model_copy(
+            update={"parties_in": "threads"})},  # parties apart place themselves
         parties=[Member(name=p, address=f"{host}:{port}", token_sha256=made[p].token_sha256())
                  for p, port in zip(order, ports, strict=True)],
-        tasks=cfg.tasks, model=TopConfig(**{k: getattr(cfg.model, k) for k in TopConfig.model_fields}),
-        training=cfg.training.model_copy(update={"parties_in": "threads"}), privacy=cfg.privacy,
-        psi=cfg.psi, schedule=cfg.schedule)
+        model=TopConfig(**{k: getattr(cfg.model, k) for k in TopConfig.model_fields}))
     shared = tomli_w.dumps(federation.model_dump(mode="json", exclude_none=True))
     written = {}
     for party in cfg.parties:

@@ -129,7 +129,7 @@ class SharedModel:
     @classmethod
     def of(cls, cfg: Config, workdir: Path) -> SharedModel:
         """The config's model, in every party's folder of a one-process run folder."""
-        parties = [cfg.label_party, *(p.name for p in cfg.feature_parties)]
+        parties = cfg.order
         return cls({p: Registry(p, Workspace(workdir).registry(p, cfg.name)) for p in parties})
 
     @property

@@ -17,7 +17,8 @@ class TrainResult:
     models: dict[str, Path]
     predictions: Path
     history: Path
-    rows_per_s: float  # training rows fitted per second (validation included, tracing not)
+    rows_per_s: float  # training rows fitted per second over `train_s`
+    train_s: float     # the epochs of this run, validation included, tracing not
     startup_s: float   # tracing (and with XLA compiling) every party's steps, before the first batch
     epochs_run: int
     best_epoch: int
@@ -27,6 +28,7 @@ class TrainResult:
 
     @property
     def speed(self) -> dict[str, float | int]:
-        """The report's `training` section: rows/s, start-up, epochs run and kept."""
-        return {"rows_per_s": self.rows_per_s, "startup_s": self.startup_s,
+        """The report's `training` section: rows/s and the seconds they are over, start-up,
+        epochs run and kept."""
+        return {"rows_per_s": self.rows_per_s, "train_s": self.train_s, "startup_s": self.startup_s,
                 "epochs_run": self.epochs_run, "best_epoch": self.best_epoch}

@@ -20,7 +20,7 @@ from tasks._common import task_options
 def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: TrainResult,
                  label_only: TrainResult, workdir: Path, central: TrainResult | None = None) -> Path:
     """Write `report/metrics.json` (`publish_report` shows it in the UI)."""
-    names = [t.name for t in cfg.tasks]
+    names = cfg.task_names
     report = Report.of(
         evaluate(training.predictions, label_test, names), alignment, training,
         evaluate(label_only.predictions, label_test, names),

@@ -19,14 +19,14 @@ from tasks.report import artifact_key
 @task(name="evaluate_variant", **task_options())
 def evaluate_variant(cfg: Config, predictions: Path, label_test: Path) -> dict[str, float | None]:
     """Test AUC per task of one grid point's predictions."""
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     return {t: m["auc"] for t, m in evaluate(predictions, label_test, tasks).items()}
 
 
 @task(name="write_sweep", task_run_name="write_sweep", **task_options())
 def write_sweep(cfg: Config, rows: list[dict[str, Any]], workdir: Path) -> Path:
     """Write `report/sweep.json` and `report/sweep.md`, and publish the table to the UI."""
-    table = sweep_table(rows, [t.name for t in cfg.tasks])
+    table = sweep_table(rows, cfg.task_names)
     report = Workspace(workdir).report
     write_json(rows, report / "sweep.json")
     with atomic_path(report / "sweep.md") as tmp:

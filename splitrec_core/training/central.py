@@ -70,7 +70,7 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
                      for chunk in eval_batches(rows))
         return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32), *predicted])
 
-    labels = run.train[label].task_labels([t.name for t in cfg.tasks])
+    labels = run.train[label].task_labels(cfg.task_names)
     history, best = History(), BestWeights(trainer.models)
     start_all = time.perf_counter()
     trainer.trace(plan.batch_sizes)
@@ -103,7 +103,7 @@ def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> Tr
     model without inputs can learn), written as the same predictions file."""
     if cfg.label.feature_columns:
         return train_central(cfg, {cfg.label_party: features}, out_dir)
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     rates = FeatureMatrix.read(features.train).task_labels(tasks).mean(axis=0)
     positions = FeatureMatrix.positions(features.test)
     columns = {"position": positions} | {f"p:{t}": np.full(len(positions), rates[j], np.float32)
@@ -112,4 +112,4 @@ def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> Tr
         models={}, predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
         history=write_json({"base_rate": dict(zip(tasks, rates.tolist(), strict=True))},
                            out_dir / "history.json"),
-        rows_per_s=0.0, startup_s=0.0, epochs_run=0, best_epoch=0, channel={}, leakage={})
+        rows_per_s=0.0, train_s=0.0, startup_s=0.0, epochs_run=0, best_epoch=0, channel={}, leakage={})

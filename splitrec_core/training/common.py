@@ -31,7 +31,7 @@ def _model_seed(seed: int, model: str) -> int:
 
 def party_order(cfg: Config, present: Collection[str]) -> list[str]:
     """The parties in `present`, label party first: the order of the top's inputs."""
-    return [p for p in [cfg.label_party, *(p.name for p in cfg.feature_parties)] if p in present]
+    return [p for p in cfg.order if p in present]
 
 
 def build_bottom(cfg: Config, party: str, transform: Transform) -> keras.Model:
@@ -137,7 +137,7 @@ def write_result(cfg: Config, fit_rows: int, label_test: Path, probabilities: np
                  leakage: dict[str, dict[str, float]], out_dir: Path) -> TrainResult:
     """Write test predictions (in common-position order) and the training history; `timing` is
     (start-up seconds, training seconds)."""
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     columns = {"position": FeatureMatrix.positions(label_test)}
     columns |= {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
     epochs_run = len(history.seconds)
@@ -147,6 +147,7 @@ def write_result(cfg: Config, fit_rows: int, label_test: Path, probabilities: np
         predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
         history=write_json(history.as_json(tasks), out_dir / "history.json"),
         rows_per_s=(epochs_run - resumed_after_epoch) * fit_rows / seconds,
+        train_s=seconds,
         startup_s=startup_s,
         epochs_run=epochs_run,
         best_epoch=history.best_epoch,

@@ -45,11 +45,10 @@ def agree_on_start(channel: Channel, checkpoints: Checkpoints, cfg: Config) -> i
     if channel.me != label:
         channel.send(Kind.RESUME, label, pa.table({"epochs": np.array(sorted(mine), np.int64)}))
         return int(channel.recv(Kind.RESUME, label).column("epochs")[0].as_py())
-    followers = [p.name for p in cfg.feature_parties]
-    for follower in followers:
+    for follower in cfg.followers:
         mine &= set(channel.recv(Kind.RESUME, follower).column("epochs").to_pylist())
     start = max(mine, default=0)
-    for follower in followers:
+    for follower in cfg.followers:
         channel.send(Kind.RESUME, follower, pa.table({"epochs": np.array([start], np.int64)}))
     return start
 
@@ -81,16 +80,15 @@ class PartyJob:
         checkpoints = self.checkpoints
         noise_seed = private_seed("noise", self.party)
         if self.party == label:
-            followers = [p.name for p in cfg.feature_parties]
-            models["top"] = build_top(cfg, [label, *followers])
+            models["top"] = build_top(cfg, cfg.order)
             labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
                                     cfg.privacy.gradient_noise, cfg.training.xla,
                                     fused=cfg.training.embed_ahead > 0, noise_seed=noise_seed)
             labeller.trace(plan.batch_sizes)
             ready_at = time.time()
             start = agree_on_start(channel, checkpoints, cfg)
-            outcome = label_loop(channel, labeller, train, test, followers,
-                                 [t.name for t in cfg.tasks], plan, checkpoints, start, wire,
+            outcome = label_loop(channel, labeller, train, test, cfg.followers,
+                                 cfg.task_names, plan, checkpoints, start, wire,
                                  cfg.training.batches_per_message)
         else:
             trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise,

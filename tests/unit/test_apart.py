@@ -273,7 +273,7 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     resumed = json.loads(outputs["advertiser"][0].strip().splitlines()[-1])
     assert resumed["resumed_after_epoch"] >= 2
     assert resumed["epochs_run"] == unbroken.epochs_run
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     label_test = folders["advertiser"] / "run" / "parties" / "advertiser" / "features" / "test.parquet"
     broken_metrics = evaluate(Path(resumed["predictions"]), label_test, tasks)
     whole_metrics = evaluate(unbroken.predictions, features[cfg.label_party].test, tasks)

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from splitrec_core.checkpoint import Checkpoints, common_epoch
+from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.provenance import fingerprint
 
 
@@ -51,20 +51,6 @@ def test_only_the_last_two_epochs_are_kept_and_clear_removes_them(tmp_path: Path
     assert checkpoints.completed() == [3, 4]
     checkpoints.clear()
     assert checkpoints.completed() == [] and not (tmp_path / "label").exists()
-
-
-def test_parties_resume_from_the_last_epoch_all_of_them_completed(tmp_path: Path):
-    # Prepare: the label party got to epoch 5, one feature party to 4, the other to 5
-    layer, optimizer = _model_and_optimizer(seed=1)
-    parties = [Checkpoints(tmp_path / name) for name in ("label", "bank", "media")]
-    for party, last in zip(parties, (5, 4, 5), strict=True):
-        for epoch in range(1, last + 1):
-            party.save(epoch, [layer], [optimizer])
-
-    # Assert: epoch 4 is the last all hold; a limit caps it; a party with none means a fresh start
-    assert common_epoch(parties, limit=10) == 4
-    assert common_epoch(parties, limit=3) == 0  # epochs 1-2 were pruned: nothing shared below 4
-    assert common_epoch([*parties, Checkpoints(tmp_path / "new")], limit=10) == 0
 
 
 def test_fingerprint_follows_the_config_and_the_bytes_it_trains_on(tmp_path: Path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from splitrec_core.export import export_party, score
+from splitrec_core.export import ExportedParty, export_party
 from splitrec_core.io import read_json
 from splitrec_core.workspace import Workspace
 
@@ -28,12 +28,13 @@ def test_export_reproduces_test_predictions(trained):
         test_rows = aligned.loc[~aligned["is_train"], "row"].to_numpy()
         table = pq.read_table(space.validated(party.name) / "validated.parquet").to_pandas()
         rows[party.name] = table.iloc[test_rows].reset_index(drop=True)
-    scored = score(exports, rows)
+    loaded = {p: ExportedParty.load(folder) for p, folder in exports.items()}
+    scored = loaded[cfg.label_party].predict([loaded[p].embed(rows[p]) for p in cfg.order])
 
     # Assert
     expected = pq.read_table(split.predictions).to_pandas()
-    for task in cfg.tasks:
-        np.testing.assert_allclose(scored[f"p:{task.name}"], expected[f"p:{task.name}"], atol=1e-5)
+    for j, task in enumerate(cfg.task_names):
+        np.testing.assert_allclose(scored[:, j], expected[f"p:{task}"], atol=1e-5)
     label = read_json(exports[cfg.label_party] / "manifest.json")
     assert label["top"]["parties"] == ["advertiser", "bank", "media"]
     assert label["inputs"] == {"categorical": ["region", "tier"], "numeric": ["age"]}

@@ -26,7 +26,7 @@ def test_a_label_party_without_features_trains_on_the_feature_parties_embeddings
     label = synthetic_cfg.label.model_copy(update={"categorical": [], "numeric": []})
     cfg = synthetic_cfg.model_copy(update={"parties": [label, *synthetic_cfg.feature_parties]})
     features = prepare_features(cfg, tmp_path)
-    space, tasks = Workspace(tmp_path), [t.name for t in cfg.tasks]
+    space, tasks = Workspace(tmp_path), cfg.task_names
 
     # Execute
     split = train_split_local(cfg, features, {p: space.trained(p) for p in features})

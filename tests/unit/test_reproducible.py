@@ -26,7 +26,7 @@ from tests.conftest import SYNTHETIC_TOML, prepare_features
 run = Path(sys.argv[1])
 cfg = load_config(SYNTHETIC_TOML)
 features = prepare_features(cfg, run)  # validate, PSI (shuffles), features
-tasks = [t.name for t in cfg.tasks]
+tasks = cfg.task_names
 modes = {  # noise from both sides; and pipelined with XLA
     "noised": {"privacy": {"clip_norm": 1.0, "embedding_noise": 0.05, "gradient_noise": 0.01}},
     "pipelined_xla": {"training": {"embed_ahead": 1, "xla": True}},

@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from splitrec_core.checkpoint import common_epoch
+from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import load_config
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.training.local import train_split_local
@@ -31,6 +31,12 @@ cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs
 features = {p: PartyFeatures(*map(Path, f)) for p, f in args["features"].items()}
 train_split_local(cfg, features, {p: Path(d) for p, d in args["out"].items()})
 """
+
+
+def _common_epoch(parties: list[Checkpoints], limit: int) -> int:
+    """The latest epoch, at most `limit`, that every party has a checkpoint of (0 = none)."""
+    shared = set.intersection(*(set(p.completed()) for p in parties))
+    return max((k for k in shared if k <= limit), default=0)
 
 
 def _weights(out: dict[str, Path]) -> list[np.ndarray]:
@@ -57,12 +63,12 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
             "out": {p: str(d) for p, d in broken.items()}})],
         cwd=REPO)
     deadline = time.monotonic() + 120
-    while common_epoch(checkpoints, EPOCHS) < 2 and time.monotonic() < deadline:
+    while _common_epoch(checkpoints, EPOCHS) < 2 and time.monotonic() < deadline:
         assert child.poll() is None, "training finished before it could be killed"
         time.sleep(0.01)
     child.kill()
     child.wait()
-    killed_after = common_epoch(checkpoints, EPOCHS - 1)
+    killed_after = _common_epoch(checkpoints, EPOCHS - 1)
     resumed = train_split_local(cfg, features, broken)
 
     # Assert

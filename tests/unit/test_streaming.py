@@ -76,6 +76,6 @@ def test_split_training_on_streamed_features_learns(tmp_path: Path, monkeypatch:
     # Assert: both tasks learned (batches that paired one party's rows with another's people
     # would leave the bank's and media's columns noise: income AUC about 0.7)
     metrics = evaluate(result.predictions, features["advertiser"].test,
-                       [t.name for t in cfg.tasks])
+                       cfg.task_names)
     assert metrics["income_50k"]["auc"] > 0.87
     assert metrics["never_married"]["auc"] > 0.87

@@ -25,7 +25,7 @@ from tests.conftest import found_in, raw_values
 def test_split_model_learns_both_tasks(trained):
     cfg, _, _, features, split, _ = trained
     metrics = evaluate(split.predictions, features[cfg.label_party].test,
-                       [t.name for t in cfg.tasks])
+                       cfg.task_names)
     # seven PSI orders: 0.900-0.905 / 0.913-0.915
     assert metrics["income_50k"]["auc"] > 0.9043 - 0.02
     assert metrics["never_married"]["auc"] > 0.9135 - 0.02
@@ -138,7 +138,7 @@ def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None
     space = Workspace(tmp_path)
     split = train_split_local(cfg, features, {p: space.trained(p) for p in features})
     alone = train_central(cfg, {"advertiser": features["advertiser"]}, space.label_only("advertiser"))
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     test = features["advertiser"].test
     return split, evaluate(split.predictions, test, tasks), evaluate(alone.predictions, test, tasks)
 
@@ -209,7 +209,7 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     split = train_split_local(cfg, features, {p: tmp_path / "sequential" / p for p in features})
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"embed_ahead": 1, "xla": xla})})
     ahead = train_split_local(cfg, features, {p: tmp_path / "ahead" / p for p in features})
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     label_test = features[cfg.label_party].test
     sequential = evaluate(split.predictions, label_test, tasks)
     pipelined = evaluate(ahead.predictions, label_test, tasks)
@@ -232,7 +232,7 @@ def test_float16_on_the_wire_halves_the_cut_layer_bytes_and_keeps_the_model(trai
     cfg, _, _, features, split, _ = trained
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"wire_dtype": "float16"})})
     half = train_split_local(cfg, features, {p: tmp_path / p for p in features})
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     label_test = features[cfg.label_party].test
     full, halved = (evaluate(r.predictions, label_test, tasks) for r in (split, half))
 
@@ -253,7 +253,7 @@ def test_batches_per_message_cuts_the_messages_and_keeps_the_model(trained, tmp_
     update = {"batches_per_message": 3, "embed_ahead": 1}
     cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
     bundled = train_split_local(cfg, features, {p: tmp_path / p for p in features})
-    tasks = [t.name for t in cfg.tasks]
+    tasks = cfg.task_names
     label_test = features[cfg.label_party].test
     one, three = (evaluate(r.predictions, label_test, tasks) for r in (split, bundled))
 

@@ -1,0 +1,60 @@
+"""A federation file carries every shared setting of a one-process config to every party."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+from typer.testing import CliRunner
+
+from flows.cli import app
+from splitrec_core.config import RunSettings, load_config, read_toml
+from splitrec_core.datasets.synthetic import write_parties
+from splitrec_core.federation import load_party, shared_settings
+from tests.conftest import SYNTHETIC_TOML
+
+# A value other than the default in every shared section, so a section that does not reach a
+# party shows up as a difference
+CHANGED = {
+    "tasks": [{"name": "income_50k", "column": "income_50k", "weight": 2.0},
+              {"name": "never_married", "column": "never_married", "weight": 0.5}],
+    "training": {"epochs": 3, "batch_size": 256, "learning_rate": 0.01, "learning_rate_decay": 0.9,
+                 "validation_fraction": 0.2, "patience": 2, "wire_dtype": "float16",
+                 "embed_ahead": 1, "batches_per_message": 2, "stream_buffer": 1, "seed": 11},
+    "privacy": {"clip_norm": 1.5, "embedding_noise": 0.01, "gradient_noise": 0.002},
+    "psi": {"domain": "trial-v2", "normalize": ["strip", "lower"], "write_unmatched": True,
+            "chunk_size": 1234},
+    "schedule": {"cron": "15 4 * * 2", "timezone": "Europe/Berlin"},
+    "registry": {"promotion_margin": 0.02, "max_leakage_auc": 0.9},
+    "notify": {"block": "slack-webhook/ops"},
+}
+
+
+def test_every_shared_section_round_trips_through_a_trial_federation(tmp_path: Path):
+    # Prepare: the synthetic config with every shared section changed, and its parties' data
+    config = tmp_path / "changed.toml"
+    config.write_text(tomli_w.dumps(read_toml(SYNTHETIC_TOML) | CHANGED))
+    cfg = load_config(config)
+    defaults = RunSettings(name=cfg.name, label_party=cfg.label_party, tasks=cfg.tasks)
+    unchanged = [name for name in RunSettings.model_fields
+                 if name not in ("name", "label_party", "tasks")
+                 and getattr(cfg, name) == getattr(defaults, name)]
+    assert unchanged == [], f"give these sections a value other than the default: {unchanged}"
+    write_parties(tmp_path / "data", 200, seed=0)
+
+    # Execute: `splitrec party trial`, then each party reads its copy and its private file
+    result = CliRunner().invoke(app, ["party", "trial", str(config), "--data-workdir",
+                                      str(tmp_path), "--out", str(tmp_path / "trial")])
+    assert result.exit_code == 0, result.output
+    views = {p.name: load_party(tmp_path / "trial" / p.name / "federation.toml",
+                                tmp_path / "trial" / p.name / "party.toml", p.name)
+             for p in cfg.parties}
+
+    # Assert: every shared section, the model and each party's own columns arrive whole
+    for name, view in views.items():
+        assert shared_settings(view.config) == shared_settings(cfg), name
+        assert view.config.model == cfg.model, name
+        assert view.config.order == cfg.order, name
+        mine = view.config.party(name)
+        assert mine.feature_columns == cfg.party(name).feature_columns, name
+        assert all(view.config.party(p).is_peer for p in cfg.order if p != name), name
