@@ -51,7 +51,8 @@ def main() -> int:
 
 def start_parties(folders: list[Path], run_id: str) -> dict[str, tuple[subprocess.Popen[str], Path]]:
     """Start `splitrec party run` for run `run_id` in every party folder of a trial federation,
-    each with its own Prefect home; stdout is piped, the log goes to `party.log`."""
+    each with its own Prefect home; stdout is piped, the log goes to `party.log`.
+    """
     splitrec = Path(sys.executable).with_name("splitrec")
     parties = {}
     for folder in folders:

@@ -1,5 +1,6 @@
 """The training pipeline as one Prefect flow: validate → align → features → train → evaluate →
-export → register (and promote) → report."""
+export → register (and promote) → report.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
     """Align, engineer, train, evaluate, export and register; return the path of
     `report/metrics.json`. `epochs`, `gradient_noise` and `promotion_margin`, when given,
     replace the config's (`training.epochs`, `privacy.gradient_noise`,
-    `registry.promotion_margin`): a deployment's run can change them in the UI."""
+    `registry.promotion_margin`): a deployment's run can change them in the UI.
+    """
     cfg = with_changes(load_config(Path(config_path)),
                        {"training.epochs": epochs, "privacy.gradient_noise": gradient_noise,
                         "registry.promotion_margin": promotion_margin}, "flow parameters")

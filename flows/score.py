@@ -16,7 +16,8 @@ from tasks.score import align_new_rows, check_new_rows, pick_version, score_rows
 def score_pipeline(config_path: str, workdir: str, inputs: dict[str, str],
                    model: str = "current") -> str:
     """Score each party's new rows (`inputs`: party → file) with the registered version `model`
-    (`current`, `candidate` or a version ID); return the label party's predictions file."""
+    (`current`, `candidate` or a version ID); return the label party's predictions file.
+    """
     cfg = load_config(Path(config_path))
     root = Path(workdir).resolve()
     missing = [p.name for p in cfg.parties if p.name not in inputs]

@@ -103,7 +103,8 @@ def make_party_cert(party: str, hosts: list[str], ca_pem: bytes,
 def make_trial_credentials(parties: dict[str, list[str]], out_dir: Path,
                            ca_name: str = "splitrec trial CA") -> dict[str, PartyCredentials]:
     """A fresh CA and, for each party (name → its host names), a certificate, key and token in
-    `out_dir/<party>/`. The CA's key is not kept: no certificate can be added later by accident."""
+    `out_dir/<party>/`. The CA's key is not kept: no certificate can be added later by accident.
+    """
     ca_pem, ca_key = make_ca(ca_name)
     made = {}
     for party, hosts in parties.items():

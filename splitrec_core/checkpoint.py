@@ -50,7 +50,8 @@ class Checkpoints:
     def restore(self, epochs_done: int, models: list[keras.Layer],
                 optimizers: list[keras.optimizers.Optimizer]) -> dict[str, np.ndarray]:
         """Load the checkpoint after `epochs_done` epochs into `models` and (built) `optimizers`;
-        return the `extra` arrays saved with it."""
+        return the `extra` arrays saved with it.
+        """
         with np.load(self.folder / f"epoch-{epochs_done}.npz") as data:
             weights = [data[f"w{i}"] for i in range(sum(1 for k in data.files if k.startswith("w")))]
             start = 0

@@ -31,7 +31,8 @@ _RUN_CLUSTER: ContextVar[str | None] = ContextVar("run_cluster", default=None)
 @contextmanager
 def on_cluster(address: str) -> Iterator[None]:
     """Within the block, a step on a Dask engine whose `address` is "local" uses the cluster at
-    `address` (the one the party's flow run started once) instead of starting its own."""
+    `address` (the one the party's flow run started once) instead of starting its own.
+    """
     token = _RUN_CLUSTER.set(address)
     try:
         yield
@@ -43,7 +44,8 @@ def on_cluster(address: str) -> Iterator[None]:
 def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
     """The executor a step of the party maps its blocks of work over while the block runs; None
     for the local engine (the step uses its own thread pool). After the step, this process and
-    the workers of a cluster that outlives it hand the memory the step freed back to the OS."""
+    the workers of a cluster that outlives it hand the memory the step freed back to the OS.
+    """
     try:
         if engine.kind == "local":
             yield None
@@ -72,7 +74,8 @@ def _release_memory(collect_cycles: bool = False) -> None:
 
     Only a cluster's worker also collects reference cycles first: its heap is small, while in a
     party's own process, with TensorFlow and Prefect loaded, `gc.collect()` walks every object
-    they made, a pause each step that small runs (and the test suite) feel most."""
+    they made, a pause each step that small runs (and the test suite) feel most.
+    """
     if collect_cycles:
         gc.collect()
     pa.default_memory_pool().release_unused()
@@ -83,7 +86,8 @@ def _release_memory(collect_cycles: bool = False) -> None:
 def in_order(executor: Executor | None, work: Callable[[Item], Result],
              items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
     """`(item, work(item))` for every item, in the items' order: in this process with no
-    `executor`, else on it with at most `IN_FLIGHT` items handed out and not yet taken back."""
+    `executor`, else on it with at most `IN_FLIGHT` items handed out and not yet taken back.
+    """
     if executor is None:
         yield from ((item, work(item)) for item in items)
         return

@@ -45,7 +45,8 @@ def auc_per_task(labels: np.ndarray, probabilities: np.ndarray) -> list[float]:
 @dataclass(frozen=True)
 class Plan:
     """The schedule every party derives from the shared config: rows to fit, rows to validate on,
-    the batch order, and when to give up."""
+    the batch order, and when to give up.
+    """
 
     fit: np.ndarray
     validation: np.ndarray
@@ -86,7 +87,8 @@ class Plan:
 
     def learning_rate(self, training: TrainingConfig) -> float | LearningRateSchedule:
         """The configured schedule: `learning_rate * learning_rate_decay ** epoch`, stepped at each
-        epoch's end. It runs on the optimizer's own step count, so a resumed optimizer resumes it."""
+        epoch's end. It runs on the optimizer's own step count, so a resumed optimizer resumes it.
+        """
         if training.learning_rate_decay == 1.0:
             return training.learning_rate
         steps_per_epoch = -(-len(self.fit) // self.batch_size)
@@ -168,7 +170,8 @@ class History:
     @property
     def best_epoch(self) -> int:
         """The 1-based epoch with the best mean validation AUC (the first on ties), or the last
-        epoch when there are no validation rows."""
+        epoch when there are no validation rows.
+        """
         if not self.val_auc or not self.val_auc[-1]:
             return len(self.val_auc)
         return int(np.argmax([np.mean(a) for a in self.val_auc])) + 1
@@ -192,7 +195,8 @@ class History:
 
     def as_json(self, tasks: list[str]) -> dict[str, object]:
         """Loss and validation AUC curves per task, task weights, gate use per task (mean weight
-        per expert, entropy), the epoch whose weights were kept, and the time per epoch."""
+        per expert, entropy), the epoch whose weights were kept, and the time per epoch.
+        """
         losses = np.array(self.task_loss).reshape(-1, len(tasks))
         weights = np.array(self.task_weight).reshape(-1, len(tasks))
         gates = np.array(self.gates).reshape(len(self.gates), len(tasks), -1)

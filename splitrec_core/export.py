@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+import splitrec_core.model  # noqa: F401  (registers the custom layers for keras.models.load_model)
 from splitrec_core.config import Config
 from splitrec_core.features import Transform
 from splitrec_core.io import atomic_path, read_json, write_json
-
-import splitrec_core.model  # noqa: F401  (registers the custom layers for keras.models.load_model)
 
 
 def export_party(cfg: Config, party: str, bottom: Path, transform: Path, out: Path,
@@ -81,6 +80,7 @@ class ExportedParty:
 
     def predict(self, hs: list[np.ndarray]) -> np.ndarray:
         """At the label party: probabilities `[n, tasks]` from every party's h, in the top's
-        party order."""
+        party order.
+        """
         return tf.sigmoid(self.top.serve([tf.constant(h) for h in hs])).numpy()
 

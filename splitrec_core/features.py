@@ -96,7 +96,8 @@ def _signed_log1p(values: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class Moments:
     """Count, mean and sum of squared deviations of a numeric column's non-missing values;
-    two merge exactly (Chan et al.), so partitions can be fitted apart."""
+    two merge exactly (Chan et al.), so partitions can be fitted apart.
+    """
 
     count: int
     mean: float
@@ -172,7 +173,8 @@ ROW_GROUP_ROWS = 1_000_000  # rows per row group of train.parquet and test.parqu
 @dataclass(frozen=True)
 class _Partition:
     """The aligned rows of one row group of a party's validated table: their rows inside the
-    group, their common positions and train flags (picklable: a Dask worker reads the group)."""
+    group, their common positions and train flags (picklable: a Dask worker reads the group).
+    """
 
     table: Path
     group: int
@@ -302,6 +304,7 @@ class FeatureMatrix:
     def batches(self, plan: Plan, epoch: int, tasks: list[str] | None = None,
                 ) -> list[tuple[tf.Tensor, ...]]:
         """Every batch of `epoch` (`cats`, `nums`, and with `tasks` their labels), the fitting
-        rows shuffled all at once, exactly as central training shuffles them."""
+        rows shuffled all at once, exactly as central training shuffles them.
+        """
         labels = [self.task_labels(tasks)] if tasks else []
         return plan.batch_tensors(epoch, self.cats, self.nums, *labels)

@@ -42,7 +42,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
 @contextmanager
 def undone_on_failure(folder: Path) -> Iterator[Path]:
     """Yield `folder`; if it did not exist and the block fails, remove it again, so a step that
-    fails on its first run leaves no folder behind (one that existed is left as it was)."""
+    fails on its first run leaves no folder behind (one that existed is left as it was).
+    """
     folder = Path(folder)
     fresh = not folder.exists()
     try:
@@ -55,7 +56,8 @@ def undone_on_failure(folder: Path) -> Iterator[Path]:
 
 def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> Path:
     """Write `table` to `path` atomically (in row groups of at most `row_group_size` rows, if
-    given) and return the path."""
+    given) and return the path.
+    """
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size)
     return Path(path)

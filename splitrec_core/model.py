@@ -204,7 +204,8 @@ def bottom_model(name: str, vocab_sizes: Sequence[int], num_numeric: int,
 def top_model(parties: Sequence[str], num_tasks: int, cfg: ModelConfig,
               empty: Sequence[str] = ()) -> keras.Model:
     """The label party's MMoE over every party's h_p (in `parties` order); outputs logits. The
-    parties in `empty` have no columns: their h has width 0."""
+    parties in `empty` have no columns: their h has width 0.
+    """
     hs = [keras.Input((0 if p in empty else cfg.cut_dim,), dtype="float32", name=f"h_{p}")
           for p in parties]
     x = keras.ops.concatenate(hs, axis=-1) if len(hs) > 1 else hs[0]

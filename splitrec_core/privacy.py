@@ -26,7 +26,8 @@ def attack_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 class LeakageAudit:
     """Collects the gradients sent to each feature party with the batch's labels, and scores both
-    attacks on them, per task, when asked (observing is a list append: it runs on every batch)."""
+    attacks on them, per task, when asked (observing is a list append: it runs on every batch).
+    """
 
     def __init__(self, tasks: list[str], seed: int = 0) -> None:
         self.tasks = tasks

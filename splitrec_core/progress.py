@@ -1,5 +1,6 @@
 """Progress of a long step in the log: how much is done of the total, every few seconds, so a
-terminal or a Prefect run page never sits silent for a minute."""
+terminal or a Prefect run page never sits silent for a minute.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 
 class Progress:
     """Counts units of work done and logs `what: done of total` at most every `every` seconds,
-    and once more at `finish`."""
+    and once more at `finish`.
+    """
 
     def __init__(self, logger: logging.Logger, what: str, total: int | None = None,
                  every: float = 5.0) -> None:

@@ -1,6 +1,7 @@
 """Whether a newly trained version may replace the champion: no task's test AUC may fall more than
 the configured margin below the champion's, and no attack of the leakage audit may reach the
-configured bound. The verdict gives its reasons in words, for the run report."""
+configured bound. The verdict gives its reasons in words, for the run report.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ class Verdict:
 
 class Versions(Protocol):
     """What the verdict reads: a registry's aliases and manifests (one party's, or every
-    party's together)."""
+    party's together).
+    """
 
     def aliases(self) -> Any: ...
 
@@ -42,7 +44,8 @@ def judge_against_champion(versions: Versions, version: str, rules: RegistryConf
 def judge(version: str, candidate: dict[str, Any], champion_version: str | None,
           champion: dict[str, Any] | None, rules: RegistryConfig) -> Verdict:
     """The verdict on `candidate` (a version manifest with `metrics` and `leakage`) against the
-    `champion`'s manifest (None when there is no champion yet)."""
+    `champion`'s manifest (None when there is no champion yet).
+    """
     if champion_version == version:
         return Verdict(version, champion_version, True, ["it is already the champion"])
     fell, leaks, held = [], [], []

@@ -96,7 +96,8 @@ class Blinder:
         On the blinder's own threads, each chunk is hashed here (SHA-256 of short IDs holds the
         GIL) and its points blinded block by block on the threads. On a party's cluster, each
         chunk is hashed and blinded by a worker (`engine.in_order`), so memory is bounded by the
-        chunk size."""
+        chunk size.
+        """
         if self._owns_pool:
             done: Iterator[tuple[Sequence[str], np.ndarray]] = (
                 (chunk, self.blind(hash_to_points(chunk, domain))) for chunk in id_chunks)
@@ -166,7 +167,8 @@ def match(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
 def send_shuffled(channel: Channel, kind: Kind, to: str, points: np.ndarray, order: np.ndarray,
                   chunk: int) -> None:
     """Send the rows of an (n, k) array in `order`, `chunk` rows a message: gathered a chunk at
-    a time, so a shuffled copy of all the points never exists."""
+    a time, so a shuffled copy of all the points never exists.
+    """
     send_chunks(channel, kind, to, (points[order[start : start + chunk]]
                                     for start in range(0, len(order), chunk)))
 
@@ -202,7 +204,8 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
                domain: str, chunk: int, total: int,
                executor: Executor | None = None) -> np.ndarray:
     """Run the leader's side (`total`: how many IDs the chunks hold; `executor`: where to
-    blind, see `Blinder`); return the leader's local rows in the common order."""
+    blind, see `Blinder`); return the leader's local rows in the common order.
+    """
     with Blinder(executor=executor) as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
@@ -235,7 +238,8 @@ def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: s
                  chunk: int, total: int,
                  executor: Executor | None = None) -> np.ndarray:
     """Run a follower's side (`total`, `executor`: as for `run_leader`); return its local rows
-    in the common order."""
+    in the common order.
+    """
     with Blinder(executor=executor) as blinder:
         # 1. Send our own blinded IDs, shuffled
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))

@@ -26,7 +26,8 @@ STREAM = 0x57EA  # keeps the streamed order's generator apart from every other u
 
 def open_features(path: Path, stream_buffer: int) -> FeatureMatrix | StreamedFeatures:
     """A features file, read whole (`stream_buffer` 0) or streamed `stream_buffer` row groups at
-    a time."""
+    a time.
+    """
     return StreamedFeatures(path, stream_buffer) if stream_buffer else FeatureMatrix.read(path)
 
 
@@ -71,7 +72,8 @@ class StreamedFeatures:
     def batches(self, plan: Plan, epoch: int, tasks: list[str] | None = None,
                 ) -> Iterator[tuple[tf.Tensor, ...]]:
         """Every batch of `epoch` (`cats`, `nums`, and with `tasks` their labels): the row
-        groups in a seeded order, the fitting rows of `buffer_groups` groups shuffled together."""
+        groups in a seeded order, the fitting rows of `buffer_groups` groups shuffled together.
+        """
         rng = np.random.default_rng([plan.seed, epoch, STREAM])
         fits = np.zeros(len(self), bool)
         fits[plan.fit] = True

@@ -35,7 +35,8 @@ UNREADABLE = (OSError, ValueError, pa.ArrowException, UnicodeDecodeError)
 @dataclass(frozen=True)
 class ValidatedParty:
     """Where a party's checked data went: its IDs alone (for PSI), its typed columns, and at the
-    label party the train/test split alone (so a feature change does not re-run PSI)."""
+    label party the train/test split alone (so a feature change does not re-run PSI).
+    """
 
     ids: Path
     table: Path
@@ -46,7 +47,8 @@ class ValidatedParty:
 def _partitions(path: Path, columns: list[str]) -> Iterator[pd.DataFrame | _RowGroup]:
     """The partitions of a party's file, each as a frame of the declared `columns` as text (nulls
     kept) or, for Parquet, as the row group a worker reads itself. Row labels count from the
-    file's first row."""
+    file's first row.
+    """
     if not path.exists():
         raise InputError(path, None, "file does not exist")
     suffix = path.suffix.lower()
@@ -87,7 +89,8 @@ def _csv_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
 @dataclass(frozen=True)
 class _RowGroup:
     """One row group of a Parquet file, read where it is checked (on a worker of the party's
-    cluster, the driver never holds it)."""
+    cluster, the driver never holds it).
+    """
 
     path: Path
     group: int
@@ -186,7 +189,8 @@ def reject_duplicates(path: Path, column: str, ids: pa.ChunkedArray,
                       normalize: Sequence[str] = ()) -> None:
     """Reject an ID held by more than one row of the whole file. The IDs are sorted in Arrow and
     each compared with the next: ten million IDs cost a sorted copy and its order, not ten
-    million Python strings nor a hash table of them (several times their bytes)."""
+    million Python strings nor a hash table of them (several times their bytes).
+    """
     ordered = ids.take(pc.sort_indices(ids))
     same_as_next = pc.equal(ordered[1:], ordered[:-1])
     if pc.any(same_as_next).as_py():
@@ -233,7 +237,8 @@ def to_split(path: Path, column: str, values: pd.Series) -> pd.Series:
 @dataclass(frozen=True)
 class _Checks:
     """What every partition of one party's file is checked against (picklable: on a Dask engine
-    a worker checks a partition)."""
+    a worker checks a partition).
+    """
 
     path: Path
     party: PartyConfig

@@ -1,5 +1,6 @@
 """What a failed flow run does last: one log line naming the step (and party) that failed, and a
-message through the Prefect notification block the config names, if it names one."""
+message through the Prefect notification block the config names, if it names one.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from splitrec_core.federation import load_party
 
 def failed_steps(flow_run_id: Any, parties: list[str], me: str | None = None) -> list[str]:
     """'step at party' (or 'step', for a step of all parties) for each task run of the flow run
-    that failed or crashed; `me`: the party whose own flow it is, when the parties run apart."""
+    that failed or crashed; `me`: the party whose own flow it is, when the parties run apart.
+    """
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     steps = []
@@ -34,7 +36,8 @@ def failed_steps(flow_run_id: Any, parties: list[str], me: str | None = None) ->
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """A flow's `on_failure` hook: log which step failed at which party and why; notify the
-    config's (or federation's) `notify.block` if set."""
+    config's (or federation's) `notify.block` if set.
+    """
     logger = flow_run_logger(flow_run, flow)
     parameters = flow_run.parameters
     try:

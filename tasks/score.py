@@ -1,6 +1,7 @@
 """Prefect tasks for scoring new rows with a registered version: pick the version, check each
 party's rows, align them with PSI, score them (embeddings cross, predictions stay at the label
-party)."""
+party).
+"""
 
 from __future__ import annotations
 

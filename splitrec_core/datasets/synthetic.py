@@ -36,7 +36,8 @@ def _generator(seed: int, block: int) -> np.random.Generator:
 def make_people(n: int, seed: int = 0, label_signal: float = 0.3, test_share: float = 0.3,
                 block: int = 0, first: int = 0) -> pd.DataFrame:
     """`n` people, numbered from `first`, with every column of every party, before the vertical
-    split; `block` picks the random stream."""
+    split; `block` picks the random stream.
+    """
     rng = _generator(seed, block)
     wealth, youth = rng.normal(size=n), rng.normal(size=n)
     ids = [hashlib.sha256(f"synthetic:{seed}:{i}".encode()).hexdigest()[:12]
@@ -72,7 +73,8 @@ def write_parties(out_dir: Path, rows: int, seed: int = 0, label_signal: float =
                   keep: float = 0.95, block_rows: int = 1_000_000, suffix: str = ".csv",
                   ) -> dict[str, Path]:
     """Draw `rows` people `block_rows` at a time and split them vertically into one file per
-    party (`suffix` .csv or .parquet), each party keeping its own subset in its own order."""
+    party (`suffix` .csv or .parquet), each party keeping its own subset in its own order.
+    """
     paths = {party: out_dir / f"{party}{suffix}" for party in PARTY_COLUMNS}
     with ExitStack() as files:
         writers: dict[str, Callable[[pd.DataFrame], None]] = {}
@@ -92,7 +94,8 @@ def write_parties(out_dir: Path, rows: int, seed: int = 0, label_signal: float =
 
 def _block_writer(files: ExitStack, path: Path, first: pd.DataFrame) -> Callable[[pd.DataFrame], None]:
     """A function that appends a block of rows to `path` (a row group in Parquet), open until
-    `files` closes."""
+    `files` closes.
+    """
     if path.suffix == ".csv":
         handle = files.enter_context(path.open("w", newline="", encoding="utf-8"))
         first.iloc[:0].to_csv(handle, index=False)
