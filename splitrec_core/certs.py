@@ -68,7 +68,8 @@ def make_ca(common_name: str) -> tuple[bytes, ec.EllipticCurvePrivateKey]:
     """A self-signed CA certificate (PEM) and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(_name(common_name))
+    cert = (x509.CertificateBuilder()
+            .subject_name(_name(common_name)).issuer_name(_name(common_name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
@@ -102,8 +103,10 @@ def make_party_cert(party: str, hosts: list[str], ca_pem: bytes,
 
 def make_trial_credentials(parties: dict[str, list[str]], out_dir: Path,
                            ca_name: str = "splitrec trial CA") -> dict[str, PartyCredentials]:
-    """A fresh CA and, for each party (name → its host names), a certificate, key and token in
-    `out_dir/<party>/`. The CA's key is not kept: no certificate can be added later by accident.
+    """A fresh CA and, for each party, a certificate, key and token in `out_dir/<party>/`.
+
+    `parties` maps each party's name to its host names. The CA's key is not kept: no certificate
+    can be added later by accident.
     """
     ca_pem, ca_key = make_ca(ca_name)
     made = {}

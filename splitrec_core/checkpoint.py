@@ -29,11 +29,12 @@ class Checkpoints:
         """Epoch counts that have a checkpoint, ascending."""
         if not self.folder.exists():
             return []
-        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.fullmatch(p.name)))
+        return sorted(int(m.group(1)) for p in self.folder.iterdir()
+                      if (m := _NAME.fullmatch(p.name)))
 
     def save(self, epochs_done: int, models: list[keras.Layer],
-             optimizers: list[keras.optimizers.Optimizer], extra: dict[str, np.ndarray] | None = None,
-             ) -> Path:
+             optimizers: list[keras.optimizers.Optimizer],
+             extra: dict[str, np.ndarray] | None = None) -> Path:
         """Write the weights of `models`, the state of `optimizers` and `extra` arrays."""
         arrays = {f"w{i}": w for i, w in enumerate(w for m in models for w in m.get_weights())}
         arrays |= {f"o{i}": v.numpy() for i, v in enumerate(_state(optimizers))}
@@ -49,11 +50,13 @@ class Checkpoints:
 
     def restore(self, epochs_done: int, models: list[keras.Layer],
                 optimizers: list[keras.optimizers.Optimizer]) -> dict[str, np.ndarray]:
-        """Load the checkpoint after `epochs_done` epochs into `models` and (built) `optimizers`;
-        return the `extra` arrays saved with it.
+        """Load the checkpoint after `epochs_done` epochs into `models` and (built) `optimizers`.
+
+        Returns the `extra` arrays saved with it.
         """
         with np.load(self.folder / f"epoch-{epochs_done}.npz") as data:
-            weights = [data[f"w{i}"] for i in range(sum(1 for k in data.files if k.startswith("w")))]
+            weights = [data[f"w{i}"]
+                       for i in range(sum(1 for k in data.files if k.startswith("w")))]
             start = 0
             for model in models:
                 count = len(model.get_weights())

@@ -1,7 +1,9 @@
-"""Where a party's heavy steps run: on this process's threads (`local`, the default), or on a Dask
-cluster of the party's own (`dask`): an existing one at a `tcp://` address, the one its flow run's
-task runner started (`on_cluster`), or else a `LocalCluster` of `workers` processes started for
-the step and stopped after it.
+"""Where a party's heavy steps run: on this process's threads, or on a Dask cluster of its own.
+
+The `local` engine (the default) runs them on this process's threads. The `dask` engine runs them
+on the party's own cluster: an existing one at a `tcp://` address, the one its flow run's task
+runner started (`on_cluster`), or else a `LocalCluster` of `workers` processes started for the
+step and stopped after it.
 
 Only the party's own work goes to its cluster (its IDs, its points, its scalar); nothing of it
 goes to another party, so what crosses between parties is the same byte for byte.
@@ -30,8 +32,10 @@ _RUN_CLUSTER: ContextVar[str | None] = ContextVar("run_cluster", default=None)
 
 @contextmanager
 def on_cluster(address: str) -> Iterator[None]:
-    """Within the block, a step on a Dask engine whose `address` is "local" uses the cluster at
-    `address` (the one the party's flow run started once) instead of starting its own.
+    """Within the block, let a step on a Dask engine at address "local" use another cluster.
+
+    The step uses the cluster at `address` (the one the party's flow run started once) instead of
+    starting its own.
     """
     token = _RUN_CLUSTER.set(address)
     try:
@@ -42,9 +46,10 @@ def on_cluster(address: str) -> Iterator[None]:
 
 @contextmanager
 def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
-    """The executor a step of the party maps its blocks of work over while the block runs; None
-    for the local engine (the step uses its own thread pool). After the step, this process and
-    the workers of a cluster that outlives it hand the memory the step freed back to the OS.
+    """The executor a step of the party maps its blocks of work over while the block runs.
+
+    None for the local engine (the step uses its own thread pool). After the step, this process
+    and the workers of a cluster that outlives it hand the memory the step freed back to the OS.
     """
     try:
         if engine.kind == "local":
@@ -68,9 +73,10 @@ def party_executor(engine: EngineConfig) -> Iterator[Executor | None]:
 
 
 def _release_memory(collect_cycles: bool = False) -> None:
-    """Hand the memory a step freed back to the OS (Arrow's pool and glibc keep it otherwise),
-    so one step's peak is not carried into the next on a cluster the run's steps share (the scale
-    benchmark's 10M run: benchmarks/RESULTS.md).
+    """Hand the memory a step freed back to the OS (Arrow's pool and glibc keep it otherwise).
+
+    That keeps one step's peak from being carried into the next on a cluster the run's steps
+    share (the scale benchmark's 10M run: benchmarks/RESULTS.md).
 
     Only a cluster's worker also collects reference cycles first: its heap is small, while in a
     party's own process, with TensorFlow and Prefect loaded, `gc.collect()` walks every object
@@ -85,8 +91,10 @@ def _release_memory(collect_cycles: bool = False) -> None:
 
 def in_order(executor: Executor | None, work: Callable[[Item], Result],
              items: Iterable[Item]) -> Iterator[tuple[Item, Result]]:
-    """`(item, work(item))` for every item, in the items' order: in this process with no
-    `executor`, else on it with at most `IN_FLIGHT` items handed out and not yet taken back.
+    """`(item, work(item))` for every item, in the items' order.
+
+    The work runs in this process with no `executor`, else on it with at most `IN_FLIGHT` items
+    handed out and not yet taken back.
     """
     if executor is None:
         yield from ((item, work(item)) for item in items)

@@ -25,8 +25,10 @@ PIN_VARIABLE = "SPLITREC_TEST_ENTROPY"
 
 
 def private_seed(*purpose: str) -> int:
-    """A 63-bit seed for one use, named by `purpose` (e.g. `"psi-order", "bank"`): drawn from the
-    OS, or derived from the pinned value and `purpose` when a test has pinned it.
+    """A 63-bit seed for one use, named by `purpose` (e.g. `"psi-order", "bank"`).
+
+    It is drawn from the OS, or derived from the pinned value and `purpose` when a test has
+    pinned it.
     """
     pin = os.environ.get(PIN_VARIABLE)
     if pin is None:

@@ -1,5 +1,7 @@
-"""Per-epoch bookkeeping every party shares: batch order, the validation rows, the learning-rate
-schedule, the history, the early-stopping decision and the best weights so far.
+"""Per-epoch bookkeeping every party shares.
+
+It covers the batch order, the validation rows, the learning-rate schedule, the history, the
+early-stopping decision and the best weights so far.
 
 The batch order and the validation rows come from the shared seed, so every party derives the same
 ones without a message; only the label party, which holds the labels, decides when to stop.
@@ -44,8 +46,9 @@ def auc_per_task(labels: np.ndarray, probabilities: np.ndarray) -> list[float]:
 
 @dataclass(frozen=True)
 class Plan:
-    """The schedule every party derives from the shared config: rows to fit, rows to validate on,
-    the batch order, and when to give up.
+    """The schedule every party derives from the shared config.
+
+    It gives the rows to fit, the rows to validate on, the batch order, and when to give up.
     """
 
     fit: np.ndarray
@@ -63,8 +66,9 @@ class Plan:
                    training.patience)
 
     def batch_tensors(self, epoch: int, *matrices: np.ndarray) -> list[tuple[tf.Tensor, ...]]:
-        """Every batch of `epoch`, its fitting rows in the epoch's shuffled order: per batch, one
-        tensor from each of `matrices` (whose rows are the training rows).
+        """Every batch of `epoch`, its fitting rows in the epoch's shuffled order.
+
+        Per batch, one tensor from each of `matrices` (whose rows are the training rows).
 
         Each matrix is reordered and converted once an epoch, not a batch at a time: on threads
         the parties share one interpreter lock, and indexing and converting three arrays a batch
@@ -86,8 +90,10 @@ class Plan:
         return list(dict.fromkeys(self._each_batch_size))
 
     def learning_rate(self, training: TrainingConfig) -> float | LearningRateSchedule:
-        """The configured schedule: `learning_rate * learning_rate_decay ** epoch`, stepped at each
-        epoch's end. It runs on the optimizer's own step count, so a resumed optimizer resumes it.
+        """The configured schedule: `learning_rate * learning_rate_decay ** epoch`.
+
+        It steps at each epoch's end. It runs on the optimizer's own step count, so a resumed
+        optimizer resumes it.
         """
         if training.learning_rate_decay == 1.0:
             return training.learning_rate
@@ -146,7 +152,8 @@ class History:
     """Per epoch: loss per task, validation AUC per task, gate use, task weights and wall time."""
 
     task_loss: list[list[float]] = field(default_factory=list)    # [epoch][task]
-    val_auc: list[list[float]] = field(default_factory=list)      # [epoch][task]; [] per epoch if none
+    # [epoch][task]; [] per epoch if there are no validation rows
+    val_auc: list[list[float]] = field(default_factory=list)
     gates: list[list[list[float]]] = field(default_factory=list)  # [epoch][task][expert]
     task_weight: list[list[float]] = field(default_factory=list)  # [epoch][task]
     seconds: list[float] = field(default_factory=list)
@@ -161,7 +168,10 @@ class History:
         self.seconds.append(time.perf_counter() - started)
 
     def last_epoch_line(self, tasks: list[str], rows: int) -> str:
-        """The last epoch in one line: loss and validation AUC per task, `rows` fitted per second."""
+        """The last epoch in one line.
+
+        It gives the loss and validation AUC per task, and `rows` fitted per second.
+        """
         losses = ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, self.task_loss[-1], strict=True))
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, self.val_auc[-1], strict=False))
         return (f"epoch {len(self.seconds)}: loss {losses}; validation AUC {aucs or 'none'}; "
@@ -169,8 +179,9 @@ class History:
 
     @property
     def best_epoch(self) -> int:
-        """The 1-based epoch with the best mean validation AUC (the first on ties), or the last
-        epoch when there are no validation rows.
+        """The 1-based epoch with the best mean validation AUC (the first on ties).
+
+        It is the last epoch when there are no validation rows.
         """
         if not self.val_auc or not self.val_auc[-1]:
             return len(self.val_auc)
@@ -194,8 +205,10 @@ class History:
                    saved["task_weight"].tolist(), saved["seconds"].tolist())
 
     def as_json(self, tasks: list[str]) -> dict[str, object]:
-        """Loss and validation AUC curves per task, task weights, gate use per task (mean weight
-        per expert, entropy), the epoch whose weights were kept, and the time per epoch.
+        """The history for the report, per task where it applies.
+
+        Loss and validation AUC curves per task, task weights, gate use per task (mean weight per
+        expert, entropy), the epoch whose weights were kept, and the time per epoch.
         """
         losses = np.array(self.task_loss).reshape(-1, len(tasks))
         weights = np.array(self.task_weight).reshape(-1, len(tasks))

@@ -16,7 +16,9 @@ class InputError(ValueError):
         super().__init__(f"{where}: {problem}")
 
     def __reduce__(self) -> tuple[type[InputError], tuple[str, str | None, str]]:
-        """Rebuild from the three parts: a check that fails on a party's Dask worker raises it
-        there, and the party's own process re-raises it.
+        """Rebuild from the three parts.
+
+        A check that fails on a party's Dask worker raises it there, and the party's own process
+        re-raises it.
         """
         return InputError, (self.file, self.column, self.problem)

@@ -24,7 +24,10 @@ from splitrec_core.io import atomic_path, read_json, write_json
 
 def export_party(cfg: Config, party: str, bottom: Path, transform: Path, out: Path,
                  top: Path | None = None) -> Path:
-    """Write `out/` = `bottom/` SavedModel, `transform.json`, `manifest.json` (+ `top/` if given)."""
+    """Write `out/`: the `bottom/` SavedModel, `transform.json` and `manifest.json`.
+
+    The `top/` SavedModel goes there too, if given.
+    """
     spec = cfg.party(party)
     with atomic_path(out) as tmp:
         tmp.mkdir()
@@ -79,8 +82,9 @@ class ExportedParty:
         return self.bottom.serve([tf.constant(cats), tf.constant(nums)]).numpy()
 
     def predict(self, hs: list[np.ndarray]) -> np.ndarray:
-        """At the label party: probabilities `[n, tasks]` from every party's h, in the top's
-        party order.
+        """At the label party: probabilities `[n, tasks]` from every party's h.
+
+        The hs come in the top's party order.
         """
         return tf.sigmoid(self.top.serve([tf.constant(h) for h in hs])).numpy()
 

@@ -41,8 +41,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 @contextmanager
 def undone_on_failure(folder: Path) -> Iterator[Path]:
-    """Yield `folder`; if it did not exist and the block fails, remove it again, so a step that
-    fails on its first run leaves no folder behind (one that existed is left as it was).
+    """Yield `folder`; if it did not exist and the block fails, remove it again.
+
+    That way a step that fails on its first run leaves no folder behind (one that existed is left
+    as it was).
     """
     folder = Path(folder)
     fresh = not folder.exists()
@@ -55,8 +57,9 @@ def undone_on_failure(folder: Path) -> Iterator[Path]:
 
 
 def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None) -> Path:
-    """Write `table` to `path` atomically (in row groups of at most `row_group_size` rows, if
-    given) and return the path.
+    """Write `table` to `path` atomically and return the path.
+
+    The row groups hold at most `row_group_size` rows, if given.
     """
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, row_group_size=row_group_size)
@@ -64,7 +67,10 @@ def write_parquet(table: pa.Table, path: Path, row_group_size: int | None = None
 
 
 def write_bytes(data: bytes, path: Path, private: bool = False) -> Path:
-    """Write `data` to `path` atomically (readable by its owner only if `private`); return the path."""
+    """Write `data` to `path` atomically and return the path.
+
+    The file is readable by its owner only if `private`.
+    """
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
         if private:

@@ -29,7 +29,8 @@ class Bottom(keras.layers.Layer):
             person's embedding can carry, the precondition for calibrated noise).
         **kwargs: Args to pass to the base class.
 
-    Call args: `[cats int32 [batch, n_cat], nums float32 [batch, n_num]]`; returns `[batch, cut_dim]`.
+    Call args: `[cats int32 [batch, n_cat], nums float32 [batch, n_num]]`; returns
+    `[batch, cut_dim]`.
     """
 
     def __init__(
@@ -46,7 +47,8 @@ class Bottom(keras.layers.Layer):
         # All categorical columns share one table at per-column offsets: one gather per batch
         # instead of one per column (the bottom runs twice per step in split training).
         self.offsets = [sum(self.vocab_sizes[:j]) for j in range(len(self.vocab_sizes))]
-        self.embedding = (keras.layers.Embedding(sum(self.vocab_sizes), embedding_dim, name="embedding")
+        self.embedding = (keras.layers.Embedding(sum(self.vocab_sizes), embedding_dim,
+                                                 name="embedding")
                           if self.vocab_sizes else None)
         self.hidden = [keras.layers.Dense(u, activation="relu", name=f"hidden_{j}")
                        for j, u in enumerate(self.units)]
@@ -68,7 +70,8 @@ class Bottom(keras.layers.Layer):
         parts = []
         if self.embedding is not None:
             embedded = self.embedding(cats + keras.ops.convert_to_tensor(self.offsets, "int32"))
-            parts.append(keras.ops.reshape(embedded, (-1, len(self.vocab_sizes) * self.embedding_dim)))
+            parts.append(keras.ops.reshape(embedded,
+                                           (-1, len(self.vocab_sizes) * self.embedding_dim)))
         if self.num_numeric:
             parts.append(nums)
         x = keras.ops.concatenate(parts, axis=-1) if len(parts) > 1 else parts[0]
@@ -178,7 +181,8 @@ class TaskWeighting(keras.layers.Layer):
 
     def effective_weights(self) -> tf.Tensor:
         """w_t * exp(-s_t): the weight each task's loss has now."""
-        return keras.ops.convert_to_tensor(self.weights_static, "float32") * keras.ops.exp(-self.log_vars)
+        return (keras.ops.convert_to_tensor(self.weights_static, "float32")
+                * keras.ops.exp(-self.log_vars))
 
     def get_config(self) -> dict[str, object]:
         """Return the constructor arguments."""
@@ -203,8 +207,9 @@ def bottom_model(name: str, vocab_sizes: Sequence[int], num_numeric: int,
 
 def top_model(parties: Sequence[str], num_tasks: int, cfg: ModelConfig,
               empty: Sequence[str] = ()) -> keras.Model:
-    """The label party's MMoE over every party's h_p (in `parties` order); outputs logits. The
-    parties in `empty` have no columns: their h has width 0.
+    """The label party's MMoE over every party's h_p (in `parties` order); outputs logits.
+
+    The parties in `empty` have no columns: their h has width 0.
     """
     hs = [keras.Input((0 if p in empty else cfg.cut_dim,), dtype="float32", name=f"h_{p}")
           for p in parties]
@@ -232,5 +237,6 @@ def mean_gate_weights(top: keras.Model, hs: Sequence[tf.Tensor]) -> tf.Tensor:
 
 def task_losses(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Mean BCE per task `[num_tasks]` from logits; labels and logits are `[batch, num_tasks]`."""
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)
+    return tf.reduce_mean(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)
 

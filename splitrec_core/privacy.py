@@ -25,8 +25,10 @@ def attack_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 class LeakageAudit:
-    """Collects the gradients sent to each feature party with the batch's labels, and scores both
-    attacks on them, per task, when asked (observing is a list append: it runs on every batch).
+    """Collects the gradients sent to each feature party with the batch's labels.
+
+    When asked, it scores both attacks on them, per task. Observing is a list append: it runs on
+    every batch.
     """
 
     def __init__(self, tasks: list[str], seed: int = 0) -> None:
@@ -35,7 +37,10 @@ class LeakageAudit:
         self._sent: list[tuple[list[np.ndarray], np.ndarray]] = []
 
     def observe(self, gradients: list[np.ndarray], labels: np.ndarray) -> None:
-        """Keep one batch: `gradients[f]` is [batch, d] as sent to follower f, labels [batch, tasks]."""
+        """Keep one batch.
+
+        `gradients[f]` is [batch, d] as sent to follower f; `labels` is [batch, tasks].
+        """
         self._sent.append((gradients, labels))
 
     def report(self) -> dict[str, dict[str, float]]:

@@ -1,5 +1,6 @@
-"""Progress of a long step in the log: how much is done of the total, every few seconds, so a
-terminal or a Prefect run page never sits silent for a minute.
+"""Progress of a long step in the log: how much is done of the total, every few seconds.
+
+It logs often enough that a terminal or a Prefect run page never sits silent for a minute.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ import time
 
 
 class Progress:
-    """Counts units of work done and logs `what: done of total` at most every `every` seconds,
-    and once more at `finish`.
+    """Counts units of work done and logs `what: done of total` at most every `every` seconds.
+
+    It logs once more at `finish`.
     """
 
     def __init__(self, logger: logging.Logger, what: str, total: int | None = None,
@@ -20,11 +22,13 @@ class Progress:
         self.logged_at = time.monotonic()
 
     def add(self, count: int) -> None:
+        """Count `count` more units done; log if `every` seconds have passed since the last line."""
         self.done += count
         if time.monotonic() - self.logged_at >= self.every:
             self._log()
 
     def finish(self) -> None:
+        """Log the final count."""
         self._log()
 
     def _log(self) -> None:

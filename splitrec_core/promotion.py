@@ -1,6 +1,8 @@
-"""Whether a newly trained version may replace the champion: no task's test AUC may fall more than
-the configured margin below the champion's, and no attack of the leakage audit may reach the
-configured bound. The verdict gives its reasons in words, for the run report.
+"""Whether a newly trained version may replace the champion.
+
+No task's test AUC may fall more than the configured margin below the champion's, and no attack of
+the leakage audit may reach the configured bound. The verdict gives its reasons in words, for the
+run report.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ class Verdict:
     reasons: list[str]
 
     def as_json(self) -> dict[str, Any]:
+        """The verdict as a JSON-ready dict."""
         return asdict(self)
 
 
 class Versions(Protocol):
-    """What the verdict reads: a registry's aliases and manifests (one party's, or every
-    party's together).
+    """What the verdict reads: a registry's aliases and manifests.
+
+    The registry is one party's, or every party's together.
     """
 
-    def aliases(self) -> Any: ...
+    def aliases(self) -> Any:
+        """Which version each alias names (`current` is the champion)."""
 
-    def manifest(self, version: str) -> dict[str, Any]: ...
+    def manifest(self, version: str) -> dict[str, Any]:
+        """The manifest of `version`, with its `metrics` and `leakage`."""
 
 
 def judge_against_champion(versions: Versions, version: str, rules: RegistryConfig) -> Verdict:
@@ -43,8 +49,10 @@ def judge_against_champion(versions: Versions, version: str, rules: RegistryConf
 
 def judge(version: str, candidate: dict[str, Any], champion_version: str | None,
           champion: dict[str, Any] | None, rules: RegistryConfig) -> Verdict:
-    """The verdict on `candidate` (a version manifest with `metrics` and `leakage`) against the
-    `champion`'s manifest (None when there is no champion yet).
+    """The verdict on `candidate` against the `champion`'s manifest.
+
+    `candidate` is a version manifest with `metrics` and `leakage`; `champion` is None when there
+    is no champion yet.
     """
     if champion_version == version:
         return Verdict(version, champion_version, True, ["it is already the champion"])

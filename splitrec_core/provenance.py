@@ -1,5 +1,6 @@
-"""What a result was made from: digests of settings, input files and the code, so that a
-registered model version says exactly which data and which splitrec produced it.
+"""What a result was made from: digests of settings, input files and the code.
+
+With them, a registered model version says exactly which data and which splitrec produced it.
 """
 
 from __future__ import annotations

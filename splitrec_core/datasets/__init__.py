@@ -1,0 +1,1 @@
+"""Datasets for splitrec: the census-income data and a synthetic one, split into parties."""

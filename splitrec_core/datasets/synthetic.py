@@ -29,14 +29,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def _generator(seed: int, block: int) -> np.random.Generator:
-    """Block `block`'s own random stream (block 0 keeps `seed`'s, so one-block data is unchanged)."""
+    """Block `block`'s own random stream.
+
+    Block 0 keeps `seed`'s, so one-block data is unchanged.
+    """
     return np.random.default_rng(seed if block == 0 else [seed, block])
 
 
 def make_people(n: int, seed: int = 0, label_signal: float = 0.3, test_share: float = 0.3,
                 block: int = 0, first: int = 0) -> pd.DataFrame:
-    """`n` people, numbered from `first`, with every column of every party, before the vertical
-    split; `block` picks the random stream.
+    """`n` people, numbered from `first`, with every column of every party.
+
+    This is before the vertical split; `block` picks the random stream.
     """
     rng = _generator(seed, block)
     wealth, youth = rng.normal(size=n), rng.normal(size=n)
@@ -72,8 +76,9 @@ KEEP_SEED = 1  # the stream that picks each party's people and their order
 def write_parties(out_dir: Path, rows: int, seed: int = 0, label_signal: float = 0.3,
                   keep: float = 0.95, block_rows: int = 1_000_000, suffix: str = ".csv",
                   ) -> dict[str, Path]:
-    """Draw `rows` people `block_rows` at a time and split them vertically into one file per
-    party (`suffix` .csv or .parquet), each party keeping its own subset in its own order.
+    """Draw `rows` people `block_rows` at a time and split them vertically, one file per party.
+
+    The files are `suffix` .csv or .parquet; each party keeps its own subset in its own order.
     """
     paths = {party: out_dir / f"{party}{suffix}" for party in PARTY_COLUMNS}
     with ExitStack() as files:
@@ -92,9 +97,11 @@ def write_parties(out_dir: Path, rows: int, seed: int = 0, label_signal: float =
     return paths
 
 
-def _block_writer(files: ExitStack, path: Path, first: pd.DataFrame) -> Callable[[pd.DataFrame], None]:
-    """A function that appends a block of rows to `path` (a row group in Parquet), open until
-    `files` closes.
+def _block_writer(files: ExitStack, path: Path,
+                  first: pd.DataFrame) -> Callable[[pd.DataFrame], None]:
+    """A function that appends a block of rows to `path` (a row group in Parquet).
+
+    The file stays open until `files` closes.
     """
     if path.suffix == ".csv":
         handle = files.enter_context(path.open("w", newline="", encoding="utf-8"))
