@@ -95,8 +95,9 @@ def _signed_log1p(values: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Moments:
-    """Count, mean and sum of squared deviations of a numeric column's non-missing values;
-    two merge exactly (Chan et al.), so partitions can be fitted apart.
+    """Count, mean and sum of squared deviations of a numeric column's non-missing values.
+
+    Two merge exactly (Chan et al.), so partitions can be fitted apart.
     """
 
     count: int
@@ -172,8 +173,10 @@ ROW_GROUP_ROWS = 1_000_000  # rows per row group of train.parquet and test.parqu
 
 @dataclass(frozen=True)
 class _Partition:
-    """The aligned rows of one row group of a party's validated table: their rows inside the
-    group, their common positions and train flags (picklable: a Dask worker reads the group).
+    """The aligned rows of one row group of a party's validated table.
+
+    It holds their rows inside the group, their common positions and train flags (picklable: a
+    Dask worker reads the group).
     """
 
     table: Path
@@ -225,8 +228,9 @@ def build_features(
     party: PartyConfig, validated: Path, aligned: Path, out_dir: Path,
     engine: EngineConfig = LOCAL,
 ) -> PartyFeatures:
-    """Fit on this party's aligned training rows, transform train and test, write Parquet (on
-    the party's `engine`, a row group of `validated` at a time).
+    """Fit on this party's aligned training rows, transform train and test, write Parquet.
+
+    This runs on the party's `engine`, a row group of `validated` at a time.
 
     Rows come out in common-position order, so row i of every party's train file is one person,
     in row groups of `ROW_GROUP_ROWS` that every party cuts at the same positions.
@@ -266,7 +270,8 @@ class FeatureMatrix:
 
         def stack(prefix: str, dtype: type) -> np.ndarray:
             cols = [table.column(n).to_numpy() for n in names if n.startswith(prefix)]
-            return np.stack(cols, axis=1).astype(dtype) if cols else np.zeros((table.num_rows, 0), dtype)
+            return (np.stack(cols, axis=1).astype(dtype) if cols
+                    else np.zeros((table.num_rows, 0), dtype))
 
         labels = {n[len(LABEL):]: table.column(n).to_numpy().astype(np.float32)
                   for n in names if n.startswith(LABEL)}
@@ -290,7 +295,8 @@ class FeatureMatrix:
         """The rows of `parts`, one after another (at least one part)."""
         return FeatureMatrix(np.concatenate([p.cats for p in parts]),
                              np.concatenate([p.nums for p in parts]),
-                             {t: np.concatenate([p.labels[t] for p in parts]) for t in parts[0].labels})
+                             {t: np.concatenate([p.labels[t] for p in parts])
+                              for t in parts[0].labels})
 
     def task_labels(self, tasks: list[str]) -> np.ndarray:
         """The label party's labels, one column per task, as the loss takes them."""
@@ -303,8 +309,9 @@ class FeatureMatrix:
 
     def batches(self, plan: Plan, epoch: int, tasks: list[str] | None = None,
                 ) -> list[tuple[tf.Tensor, ...]]:
-        """Every batch of `epoch` (`cats`, `nums`, and with `tasks` their labels), the fitting
-        rows shuffled all at once, exactly as central training shuffles them.
+        """Every batch of `epoch`: `cats`, `nums`, and with `tasks` their labels.
+
+        The fitting rows are shuffled all at once, exactly as central training shuffles them.
         """
         labels = [self.task_labels(tasks)] if tasks else []
         return plan.batch_tensors(epoch, self.cats, self.nums, *labels)

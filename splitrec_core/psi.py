@@ -44,7 +44,10 @@ class EmptyIntersection(ValueError):
 
 
 def hash_to_points(ids: Sequence[str], domain: str) -> np.ndarray:
-    """Map each ID to a 32-byte X25519 u-coordinate, separated per run by `domain`; (n, 32) uint8."""
+    """Map each ID to a 32-byte X25519 u-coordinate, separated per run by `domain`.
+
+    Returns (n, 32) uint8.
+    """
     prefix = hashlib.sha256(domain.encode("utf-8")).digest()
     digests = b"".join(hashlib.sha256(prefix + i.encode("utf-8")).digest() for i in ids)
     return np.frombuffer(digests, np.uint8).reshape(-1, POINT_BYTES)
@@ -90,8 +93,10 @@ class Blinder:
 
     def blind_ids(self, id_chunks: Iterable[Sequence[str]], domain: str, total: int,
                   progress: Progress | None = None) -> np.ndarray:
-        """Hash and blind the `total` IDs that arrive in chunks (a stream from Parquet);
-        (total, 32), filled in place, so the points are held once, not once more in pieces.
+        """Hash and blind the `total` IDs that arrive in chunks (a stream from Parquet).
+
+        Returns (total, 32), filled in place, so the points are held once, not once more in
+        pieces.
 
         On the blinder's own threads, each chunk is hashed here (SHA-256 of short IDs holds the
         GIL) and its points blinded block by block on the threads. On a party's cluster, each
@@ -166,8 +171,9 @@ def match(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
 
 def send_shuffled(channel: Channel, kind: Kind, to: str, points: np.ndarray, order: np.ndarray,
                   chunk: int) -> None:
-    """Send the rows of an (n, k) array in `order`, `chunk` rows a message: gathered a chunk at
-    a time, so a shuffled copy of all the points never exists.
+    """Send the rows of an (n, k) array in `order`, `chunk` rows a message.
+
+    They are gathered a chunk at a time, so a shuffled copy of all the points never exists.
     """
     send_chunks(channel, kind, to, (points[order[start : start + chunk]]
                                     for start in range(0, len(order), chunk)))
@@ -203,8 +209,9 @@ def _progress(party: str, total: int) -> Progress:
 def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: Sequence[str],
                domain: str, chunk: int, total: int,
                executor: Executor | None = None) -> np.ndarray:
-    """Run the leader's side (`total`: how many IDs the chunks hold; `executor`: where to
-    blind, see `Blinder`); return the leader's local rows in the common order.
+    """Run the leader's side; return the leader's local rows in the common order.
+
+    `total` is how many IDs the chunks hold; `executor` is where to blind (see `Blinder`).
     """
     with Blinder(executor=executor) as blinder:
         # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
@@ -237,8 +244,9 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
 def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: str, domain: str,
                  chunk: int, total: int,
                  executor: Executor | None = None) -> np.ndarray:
-    """Run a follower's side (`total`, `executor`: as for `run_leader`); return its local rows
-    in the common order.
+    """Run a follower's side; return its local rows in the common order.
+
+    `total` and `executor` are as for `run_leader`.
     """
     with Blinder(executor=executor) as blinder:
         # 1. Send our own blinded IDs, shuffled

@@ -1,5 +1,6 @@
-"""A party's features read a row group at a time while it trains (`training.stream_buffer` > 0),
-so its memory holds a few row groups, not its whole table.
+"""A party's features read a row group at a time while it trains (`training.stream_buffer` > 0).
+
+That way its memory holds a few row groups, not its whole table.
 
 Every party's `train.parquet` holds the same people in the same (common-position) order, cut
 into row groups at the same rows (`features.ROW_GROUP_ROWS`). An epoch visits the row groups in
@@ -25,8 +26,9 @@ STREAM = 0x57EA  # keeps the streamed order's generator apart from every other u
 
 
 def open_features(path: Path, stream_buffer: int) -> FeatureMatrix | StreamedFeatures:
-    """A features file, read whole (`stream_buffer` 0) or streamed `stream_buffer` row groups at
-    a time.
+    """A features file, read whole or streamed.
+
+    With `stream_buffer` 0 it is read whole, else streamed `stream_buffer` row groups at a time.
     """
     return StreamedFeatures(path, stream_buffer) if stream_buffer else FeatureMatrix.read(path)
 
@@ -71,8 +73,10 @@ class StreamedFeatures:
 
     def batches(self, plan: Plan, epoch: int, tasks: list[str] | None = None,
                 ) -> Iterator[tuple[tf.Tensor, ...]]:
-        """Every batch of `epoch` (`cats`, `nums`, and with `tasks` their labels): the row
-        groups in a seeded order, the fitting rows of `buffer_groups` groups shuffled together.
+        """Every batch of `epoch`: `cats`, `nums`, and with `tasks` their labels.
+
+        The row groups come in a seeded order, the fitting rows of `buffer_groups` groups
+        shuffled together.
         """
         rng = np.random.default_rng([plan.seed, epoch, STREAM])
         fits = np.zeros(len(self), bool)

@@ -34,8 +34,10 @@ UNREADABLE = (OSError, ValueError, pa.ArrowException, UnicodeDecodeError)
 
 @dataclass(frozen=True)
 class ValidatedParty:
-    """Where a party's checked data went: its IDs alone (for PSI), its typed columns, and at the
-    label party the train/test split alone (so a feature change does not re-run PSI).
+    """Where a party's checked data went.
+
+    Its files hold its IDs alone (for PSI), its typed columns, and at the label party the
+    train/test split alone (so a feature change does not re-run PSI).
     """
 
     ids: Path
@@ -45,9 +47,10 @@ class ValidatedParty:
 
 
 def _partitions(path: Path, columns: list[str]) -> Iterator[pd.DataFrame | _RowGroup]:
-    """The partitions of a party's file, each as a frame of the declared `columns` as text (nulls
-    kept) or, for Parquet, as the row group a worker reads itself. Row labels count from the
-    file's first row.
+    """The partitions of a party's file.
+
+    Each is a frame of the declared `columns` as text (nulls kept) or, for Parquet, the row group
+    a worker reads itself. Row labels count from the file's first row.
     """
     if not path.exists():
         raise InputError(path, None, "file does not exist")
@@ -88,8 +91,9 @@ def _csv_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
 
 @dataclass(frozen=True)
 class _RowGroup:
-    """One row group of a Parquet file, read where it is checked (on a worker of the party's
-    cluster, the driver never holds it).
+    """One row group of a Parquet file, read where it is checked.
+
+    Checked on a worker of the party's cluster, it is never held by the driver.
     """
 
     path: Path
@@ -157,15 +161,17 @@ def _encodes(text: str) -> bool:
 def as_text(path: Path, column: str, values: pd.Series) -> pd.Series:
     """Non-null `values` as `str` (nulls stay null); bytes must decode as UTF-8."""
     if pd.api.types.infer_dtype(values, skipna=True) in ("bytes", "mixed"):
-        values = values.map(lambda v: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v,
-                            na_action="ignore")
+        values = values.map(
+            lambda v: v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v,
+            na_action="ignore")
         _reject_surrogates(path, column, values)
     return values.astype(str).where(values.notna(), None)
 
 
 def check_ids(path: Path, column: str, ids: pd.Series, normalize: Sequence[str] = ()) -> pd.Series:
-    """Return the IDs as normalised text; reject nulls, bad UTF-8 and empty IDs (duplicates are
-    checked over the whole file, by `reject_duplicates`).
+    """Return the IDs as normalised text; reject nulls, bad UTF-8 and empty IDs.
+
+    Duplicates are checked over the whole file, by `reject_duplicates`.
 
     All of this runs before any cryptography, so a party sees every problem with its IDs first.
     """
@@ -187,9 +193,11 @@ def _after(normalize: Sequence[str]) -> str:
 
 def reject_duplicates(path: Path, column: str, ids: pa.ChunkedArray,
                       normalize: Sequence[str] = ()) -> None:
-    """Reject an ID held by more than one row of the whole file. The IDs are sorted in Arrow and
-    each compared with the next: ten million IDs cost a sorted copy and its order, not ten
-    million Python strings nor a hash table of them (several times their bytes).
+    """Reject an ID held by more than one row of the whole file.
+
+    The IDs are sorted in Arrow and each compared with the next: ten million IDs cost a sorted copy
+    and its order, not ten million Python strings nor a hash table of them (several times their
+    bytes).
     """
     ordered = ids.take(pc.sort_indices(ids))
     same_as_next = pc.equal(ordered[1:], ordered[:-1])
@@ -207,7 +215,8 @@ def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
     bad = numbers.isna() & values.notna()
     if bad.any():
         sample = values[bad].astype(str).iloc[0]
-        raise InputError(path, column, f"non-numeric value '{sample}' in a numeric column, {_examples(bad)}")
+        raise InputError(path, column,
+                         f"non-numeric value '{sample}' in a numeric column, {_examples(bad)}")
     return numbers
 
 
@@ -230,14 +239,16 @@ def to_split(path: Path, column: str, values: pd.Series) -> pd.Series:
     bad = ~text.isin(SPLITS)
     if bad.any():
         sample = values[bad].astype(str).iloc[0]
-        raise InputError(path, column, f"split value '{sample}' is not one of {SPLITS}, {_examples(bad)}")
+        raise InputError(path, column,
+                         f"split value '{sample}' is not one of {SPLITS}, {_examples(bad)}")
     return text.astype(str)
 
 
 @dataclass(frozen=True)
 class _Checks:
-    """What every partition of one party's file is checked against (picklable: on a Dask engine
-    a worker checks a partition).
+    """What every partition of one party's file is checked against.
+
+    Picklable: on a Dask engine a worker checks a partition.
     """
 
     path: Path
