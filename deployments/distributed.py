@@ -22,6 +22,7 @@ from pathlib import Path
 
 
 def main() -> int:
+    """Make the trial federation, run its parties apart; exit status 1 if any party failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("data/census.toml"))
     parser.add_argument("--data-workdir", type=Path, default=Path("runs/census"),
@@ -49,9 +50,11 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def start_parties(folders: list[Path], run_id: str) -> dict[str, tuple[subprocess.Popen[str], Path]]:
-    """Start `splitrec party run` for run `run_id` in every party folder of a trial federation,
-    each with its own Prefect home; stdout is piped, the log goes to `party.log`.
+def start_parties(folders: list[Path],
+                  run_id: str) -> dict[str, tuple[subprocess.Popen[str], Path]]:
+    """Start `splitrec party run` for run `run_id` in every party folder of a trial federation.
+
+    Each party has its own Prefect home; stdout is piped, the log goes to `party.log`.
     """
     splitrec = Path(sys.executable).with_name("splitrec")
     parties = {}

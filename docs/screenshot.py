@@ -1,6 +1,7 @@
-"""Screenshots of a real run in the Prefect UI, for the README: the flow run's page (task graph,
-artifact badges, log) and its Markdown report with the plots, taken in headless Chromium
-(Debian's `chromium` package).
+"""Screenshots of a real run in the Prefect UI, for the README.
+
+It takes the flow run's page (task graph, artifact badges, log) and its Markdown report with the
+plots, in headless Chromium (Debian's `chromium` package).
 
 Starts a Prefect server of its own (its own PREFECT_HOME in a temporary folder), runs the
 pipeline against it with `splitrec run`, finds the run and its report artifact through the API,
@@ -25,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_for(url: str, timeout: float = 120) -> None:
+    """Wait until `url` answers 200; raise TimeoutError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -44,6 +46,7 @@ def screenshot(browser: str, url: str, out: Path, size: str) -> None:
 
 
 def main() -> None:
+    """Start a Prefect server, run the pipeline against it and save the screenshots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "census")

@@ -1,0 +1,1 @@
+"""The Prefect flows that compose splitrec's tasks, and the `splitrec` command line."""

@@ -1,5 +1,7 @@
-"""The training pipeline as one Prefect flow: validate → align → features → train → evaluate →
-export → register (and promote) → report.
+"""The training pipeline as one Prefect flow.
+
+Its steps: validate → align → features → train → evaluate → export → register (and promote) →
+report.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from tasks.validate import validate_input
 
 
 def prepare_parties(cfg: Config, root: Path) -> tuple[Alignment, dict[str, PartyFeatures]]:
-    """Steps 1-3, shared by every flow: validate, align, engineer; returns alignment and features."""
+    """Steps 1-3, shared by every flow: validate, align, engineer.
+
+    Returns the alignment and every party's features.
+    """
     label = cfg.label_party
 
     # 1. Every party checks its own input, concurrently
@@ -46,10 +51,11 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
                    centralized: bool = False, epochs: int | None = None,
                    gradient_noise: float | None = None,
                    promotion_margin: float | None = None) -> str:
-    """Align, engineer, train, evaluate, export and register; return the path of
-    `report/metrics.json`. `epochs`, `gradient_noise` and `promotion_margin`, when given,
-    replace the config's (`training.epochs`, `privacy.gradient_noise`,
-    `registry.promotion_margin`): a deployment's run can change them in the UI.
+    """Align, engineer, train, evaluate, export and register; return `report/metrics.json`'s path.
+
+    `epochs`, `gradient_noise` and `promotion_margin`, when given, replace the config's
+    (`training.epochs`, `privacy.gradient_noise`, `registry.promotion_margin`): a deployment's run
+    can change them in the UI.
     """
     cfg = with_changes(load_config(Path(config_path)),
                        {"training.epochs": epochs, "privacy.gradient_noise": gradient_noise,

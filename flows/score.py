@@ -15,8 +15,10 @@ from tasks.score import align_new_rows, check_new_rows, pick_version, score_rows
 @flow(name="score", log_prints=True, on_failure=[report_failure])
 def score_pipeline(config_path: str, workdir: str, inputs: dict[str, str],
                    model: str = "current") -> str:
-    """Score each party's new rows (`inputs`: party → file) with the registered version `model`
-    (`current`, `candidate` or a version ID); return the label party's predictions file.
+    """Score each party's new rows with the registered version `model`.
+
+    `inputs` maps each party to its file; `model` is `current`, `candidate` or a version ID.
+    Returns the label party's predictions file.
     """
     cfg = load_config(Path(config_path))
     root = Path(workdir).resolve()

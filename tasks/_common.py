@@ -29,15 +29,19 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def uncached_task_options() -> dict[str, Any]:
-    """Decorator arguments for a task that must run every time: it changes state (the model
-    registry, the run's artifacts) or reads state that changes (a registry alias).
+    """Decorator arguments for a task that must run every time.
+
+    Such a task changes state (the model registry, the run's artifacts) or reads state that
+    changes (a registry alias).
     """
     return task_options() | {"cache_policy": NO_CACHE, "persist_result": False}
 
 
 def task_options(config_sections: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Decorator arguments for a pipeline task; `config_sections` names the top-level sections of
-    the config it reads, if not all of it (they alone then key its cache).
+    """Decorator arguments for a pipeline task.
+
+    `config_sections` names the top-level sections of the config it reads, if not all of it (they
+    alone then key its cache).
     """
     return {
         "retries": 2,
@@ -50,9 +54,11 @@ def task_options(config_sections: tuple[str, ...] | None = None) -> dict[str, An
 
 
 def party_task_runner(engine: EngineConfig) -> TaskRunner:
-    """The task runner of a party's own flow: on a Dask engine, prefect-dask's DaskTaskRunner on
-    the party's cluster (at `address`, or a LocalCluster of `workers` for the flow run), which
-    the run's steps then share (`on_run_cluster`); else threads.
+    """The task runner of a party's own flow: on a Dask engine a DaskTaskRunner, else threads.
+
+    The DaskTaskRunner (prefect-dask's) runs on the party's cluster (at `address`, or a
+    LocalCluster of `workers` for the flow run), which the run's steps then share
+    (`on_run_cluster`).
     """
     if engine.kind == "local":
         return ThreadPoolTaskRunner()
@@ -67,8 +73,10 @@ def party_task_runner(engine: EngineConfig) -> TaskRunner:
 
 @contextmanager
 def on_run_cluster() -> Iterator[None]:
-    """Within the block, in a flow run on a DaskTaskRunner, every Dask step of the party uses the
-    runner's cluster (started once for the run) instead of starting a LocalCluster per step.
+    """Within the block, let every Dask step of the party use the flow run's DaskTaskRunner.
+
+    In a flow run on a DaskTaskRunner, the steps use the runner's cluster (started once for the
+    run) instead of starting a LocalCluster per step.
     """
     from prefect_dask import DaskTaskRunner
 

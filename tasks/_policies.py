@@ -1,5 +1,7 @@
-"""Cache keys from content: the bytes of the files a task reads, the core library's source, inputs
-(of the config, only the sections the task reads).
+"""Cache keys from content.
+
+A key covers the bytes of the files a task reads, the core library's source, and the inputs (of
+the config, only the sections the task reads).
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ def _hash_file(digest: Any, path: Path) -> None:
 
 @dataclass
 class FileContent(CachePolicy):
-    """Key on the bytes of every file named by a `Path` in the task's inputs (also inside
-    dicts, lists and dataclasses), except inputs listed in `skip` (e.g. the output folder).
+    """Key on the bytes of every file named by a `Path` in the task's inputs.
+
+    Paths inside dicts, lists and dataclasses count too; inputs listed in `skip` (e.g. the output
+    folder) do not.
     """
 
     skip: tuple[str, ...] = field(default=("workdir",))
@@ -80,9 +84,10 @@ class CoreSource(CachePolicy):
 
 @dataclass
 class ConfigSections(CachePolicy):
-    """Key on some top-level sections of the task's `cfg` input, not on all of it: a task that
-    reads only the parties' columns or the PSI settings stays cached when the training settings
-    or the config's name change (`census-fast.toml` reuses `census.toml`'s PSI run).
+    """Key on some top-level sections of the task's `cfg` input, not on all of it.
+
+    A task that reads only the parties' columns or the PSI settings stays cached when the training
+    settings or the config's name change (`census-fast.toml` reuses `census.toml`'s PSI run).
     """
 
     sections: tuple[str, ...] = ()
@@ -95,8 +100,9 @@ class ConfigSections(CachePolicy):
 
 
 def content_policy(config_sections: tuple[str, ...] | None = None) -> CachePolicy:
-    """A pipeline task's policy: unchanged files, code and parameters mean a cache hit. With
-    `config_sections`, the `cfg` parameter counts only by those sections.
+    """A pipeline task's policy: unchanged files, code and parameters mean a cache hit.
+
+    With `config_sections`, the `cfg` parameter counts only by those sections.
     """
     if config_sections is None:
         return FileContent() + CoreSource() + TASK_SOURCE + INPUTS

@@ -1,5 +1,7 @@
-"""What a failed flow run does last: one log line naming the step (and party) that failed, and a
-message through the Prefect notification block the config names, if it names one.
+"""What a failed flow run does last: a log line, and a message if the config names a block.
+
+The log line names the step (and party) that failed; the message goes through the Prefect
+notification block the config names, if it names one.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from splitrec_core.federation import load_party
 
 
 def failed_steps(flow_run_id: Any, parties: list[str], me: str | None = None) -> list[str]:
-    """'step at party' (or 'step', for a step of all parties) for each task run of the flow run
-    that failed or crashed; `me`: the party whose own flow it is, when the parties run apart.
+    """'step at party' (or 'step', for a step of all parties) for each failed or crashed task run.
+
+    The task runs are those of the flow run; `me` is the party whose own flow it is, when the
+    parties run apart.
     """
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
     steps = []
     for run in sorted(runs, key=lambda r: r.start_time or r.expected_start_time):
         if run.state and (run.state.is_failed() or run.state.is_crashed()):
@@ -35,8 +40,9 @@ def failed_steps(flow_run_id: Any, parties: list[str], me: str | None = None) ->
 
 
 def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
-    """A flow's `on_failure` hook: log which step failed at which party and why; notify the
-    config's (or federation's) `notify.block` if set.
+    """A flow's `on_failure` hook: log which step failed at which party and why.
+
+    It also notifies the config's (or federation's) `notify.block`, if set.
     """
     logger = flow_run_logger(flow_run, flow)
     parameters = flow_run.parameters
@@ -51,7 +57,8 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
         return
     steps = (failed_steps(flow_run.id, [p.name for p in cfg.parties], parameters.get("party"))
              or ["the flow itself"])
-    line = f"{flow.name} run {flow_run.name} of {cfg.name} failed at {', '.join(steps)}: {state.message}"
+    line = (f"{flow.name} run {flow_run.name} of {cfg.name} failed at {', '.join(steps)}: "
+            f"{state.message}")
     logger.error(line)
     if cfg.notify.block:
         Block.load(cfg.notify.block).notify(body=line, subject=f"splitrec: {cfg.name} run failed")

@@ -1,6 +1,7 @@
-"""Prefect tasks for scoring new rows with a registered version: pick the version, check each
-party's rows, align them with PSI, score them (embeddings cross, predictions stay at the label
-party).
+"""Prefect tasks for scoring new rows with a registered version.
+
+They pick the version, check each party's rows, align them with PSI and score them (embeddings
+cross, predictions stay at the label party).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def pick_version(cfg: Config, model: str, workdir: Path) -> dict[str, Path]:
 def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
                    workdir: Path) -> ValidatedParty:
     """Check `party`'s new rows against the columns its part of the version takes."""
-    return validate_new_rows(party, version_folder, rows, Workspace(workdir).scoring(party) / "validated",
+    return validate_new_rows(party, version_folder, rows,
+                             Workspace(workdir).scoring(party) / "validated",
                              cfg.psi.normalize, cfg.party(party).engine)
 
 
@@ -48,7 +50,10 @@ def align_new_rows(cfg: Config, ids: dict[str, Path], workdir: Path) -> Alignmen
 @task(name="score", task_run_name="score", **task_options(("label_party",)))
 def score_rows(cfg: Config, version_folders: dict[str, Path], validated: dict[str, ValidatedParty],
                alignment: Alignment, workdir: Path) -> Scored:
-    """Score the aligned rows; the predictions go to the label party's `scores/<version>.parquet`."""
+    """Score the aligned rows.
+
+    The predictions go to the label party's `scores/<version>.parquet`.
+    """
     version = version_folders[cfg.label_party].name
     out = Workspace(workdir).scores(cfg.label_party) / f"{version}.parquet"
     scored = score_local(version_folders, validated, alignment.files, cfg.label_party, out)
