@@ -48,8 +48,8 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from splitrec_core.align import align_local
-    from splitrec_core.config import EngineConfig
+    from splitrec_core.align import PsiFiles, align_local
+    from splitrec_core.config import EngineConfig, PsiConfig
 
     names = ["leader", *(f"follower{i}" for i in range(1, len(sets)))]
     workers = max(1, (os.cpu_count() or 1) // len(names))
@@ -63,10 +63,11 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
             pq.write_table(pa.table({"id": values}), ids[name])
         split = folder / "split.parquet"
         pq.write_table(pa.table({"split": ["train" if i % 2 else "test" for i in range(len(sets[0]))]}), split)
-        out = {name: folder / name / "aligned.parquet" for name in names}
+        files = {name: PsiFiles(ids[name], folder / name / "aligned.parquet") for name in names}
         del sets
         start = time.perf_counter()
-        result = align_local(ids, split, "leader", out, domain="benchmark", engines=engines)
+        result = align_local(files, PsiConfig(domain="benchmark"), label_party="leader",
+                             split_file=split, engines=engines)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "intersection": result.intersection,
             "bytes": sum(v["bytes"] for v in result.channel.values()),

@@ -31,7 +31,7 @@ def main() -> None:
     import pyarrow.parquet as pq
     from train import cpu_model
 
-    from splitrec_core.align import align_local
+    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.config import load_config
     from splitrec_core.registry import SharedModel
     from splitrec_core.scoring import (
@@ -53,9 +53,8 @@ def main() -> None:
     validated = {p: validate_new_rows(p, folders[p], inputs[p], space.scoring(p) / "validated",
                                       cfg.psi.normalize) for p in folders}
     checked = time.perf_counter()
-    alignment = align_local({p: v.ids for p, v in validated.items()}, None, label,
-                            {p: space.scoring(p) / "aligned.parquet" for p in folders},
-                            cfg.psi.domain, cfg.psi.chunk_size)
+    files = {p: PsiFiles(v.ids, space.scoring(p) / "aligned.parquet") for p, v in validated.items()}
+    alignment = align_local(files, cfg.psi, label_party=label, split_file=None)
     aligned = time.perf_counter()
     runs = [score_local(folders, validated, alignment.files, label,
                         space.scores(label) / f"{version}.parquet") for _ in range(args.repeat)]

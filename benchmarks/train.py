@@ -75,7 +75,7 @@ def in_fresh_process(function, *args):
 
 def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
     """Census parties → validated → aligned → features, skipped where the files already exist."""
-    from splitrec_core.align import align_local
+    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.datasets.census import prepare_census
     from splitrec_core.features import PartyFeatures, build_features
     from splitrec_core.validate import validate_party
@@ -94,9 +94,9 @@ def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
                                         cfg.tasks if p.name == cfg.label_party else None,
                                         cfg.psi.normalize)
                  for p in cfg.parties}
-    alignment = align_local({n: v.ids for n, v in validated.items()},
-                            validated[cfg.label_party].split, cfg.label_party,
-                            {n: space.aligned(n) for n in names}, cfg.psi.domain)
+    alignment = align_local({n: PsiFiles(v.ids, space.aligned(n)) for n, v in validated.items()},
+                            cfg.psi, label_party=cfg.label_party,
+                            split_file=validated[cfg.label_party].split)
     for party in cfg.parties:
         build_features(party, validated[party.name].table, alignment.files[party.name],
                        space.features(party.name))

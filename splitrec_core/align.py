@@ -17,12 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
-from splitrec_core.config import EngineConfig
+from splitrec_core.config import EngineConfig, PsiConfig
 from splitrec_core.engine import LOCAL, party_executor
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_parquet
 from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
 from splitrec_core.validate import ID
+from splitrec_core.workspace import Workspace
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,28 @@ class Alignment:
     train_rows: int
     test_rows: int
     channel: dict[str, dict[str, int]]
+
+
+@dataclass(frozen=True)
+class PsiFiles:
+    """One party's files in PSI.
+
+    Its validated IDs in, its aligned rows out, and where to keep its own IDs outside the
+    intersection (None: nowhere).
+    """
+
+    ids: Path
+    aligned: Path
+    unmatched: Path | None = None
+
+    @classmethod
+    def in_run(cls, space: Workspace, party: str, ids: Path, psi: PsiConfig) -> PsiFiles:
+        """`party`'s files in the run folder `space`.
+
+        Its unmatched IDs are kept there too if `psi.write_unmatched` says so.
+        """
+        unmatched = space.unmatched(party) if psi.write_unmatched else None
+        return cls(ids, space.aligned(party), unmatched)
 
 
 def _id_chunks(path: Path, chunk: int) -> Iterator[list[str]]:
@@ -65,16 +88,17 @@ def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path
 
 
 def label_side(
-    channel: Channel, ids_file: Path, split_file: Path | None, followers: list[str], out: Path,
-    domain: str, chunk_size: int, unmatched: Path | None = None,
-    engine: EngineConfig = LOCAL,
+    channel: Channel, files: PsiFiles, psi: PsiConfig, *, followers: list[str],
+    split_file: Path | None, engine: EngineConfig = LOCAL,
 ) -> Path:
-    """The label party leads PSI (blinding on its `engine`), then sends every follower the train
-    flag per common position (with no `split_file`, for scoring: no flag, no row is a training
-    row)."""
+    """The label party leads PSI, then sends every follower the train flag per common position.
+
+    It blinds on its `engine`. With no `split_file` (for scoring) no flag is sent and no row is
+    a training row.
+    """
     with party_executor(engine) as executor:
-        rows = run_leader(channel, _id_chunks(ids_file, chunk_size), followers, domain,
-                          chunk_size, _count(ids_file), executor)
+        rows = run_leader(channel, _id_chunks(files.ids, psi.chunk_size), followers, psi.domain,
+                          psi.chunk_size, _count(files.ids), executor)
     is_train = np.zeros(len(rows), bool)
     if split_file is not None:
         split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
@@ -85,61 +109,60 @@ def label_side(
                                  f"no {name} rows among the {len(rows)} shared IDs")
         for follower in followers:
             channel.send(Kind.SPLIT_MASK, follower, array_table(is_train))
-    if unmatched:
-        _write_unmatched(ids_file, rows, unmatched)
-    return _write_aligned(rows, is_train, out)
+    if files.unmatched:
+        _write_unmatched(files.ids, rows, files.unmatched)
+    return _write_aligned(rows, is_train, files.aligned)
 
 
 def feature_side(
-    channel: Channel, ids_file: Path, leader: str, out: Path, domain: str, chunk_size: int,
-    unmatched: Path | None = None, split: bool = True, engine: EngineConfig = LOCAL,
+    channel: Channel, files: PsiFiles, psi: PsiConfig, *, leader: str, split: bool = True,
+    engine: EngineConfig = LOCAL,
 ) -> Path:
-    """A feature party follows PSI (blinding on its `engine`) and receives the train flag per
-    common position (with `split` false, for scoring: no flag)."""
+    """A feature party follows PSI and receives the train flag per common position.
+
+    It blinds on its `engine`. With `split` false (for scoring) no flag comes.
+    """
     with party_executor(engine) as executor:
-        rows = run_follower(channel, _id_chunks(ids_file, chunk_size), leader, domain,
-                            chunk_size, _count(ids_file), executor)
+        rows = run_follower(channel, _id_chunks(files.ids, psi.chunk_size), leader, psi.domain,
+                            psi.chunk_size, _count(files.ids), executor)
     is_train = (table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool) if split
                 else np.zeros(len(rows), bool))
-    if unmatched:
-        _write_unmatched(ids_file, rows, unmatched)
-    return _write_aligned(rows, is_train, out)
+    if files.unmatched:
+        _write_unmatched(files.ids, rows, files.unmatched)
+    return _write_aligned(rows, is_train, files.aligned)
 
 
 def align_local(
-    ids_files: dict[str, Path], split_file: Path | None, label_party: str,
-    out_files: dict[str, Path], domain: str, chunk_size: int = 50_000,
-    hub: LocalHub | None = None, unmatched_files: dict[str, Path] | None = None,
-    engines: dict[str, EngineConfig] | None = None,
+    files: dict[str, PsiFiles], psi: PsiConfig, *, label_party: str, split_file: Path | None,
+    hub: LocalHub | None = None, engines: dict[str, EngineConfig] | None = None,
 ) -> Alignment:
     """Align all parties in this process, each on its own thread, over a `LocalHub`.
 
-    With `unmatched_files`, each party also writes its own IDs outside the intersection there.
+    Each party writes its own IDs outside the intersection where its `files` say (if anywhere).
     Without a `split_file` (scoring new rows) no train flag is shared. `engines[party]` says
     where the party blinds (default: its threads).
     """
-    unmatched, engines = unmatched_files or {}, engines or {}
+    engines = engines or {}
     hub = hub or LocalHub()
-    followers = [p for p in ids_files if p != label_party]
+    followers = [p for p in files if p != label_party]
     jobs: dict[str, Callable[[], Path]] = {
-        label_party: partial(label_side, hub.channel(label_party), ids_files[label_party],
-                             split_file, followers, out_files[label_party], domain, chunk_size,
-                             unmatched.get(label_party), engines.get(label_party, LOCAL)),
+        label_party: partial(label_side, hub.channel(label_party), files[label_party], psi,
+                             followers=followers, split_file=split_file,
+                             engine=engines.get(label_party, LOCAL)),
     }
     for p in followers:
-        jobs[p] = partial(feature_side, hub.channel(p), ids_files[p], label_party, out_files[p],
-                          domain, chunk_size, unmatched.get(p), split_file is not None,
-                          engines.get(p, LOCAL))
+        jobs[p] = partial(feature_side, hub.channel(p), files[p], psi, leader=label_party,
+                          split=split_file is not None, engine=engines.get(p, LOCAL))
     try:
         hub.run(jobs)
     except EmptyIntersection:
         raise InputError(
-            ", ".join(str(f) for f in ids_files.values()), ID,
-            f"empty intersection: no ID is held by all of {list(ids_files)}",
+            ", ".join(str(f.ids) for f in files.values()), ID,
+            f"empty intersection: no ID is held by all of {list(files)}",
         ) from None
-    aligned = pq.read_table(out_files[label_party])
+    aligned = pq.read_table(files[label_party].aligned)
     train = int(np.sum(aligned.column("is_train").to_numpy()))
     return Alignment(
-        files=dict(out_files), intersection=aligned.num_rows, train_rows=train,
-        test_rows=aligned.num_rows - train, channel=hub.stats().as_dict(),
+        files={p: f.aligned for p, f in files.items()}, intersection=aligned.num_rows,
+        train_rows=train, test_rows=aligned.num_rows - train, channel=hub.stats().as_dict(),
     )

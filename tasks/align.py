@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import task
 
-from splitrec_core.align import Alignment, align_local
+from splitrec_core.align import Alignment, PsiFiles, align_local
 from splitrec_core.config import Config
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
@@ -16,7 +16,6 @@ from tasks._common import task_options
 def align_ids(cfg: Config, ids: dict[str, Path], split: Path, workdir: Path) -> Alignment:
     """Intersect all parties' IDs and give each its rows in one common order."""
     space = Workspace(workdir)
-    unmatched = {p: space.unmatched(p) for p in ids} if cfg.psi.write_unmatched else None
-    return align_local(ids, split, cfg.label_party, {p: space.aligned(p) for p in ids},
-                       cfg.psi.domain, cfg.psi.chunk_size, unmatched_files=unmatched,
+    files = {p: PsiFiles.in_run(space, p, path, cfg.psi) for p, path in ids.items()}
+    return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=split,
                        engines=cfg.engines)

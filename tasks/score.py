@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from splitrec_core.align import Alignment, align_local
+from splitrec_core.align import Alignment, PsiFiles, align_local
 from splitrec_core.config import Config
 from splitrec_core.registry import SharedModel
 from splitrec_core.scoring import Scored, score_local, validate_new_rows
@@ -42,9 +42,9 @@ def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
 def align_new_rows(cfg: Config, ids: dict[str, Path], workdir: Path) -> Alignment:
     """Intersect the parties' new IDs (no train/test flag crosses)."""
     space = Workspace(workdir)
-    return align_local(ids, None, cfg.label_party,
-                       {p: space.scoring(p) / "aligned.parquet" for p in ids}, cfg.psi.domain,
-                       cfg.psi.chunk_size, engines=cfg.engines)
+    files = {p: PsiFiles(path, space.scoring(p) / "aligned.parquet") for p, path in ids.items()}
+    return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=None,
+                       engines=cfg.engines)
 
 
 @task(name="score", task_run_name="score", **task_options(("label_party",)))

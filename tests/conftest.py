@@ -53,7 +53,7 @@ def synthetic_run(tmp_path: Path) -> Path:
 
 def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeatures]:
     """Validate, align and engineer every party's features with the core library (no Prefect)."""
-    from splitrec_core.align import align_local
+    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.features import build_features
     from splitrec_core.validate import validate_party
     from splitrec_core.workspace import Workspace
@@ -65,9 +65,9 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
                                engine=p.engine)
         for p in cfg.parties
     }
-    alignment = align_local({n: v.ids for n, v in validated.items()},
-                            validated[cfg.label_party].split, cfg.label_party,
-                            {n: space.aligned(n) for n in validated}, cfg.psi.domain, hub=hub,
+    alignment = align_local({n: PsiFiles(v.ids, space.aligned(n)) for n, v in validated.items()},
+                            cfg.psi, label_party=cfg.label_party,
+                            split_file=validated[cfg.label_party].split, hub=hub,
                             engines=cfg.engines)
     return {party.name: build_features(party, validated[party.name].table,
                                        alignment.files[party.name], space.features(party.name),

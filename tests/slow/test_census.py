@@ -47,7 +47,7 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
     # Execute: score 10,000 of the test people again with the registered version, from new
     # files (the label party's without split and labels; a day's batch: the people scored;
     # all of them: benchmarks/score.py)
-    from splitrec_core.align import align_local
+    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.config import load_config
     from splitrec_core.registry import SharedModel
     from splitrec_core.scoring import (
@@ -71,9 +71,8 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
     space = Workspace(tmp_path / "scoring")
     validated = {p: validate_new_rows(p, parts[p], inputs[p], space.scoring(p), cfg.psi.normalize)
                  for p in parts}
-    alignment = align_local({p: v.ids for p, v in validated.items()}, None, "advertiser",
-                            {p: space.scoring(p) / "aligned.parquet" for p in parts},
-                            cfg.psi.domain)
+    files = {p: PsiFiles(v.ids, space.scoring(p) / "aligned.parquet") for p, v in validated.items()}
+    alignment = align_local(files, cfg.psi, label_party="advertiser", split_file=None)
     scored = score_local(parts, validated, alignment.files, "advertiser",
                          space.scores("advertiser") / f"{version}.parquet")
 

@@ -11,8 +11,9 @@ import pytest
 from nacl.bindings import crypto_scalarmult
 from nacl.utils import random as random_bytes
 
-from splitrec_core.align import align_local
+from splitrec_core.align import PsiFiles, align_local
 from splitrec_core.channel import Kind, LocalHub
+from splitrec_core.config import PsiConfig
 from splitrec_core.errors import InputError
 from splitrec_core.psi import Blinder, comparison_bytes, hash_to_points, match
 
@@ -31,7 +32,9 @@ def _align(tmp_path: Path, sets: dict[str, list[str]], hub: LocalHub | None = No
     split = tmp_path / "split.parquet"
     pq.write_table(pa.table({"split": [split_of(i) for i in range(len(sets[label]))]}), split)
     out = {name: tmp_path / name / "aligned.parquet" for name in sets}
-    result = align_local(ids, split, label, out, domain="test-run", chunk_size=7, hub=hub)
+    files = {name: PsiFiles(ids[name], out[name]) for name in sets}
+    result = align_local(files, PsiConfig(domain="test-run", chunk_size=7), label_party=label,
+                         split_file=split, hub=hub)
     ordered = {}
     for name, values in sets.items():
         rows = pq.read_table(out[name]).column("row").to_numpy()
@@ -120,10 +123,10 @@ def test_each_party_can_keep_its_own_unmatched_ids(tmp_path: Path):
     split = tmp_path / "split.parquet"
     pq.write_table(pa.table({"split": ["train", "test", "train", "test"]}), split)
     unmatched = {name: tmp_path / name / "unmatched.parquet" for name in sets}
+    files = {n: PsiFiles(ids[n], tmp_path / n / "aligned.parquet", unmatched[n]) for n in sets}
 
     # Execute
-    align_local(ids, split, "a", {n: tmp_path / n / "aligned.parquet" for n in sets}, "d",
-                unmatched_files=unmatched)
+    align_local(files, PsiConfig(domain="d"), label_party="a", split_file=split)
 
     # Assert
     read = {n: pq.read_table(p).column("id").to_pylist() for n, p in unmatched.items()}
