@@ -113,7 +113,13 @@ def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
     import numpy as np
 
     from splitrec_core.channel import Kind, LocalHub, array_table, table_array
-    from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, set_op_threads
+    from splitrec_core.trainers import (
+        BottomTrainer,
+        CentralTrainer,
+        LabelTrainer,
+        StepSettings,
+        set_op_threads,
+    )
     from splitrec_core.training.central import CentralRun
     from splitrec_core.training.common import task_weighting
 
@@ -132,8 +138,9 @@ def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
     labels = labels.astype(np.float32)
     label, *followers = run.bottoms
     compiled = (", XLA, 1 thread" if side_by_side else ", XLA") if xla else ""
-    bottoms = {p: BottomTrainer(run.bottoms[p], 1e-3, xla=xla) for p in followers}
-    labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), 1e-3, xla=xla)
+    steps = StepSettings(1e-3, xla=xla)
+    bottoms = {p: BottomTrainer(run.bottoms[p], steps) for p in followers}
+    labeller = LabelTrainer(run.bottoms[label], run.top, task_weighting(cfg), steps)
     central = CentralTrainer(pooled.bottoms, pooled.top, task_weighting(cfg), 1e-3, xla)
     for trainer in (labeller, *bottoms.values(), central):
         trainer.trace([len(rows)])

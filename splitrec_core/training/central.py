@@ -23,6 +23,7 @@ from splitrec_core.training.common import (
     build_bottom,
     build_top,
     party_order,
+    TrainedRun,
     save_model,
     task_weighting,
     write_result,
@@ -91,10 +92,9 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
     best.restore()
     seconds = time.perf_counter() - start_all
     test = probabilities(run.test, np.arange(len(run.test[label])))
-    return write_result(cfg, len(plan.fit), features[label].test, test, history,
-                        (startup_s, seconds), 0,
-                        {"pooled": save_model(trainer.model, out_dir / "model.keras")}, {}, {},
-                        out_dir)
+    models = {"pooled": save_model(trainer.model, out_dir / "model.keras")}
+    return write_result(cfg, TrainedRun(history, test, len(plan.fit), startup_s, seconds, models),
+                        label_test=features[label].test, out_dir=out_dir)
 
 
 def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> TrainResult:

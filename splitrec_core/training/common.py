@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -14,12 +15,14 @@ import pyarrow as pa
 import tensorflow as tf
 
 from splitrec_core.channel import array_table, table_array
+from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
-from splitrec_core.epochs import History
+from splitrec_core.epochs import History, Plan
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.model import TaskWeighting, bottom_model, top_model
 from splitrec_core.results import TrainResult
+from splitrec_core.streaming import StreamedFeatures
 
 _SEEDING = threading.Lock()  # Keras' seed is process-wide: parties on threads build in turn
 
@@ -124,6 +127,59 @@ class Inbox:
         return taken
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """What a party's training loop runs on besides its trainer and its channel.
+
+    Args:
+        train: its training rows (read whole, or streamed).
+        test: its test rows, embedded or scored after the last epoch.
+        plan: the epochs every party shares (batches, validation rows, patience).
+        checkpoints: where it keeps the state to resume from.
+        start_epoch: the epoch every party resumes after (0: from scratch).
+        wire: how embeddings and gradients cross the channel.
+        per_message: training batches per message.
+        ahead: messages a feature party embeds before it waits for gradients (see
+            `bottom_epoch`); the label party does not read it.
+    """
+
+    train: FeatureMatrix | StreamedFeatures
+    test: FeatureMatrix | StreamedFeatures
+    plan: Plan
+    checkpoints: Checkpoints
+    start_epoch: int = 0
+    wire: Wire = FLOAT32
+    per_message: int = 1
+    ahead: int = 0
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What a finished training run hands to `write_result`.
+
+    Args:
+        history: its epochs' losses, validation AUCs and gate use.
+        probabilities: the test rows' predictions `[rows, tasks]`, in common-position order.
+        fit_rows: rows fitted per epoch (the training rows less the validation rows).
+        startup_s: seconds spent tracing (and with XLA compiling) before the first batch.
+        train_s: seconds of training, validation included.
+        models: the saved models by name.
+        channel: traffic per message kind.
+        leakage: the leakage audit of the gradients the label party sent.
+        resumed_after_epoch: the epoch every party had checkpointed (0: from scratch).
+    """
+
+    history: History
+    probabilities: np.ndarray
+    fit_rows: int
+    startup_s: float
+    train_s: float
+    models: dict[str, Path]
+    channel: dict[str, dict[str, int]] = field(default_factory=dict)
+    leakage: dict[str, dict[str, float]] = field(default_factory=dict)
+    resumed_after_epoch: int = 0
+
+
 def save_model(model: keras.Model, path: Path) -> Path:
     """Save `model` atomically to `path` (a `.keras` file)."""
     with atomic_path(path) as tmp:
@@ -131,27 +187,26 @@ def save_model(model: keras.Model, path: Path) -> Path:
     return path
 
 
-def write_result(cfg: Config, fit_rows: int, label_test: Path, probabilities: np.ndarray,
-                 history: History, timing: tuple[float, float], resumed_after_epoch: int,
-                 models: dict[str, Path], channel: dict[str, dict[str, int]],
-                 leakage: dict[str, dict[str, float]], out_dir: Path) -> TrainResult:
-    """Write test predictions (in common-position order) and the training history; `timing` is
-    (start-up seconds, training seconds)."""
+def write_result(cfg: Config, run: TrainedRun, *, label_test: Path, out_dir: Path) -> TrainResult:
+    """Write the run's test predictions and training history to `out_dir`.
+
+    The predictions are in common-position order, the positions those of `label_test` (the label
+    party's test features).
+    """
     tasks = cfg.task_names
     columns = {"position": FeatureMatrix.positions(label_test)}
-    columns |= {f"p:{t}": probabilities[:, j] for j, t in enumerate(tasks)}
-    epochs_run = len(history.seconds)
-    startup_s, seconds = timing
+    columns |= {f"p:{t}": run.probabilities[:, j] for j, t in enumerate(tasks)}
+    epochs_run = len(run.history.seconds)
     return TrainResult(
-        models=models,
+        models=run.models,
         predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
-        history=write_json(history.as_json(tasks), out_dir / "history.json"),
-        rows_per_s=(epochs_run - resumed_after_epoch) * fit_rows / seconds,
-        train_s=seconds,
-        startup_s=startup_s,
+        history=write_json(run.history.as_json(tasks), out_dir / "history.json"),
+        rows_per_s=(epochs_run - run.resumed_after_epoch) * run.fit_rows / run.train_s,
+        train_s=run.train_s,
+        startup_s=run.startup_s,
         epochs_run=epochs_run,
-        best_epoch=history.best_epoch,
-        channel=channel,
-        leakage=leakage,
-        resumed_after_epoch=resumed_after_epoch,
+        best_epoch=run.history.best_epoch,
+        channel=run.channel,
+        leakage=run.leakage,
+        resumed_after_epoch=run.resumed_after_epoch,
     )

@@ -10,12 +10,9 @@ from functools import partial
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
-from splitrec_core.checkpoint import Checkpoints
-from splitrec_core.epochs import EVAL_BATCH, BestWeights, Decision, Plan
-from splitrec_core.features import FeatureMatrix
-from splitrec_core.streaming import StreamedFeatures
+from splitrec_core.epochs import EVAL_BATCH, BestWeights, Decision
 from splitrec_core.trainers import BottomTrainer
-from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire
+from splitrec_core.training.common import Inbox, LoopSettings, Outbox
 
 
 def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor]],
@@ -46,33 +43,31 @@ def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.T
         trainer.backward(*oldest, gradients.take(len(oldest[0])))
 
 
-def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix | StreamedFeatures,
-                 test: FeatureMatrix | StreamedFeatures, leader: str, plan: Plan,
-                 checkpoints: Checkpoints,
-                 start_epoch: int = 0, ahead: int = 0, wire: Wire = FLOAT32,
-                 per_message: int = 1) -> None:
-    """A feature party's training run from `start_epoch`, then its embeddings of the test rows
-    (`ahead`: see `bottom_epoch`; `per_message`: training batches per message).
+def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
+                 leader: str) -> None:
+    """A feature party's training run from `run.start_epoch`, then its embeddings of the test rows.
 
-    After each epoch it embeds the validation rows (with the training noise: they are training
-    rows) and follows the label party's decision to keep the weights and to stop. It makes the
-    next epoch's batches while the label party scores the validation rows: then nobody waits
-    for them.
+    It embeds `run.ahead` messages ahead (see `bottom_epoch`), `run.per_message` training
+    batches a message, and hands them to the label party `leader`. After each epoch it embeds
+    the validation rows (with the training noise: they are training rows) and follows the label
+    party's decision to keep the weights and to stop. It makes the next epoch's batches while
+    the label party scores the validation rows: then nobody waits for them.
     """
+    plan, wire, checkpoints = run.plan, run.wire, run.checkpoints
     best = BestWeights([trainer.bottom])
-    if start_epoch:
-        best.load(checkpoints.restore(start_epoch, [trainer.bottom], [trainer.optimizer]))
-    batches = train.batches(plan, start_epoch)
-    validation = train.take(plan.validation)
-    embeddings = Outbox(partial(channel.send, Kind.EMBEDDING, leader), wire, per_message)
+    if run.start_epoch:
+        best.load(checkpoints.restore(run.start_epoch, [trainer.bottom], [trainer.optimizer]))
+    batches = run.train.batches(plan, run.start_epoch)
+    validation = run.train.take(plan.validation)
+    embeddings = Outbox(partial(channel.send, Kind.EMBEDDING, leader), wire, run.per_message)
     gradients = Inbox(partial(channel.recv, Kind.GRADIENT, leader), wire)
-    for epoch in range(start_epoch, plan.epochs):
-        bottom_epoch(trainer, batches, embeddings, gradients, ahead)
+    for epoch in range(run.start_epoch, plan.epochs):
+        bottom_epoch(trainer, batches, embeddings, gradients, run.ahead)
         for chunk in validation.chunks(EVAL_BATCH):
             h = trainer.forward(chunk.cats, chunk.nums)
             channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h))
         if epoch + 1 < plan.epochs:
-            batches = train.batches(plan, epoch + 1)
+            batches = run.train.batches(plan, epoch + 1)
         decision = Decision.from_table(channel.recv(Kind.EARLY_STOPPING, leader))
         if decision.improved:
             best.keep()
@@ -80,6 +75,6 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, train: FeatureMatrix 
             break
         checkpoints.save(epoch + 1, [trainer.bottom], [trainer.optimizer], best.arrays())
     best.restore()
-    for chunk in test.chunks(EVAL_BATCH):
+    for chunk in run.test.chunks(EVAL_BATCH):
         h = trainer.embed(chunk.cats, chunk.nums)
         channel.send(Kind.EVAL_EMBEDDING, leader, wire.pack(h))

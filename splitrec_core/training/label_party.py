@@ -14,13 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
-from splitrec_core.checkpoint import Checkpoints
-from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, Plan, auc_per_task
+from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.streaming import StreamedFeatures
 from splitrec_core.trainers import LabelTrainer
-from splitrec_core.training.common import FLOAT32, Inbox, Outbox, Wire
+from splitrec_core.training.common import Inbox, LoopSettings, Outbox, Wire
 
 _log = logging.getLogger(__name__)
 
@@ -62,33 +61,32 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Ten
     return losses, (cats, nums, received)
 
 
-def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix | StreamedFeatures,
-               test: FeatureMatrix | StreamedFeatures,
-               followers: list[str], tasks: list[str], plan: Plan, checkpoints: Checkpoints,
-               start_epoch: int = 0, wire: Wire = FLOAT32, per_message: int = 1) -> LabelOutcome:
-    """The label party's training run from `start_epoch`, then its test predictions
-    (`per_message`: training batches per message).
+def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
+               followers: list[str], tasks: list[str]) -> LabelOutcome:
+    """The label party's training run from `run.start_epoch`, then its test predictions.
 
-    After each epoch it scores the validation rows, decides on early stopping and tells every
-    party. It makes the next epoch's batches while the feature parties finish their epoch and
-    embed the validation rows. The leakage audit covers the gradients it sent in the last epoch
-    run.
+    It trains on `tasks` with the embeddings of every party in `followers`, and returns their
+    gradients `run.per_message` training batches a message. After each epoch it scores the
+    validation rows, decides on early stopping and tells every party. It makes the next epoch's
+    batches while the feature parties finish their epoch and embed the validation rows. The
+    leakage audit covers the gradients it sent in the last epoch run.
     """
+    plan, wire, checkpoints = run.plan, run.wire, run.checkpoints
     history, best = History(), BestWeights(trainer.models)
-    if start_epoch:
-        saved = checkpoints.restore(start_epoch, best.models, [trainer.optimizer])
+    if run.start_epoch:
+        saved = checkpoints.restore(run.start_epoch, best.models, [trainer.optimizer])
         history = History.from_arrays(saved)
         best.load(saved)
-    batches = train.batches(plan, start_epoch, tasks)
-    validation = train.take(plan.validation)
+    batches = run.train.batches(plan, run.start_epoch, tasks)
+    validation = run.train.take(plan.validation)
     embeddings = [Inbox(partial(channel.recv, Kind.EMBEDDING, f), wire) for f in followers]
-    gradients = [Outbox(partial(channel.send, Kind.GRADIENT, f), wire, per_message)
+    gradients = [Outbox(partial(channel.send, Kind.GRADIENT, f), wire, run.per_message)
                  for f in followers]
-    for epoch in range(start_epoch, plan.epochs):
+    for epoch in range(run.start_epoch, plan.epochs):
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
         losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit)
         if epoch + 1 < plan.epochs:
-            batches = train.batches(plan, epoch + 1, tasks)
+            batches = run.train.batches(plan, epoch + 1, tasks)
         val_auc = []
         if len(validation):
             val_auc = auc_per_task(validation.task_labels(tasks),
@@ -110,7 +108,7 @@ def label_loop(channel: Channel, trainer: LabelTrainer, train: FeatureMatrix | S
         checkpoints.save(epoch + 1, best.models, [trainer.optimizer], history.arrays() | best.arrays())
     trained_at = time.time()
     best.restore()
-    probabilities = _predict(channel, trainer, test, followers, Kind.EVAL_EMBEDDING, wire)
+    probabilities = _predict(channel, trainer, run.test, followers, Kind.EVAL_EMBEDDING, wire)
     return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at)
 
 

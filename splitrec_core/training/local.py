@@ -15,7 +15,7 @@ from splitrec_core.channel.processes import own_cores, run_in_processes
 from splitrec_core.config import Config
 from splitrec_core.features import PartyFeatures
 from splitrec_core.results import TrainResult
-from splitrec_core.training.common import party_order, write_result
+from splitrec_core.training.common import TrainedRun, party_order, write_result
 from splitrec_core.training.party import PartyJob, PartyOutcome
 
 
@@ -61,9 +61,12 @@ def label_result(cfg: Config, label_test: Path, outcomes: dict[str, PartyOutcome
     """The run's result from the parties' outcomes (the label party's among them): its test
     predictions and history written to `out_dir`, the models, the timings and the traffic."""
     label = outcomes[cfg.label_party]
-    assert label.label is not None  # the label party's job always returns its outcome
+    trained = label.label
+    assert trained is not None  # the label party's job always returns its outcome
     ready = max(o.ready_at for o in outcomes.values())
     models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": label.models["top"]}
-    return write_result(cfg, label.label.fit_rows, label_test, label.label.probabilities,
-                        label.label.history, (ready - started, label.label.trained_at - ready),
-                        label.resumed_after_epoch, models, channel, label.label.leakage, out_dir)
+    run = TrainedRun(trained.history, trained.probabilities, trained.fit_rows,
+                     startup_s=ready - started, train_s=trained.trained_at - ready, models=models,
+                     channel=channel, leakage=trained.leakage,
+                     resumed_after_epoch=label.resumed_after_epoch)
+    return write_result(cfg, run, label_test=label_test, out_dir=out_dir)

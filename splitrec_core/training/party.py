@@ -4,7 +4,7 @@ agree with the others over the channel on the epoch to resume from, train, save.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +18,15 @@ from splitrec_core.epochs import Plan
 from splitrec_core.features import PartyFeatures, Transform
 from splitrec_core.provenance import fingerprint
 from splitrec_core.streaming import open_features
-from splitrec_core.trainers import BottomTrainer, LabelTrainer, set_op_threads
-from splitrec_core.training.common import Wire, build_bottom, build_top, save_model, task_weighting
+from splitrec_core.trainers import BottomTrainer, LabelTrainer, StepSettings, set_op_threads
+from splitrec_core.training.common import (
+    LoopSettings,
+    Wire,
+    build_bottom,
+    build_top,
+    save_model,
+    task_weighting,
+)
 from splitrec_core.training.feature_party import feature_loop
 from splitrec_core.training.label_party import LabelOutcome, label_loop
 
@@ -70,35 +77,35 @@ class PartyJob:
         return Checkpoints(self.out_dir / "checkpoints" / run_id)
 
     def __call__(self, channel: Channel) -> PartyOutcome:
-        set_op_threads(self.cfg.training.xla, side_by_side=self.cfg.training.embed_ahead > 0)
-        cfg, label = self.cfg, self.cfg.label_party
-        train, test = (open_features(path, cfg.training.stream_buffer)
+        cfg, training = self.cfg, self.cfg.training
+        set_op_threads(training.xla, side_by_side=training.embed_ahead > 0)
+        train, test = (open_features(path, training.stream_buffer)
                        for path in (self.files.train, self.files.test))
-        plan = Plan.of(cfg.training, len(train))
-        rate, wire = plan.learning_rate(cfg.training), Wire(cfg.training.wire_dtype)
+        plan = Plan.of(training, len(train))
+        steps = StepSettings(plan.learning_rate(training), training.xla,
+                             noise_seed=private_seed("noise", self.party))
         models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files.transform))}
         checkpoints = self.checkpoints
-        noise_seed = private_seed("noise", self.party)
-        if self.party == label:
+        if self.party == cfg.label_party:
             models["top"] = build_top(cfg, cfg.order)
-            labeller = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg), rate,
-                                    cfg.privacy.gradient_noise, cfg.training.xla,
-                                    fused=cfg.training.embed_ahead > 0, noise_seed=noise_seed)
-            labeller.trace(plan.batch_sizes)
-            ready_at = time.time()
-            start = agree_on_start(channel, checkpoints, cfg)
-            outcome = label_loop(channel, labeller, train, test, cfg.followers,
-                                 cfg.task_names, plan, checkpoints, start, wire,
-                                 cfg.training.batches_per_message)
+            trainer = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg),
+                                   replace(steps, noise=cfg.privacy.gradient_noise),
+                                   fused=training.embed_ahead > 0)
         else:
-            trainer = BottomTrainer(models["bottom"], rate, cfg.privacy.embedding_noise,
-                                    cfg.training.xla, noise_seed)
-            trainer.trace(plan.batch_sizes)
-            ready_at, outcome = time.time(), None
-            start = agree_on_start(channel, checkpoints, cfg)
-            feature_loop(channel, trainer, train, test, label, plan, checkpoints, start,
-                         cfg.training.embed_ahead, wire, cfg.training.batches_per_message)
+            trainer = BottomTrainer(models["bottom"],
+                                    replace(steps, noise=cfg.privacy.embedding_noise))
+        trainer.trace(plan.batch_sizes)
+        ready_at = time.time()
+        run = LoopSettings(train, test, plan, checkpoints, agree_on_start(channel, checkpoints, cfg),
+                           Wire(training.wire_dtype), training.batches_per_message,
+                           training.embed_ahead)
+        outcome = None
+        if isinstance(trainer, LabelTrainer):
+            outcome = label_loop(channel, trainer, run, followers=cfg.followers,
+                                 tasks=cfg.task_names)
+        else:
+            feature_loop(channel, trainer, run, leader=cfg.label_party)
         saved = {name: save_model(model, self.out_dir / f"{name}.keras")
                  for name, model in models.items()}
         checkpoints.clear()
-        return PartyOutcome(saved, ready_at, channel.stats().as_dict(), start, outcome)
+        return PartyOutcome(saved, ready_at, channel.stats().as_dict(), run.start_epoch, outcome)

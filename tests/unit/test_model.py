@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from splitrec_core.config import ModelConfig
 from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, top_model
-from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer
+from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, StepSettings
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
                   tower_units=2)
@@ -83,8 +83,9 @@ def test_split_steps_equal_one_central_step(xla, fused):
     # columns, the label party returns dL/dh and steps its bottom and the top, each feature
     # party's bottom steps on its own gradient
     label, *followers = PARTIES
-    bottoms = {p: BottomTrainer(split_bottoms[p], 0.01, xla=xla) for p in followers}
-    labeller = LabelTrainer(split_bottoms[label], split_top, weighting, 0.01, xla=xla, fused=fused)
+    steps = StepSettings(0.01, xla=xla)
+    bottoms = {p: BottomTrainer(split_bottoms[p], steps) for p in followers}
+    labeller = LabelTrainer(split_bottoms[label], split_top, weighting, steps, fused=fused)
     for trainer in (labeller, *bottoms.values()):
         # as training calls them: traced once, on fixed signatures; with XLA also compiled by
         # taking each step on zeros, which must leave no trace in the weights or the optimizer
