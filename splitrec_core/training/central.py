@@ -1,7 +1,9 @@
-"""The same composed model trained in one place, with the same plan as split training: with every
-party's columns the pooled-data baseline a federation is measured against (which no federation
-can run: it is a one-process option), with the label party's alone what it could do without
-federating (the baseline of the federation lift)."""
+"""The same composed model trained in one place, with the same plan as split training.
+
+With every party's columns it is the pooled-data baseline a federation is measured against
+(which no federation can run: it is a one-process option), with the label party's alone what it
+could do without federating (the baseline of the federation lift).
+"""
 
 from __future__ import annotations
 
@@ -20,10 +22,10 @@ from splitrec_core.io import write_json, write_parquet
 from splitrec_core.results import TrainResult
 from splitrec_core.trainers import CentralTrainer, set_op_threads
 from splitrec_core.training.common import (
+    TrainedRun,
     build_bottom,
     build_top,
     party_order,
-    TrainedRun,
     save_model,
     task_weighting,
     write_result,
@@ -32,8 +34,11 @@ from splitrec_core.training.common import (
 
 @dataclass(frozen=True)
 class CentralRun:
-    """What central training starts from: each party's matrices, the same freshly seeded models
-    as split training, and the plan of epochs."""
+    """What central training starts from.
+
+    Each party's matrices, the same freshly seeded models as split training, and the plan of
+    epochs.
+    """
 
     train: dict[str, FeatureMatrix]
     test: dict[str, FeatureMatrix]
@@ -43,6 +48,7 @@ class CentralRun:
 
     @classmethod
     def load(cls, cfg: Config, features: dict[str, PartyFeatures]) -> CentralRun:
+        """Read the matrices of the parties in `features` and build their models."""
         order = party_order(cfg, features)
         train = {p: FeatureMatrix.read(features[p].train) for p in order}
         return cls(train, {p: FeatureMatrix.read(features[p].test) for p in order},
@@ -51,17 +57,17 @@ class CentralRun:
 
 
 def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path) -> TrainResult:
-    """Train the same composed model in one place on the columns of the parties in `features`,
-    with the same plan: fitting rows, batch order, validation rows and early stopping.
+    """Train the same composed model in one place on the columns of the parties in `features`.
 
+    It follows the same plan: fitting rows, batch order, validation rows and early stopping.
     With every party it is the pooled-data baseline; with the label party alone, what the label
     party could do without federating (the baseline for the federation lift).
     """
     set_op_threads(cfg.training.xla)
     run = CentralRun.load(cfg, features)
     label, plan = cfg.label_party, run.plan
-    trainer = CentralTrainer(run.bottoms, run.top, task_weighting(cfg), plan.learning_rate(cfg.training),
-                             cfg.training.xla)
+    trainer = CentralTrainer(run.bottoms, run.top, task_weighting(cfg),
+                             plan.learning_rate(cfg.training), cfg.training.xla)
 
     def inputs(data: dict[str, FeatureMatrix]) -> list[np.ndarray]:
         return [m for p in run.bottoms for m in (data[p].cats, data[p].nums)]
@@ -98,9 +104,12 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
 
 
 def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> TrainResult:
-    """What the label party could do without federating: the same model on its own columns,
-    with the same plan; if it holds no feature columns, each task's training base rate (all a
-    model without inputs can learn), written as the same predictions file."""
+    """What the label party could do without federating.
+
+    That is the same model on its own columns, with the same plan; if it holds no feature
+    columns, each task's training base rate (all a model without inputs can learn), written as
+    the same predictions file.
+    """
     if cfg.label.feature_columns:
         return train_central(cfg, {cfg.label_party: features}, out_dir)
     tasks = cfg.task_names
@@ -112,4 +121,5 @@ def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> Tr
         models={}, predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
         history=write_json({"base_rate": dict(zip(tasks, rates.tolist(), strict=True))},
                            out_dir / "history.json"),
-        rows_per_s=0.0, train_s=0.0, startup_s=0.0, epochs_run=0, best_epoch=0, channel={}, leakage={})
+        rows_per_s=0.0, train_s=0.0, startup_s=0.0, epochs_run=0, best_epoch=0, channel={},
+        leakage={})

@@ -1,5 +1,8 @@
-"""What every role builds identically from the shared settings: the models, seeded from the
-shared seed; the task weighting; the wire format of embeddings and gradients; the result files."""
+"""What every role builds identically from the shared settings.
+
+The models, seeded from the shared seed; the task weighting; the wire format of embeddings and
+gradients; what a party's loop runs on; the result files.
+"""
 
 from __future__ import annotations
 
@@ -46,8 +49,10 @@ def build_bottom(cfg: Config, party: str, transform: Transform) -> keras.Model:
 
 
 def build_top(cfg: Config, parties: list[str]) -> keras.Model:
-    """The MMoE top over `parties`' embeddings, seeded from the shared seed (a label party
-    without feature columns adds an empty embedding)."""
+    """The MMoE top over `parties`' embeddings, seeded from the shared seed.
+
+    A label party without feature columns adds an empty embedding.
+    """
     empty = [] if cfg.label.feature_columns else [cfg.label_party]
     with _SEEDING:
         keras.utils.set_random_seed(_model_seed(cfg.training.seed, "top"))
@@ -56,14 +61,17 @@ def build_top(cfg: Config, parties: list[str]) -> keras.Model:
 
 def task_weighting(cfg: Config) -> TaskWeighting:
     """The configured combination of the task losses (static, or learned by uncertainty)."""
-    return TaskWeighting([t.weight for t in cfg.tasks], cfg.training.loss_weighting == "uncertainty",
-                         name="task_weighting")
+    learned = cfg.training.loss_weighting == "uncertainty"
+    return TaskWeighting([t.weight for t in cfg.tasks], learned, name="task_weighting")
 
 
 class Wire:
-    """How embeddings and gradients cross the channel: in `dtype` (float16 halves the bytes),
-    always computed on in float32. TensorFlow converts: numpy's float16 conversion is several
-    times slower (benchmarks/RESULTS.md)."""
+    """How embeddings and gradients cross the channel.
+
+    They cross in `dtype` (float16 halves the bytes), and are always computed on in float32.
+    TensorFlow converts: numpy's float16 conversion is several times slower
+    (benchmarks/RESULTS.md).
+    """
 
     def __init__(self, dtype: str = "float32") -> None:
         self.half = dtype == "float16"
@@ -84,10 +92,12 @@ FLOAT32 = Wire()
 
 
 class Outbox:
-    """Arrays for one peer, sent `per_message` at a time as one message (their rows stacked):
-    each message costs the same CPU at both ends whatever its size (about 0.18 ms over Flight,
+    """Arrays for one peer, sent `per_message` at a time as one message (their rows stacked).
+
+    Each message costs the same CPU at both ends whatever its size (about 0.18 ms over Flight,
     benchmarks/RESULTS.md), so fewer, larger messages leave more of a party's time for its step.
-    Call `flush` at the end of an epoch: the receiver's `Inbox` takes rows as it needs them."""
+    Call `flush` at the end of an epoch: the receiver's `Inbox` takes rows as it needs them.
+    """
 
     def __init__(self, send: Callable[[pa.Table], None], wire: Wire = FLOAT32,
                  per_message: int = 1) -> None:
@@ -95,11 +105,13 @@ class Outbox:
         self.pending: list[np.ndarray | tf.Tensor] = []
 
     def put(self, array: np.ndarray | tf.Tensor) -> None:
+        """Queue `array`, sending the queue once it holds `per_message` arrays."""
         self.pending.append(array)
         if len(self.pending) == self.per_message:
             self.flush()
 
     def flush(self) -> None:
+        """Send what is queued, if anything, as one message."""
         if self.pending:
             stacked = self.pending[0] if len(self.pending) == 1 else tf.concat(self.pending, 0)
             self.send(self.wire.pack(stacked))
@@ -107,9 +119,11 @@ class Outbox:
 
 
 class Inbox:
-    """The other end of an `Outbox`: hands out arrays of the row counts asked for, receiving a
-    message whenever the one in hand is used up (both ends know each batch's rows from the
-    shared plan, so no message says where one batch ends)."""
+    """The other end of an `Outbox`: hands out arrays of the row counts asked for.
+
+    It receives a message whenever the one in hand is used up (both ends know each batch's rows
+    from the shared plan, so no message says where one batch ends).
+    """
 
     def __init__(self, receive: Callable[[], pa.Table], wire: Wire = FLOAT32) -> None:
         self.receive, self.wire = receive, wire
@@ -117,6 +131,7 @@ class Inbox:
         self.offset = 0
 
     def take(self, rows: int) -> np.ndarray | tf.Tensor:
+        """The next `rows` rows, receiving a message first if the one in hand is used up."""
         if self.held is None or self.offset == len(self.held):
             self.held, self.offset = self.wire.unpack(self.receive()), 0
         if self.offset + rows > len(self.held):

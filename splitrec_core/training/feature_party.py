@@ -1,5 +1,8 @@
-"""A feature party's part of split training: embed its own rows, hand the embeddings to the label
-party, step its bottom on the gradients that come back, and follow the label party's decisions."""
+"""A feature party's part of split training.
+
+It embeds its own rows, hands the embeddings to the label party, steps its bottom on the
+gradients that come back, and follows the label party's decisions.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,10 @@ from splitrec_core.training.common import Inbox, LoopSettings, Outbox
 
 def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor]],
                  embeddings: Outbox, gradients: Inbox, ahead: int = 0) -> None:
-    """One epoch of a bottom: embed each batch (`cats`, `nums`), put the embedding in the
-    `embeddings` outbox, step on the gradient that comes back.
+    """One epoch of a bottom: embed each batch, hand it over, step on the gradient that returns.
 
-    While a batch's gradient is awaited there is nothing to do, so the step on one batch and the
+    Each batch is (`cats`, `nums`); its embedding goes in the `embeddings` outbox. While a
+    batch's gradient is awaited there is nothing to do, so the step on one batch and the
     embedding of the next go to TensorFlow as one call (in that order: the next embedding comes
     from the updated bottom, exactly as in sequential training). With `ahead` > 0 it hands over
     that many more messages before it waits for the oldest one's gradients: the label party then

@@ -1,6 +1,9 @@
-"""The label party's part of split training: per batch, take every feature party's embedding,
-train its own bottom and the MMoE top, and return each feature party its gradient; after each
-epoch score the validation rows and decide for everyone whether to keep the weights and to stop."""
+"""The label party's part of split training.
+
+Per batch, it takes every feature party's embedding, trains its own bottom and the MMoE top, and
+returns each feature party its gradient; after each epoch it scores the validation rows and
+decides for everyone whether to keep the weights and to stop.
+"""
 
 from __future__ import annotations
 
@@ -38,9 +41,11 @@ class LabelOutcome:
 def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
                 embeddings: list[Inbox], gradients: list[Outbox], audit: LeakageAudit,
                 ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
-    """One epoch of the label party: per batch (`cats`, `nums`, `labels`), take every feature
-    party's embedding from its inbox, train on the batch and put each feature party's dL/dh in
-    its outbox (`LabelTrainer.train_batch`); flush the outboxes at the end.
+    """One epoch of the label party, ending with the outboxes flushed.
+
+    Per batch (`cats`, `nums`, `labels`), it takes every feature party's embedding from its
+    inbox, trains on the batch and puts each feature party's dL/dh in its outbox
+    (`LabelTrainer.train_batch`).
 
     Returns the per-task losses of each batch, and the last batch's own columns and received
     embeddings (to measure gate use on).
@@ -105,7 +110,8 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
             best.keep()
         if decision.stop:
             break
-        checkpoints.save(epoch + 1, best.models, [trainer.optimizer], history.arrays() | best.arrays())
+        checkpoints.save(epoch + 1, best.models, [trainer.optimizer],
+                         history.arrays() | best.arrays())
     trained_at = time.time()
     best.restore()
     probabilities = _predict(channel, trainer, run.test, followers, Kind.EVAL_EMBEDDING, wire)
@@ -114,8 +120,10 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
 
 def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix | StreamedFeatures,
              followers: list[str], kind: Kind, wire: Wire) -> np.ndarray:
-    """Probabilities `[rows, tasks]` of every row of `data`, from our columns and the followers'
-    embeddings of `kind`."""
+    """Probabilities `[rows, tasks]` of every row of `data`.
+
+    They come from our columns and the followers' embeddings of `kind`.
+    """
     predicted = [np.zeros((0, trainer.top.outputs[0].shape[1]), np.float32)]
     for chunk in data.chunks(EVAL_BATCH):
         received = [wire.unpack(channel.recv(kind, f)) for f in followers]

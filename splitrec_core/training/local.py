@@ -1,6 +1,9 @@
-"""Every party's part of split training on this machine: on threads of this process over a
-`LocalHub`, in a process each over pipes, or in a process each over Arrow Flight with mutual TLS
-on 127.0.0.1 (as parties on their own hosts talk). The same `PartyJob` runs in every mode."""
+"""Every party's part of split training on this machine.
+
+The parties run on threads of this process over a `LocalHub`, in a process each over pipes, or
+in a process each over Arrow Flight with mutual TLS on 127.0.0.1 (as parties on their own hosts
+talk). The same `PartyJob` runs in every mode.
+"""
 
 from __future__ import annotations
 
@@ -42,9 +45,9 @@ def _run_jobs(cfg: Config, jobs: dict[str, PartyJob], hub: LocalHub | None,
 
 def train_split_local(cfg: Config, features: dict[str, PartyFeatures], out_dirs: dict[str, Path],
                       hub: LocalHub | None = None) -> TrainResult:
-    """Train the split MMoE with every party on this machine (`training.parties_in`; on threads
-    over `hub`, if given).
+    """Train the split MMoE with every party on this machine.
 
+    The parties run as `training.parties_in` says (on threads over `hub`, if given).
     `features[party]` names that party's train, test and transform files; each party's model
     is written to `out_dirs[party]`, and the label party's test predictions beside its model.
     A run killed part-way resumes from the last epoch every party checkpointed.
@@ -58,8 +61,11 @@ def train_split_local(cfg: Config, features: dict[str, PartyFeatures], out_dirs:
 
 def label_result(cfg: Config, label_test: Path, outcomes: dict[str, PartyOutcome], started: float,
                  channel: dict[str, dict[str, int]], out_dir: Path) -> TrainResult:
-    """The run's result from the parties' outcomes (the label party's among them): its test
-    predictions and history written to `out_dir`, the models, the timings and the traffic."""
+    """The run's result from the parties' outcomes (the label party's among them).
+
+    That is its test predictions and history written to `out_dir`, the models, the timings and
+    the traffic.
+    """
     label = outcomes[cfg.label_party]
     trained = label.label
     assert trained is not None  # the label party's job always returns its outcome

@@ -1,5 +1,8 @@
-"""One party's whole part of split training, from its own files only: build and trace its models,
-agree with the others over the channel on the epoch to resume from, train, save."""
+"""One party's whole part of split training, from its own files only.
+
+It builds and traces its models, agrees with the others over the channel on the epoch to resume
+from, trains, and saves.
+"""
 
 from __future__ import annotations
 
@@ -43,10 +46,12 @@ class PartyOutcome:
 
 
 def agree_on_start(channel: Channel, checkpoints: Checkpoints, cfg: Config) -> int:
-    """The latest epoch every party has a checkpoint for (never the last: its gradients feed the
-    leakage audit), agreed over the channel: each feature party tells the label party which
-    epochs it holds, the label party answers with the one all will resume from. No party reads
-    another's checkpoints."""
+    """The latest epoch every party has a checkpoint for, agreed over the channel.
+
+    Never the last epoch: its gradients feed the leakage audit. Each feature party tells the
+    label party which epochs it holds, the label party answers with the one all will resume
+    from. No party reads another's checkpoints.
+    """
     label, limit = cfg.label_party, cfg.training.epochs - 1
     mine = {k for k in checkpoints.completed() if k <= limit}
     if channel.me != label:
@@ -62,8 +67,10 @@ def agree_on_start(channel: Channel, checkpoints: Checkpoints, cfg: Config) -> i
 
 @dataclass(frozen=True)
 class PartyJob:
-    """Party `party`'s part of split training on `files`, writing to `out_dir`. Picklable, so it
-    can run in a process (or on a host) of its own."""
+    """Party `party`'s part of split training on `files`, writing to `out_dir`.
+
+    Picklable, so it can run in a process (or on a host) of its own.
+    """
 
     party: str
     cfg: Config
@@ -77,6 +84,7 @@ class PartyJob:
         return Checkpoints(self.out_dir / "checkpoints" / run_id)
 
     def __call__(self, channel: Channel) -> PartyOutcome:
+        """Train this party's part over `channel`, from the epoch all agree on, and save it."""
         cfg, training = self.cfg, self.cfg.training
         set_op_threads(training.xla, side_by_side=training.embed_ahead > 0)
         train, test = (open_features(path, training.stream_buffer)
@@ -96,9 +104,9 @@ class PartyJob:
                                     replace(steps, noise=cfg.privacy.embedding_noise))
         trainer.trace(plan.batch_sizes)
         ready_at = time.time()
-        run = LoopSettings(train, test, plan, checkpoints, agree_on_start(channel, checkpoints, cfg),
-                           Wire(training.wire_dtype), training.batches_per_message,
-                           training.embed_ahead)
+        start = agree_on_start(channel, checkpoints, cfg)
+        run = LoopSettings(train, test, plan, checkpoints, start, Wire(training.wire_dtype),
+                           training.batches_per_message, training.embed_ahead)
         outcome = None
         if isinstance(trainer, LabelTrainer):
             outcome = label_loop(channel, trainer, run, followers=cfg.followers,

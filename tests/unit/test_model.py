@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from splitrec_core.config import ModelConfig
-from splitrec_core.model import MMoE, Bottom, TaskWeighting, bottom_model, top_model
+from splitrec_core.model import Bottom, MMoE, TaskWeighting, bottom_model, top_model
 from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, StepSettings
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
