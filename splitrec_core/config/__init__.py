@@ -1,0 +1,37 @@
+"""The run configuration: parties, columns, tasks, model, training and privacy, read from TOML.
+
+The section models are in `sections`, the run settings and `Config` in `run`, reading TOML
+(with `extends`) and validation in `files`.
+"""
+
+from splitrec_core.config.files import (
+    load_config,
+    parse_config,
+    read_toml,
+    validated,
+    with_changes,
+)
+from splitrec_core.config.run import Config, RunSettings, check_roster
+from splitrec_core.config.sections import (
+    BottomConfig,
+    EngineConfig,
+    ModelConfig,
+    NotifyConfig,
+    PartyConfig,
+    PrivacyConfig,
+    PsiConfig,
+    RegistryConfig,
+    ScheduleConfig,
+    Strict,
+    SweepConfig,
+    TaskConfig,
+    TopConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "BottomConfig", "Config", "EngineConfig", "ModelConfig", "NotifyConfig", "PartyConfig",
+    "PrivacyConfig", "PsiConfig", "RegistryConfig", "RunSettings", "ScheduleConfig", "Strict",
+    "SweepConfig", "TaskConfig", "TopConfig", "TrainingConfig", "check_roster", "load_config",
+    "parse_config", "read_toml", "validated", "with_changes",
+]

@@ -1,0 +1,222 @@
+"""The sections of a run's configuration, each a strict model with its defaults."""
+
+from __future__ import annotations
+
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    """A config section that rejects keys it does not know, so a typo is an error, not a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(Strict):
+    """Where the party's heavy steps run (`engine`): see `splitrec_core.engine`."""
+
+    kind: Literal["local", "dask"] = "local"
+    address: str = Field(default="local", pattern=r"^(local|tcp://.+)$",
+                         description='"local": a LocalCluster for the step; else its scheduler')
+    workers: int = Field(default=2, gt=0, description="LocalCluster worker processes")
+    memory_limit: str = Field(default="2GiB", description="per LocalCluster worker")
+
+
+class PartyConfig(Strict):
+    """One organisation: its table, its ID column and the columns it contributes as features."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+    file: str | None = Field(default=None, description="none: a party of a federation that runs "
+                                                         "on its own host; only its name is known")
+    id_column: str = "id"
+    categorical: list[str] = []
+    numeric: list[str] = []
+    split_column: str | None = None
+    engine: EngineConfig = EngineConfig()
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Categorical then numeric columns, the order the bottom network sees them in."""
+        return [*self.categorical, *self.numeric]
+
+    @classmethod
+    def peer(cls, name: str) -> PartyConfig:
+        """Another party of a federation, as this party knows it: by name alone."""
+        return cls(name=name)
+
+    @property
+    def is_peer(self) -> bool:
+        """Whether this party's data is elsewhere (parties apart)."""
+        return self.file is None
+
+    @model_validator(mode="after")
+    def _columns_are_distinct(self) -> PartyConfig:
+        if self.is_peer:
+            return self
+        seen: set[str] = set()
+        for column in [self.id_column, *self.feature_columns]:
+            if column in seen:
+                raise ValueError(f"column '{column}' is declared twice in party '{self.name}'")
+            seen.add(column)
+        return self
+
+
+class TaskConfig(Strict):
+    """One binary prediction task: the label party's column of its 0/1 label, and its weight."""
+
+    name: str
+    column: str
+    weight: float = Field(default=1.0, gt=0)
+
+
+class BottomConfig(Strict):
+    """A party's bottom network (with parties apart, each party's own, in its private file)."""
+
+    embedding_dim: int = Field(default=4, ge=1)
+    bottom_units: list[int] = [64]
+
+
+class TopConfig(Strict):
+    """What every party shares of the model: the cut width every bottom ends in, and the top.
+
+    The top is the MMoE (with parties apart, it is set in the federation file).
+    """
+
+    cut_dim: int = Field(default=32, ge=1, description="width of each party's embedding h_p")
+    num_experts: int = Field(default=8, ge=1)
+    expert_units: int = Field(default=16, ge=1)
+    tower_units: int = Field(default=8, ge=1)
+
+
+class ModelConfig(BottomConfig, TopConfig):
+    """Sizes of the bottom networks and of the MMoE top."""
+
+
+class TrainingConfig(Strict):
+    """Optimisation settings shared by all parties (the batch order comes from `seed`)."""
+
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate_decay: float = Field(
+        default=1.0, gt=0, le=1,
+        description="the learning rate is multiplied by this after every epoch")
+    validation_fraction: float = Field(
+        default=0.1, ge=0, lt=0.5,
+        description="share of training rows held out to choose the epoch; 0 = keep the last epoch")
+    patience: int = Field(
+        default=5, ge=1,
+        description="stop after this many epochs without a better mean validation AUC")
+    parties_in: Literal["threads", "processes", "flight"] = Field(
+        default="threads", description="how `run` places the parties on this machine: threads of "
+                                       "one process, a process each (own interpreter and runtime), "
+                                       "or a process each talking Arrow Flight with mutual TLS on "
+                                       "127.0.0.1, as parties on their own hosts do")
+    own_cores: bool = Field(
+        default=False, description="with parties_in = \"processes\" or \"flight\": the label "
+                                   "party's process runs on half the cores, the others share the "
+                                   "rest (as on hosts of their own) instead of the OS placing them")
+    wire_dtype: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="the float type embeddings and gradients cross the channel in: float16 "
+                    "halves the bytes; each party computes in float32")
+    embed_ahead: int = Field(
+        default=0, ge=0, le=2,
+        description="batches a feature party embeds before the gradient of the oldest one it sent "
+                    "returns: 0 = sequential (split training equals central training); 1 or 2 = "
+                    "pipelined, its bottom one or two steps stale, so its work overlaps the label "
+                    "party's")
+    batches_per_message: int = Field(
+        default=1, ge=1, le=8,
+        description="training batches whose embeddings (and gradients) cross in one message: "
+                    "each message costs the same CPU whatever its size, so fewer, larger ones "
+                    "leave the parties more time to compute; above 1 a feature party waits for "
+                    "gradients once per message, its bottom up to k - 1 batches stale (2k - 1 "
+                    "with embed_ahead = 1)")
+    xla: bool = Field(
+        default=False,
+        description="compile the training steps (each party's, and central training's) with XLA "
+                    "into fused kernels, compiled before the first batch, that use every core (one "
+                    "thread each when the parties step side by side, embed_ahead >= 1); equal to "
+                    "central training compiled the same way up to float rounding")
+    stream_buffer: int = Field(
+        default=0, ge=0,
+        description="0: every party reads its features whole and shuffles all fitting rows at "
+                    "once (central training's order, so split training equals it); k > 0: every "
+                    "party streams its features a row group (a million rows) at a time, the "
+                    "groups in a seeded order and the rows of k groups shuffled together, so its "
+                    "memory holds k row groups")
+    loss_weighting: Literal["static", "uncertainty"] = Field(
+        default="static",
+        description="task weights as configured, or learned (Kendall et al. 2018)")
+    seed: int = 7
+
+
+class PrivacyConfig(Strict):
+    """Gaussian noise on what crosses the cut layer; zero disables it."""
+
+    clip_norm: float = Field(default=0.0, ge=0,
+                             description="per-row L2 clip of embeddings; 0 = none")
+    embedding_noise: float = Field(default=0.0, ge=0, description="noise std on sent embeddings")
+    gradient_noise: float = Field(default=0.0, ge=0, description="noise std on returned gradients")
+
+
+class PsiConfig(Strict):
+    """ID alignment settings."""
+
+    domain: str = "splitrec-psi-v1"
+    normalize: list[Literal["nfc", "strip", "lower", "digits"]] = Field(
+        default=[],
+        description="ID normalisations, in order (digits: keep digits only, for phones)")
+    write_unmatched: bool = Field(
+        default=False, description="each party writes its own IDs outside the intersection locally")
+    chunk_size: int = Field(default=50_000, ge=1, description="IDs per chunk read and sent")
+
+
+class ScheduleConfig(Strict):
+    """When the served deployment retrains: a cron line read in an IANA time zone."""
+
+    cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"'{zone}' is not an IANA time zone (e.g. 'Europe/Berlin')") from None
+        return zone
+
+
+class SweepConfig(Strict):
+    """The grid `splitrec sweep` trains over (every combination)."""
+
+    num_experts: list[int] = Field(default=[4, 8], min_length=1)
+    expert_units: list[int] = Field(default=[8, 16], min_length=1)
+    task_weights: list[list[float]] | None = Field(
+        default=None, min_length=1,
+        description="one weight per task, in task order (default: the tasks' own weights)")
+
+
+class RegistryConfig(Strict):
+    """When a newly trained version replaces the champion (`current`) in the model registry."""
+
+    promotion_margin: float = Field(
+        default=0.005, ge=0, description="the largest fall in any task's test AUC below the "
+                                          "champion's with which a new version is still promoted")
+    max_leakage_auc: float = Field(
+        default=1.0, ge=0.5, le=1.0,
+        description="the highest attack AUC of the leakage audit a promoted version may have "
+                    "(0.5 = the attacks learn nothing; 1.0 = no bound)")
+
+
+class NotifyConfig(Strict):
+    """Who hears of a failed run (the log names the failed step and party either way)."""
+
+    block: str | None = Field(
+        default=None, description="a Prefect notification block as '<block type>/<name>' (e.g. "
+                                  "'slack-webhook/ops', made in the UI under Blocks), told when "
+                                  "a run fails")
