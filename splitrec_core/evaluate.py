@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,14 +13,19 @@ from sklearn.metrics import log_loss, roc_auc_score
 from splitrec_core.align import Alignment
 from splitrec_core.channel import ChannelStats
 from splitrec_core.features import FeatureMatrix
+from splitrec_core.io import read_json, write_json
+from splitrec_core.promotion import Verdict
 from splitrec_core.results import TrainResult
 
 TaskMetrics = dict[str, float | int | None]
 
 
 def task_metrics(labels: np.ndarray, probabilities: np.ndarray) -> TaskMetrics:
-    """AUC and log loss of one task. AUC needs positive and negative rows: without both it is
-    None (null in JSON, which has no NaN), and `undefined_auc` says why."""
+    """AUC and log loss of one task.
+
+    AUC needs positive and negative rows: without both it is None (null in JSON, which has no
+    NaN), and `undefined_auc` says why.
+    """
     positives = int(labels.sum())
     return {
         "auc": (float(roc_auc_score(labels, probabilities)) if 0 < positives < len(labels)
@@ -48,7 +54,8 @@ def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str,
     """
     predicted = pq.read_table(predictions)
     truth = FeatureMatrix.read(label_test)
-    if not np.array_equal(predicted.column("position").to_numpy(), FeatureMatrix.positions(label_test)):
+    positions = predicted.column("position").to_numpy()
+    if not np.array_equal(positions, FeatureMatrix.positions(label_test)):
         raise ValueError(f"{predictions}: rows do not line up with the test labels in {label_test}")
     return {t: task_metrics(truth.labels[t], predicted.column(f"p:{t}").to_numpy()) for t in tasks}
 
@@ -58,11 +65,38 @@ def _difference(a: float | int | None, b: float | int | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class VersionMetrics:
+    """What a model version records of its run's report.
+
+    That is the per-task test metrics, the training summary and the leakage audit. With parties
+    apart, the label party sends them to every feature party (`as_json`, `from_json`), so each
+    party's part of the version records the same.
+    """
+
+    tasks: dict[str, TaskMetrics]
+    training: dict[str, float | int]
+    leakage: dict[str, dict[str, float]]
+
+    def as_json(self) -> dict[str, Any]:
+        """The mapping sent to the feature parties."""
+        return {"tasks": self.tasks, "training": self.training, "leakage": self.leakage}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VersionMetrics:
+        """The metrics `as_json` gave."""
+        return cls(data["tasks"], data["training"], data["leakage"])
+
+
+@dataclass(frozen=True)
 class Report:
-    """A run's `metrics.json`: per-task test metrics, sizes, traffic per message kind, training
-    speed and epochs (run, and kept by early stopping), the leakage audit of the gradients the
-    label party sent, and the federation lift: test AUC of the split model, of the label party
-    alone and (if trained) of all columns pooled."""
+    """A run's `metrics.json`.
+
+    It holds the per-task test metrics, sizes, traffic per message kind, training speed and
+    epochs (run, and kept by early stopping), the leakage audit of the gradients the label party
+    sent, and the federation lift: test AUC of the split model, of the label party alone and (if
+    trained) of all columns pooled. Once the model registry has judged the version, it also
+    holds the registry's verdict (`promotion`).
+    """
 
     tasks: dict[str, TaskMetrics]
     intersection: int
@@ -74,21 +108,27 @@ class Report:
     label_only: dict[str, TaskMetrics]
     central: dict[str, TaskMetrics] | None = None
     label_has_features: bool = True
+    promotion: Verdict | None = None
 
     @classmethod
     def of(cls, tasks: dict[str, TaskMetrics], alignment: Alignment, training: TrainResult,
            label_only: dict[str, TaskMetrics], central: dict[str, TaskMetrics] | None = None,
            label_has_features: bool = True) -> Report:
-        """The report of a run from its alignment, its split training and the test metrics of
-        the split model, the label party alone and (if trained) all columns pooled."""
+        """The report of a run from its alignment, its split training and test metrics.
+
+        The test metrics are the split model's, the label party's alone and (if trained) those
+        of all columns pooled.
+        """
         return cls(tasks, alignment.intersection, alignment.train_rows, alignment.test_rows,
                    ChannelStats.merge(alignment.channel, training.channel), training.speed,
                    training.leakage, label_only, central, label_has_features)
 
     @property
     def notes(self) -> list[str]:
-        """What a reader must know to read the figures (why an AUC is null, what the label
-        party's baseline is)."""
+        """What a reader must know to read the figures.
+
+        That is why an AUC is null, and what the label party's baseline is.
+        """
         notes = undefined_auc(self.tasks)
         if not self.label_has_features:
             notes.append("the label party holds no feature columns: its label-only baseline "
@@ -104,8 +144,21 @@ class Report:
                     "lift": _difference(m["auc"], self.label_only[t]["auc"])}
                 for t, m in self.tasks.items()}
 
+    @property
+    def version_metrics(self) -> VersionMetrics:
+        """What a model version of this run records of it."""
+        return VersionMetrics(self.tasks, self.training, self.leakage)
+
+    def with_verdict(self, verdict: Verdict) -> Report:
+        """This report with the model registry's verdict on the run's version."""
+        return replace(self, promotion=verdict)
+
     def as_json(self) -> dict[str, object]:
-        """The mapping written to `metrics.json`."""
+        """The mapping written to `metrics.json`.
+
+        Besides what people read (the notes and the lift), it keeps everything `load` needs to
+        give the same report back: the label party's own metrics and whether it holds features.
+        """
         report: dict[str, object] = {
             "tasks": self.tasks,
             "notes": self.notes,
@@ -115,18 +168,42 @@ class Report:
             "training": self.training,
             "leakage": self.leakage,
             "lift": self.lift,
+            "label_only": self.label_only,
+            "label_has_features": self.label_has_features,
         }
         if self.central is not None:
             report["central"] = self.central
+        if self.promotion is not None:
+            report["promotion"] = self.promotion.as_json()
         return report
+
+    def save(self, path: Path) -> Path:
+        """Write the report to `path` (`metrics.json`)."""
+        return write_json(self.as_json(), path)
+
+    @classmethod
+    def load(cls, path: Path) -> Report:
+        """The report a `metrics.json` written by `save` holds."""
+        saved = read_json(path)
+        verdict = saved.get("promotion")
+        return cls(
+            tasks=saved["tasks"], intersection=saved["psi"]["intersection"],
+            train_rows=saved["rows"]["train"], test_rows=saved["rows"]["test"],
+            channel=saved["channel"], training=saved["training"], leakage=saved["leakage"],
+            label_only=saved["label_only"], central=saved.get("central"),
+            label_has_features=saved["label_has_features"],
+            promotion=Verdict(**verdict) if verdict is not None else None,
+        )
 
 
 def sweep_table(rows: list[dict[str, object]], tasks: list[str]) -> str:
     """A Markdown table of sweep results: one row per grid point, test AUC per task."""
-    head = "| experts | expert units | task weights | " + " | ".join(f"{t} AUC" for t in tasks) + " |"
+    head = ("| experts | expert units | task weights | "
+            + " | ".join(f"{t} AUC" for t in tasks) + " |")
     lines = [head, "|" + "---|" * (3 + len(tasks))]
     for row in rows:
         scores: dict[str, float | None] = row["auc"]  # type: ignore[assignment]
         aucs = " | ".join("n/a" if scores[t] is None else f"{scores[t]:.4f}" for t in tasks)
-        lines.append(f"| {row['num_experts']} | {row['expert_units']} | {row['task_weights']} | {aucs} |")
+        lines.append(f"| {row['num_experts']} | {row['expert_units']} | {row['task_weights']} "
+                     f"| {aucs} |")
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from splitrec_core.config import Config
 from splitrec_core.errors import InputError
@@ -27,13 +27,18 @@ from splitrec_core.io import atomic_path, read_json, write_json
 from splitrec_core.provenance import code_version, file_sha256
 from splitrec_core.workspace import Workspace
 
+if TYPE_CHECKING:  # the registry is read without loading what evaluation needs
+    from splitrec_core.evaluate import VersionMetrics
+
 ALIASES = ("current", "candidate")
 
 
 @dataclass(frozen=True)
 class Aliases:
-    """Which version each alias names, and the champions before `current` (the latest last):
-    rollback returns to the latest of them."""
+    """Which version each alias names, and the champions before `current` (the latest last).
+
+    Rollback returns to the latest of those champions.
+    """
 
     current: str | None = None
     candidate: str | None = None
@@ -63,6 +68,7 @@ class Registry:
 
     @property
     def alias_file(self) -> Path:
+        """The file of the party's aliases."""
         return self.root / "aliases.json"
 
     def folder(self, version: str) -> Path:
@@ -74,8 +80,10 @@ class Registry:
         return (self.folder(version) / "version.json").is_file()
 
     def register(self, version: str, export: Path, manifest: dict[str, object]) -> Path:
-        """Copy the party's `export` folder in as `version`, with `manifest` as its
-        `version.json`. Registering a version again leaves the first copy as it was."""
+        """Copy the party's `export` folder in as `version`, with `manifest` as its `version.json`.
+
+        Registering a version again leaves the first copy as it was.
+        """
         final = self.folder(version)
         if self.holds(version):
             return final
@@ -93,16 +101,19 @@ class Registry:
         """`version`'s `version.json`; an unknown version is an error naming the party."""
         path = self.folder(version) / "version.json"
         if not path.is_file():
+            registered = ", ".join(self.versions()) or "none"
             raise InputError(self.root, None, f"party '{self.party}' has no version '{version}' "
-                                              f"(registered: {', '.join(self.versions()) or 'none'})")
+                                              f"(registered: {registered})")
         return read_json(path)
 
     def aliases(self) -> Aliases:
+        """The party's aliases (none yet: all unset)."""
         if not self.alias_file.exists():
             return Aliases()
         return Aliases(**read_json(self.alias_file))
 
     def write_aliases(self, aliases: Aliases) -> None:
+        """Replace the party's aliases with `aliases`."""
         write_json(asdict(aliases), self.alias_file)
 
     def resolve(self, name: str) -> str:
@@ -134,12 +145,15 @@ class SharedModel:
 
     @property
     def journal(self) -> Path:
+        """The journal of a move in progress, beside the label party's registry."""
         return next(iter(self.registries.values())).root / "move.json"
 
     def register(self, version: str, exports: dict[str, Path],
                  manifests: dict[str, dict[str, object]]) -> str:
-        """Every party registers its part of `version`; the version becomes the candidate
-        (`promote` decides whether it becomes the champion)."""
+        """Every party registers its part of `version`; the version becomes the candidate.
+
+        `promote` decides whether it becomes the champion.
+        """
         for party, registry in self.registries.items():
             registry.register(version, exports[party], manifests[party])
         self._move(lambda a: a if version == a.current else replace(a, candidate=version))
@@ -154,8 +168,10 @@ class SharedModel:
         return next(iter(self.registries.values())).manifest(version)
 
     def parts(self, name: str) -> dict[str, Path]:
-        """Every party's folder of the version `name` names (an alias is read at the label
-        party); a party that lacks it is an error naming the party."""
+        """Every party's folder of the version `name` names (an alias is read at the label party).
+
+        A party that lacks it is an error naming the party.
+        """
         version = next(iter(self.registries.values())).resolve(name)
         return {party: r.folder(r.resolve(version)) for party, r in self.registries.items()}
 
@@ -186,11 +202,14 @@ class SharedModel:
         self.journal.unlink()
 
 
-def version_manifest(cfg: Config, settings_hash: str, report: dict[str, Any],
+def version_manifest(cfg: Config, settings_hash: str, metrics: VersionMetrics,
                      own_input: Path) -> dict[str, object]:
-    """What a party records of a version: the shared settings' hash, the SHA-256 of its own input
-    file (no other party's), the code, the report's per-task metrics, training summary and
-    leakage audit, and the privacy settings."""
+    """What a party records of a version.
+
+    That is the shared settings' hash, the SHA-256 of its own input file (no other party's), the
+    code, the run report's per-task metrics, training summary and leakage audit (`metrics`), and
+    the privacy settings.
+    """
     return {
         "model": cfg.name,
         "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -198,8 +217,8 @@ def version_manifest(cfg: Config, settings_hash: str, report: dict[str, Any],
         "input_sha256": file_sha256(own_input),
         "code": code_version(),
         "metrics": {task: {k: m[k] for k in ("auc", "logloss")}
-                    for task, m in report["tasks"].items()},
-        "training": report["training"],
-        "leakage": report["leakage"],
+                    for task, m in metrics.tasks.items()},
+        "training": metrics.training,
+        "leakage": metrics.leakage,
         "privacy": cfg.privacy.model_dump(mode="json"),
     }

@@ -1,15 +1,22 @@
-"""A run's report for people: the few lines the terminal ends with, and `report.md` with small
-PNG plots embedded (so the Prefect UI shows them without a file server), both drawn from
-`metrics.json` and the label party's training history and test predictions."""
+"""A run's report for people: the few lines the terminal ends with, and `report.md`.
+
+`report.md` has small PNG plots embedded (so the Prefect UI shows them without a file server).
+Both are drawn from the run's `Report` (`metrics.json`) and the label party's training history
+and test predictions.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from splitrec_core.evaluate import Report
+    from splitrec_core.promotion import Verdict
 
 MB = 1e6
 
@@ -18,25 +25,28 @@ def _auc(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def task_rows(metrics: dict[str, Any]) -> list[dict[str, object]]:
-    """Per task: test AUC and log loss, the label party alone, central (if run), the lift and
-    the leakage attacks; rounded for reading."""
+def task_rows(report: Report) -> list[dict[str, object]]:
+    """Per task: test AUC and log loss, the label party alone, central (if run), lift, leakage.
+
+    The leakage columns are the attacks' AUCs. Figures are rounded for reading.
+    """
     rows = []
-    for task, m in metrics["tasks"].items():
-        lift, leak = metrics["lift"][task], metrics["leakage"][task]
+    lifts = report.lift
+    for task, m in report.tasks.items():
+        lift, leak = lifts[task], report.leakage[task]
         rows.append({
             "task": task, "AUC": _auc(m["auc"]), "log loss": f"{m['logloss']:.4f}",
             "label party alone": _auc(lift["label_only"]),
-            **({"central": _auc(lift["central"])} if "central" in metrics else {}),
+            **({"central": _auc(lift["central"])} if report.central is not None else {}),
             "lift": "n/a" if lift["lift"] is None else f"{lift['lift']:+.4f}",
             "leakage norm / cosine": f"{leak['norm_auc']:.3f} / {leak['cosine_auc']:.3f}",
         })
     return rows
 
 
-def traffic_rows(metrics: dict[str, Any]) -> list[dict[str, object]]:
+def traffic_rows(report: Report) -> list[dict[str, object]]:
     """Bytes and messages per message kind, largest first."""
-    kinds = sorted(metrics["channel"].items(), key=lambda item: -item[1]["bytes"])
+    kinds = sorted(report.channel.items(), key=lambda item: -item[1]["bytes"])
     return [{"kind": k, "MB": round(v["bytes"] / MB, 2), "messages": v["messages"]}
             for k, v in kinds]
 
@@ -49,24 +59,32 @@ def _text_table(rows: list[dict[str, object]]) -> list[str]:
                      for r in rows]
 
 
-def terminal_summary(metrics: dict[str, Any], report: Path, exports: Path) -> str:
-    """The lines a run ends with: per task AUC, log loss, label party alone, central, leakage;
-    bytes sent; the registry's verdict; where the report and the exports are."""
-    sent = metrics["channel"].values()
-    psi = sum(v["bytes"] for k, v in metrics["channel"].items() if k.startswith("psi"))
-    lines = _text_table(task_rows(metrics))
+def _verdict_line(verdict: Verdict) -> str:
+    """The registry's verdict in one line."""
+    outcome = ("promoted to current" if verdict.promote
+               else f"not promoted, {verdict.champion} stays current")
+    return f"model version {verdict.version}: {outcome} ({'; '.join(verdict.reasons)})"
+
+
+def terminal_summary(report: Report, metrics_file: Path, exports: Path) -> str:
+    """The lines a run ends with.
+
+    Per task AUC, log loss, label party alone, central, leakage; bytes sent; the registry's
+    verdict; where the report (`metrics_file` and `report.md` beside it) and the exports are.
+    """
+    sent = report.channel.values()
+    psi = sum(v["bytes"] for k, v in report.channel.items() if k.startswith("psi"))
+    training = report.training
+    lines = _text_table(task_rows(report))
     lines.append(f"sent between parties: {sum(v['bytes'] for v in sent) / MB:,.1f} MB in "
                  f"{sum(v['messages'] for v in sent):,} messages (PSI {psi / MB:,.1f} MB); "
-                 f"{metrics['training']['epochs_run']} epochs, kept "
-                 f"{metrics['training']['best_epoch']}, {metrics['training']['rows_per_s']:,.0f} "
-                 "rows/s")
-    if "promotion" in metrics:
-        verdict = metrics["promotion"]
-        outcome = "promoted to current" if verdict["promote"] else \
-            f"not promoted, {verdict['champion']} stays current"
-        lines.append(f"model version {verdict['version']}: {outcome} ({'; '.join(verdict['reasons'])})")
-    lines.extend(f"note: {note}" for note in metrics["notes"])
-    lines.append(f"report: {report} and {report.with_name('report.md')}; exports: {exports}/<party>")
+                 f"{training['epochs_run']} epochs, kept {training['best_epoch']}, "
+                 f"{training['rows_per_s']:,.0f} rows/s")
+    if report.promotion is not None:
+        lines.append(_verdict_line(report.promotion))
+    lines.extend(f"note: {note}" for note in report.notes)
+    lines.append(f"report: {metrics_file} and {metrics_file.with_name('report.md')}; "
+                 f"exports: {exports}/<party>")
     return "\n".join(lines)
 
 
@@ -81,8 +99,11 @@ def _png(figure: Any) -> str:
 
 
 def _plots(history: dict[str, Any], probabilities: dict[str, np.ndarray]) -> list[str]:
-    """Per epoch loss and validation AUC per task; gate use per expert per task at the kept
-    epoch; the distribution of test scores per task."""
+    """The report's plots, per task: loss and validation AUC, gate use, test scores.
+
+    Loss and validation AUC are per epoch; gate use is per expert at the kept epoch; the test
+    scores are a distribution.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,25 +150,27 @@ def _markdown_table(rows: list[dict[str, object]]) -> list[str]:
             + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
 
 
-def markdown_report(name: str, metrics: dict[str, Any], history: dict[str, Any],
+def markdown_report(name: str, report: Report, history: dict[str, Any],
                     probabilities: dict[str, np.ndarray]) -> str:
-    """`report.md`: the tables of the terminal summary, the traffic per message kind, the
-    registry's verdict, and the plots."""
+    """`report.md`: the tables of the terminal summary, the traffic, the verdict and the plots.
+
+    The traffic is per message kind; the verdict is the model registry's.
+    """
     curves, gates, scores = _plots(history, probabilities)
-    training = metrics["training"]
-    sizes = (f"{metrics['psi']['intersection']:,} people shared by every party "
-             f"({metrics['rows']['train']:,} training, {metrics['rows']['test']:,} test). "
+    training = report.training
+    sizes = (f"{report.intersection:,} people shared by every party "
+             f"({report.train_rows:,} training, {report.test_rows:,} test). "
              f"{training['epochs_run']} epochs, weights of epoch {training['best_epoch']} kept, "
              f"{training['rows_per_s']:,.0f} rows/s.")
     lines = [f"# {name}: split MMoE run report", "", sizes, "", "## Test metrics per task", "",
-             *_markdown_table(task_rows(metrics)), ""]
-    lines += [f"> {note}" for note in metrics["notes"]]
-    if "promotion" in metrics:
-        verdict = metrics["promotion"]
-        outcome = "**promoted to current**" if verdict["promote"] else \
-            f"**not promoted**: `{verdict['champion']}` stays current"
-        lines += ["## Model registry", "", f"Version `{verdict['version']}`: {outcome}.", "",
-                  *(f"- {reason}" for reason in verdict["reasons"]), ""]
+             *_markdown_table(task_rows(report)), ""]
+    lines += [f"> {note}" for note in report.notes]
+    verdict = report.promotion
+    if verdict is not None:
+        outcome = ("**promoted to current**" if verdict.promote
+                   else f"**not promoted**: `{verdict.champion}` stays current")
+        lines += ["## Model registry", "", f"Version `{verdict.version}`: {outcome}.", "",
+                  *(f"- {reason}" for reason in verdict.reasons), ""]
     lines += ["## Training", "", curves, "", gates, "", "## Test scores", "", scores, "",
-              "## What crossed between parties", "", *_markdown_table(traffic_rows(metrics)), ""]
+              "## What crossed between parties", "", *_markdown_table(traffic_rows(report)), ""]
     return "\n".join(lines)

@@ -10,7 +10,6 @@ from prefect.logging import get_run_logger
 from splitrec_core.align import Alignment
 from splitrec_core.config import Config
 from splitrec_core.evaluate import Report, evaluate
-from splitrec_core.io import write_json
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
@@ -18,7 +17,8 @@ from tasks._common import task_options
 
 @task(name="evaluate", task_run_name="evaluate", **task_options())
 def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: TrainResult,
-                 label_only: TrainResult, workdir: Path, central: TrainResult | None = None) -> Path:
+                 label_only: TrainResult, workdir: Path,
+                 central: TrainResult | None = None) -> Path:
     """Write `report/metrics.json` (`publish_report` shows it in the UI)."""
     names = cfg.task_names
     report = Report.of(
@@ -28,4 +28,4 @@ def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: 
         label_has_features=bool(cfg.label.feature_columns))
     for note in report.notes:
         get_run_logger().warning(note)
-    return write_json(report.as_json(), Workspace(workdir).report / "metrics.json")
+    return report.save(Workspace(workdir).report / "metrics.json")

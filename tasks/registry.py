@@ -8,7 +8,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from splitrec_core.config import Config
-from splitrec_core.io import read_json, write_json
+from splitrec_core.evaluate import Report
 from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.provenance import fingerprint
 from splitrec_core.registry import SharedModel, version_manifest
@@ -19,19 +19,25 @@ from tasks._common import uncached_task_options
 @task(name="register", task_run_name="register", **uncached_task_options())
 def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path], report: Path,
                      workdir: Path) -> str:
-    """Register every party's export as one version (its ID taken from the settings and the
-    trained model's test predictions, so a rerun registers nothing new); return the ID."""
+    """Register every party's export as one version; return its ID.
+
+    The ID is taken from the settings and the trained model's test predictions, so a rerun
+    registers nothing new.
+    """
     version = fingerprint(cfg.model_dump(mode="json"), [training.predictions])[:12]
-    metrics = read_json(report)
-    manifests = {p: version_manifest(cfg, cfg.hash(), metrics, cfg.party_file(cfg.party(p), workdir))
+    metrics = Report.load(report).version_metrics
+    manifests = {p: version_manifest(cfg, cfg.hash(), metrics,
+                                     cfg.party_file(cfg.party(p), workdir))
                  for p in exports}
     return SharedModel.of(cfg, workdir).register(version, exports, manifests)
 
 
 @task(name="promote", task_run_name="promote", **uncached_task_options())
 def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) -> Verdict:
-    """Make `version` the champion at every party if the promotion rule allows it; add the
-    verdict and its reasons to the report."""
+    """Make `version` the champion at every party if the promotion rule allows it.
+
+    The verdict and its reasons are added to the report.
+    """
     model = SharedModel.of(cfg, workdir)
     verdict = judge_against_champion(model, version, cfg.registry)
     if verdict.promote:
@@ -45,4 +51,4 @@ def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) ->
 
 def record_verdict(report: Path, verdict: Verdict) -> None:
     """Add the registry's verdict to the run's `metrics.json` (the report people read)."""
-    write_json(read_json(report) | {"promotion": verdict.as_json()}, report)
+    Report.load(report).with_verdict(verdict).save(report)

@@ -1,5 +1,8 @@
-"""Prefect task: the run report for people, as `report.md` beside `metrics.json` and as artifacts
-on the flow run's page (tables, and the Markdown report with its plots)."""
+"""Prefect task: the run report for people, as `report.md` and as artifacts on the run's page.
+
+`report.md` goes beside `metrics.json`; the artifacts on the flow run's page are tables, and the
+Markdown report with its plots.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from splitrec_core.config import Config
+from splitrec_core.evaluate import Report
 from splitrec_core.io import read_json, write_bytes
 from splitrec_core.report import markdown_report, task_rows, traffic_rows
 from splitrec_core.results import TrainResult
@@ -25,9 +29,11 @@ def artifact_key(cfg: Config, what: str) -> str:
 @task(name="publish_report", task_run_name="publish_report",
       **uncached_task_options())
 def publish_report(cfg: Config, report: Path, training: TrainResult) -> Path:
-    """Write `report.md` beside `report` (metrics.json, with the registry's verdict) and show
-    the report's tables and plots on the flow run's page."""
-    metrics = read_json(report)
+    """Write `report.md` beside `report` and show its tables and plots on the flow run's page.
+
+    `report` is metrics.json, with the registry's verdict.
+    """
+    metrics = Report.load(report)
     predictions = pq.read_table(training.predictions).to_pandas()
     probabilities = {t.name: predictions[f"p:{t.name}"].to_numpy() for t in cfg.tasks}
     markdown = markdown_report(cfg.name, metrics, read_json(training.history), probabilities)
