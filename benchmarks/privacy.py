@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-train")
@@ -53,8 +54,9 @@ def main() -> None:
                      "leakage": result.leakage})
         print(f"  noise {noise:g}: {rows[-1]}", file=sys.stderr, flush=True)
 
-    print(f"Privacy trade-off on {base.name}: at most {base.training.epochs} epochs (early stopping), gradient noise std on "
-          f"dL/dh returned to feature parties; {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print(f"Privacy trade-off on {base.name}: at most {base.training.epochs} epochs (early "
+          f"stopping), gradient noise std on dL/dh returned to feature parties; "
+          f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     header = " ".join(f"{t[:14] + ' ' + k:>22}" for t in tasks for k in ("AUC", "norm", "cosine"))
     print(f"{'noise':>8} {'epochs':>6} {header}")
     for row in rows:

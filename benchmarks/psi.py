@@ -45,6 +45,7 @@ def party_ids(n: int, parties: int) -> list[list[str]]:
 
 
 def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
+    """Align `sets` (the leader's first) with splitrec's PSI; its seconds, intersection, bytes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -62,7 +63,8 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
             ids[name] = folder / f"{name}.parquet"
             pq.write_table(pa.table({"id": values}), ids[name])
         split = folder / "split.parquet"
-        pq.write_table(pa.table({"split": ["train" if i % 2 else "test" for i in range(len(sets[0]))]}), split)
+        flags = ["train" if i % 2 else "test" for i in range(len(sets[0]))]
+        pq.write_table(pa.table({"split": flags}), split)
         files = {name: PsiFiles(ids[name], folder / name / "aligned.parquet") for name in names}
         del sets
         start = time.perf_counter()
@@ -75,6 +77,7 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
 
 
 def run_openmined(sets: list[list[str]]) -> dict:
+    """Intersect `sets` with openmined-psi, pair by pair; its seconds, intersection, bytes."""
     import private_set_intersection.python as psi
 
     leader, followers = sets[0], sets[1:]
@@ -95,6 +98,7 @@ def run_openmined(sets: list[list[str]]) -> dict:
 
 
 def run_floor(sets: list[list[str]]) -> dict:
+    """Time the bare libsodium work PSI on `sets` needs."""
     from nacl.bindings import crypto_scalarmult
     from nacl.utils import random as random_bytes
 
@@ -140,13 +144,15 @@ def measure(impl: str, n: int, parties: int) -> dict | None:
 
 
 def print_table(rows: list[dict]) -> None:
+    """Print the measurements, each against openmined-psi and the floor at its size."""
     print(f"{'impl':<14} {'n':>9} {'parties':>7} {'seconds':>9} {'IDs/s':>9} {'MB sent':>9} "
           f"{'peak MiB':>9} {'vs openmined':>12} {'% of floor':>10}")
     for row in rows:
         same = {r["impl"]: r for r in rows if r["n"] == row["n"] and r["parties"] == row["parties"]}
         speedup = (f"{same['openmined-psi']['seconds'] / row['seconds']:.2f}x"
                    if "openmined-psi" in same else "-")
-        floor = f"{100 * same['floor']['seconds'] / row['seconds']:.0f}%" if "floor" in same else "-"
+        floor = (f"{100 * same['floor']['seconds'] / row['seconds']:.0f}%" if "floor" in same
+                 else "-")
         print(f"{row['impl']:<14} {row['n']:>9} {row['parties']:>7} {row['seconds']:>9.2f} "
               f"{row['ids_per_s']:>9} {row['bytes'] / 1e6:>9.1f} {row['peak_mib']:>9.0f} "
               f"{speedup:>12} {floor:>10}")
@@ -157,6 +163,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--parties", type=int, nargs="+", default=[2, 3])

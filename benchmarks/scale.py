@@ -1,6 +1,7 @@
-"""Scale benchmark: the whole pipeline with every party on a Dask cluster of its own, at 1M, 3M
-and 10M people per party, with the parties apart (a process each, its own Prefect, Flight with
-mutual TLS on 127.0.0.1) so each party's memory is its own.
+"""Scale benchmark: the whole pipeline with every party on a Dask cluster of its own.
+
+It runs at 1M, 3M and 10M people per party, with the parties apart (a process each, its own
+Prefect, Flight with mutual TLS on 127.0.0.1) so each party's memory is its own.
 
 For each size it draws the synthetic federation as Parquet (`splitrec data synthetic --parquet`,
 a row group per million people), splits `data/synthetic-dask.toml` into a trial federation of
@@ -40,10 +41,11 @@ import tomli_w
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deployments.distributed import print_failure, start_parties
-from splitrec_core.config import load_config
-from splitrec_core.datasets.synthetic import write_parties
-from splitrec_core.entropy import PIN_VARIABLE
+# the repository's own packages, found through the path set just above
+from deployments.distributed import print_failure, start_parties  # noqa: E402
+from splitrec_core.config import load_config  # noqa: E402
+from splitrec_core.datasets.synthetic import write_parties  # noqa: E402
+from splitrec_core.entropy import PIN_VARIABLE  # noqa: E402
 
 #: Prefect task-run names (before the first "-") -> the stage they belong to
 STAGES = {"validate": "validate", "psi_align": "psi", "features": "features",
@@ -52,8 +54,10 @@ STAGES = {"validate": "validate", "psi_align": "psi", "features": "features",
 
 def config_copy(source: Path, out: Path, name: str, parties: int | None = None,
                 engine: dict[str, object] | None = None) -> Path:
-    """`source` (a one-process config) with its first `parties` parties, each on `engine` if
-    given, written to `out`."""
+    """`source` (a one-process config) with its first `parties` parties, written to `out`.
+
+    Each party runs on `engine`, if given.
+    """
     settings = load_config(source).model_dump(mode="json", exclude_none=True)
     settings["parties"] = settings["parties"][:parties]
     for party in settings["parties"] if engine else []:
@@ -77,8 +81,11 @@ def free_port_block(count: int) -> int:
 
 
 def tree_rss(process: psutil.Process) -> dict[str, int]:
-    """Resident bytes now of a party's process and of its descendants, summed by role (empty
-    once it has gone): the party itself, its Dask workers, its Prefect server, anything else."""
+    """Resident bytes now of a party's process and of its descendants, summed by role.
+
+    The roles are the party itself, its Dask workers, its Prefect server, anything else; the
+    sum is empty once the party has gone.
+    """
     rss: dict[str, int] = {}
     try:
         members = [process, *process.children(recursive=True)]
@@ -103,8 +110,10 @@ def _role(member: psutil.Process, party: psutil.Process) -> str:
 
 
 def stage_windows(prefect_db: Path) -> list[tuple[str, float, float]]:
-    """(stage, start, end) of every task run of a stage, as Unix times, from a party's own
-    Prefect database."""
+    """(stage, start, end) of every task run of a stage, as Unix times.
+
+    They are read from a party's own Prefect database.
+    """
     with sqlite3.connect(prefect_db) as db:
         runs = db.execute("SELECT name, start_time, end_time FROM task_run "
                           "WHERE start_time IS NOT NULL AND end_time IS NOT NULL").fetchall()
@@ -202,9 +211,12 @@ def print_table(results: list[dict[str, object]]) -> None:
 
 
 def print_medians(runs: list[list[dict[str, object]]]) -> None:
-    """Over several runs of the benchmark (each a `--json` file): per size and party, the median
-    people/s per stage and every run's peak RSS; then, per party and stage, time per person at
-    the largest two-party size over that at the smallest, per run and the median."""
+    """Print medians over several runs of the benchmark (each a `--json` file).
+
+    Per size and party, the median people/s per stage and every run's peak RSS; then, per party
+    and stage, time per person at the largest two-party size over that at the smallest, per run
+    and the median.
+    """
     def stage_rate(result: dict, party: str, stage: str) -> float:
         return result["people"][party] / result["seconds"][party][stage]
 
@@ -267,6 +279,7 @@ def census_engines(out: Path) -> None:
 
 
 def main() -> None:
+    """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--parties", type=int, default=2)
@@ -284,7 +297,8 @@ def main() -> None:
     if args.medians:
         print_medians([json.loads(path.read_text()) for path in args.medians])
         return
-    runs = [(n, 3) for n in args.three_at if n in args.rows] + [(n, args.parties) for n in args.rows]
+    runs = ([(n, 3) for n in args.three_at if n in args.rows]
+            + [(n, args.parties) for n in args.rows])
     results = []
     for rows, parties in runs:
         results.append(run_size(rows, parties, args.out))

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
+    """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "census")
@@ -75,7 +76,8 @@ def main() -> None:
     print(f"{'PSI on the new IDs (' + f'{alignment.intersection:,} shared)':<60} "
           f"{aligned - checked:>8.2f}")
     for i, run in enumerate(runs, 1):
-        print(f"{f'scoring after alignment, run {i}':<60} {run.seconds:>8.2f} {rows / run.seconds:>10,.0f}")
+        print(f"{f'scoring after alignment, run {i}':<60} {run.seconds:>8.2f} "
+              f"{rows / run.seconds:>10,.0f}")
     print(f"{'scoring after alignment, median':<60} {'':>8} {statistics.median(rates):>10,.0f}")
     print(f"rows scored {rows:,}; max |scored - pipeline's test prediction| {difference:.2e}; "
           f"bytes crossing per scoring run {sum(v['bytes'] for v in runs[0].channel.values()):,}")

@@ -67,8 +67,10 @@ def cpu_model() -> str:
 
 
 def in_fresh_process(function, *args):
-    """`function(*args)` in a new Python process: TensorFlow fixes its thread settings when it
-    starts, and each mode chooses its own."""
+    """`function(*args)` in a new Python process.
+
+    TensorFlow fixes its thread settings when it starts, and each mode chooses its own.
+    """
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
         return pool.submit(function, *args).result()
 
@@ -105,11 +107,14 @@ def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
 
 def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
                  repeat: int = 200) -> dict[str, float]:
-    """Milliseconds per batch of each step timed alone, on the op threads training gives this
-    compile mode (`set_op_threads`; `side_by_side`: as pipelined training, one thread per op):
-    the label party's gradients and its Adam step (with XLA also both in one call, as pipelined
-    training takes them), each feature party's bottom step (backward, then the next forward) and
-    the central step; graph mode also times one embedding's trip through the local channel."""
+    """Milliseconds per batch of each step timed alone, on the op threads training gives it.
+
+    The op threads are those of this compile mode (`set_op_threads`; `side_by_side`: as
+    pipelined training, one thread per op). The steps are the label party's gradients and its Adam
+    step (with XLA also both in one call, as pipelined training takes them), each feature party's
+    bottom step (backward, then the next forward) and the central step; graph mode also times one
+    embedding's trip through the local channel.
+    """
     import numpy as np
 
     from splitrec_core.channel import Kind, LocalHub, array_table, table_array
@@ -187,21 +192,53 @@ def train_mode(cfg, features: dict, workdir: Path, mode: str) -> dict:
             "auc": {t: round(m["auc"], 4) for t, m in metrics.items()}}
 
 
+def print_costs(cfg, costs: dict[str, float], results: dict[str, dict]) -> None:
+    """Print where a batch's time goes.
+
+    That is each step timed alone, each mode as measured in training, and the critical paths
+    the steps add up to.
+    """
+    label, batch = cfg.label_party, cfg.training.batch_size
+    slowest = max((c, p) for p, c in ((p.name, costs[f"{p.name} bottom step"])
+                                      for p in cfg.feature_parties))
+    gradients = costs[f"{label} gradients (own bottom + top)"]
+    critical = gradients + slowest[0] + 2 * costs["channel hand-off"]
+    print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, op threads "
+          "as in training):")
+    for name, value in costs.items():
+        print(f"  {name:<54} {value:6.2f}")
+    for mode in results:
+        per_batch = 1000 * batch / results[mode]["rows_per_s"]
+        print(f"  {mode + ', measured in training':<54} {per_batch:6.2f}")
+    print(f"  sequential critical path: {label} gradients + {slowest[1]} bottom step + 2 "
+          f"hand-offs = {critical:.2f} ({label}'s Adam step runs beside the feature parties' "
+          "bottom steps)")
+    pipelined = costs[f"{label} gradients + Adam, one call, XLA, 1 thread"]
+    print(f"  pipelined critical path: {label} gradients + Adam, one call, XLA, 1 thread = "
+          f"{pipelined:.2f} (the feature parties' steps, "
+          f"{sum(costs[f'{p.name} bottom step, XLA, 1 thread'] for p in cfg.feature_parties):.2f} "
+          "together, run beside them)")
+
+
 def main() -> None:
+    """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-train")
-    parser.add_argument("--epochs", type=int, help="at most this many epochs (default: the config's)")
+    parser.add_argument("--epochs", type=int,
+                        help="at most this many epochs (default: the config's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
-                        help="which trainings to run (both central ones always run: they are the yardsticks)")
+                        help="which trainings to run (both central ones always run: they are "
+                             "the yardsticks)")
     args = parser.parse_args()
 
     from splitrec_core.config import load_config
 
     cfg = load_config(args.config)
     if args.epochs:
-        cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args.epochs})})
+        training = cfg.training.model_copy(update={"epochs": args.epochs})
+        cfg = cfg.model_copy(update={"training": training})
     features = prepare(cfg, args.workdir)
     tasks = cfg.task_names
     results = {mode: in_fresh_process(train_mode, cfg, features, args.workdir, mode)
@@ -220,31 +257,18 @@ def main() -> None:
     for mode in split_modes:
         same = "central_xla" if MODES[mode].get("xla") else "central"
         rate = results[mode]["rows_per_s"]
-        print(f"{mode} rows/s: {rate / results[fastest]['rows_per_s']:.2f}x the fastest central ({fastest}), "
-              f"{rate / results[same]['rows_per_s']:.2f}x {same}")
+        print(f"{mode} rows/s: {rate / results[fastest]['rows_per_s']:.2f}x the fastest central "
+              f"({fastest}), {rate / results[same]['rows_per_s']:.2f}x {same}")
     print("split: a process per party (pipes); _threads: all parties on threads of one process; "
-          "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: steps "
-          "compiled by XLA; _ahead(2): feature parties one (two) batches ahead (embed_ahead), XLA, one "
-          "thread per op; _f16: float16 on the wire; _b2, _b4: batches per message; _cores: the label party on its own core (own_cores); MB/epoch: all messages of all kinds")
+          "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: "
+          "steps compiled by XLA; _ahead(2): feature parties one (two) batches ahead "
+          "(embed_ahead), XLA, one thread per op; _f16: float16 on the wire; _b2, _b4: batches "
+          "per message; _cores: the label party on its own core (own_cores); MB/epoch: all "
+          "messages of all kinds")
 
     costs = {k: v for xla, side_by_side in ((False, False), (True, False), (True, True))
              for k, v in in_fresh_process(per_batch_ms, cfg, features, xla, side_by_side).items()}
-    label, batch = cfg.label_party, cfg.training.batch_size
-    slowest = max((c, p) for p, c in ((p.name, costs[f"{p.name} bottom step"]) for p in cfg.feature_parties))
-    gradients = costs[f"{label} gradients (own bottom + top)"]
-    critical = gradients + slowest[0] + 2 * costs["channel hand-off"]
-    print(f"\nWhere a batch's time goes (ms per batch of {batch}; steps timed alone, op threads as in training):")
-    for name, value in costs.items():
-        print(f"  {name:<54} {value:6.2f}")
-    for mode in results:
-        print(f"  {mode + ', measured in training':<54} {1000 * batch / results[mode]['rows_per_s']:6.2f}")
-    print(f"  sequential critical path: {label} gradients + {slowest[1]} bottom step + 2 hand-offs = "
-          f"{critical:.2f} ({label}'s Adam step runs beside the feature parties' bottom steps)")
-    pipelined = costs[f"{label} gradients + Adam, one call, XLA, 1 thread"]
-    print(f"  pipelined critical path: {label} gradients + Adam, one call, XLA, 1 thread = {pipelined:.2f} "
-          f"(the feature parties' steps, "
-          f"{sum(costs[f'{p.name} bottom step, XLA, 1 thread'] for p in cfg.feature_parties):.2f} "
-          "together, run beside them)")
+    print_costs(cfg, costs, results)
     results["per_batch_ms"] = {k: round(v, 3) for k, v in costs.items()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

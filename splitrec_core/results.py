@@ -19,7 +19,7 @@ class TrainResult:
     history: Path
     rows_per_s: float  # training rows fitted per second over `train_s`
     train_s: float     # the epochs of this run, validation included, tracing not
-    startup_s: float   # tracing (and with XLA compiling) every party's steps, before the first batch
+    startup_s: float   # tracing (with XLA, compiling) every party's steps, before the first batch
     epochs_run: int
     best_epoch: int
     channel: dict[str, dict[str, int]]
@@ -28,7 +28,10 @@ class TrainResult:
 
     @property
     def speed(self) -> dict[str, float | int]:
-        """The report's `training` section: rows/s and the seconds they are over, start-up,
-        epochs run and kept."""
-        return {"rows_per_s": self.rows_per_s, "train_s": self.train_s, "startup_s": self.startup_s,
-                "epochs_run": self.epochs_run, "best_epoch": self.best_epoch}
+        """The report's `training` section.
+
+        That is rows/s and the seconds they are over, start-up, and the epochs run and kept.
+        """
+        return {"rows_per_s": self.rows_per_s, "train_s": self.train_s,
+                "startup_s": self.startup_s, "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch}

@@ -44,8 +44,11 @@ class Scored:
 
 def validate_new_rows(party: str, version_folder: Path, path: Path, out_dir: Path,
                       normalize: list[str], engine: EngineConfig = LOCAL) -> ValidatedParty:
-    """Check `party`'s new rows (on its `engine`) against the columns its registered part takes
-    (its manifest); an error names the party, the version, the file and the column."""
+    """Check `party`'s new rows (on its `engine`) against the columns its registered part takes.
+
+    Those columns are in its manifest. An error names the party, the version, the file and the
+    column.
+    """
     manifest = ExportedParty.manifest_of(version_folder)
     spec = PartyConfig(name=party, file=str(path), id_column=manifest["id_column"],
                        categorical=manifest["inputs"]["categorical"],
@@ -53,8 +56,9 @@ def validate_new_rows(party: str, version_folder: Path, path: Path, out_dir: Pat
     try:
         return validate_party(spec, path, out_dir, normalize=normalize, engine=engine)
     except InputError as error:
-        raise InputError(error.file, error.column, f"party '{party}', model version "
-                                                   f"{version_folder.name}: {error.problem}") from None
+        raise InputError(error.file, error.column,
+                         f"party '{party}', model version {version_folder.name}: "
+                         f"{error.problem}") from None
 
 
 def _embeddings(export: ExportedParty, validated: Path, aligned: Path) -> Iterator[np.ndarray]:
@@ -74,8 +78,10 @@ def feature_scoring(channel: Channel, version_folder: Path, validated: Path, ali
 
 def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedParty,
                   aligned: Path, out: Path) -> Path:
-    """The label party: embed its own rows, take the feature parties' embeddings, apply the top
-    and write `out` = its own IDs and one probability column per task."""
+    """The label party: embed its own rows, take the others' embeddings, apply the top, write.
+
+    It writes `out` = its own IDs and one probability column per task.
+    """
     export = ExportedParty.load(version_folder)
     top = export.manifest["top"]
     parties, tasks = top["parties"], top["tasks"]
@@ -95,8 +101,10 @@ def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedPa
 def score_local(version_folders: dict[str, Path], validated: dict[str, ValidatedParty],
                 aligned: dict[str, Path], label: str, out: Path,
                 hub: LocalHub | None = None) -> Scored:
-    """Score every aligned row, each party on its own thread over a `LocalHub`; `out` is the
-    label party's predictions file."""
+    """Score every aligned row, each party on its own thread over a `LocalHub`.
+
+    `out` is the label party's predictions file.
+    """
     hub = hub or LocalHub()
     jobs = {p: partial(feature_scoring, hub.channel(p), version_folders[p], validated[p].table,
                        aligned[p], label) for p in version_folders if p != label}
@@ -109,9 +117,12 @@ def score_local(version_folders: dict[str, Path], validated: dict[str, Validated
 
 
 def unlabelled_test_rows(cfg: Config, workdir: Path, out: Path) -> dict[str, Path]:
-    """New rows that score the training run's test people again: the label party's test rows
-    without its split and label columns, and every feature party's file as it is (PSI finds the
-    people all hold). Files of the inputs' own format in `out`, by party."""
+    """New rows that score the training run's test people again.
+
+    They are the label party's test rows without its split and label columns, and every feature
+    party's file as it is (PSI finds the people all hold). Files of the inputs' own format in
+    `out`, by party.
+    """
     files = {}
     for party in cfg.parties:
         source = cfg.party_file(party, workdir)
@@ -131,8 +142,10 @@ def unlabelled_test_rows(cfg: Config, workdir: Path, out: Path) -> dict[str, Pat
 
 
 def trained_predictions(workdir: Path, label: str, id_column: str) -> pd.DataFrame:
-    """The training pipeline's test predictions in `workdir`, indexed by the label party's IDs
-    (what scoring the same rows with the registered version must reproduce)."""
+    """The training pipeline's test predictions in `workdir`, indexed by the label party's IDs.
+
+    They are what scoring the same rows with the registered version must reproduce.
+    """
     space = Workspace(workdir)
     predicted = pq.read_table(space.trained(label) / "predictions.parquet").to_pandas()
     rows = pq.read_table(space.aligned(label)).to_pandas().set_index("position")["row"]

@@ -24,10 +24,12 @@ from tasks.report import artifact_key
 
 
 class EpochProgress(logging.Handler):
-    """The label party's per-epoch log records (with `epoch` and `epochs`) as a progress
-    artifact on the run's page. A thread of its own sends the updates (the latest wins), so
-    training never waits for the API. (Parties in processes of their own send their records
-    here: `run_in_processes`.)"""
+    """The label party's per-epoch log records as a progress artifact on the run's page.
+
+    The records carry `epoch` and `epochs`. A thread of its own sends the updates (the latest
+    wins), so training never waits for the API. (Parties in processes of their own send their
+    records here: `run_in_processes`.)
+    """
 
     def __init__(self, key: str, epochs: int) -> None:
         super().__init__(logging.INFO)
@@ -42,6 +44,7 @@ class EpochProgress(logging.Handler):
         self._sender.start()
 
     def emit(self, record: logging.LogRecord) -> None:
+        """Hand an epoch's record (one with `epoch`) to the sender, replacing any not yet sent."""
         if hasattr(record, "epoch"):
             with self._changed:
                 self._latest = (100.0 * record.epoch / record.epochs, record.getMessage())
@@ -85,8 +88,10 @@ def epoch_progress(cfg: Config) -> Iterator[EpochProgress]:
 
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe", **task_options())
 def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) -> TrainResult:
-    """Train the split MMoE; each party's model goes to its own workspace. The run's page shows
-    a progress artifact, updated every epoch."""
+    """Train the split MMoE; each party's model goes to its own workspace.
+
+    The run's page shows a progress artifact, updated every epoch.
+    """
     from splitrec_core.training.local import train_split_local
 
     space = Workspace(workdir)
@@ -98,15 +103,18 @@ def train_split(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) 
 
 @task(name="train_label_only", task_run_name="train_label_only", **task_options())
 def train_label_only(cfg: Config, features: PartyFeatures, workdir: Path) -> TrainResult:
-    """Train the same model on the label party's own columns (none: its base rate): what
-    federating is measured against."""
+    """Train the same model on the label party's own columns (none: its base rate).
+
+    It is what federating is measured against.
+    """
     from splitrec_core.training.central import train_label_alone
 
     return train_label_alone(cfg, features, Workspace(workdir).label_only(cfg.label_party))
 
 
 @task(name="train_centralized", task_run_name="train_centralized", **task_options())
-def train_centralized(cfg: Config, features: dict[str, PartyFeatures], workdir: Path) -> TrainResult:
+def train_centralized(cfg: Config, features: dict[str, PartyFeatures],
+                      workdir: Path) -> TrainResult:
     """Train the same model on all columns pooled: the baseline the split model is held to."""
     from splitrec_core.training.central import train_central
 

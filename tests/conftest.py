@@ -44,6 +44,11 @@ def synthetic_cfg() -> Config:
     return load_config(SYNTHETIC_TOML)
 
 
+def with_training(cfg: Config, **changes: object) -> Config:
+    """`cfg` with `changes` to its training settings."""
+    return cfg.model_copy(update={"training": cfg.training.model_copy(update=changes)})
+
+
 @pytest.fixture
 def synthetic_run(tmp_path: Path) -> Path:
     """A workdir whose `data/` holds three synthetic party CSVs (3,000 people)."""
@@ -76,11 +81,13 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
 
 
 def raw_values(data_dir: Path) -> set[bytes]:
-    """What must never cross between parties, as bytes to search payloads for: every raw ID,
-    every distinctive category, and every numeric value as text and as float64 where its bytes
-    are distinctive (small integers like 7.0 end in six zero bytes, which ReLU zeros next to a
-    float32 reproduce by chance). The label party's split flag and labels are left out: the
-    split flag is sent on purpose."""
+    """What must never cross between parties, as bytes to search payloads for.
+
+    That is every raw ID, every distinctive category, and every numeric value as text and as float64
+    where its bytes are distinctive (small integers like 7.0 end in six zero bytes, which ReLU zeros
+    next to a float32 reproduce by chance). The label party's split flag and labels are left out:
+    the split flag is sent on purpose.
+    """
     import struct
 
     import pandas as pd
@@ -102,10 +109,12 @@ def raw_values(data_dir: Path) -> set[bytes]:
 
 
 def found_in(payload: bytes, needles: set[bytes]) -> list[bytes]:
-    """The needles (4 bytes or longer) that occur in `payload`. Every 4-byte window of the
-    payload is looked up among the needles' first 4 bytes at once, and a whole needle is
-    compared only where one matches: a `needle in payload` per needle scans megabytes thousands
-    of times over."""
+    """The needles (4 bytes or longer) that occur in `payload`.
+
+    Every 4-byte window of the payload is looked up among the needles' first 4 bytes at once, and a
+    whole needle is compared only where one matches: a `needle in payload` per needle scans
+    megabytes thousands of times over.
+    """
     from collections import defaultdict
 
     import numpy as np
@@ -141,8 +150,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
 
 
 def as_new_rows(frame, label_party: bool):  # pd.DataFrame -> pd.DataFrame
-    """A synthetic party's rows as new rows to score the test people again: the label party's
-    test rows without split and labels; a feature party's rows as they are."""
+    """A synthetic party's rows as new rows to score the test people again.
+
+    They are the label party's test rows without split and labels; a feature party's rows as
+    they are.
+    """
     if not label_party:
         return frame
     return frame[frame["split"] == "test"].drop(columns=["split", "income_50k", "never_married"])

@@ -1,5 +1,7 @@
-"""The plan every party derives alone (rows, batch order, learning rate), early stopping, and the
-bookkeeping of the best weights and the history."""
+"""The plan every party derives alone, early stopping, and the best weights and history kept.
+
+The plan is the rows, the batch order and the learning rate.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +10,14 @@ import numpy as np
 import pytest
 
 from splitrec_core.config import TrainingConfig
-from splitrec_core.epochs import (BestWeights, Decision, History, Plan, auc_per_task,
-                                  split_validation)
+from splitrec_core.epochs import (
+    BestWeights,
+    Decision,
+    History,
+    Plan,
+    auc_per_task,
+    split_validation,
+)
 
 
 def _plan(rows: int, **training: object) -> Plan:

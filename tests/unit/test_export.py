@@ -41,4 +41,5 @@ def test_export_reproduces_test_predictions(trained):
     bank = read_json(exports["bank"] / "manifest.json")
     assert bank["role"] == "feature" and "top" not in bank
     assert not (exports["bank"] / "top").exists()
-    assert sorted(p.name for p in exports["bank"].iterdir()) == ["bottom", "manifest.json", "transform.json"]
+    assert sorted(p.name for p in exports["bank"].iterdir()) == ["bottom", "manifest.json",
+                                                                 "transform.json"]

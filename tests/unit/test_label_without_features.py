@@ -1,5 +1,7 @@
-"""A label party with only IDs, labels and the split (an advertiser often has no more): the top
-takes the feature parties' embeddings alone, and its own baseline is the base rate."""
+"""A label party with only IDs, labels and the split (an advertiser often has no more).
+
+The top takes the feature parties' embeddings alone, and its own baseline is the base rate.
+"""
 
 from __future__ import annotations
 

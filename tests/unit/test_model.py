@@ -30,7 +30,8 @@ def _batch(n: int = 16, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray
 
 def _fresh_models() -> tuple[dict[str, keras.Model], keras.Model]:
     keras.utils.set_random_seed(1)
-    bottoms = {name: bottom_model(name, vocab, nums, CFG) for name, (vocab, nums) in PARTIES.items()}
+    bottoms = {name: bottom_model(name, vocab, nums, CFG)
+               for name, (vocab, nums) in PARTIES.items()}
     return bottoms, top_model(list(PARTIES), 2, CFG)
 
 

@@ -163,7 +163,8 @@ def test_no_training_rows_in_the_intersection_is_an_error(tmp_path: Path):
 def test_only_points_cross_and_are_counted(tmp_path: Path):
     # Prepare
     hub = LocalHub(record=True)
-    sets = {"a": [f"secret-id-{i}" for i in range(30)], "b": [f"secret-id-{i}" for i in range(20, 45)]}
+    sets = {"a": [f"secret-id-{i}" for i in range(30)],
+            "b": [f"secret-id-{i}" for i in range(20, 45)]}
 
     # Execute
     result, _ = _align(tmp_path, sets, hub)

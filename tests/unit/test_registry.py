@@ -1,5 +1,8 @@
-"""The model registry: versions per party, promotion and rollback moving every party or none, a
-move cut short finished on the next open, and the promotion rule's verdicts and reasons."""
+"""The model registry: versions per party, promotion and rollback, the promotion rule.
+
+Promotion and rollback move every party or none, and a move cut short is finished on the next
+open; the promotion rule gives verdicts and reasons.
+"""
 
 from __future__ import annotations
 
@@ -61,7 +64,8 @@ def test_promotion_and_rollback_move_every_party(tmp_path):
     assert _current(tmp_path) == dict.fromkeys(PARTIES, "v1")
     with pytest.raises(InputError, match="nothing to roll back to"):
         model.rollback()
-    assert Registry("bank", tmp_path / "bank" / "models" / "weekly").versions() == ["v1", "v2", "v3"]
+    bank = Registry("bank", tmp_path / "bank" / "models" / "weekly")
+    assert bank.versions() == ["v1", "v2", "v3"]
 
 
 def test_a_version_one_party_lacks_is_promoted_nowhere(tmp_path):
@@ -102,7 +106,8 @@ def test_unknown_aliases_and_versions_name_the_party(tmp_path):
     with pytest.raises(InputError, match="party 'advertiser' has no 'current' version yet"):
         model.promote("current")
     _register(model, tmp_path, "v1")
-    with pytest.raises(InputError, match=r"party 'advertiser' has no version 'v9' \(registered: v1\)"):
+    with pytest.raises(InputError,
+                       match=r"party 'advertiser' has no version 'v9' \(registered: v1\)"):
         model.promote("v9")
 
 
@@ -118,7 +123,8 @@ def test_a_version_is_promoted_unless_a_task_falls_past_the_margin():
     first = judge("v1", champion, None, None, rules)
     assert (first.promote, first.reasons) == (True, ["no champion yet"])
 
-    within = judge("v2", _manifest({"income": 0.946, "never_married": 0.995}), "v1", champion, rules)
+    within = judge("v2", _manifest({"income": 0.946, "never_married": 0.995}), "v1", champion,
+                   rules)
     assert within.promote
     assert within.reasons[0] == "income test AUC 0.9460 against the champion's 0.9500 (-0.0040)"
 

@@ -1,4 +1,4 @@
-"""Training killed after epoch k resumes at epoch k+1 and ends with the weights of an unbroken run."""
+"""Training killed after epoch k resumes at epoch k+1, ending with an unbroken run's weights."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from splitrec_core.config import load_config
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.training.local import train_split_local
 from splitrec_core.training.party import PartyJob
-from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features
+from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features, with_training
 
 EPOCHS = 12
 TRAIN_IN_CHILD = """
@@ -27,7 +27,8 @@ from splitrec_core.features import PartyFeatures
 from splitrec_core.training.local import train_split_local
 args = json.loads(sys.argv[1])
 cfg = load_config(Path(args["config"]))
-cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": args["epochs"]})})
+training = cfg.training.model_copy(update={"epochs": args["epochs"]})
+cfg = cfg.model_copy(update={"training": training})
 features = {p: PartyFeatures(*map(Path, f)) for p, f in args["features"].items()}
 train_split_local(cfg, features, {p: Path(d) for p, d in args["out"].items()})
 """
@@ -48,7 +49,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
     # Prepare: features, and the config with enough epochs to kill one run part-way
     write_parties(tmp_path / "data", 3000, seed=4)
     cfg = load_config(SYNTHETIC_TOML)
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"epochs": EPOCHS})})
+    cfg = with_training(cfg, epochs=EPOCHS)
     features = prepare_features(cfg, tmp_path)
     unbroken = {p: tmp_path / "unbroken" / p for p in features}
     broken = {p: tmp_path / "broken" / p for p in features}

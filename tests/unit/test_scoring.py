@@ -1,6 +1,8 @@
-"""Batch scoring with the registered version: it reproduces the pipeline's test predictions,
-scores rows with unseen categories and missing values, and names the party and column of a file
-that does not match the model."""
+"""Batch scoring with the registered version.
+
+It reproduces the pipeline's test predictions, scores rows with unseen categories and missing
+values, and names the party and column of a file that does not match the model.
+"""
 
 from __future__ import annotations
 
@@ -93,4 +95,5 @@ def test_a_file_without_a_column_the_model_takes_names_the_party_and_column(trai
 
     with pytest.raises(InputError, match=r"bank\.csv, column 'balance': party 'bank', model "
                                          r"version \w+: declared column is missing"):
-        score_pipeline(str(SYNTHETIC_TOML), str(trained), _new_rows(trained, tmp_path, drop_balance))
+        score_pipeline(str(SYNTHETIC_TOML), str(trained),
+                       _new_rows(trained, tmp_path, drop_balance))

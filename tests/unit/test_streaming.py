@@ -1,6 +1,8 @@
-"""Training from features streamed a row group at a time (`training.stream_buffer` > 0): every
-fitting row once an epoch, in an order every party draws alike from the shared seed, with memory
-for a few row groups; and split training on it still learns."""
+"""Training from features streamed a row group at a time (`training.stream_buffer` > 0).
+
+Every fitting row comes once an epoch, in an order every party draws alike from the shared seed,
+with memory for a few row groups; and split training on it still learns.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.streaming import StreamedFeatures
-from tests.conftest import SYNTHETIC_TOML, prepare_features, write_parties
+from tests.conftest import SYNTHETIC_TOML, prepare_features, with_training, write_parties
 
 
 def test_an_epoch_streams_every_fitting_row_once_in_the_seeded_order(tmp_path: Path):
@@ -54,7 +56,8 @@ def test_an_epoch_streams_every_fitting_row_once_in_the_seeded_order(tmp_path: P
             == [c.nums[0, 0] for c in whole.chunks(1000)])
 
 
-def test_split_training_on_streamed_features_learns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_split_training_on_streamed_features_learns(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch):
     # Prepare: synthetic parties whose features are written in row groups of 500 rows; the
     # config with every party streaming one row group at a time
     import splitrec_core.features as features_module
@@ -64,8 +67,7 @@ def test_split_training_on_streamed_features_learns(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(features_module, "ROW_GROUP_ROWS", 500)
     write_parties(tmp_path / "data", 4000, seed=5)
     cfg = load_config(SYNTHETIC_TOML)
-    streaming = cfg.model_copy(update={"training": cfg.training.model_copy(
-        update={"stream_buffer": 1})})
+    streaming = with_training(cfg, stream_buffer=1)
     features = prepare_features(cfg, tmp_path)
     assert pq.ParquetFile(features["bank"].train).metadata.num_row_groups > 3
 

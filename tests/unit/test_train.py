@@ -19,7 +19,7 @@ from splitrec_core.channel import array_table
 from splitrec_core.channel.base import ipc_bytes
 from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
-from tests.conftest import found_in, raw_values
+from tests.conftest import found_in, raw_values, with_training
 
 
 def test_split_model_learns_both_tasks(trained):
@@ -129,15 +129,17 @@ def _train_variant(tmp_path, *, label_signal: float, privacy: dict | None = None
 
     write_parties(tmp_path / "data", 4000, seed=7, label_signal=label_signal)
     cfg = load_config(SYNTHETIC_TOML)
+    weights = task_weights or [t.weight for t in cfg.tasks]
+    cfg = with_training(cfg, epochs=epochs, **(training or {}))
     cfg = cfg.model_copy(update={
-        "training": cfg.training.model_copy(update={"epochs": epochs, **(training or {})}),
         "privacy": cfg.privacy.model_copy(update=privacy or {}),
         "tasks": [t.model_copy(update={"weight": w})
-                  for t, w in zip(cfg.tasks, task_weights or [t.weight for t in cfg.tasks], strict=True)]})
+                  for t, w in zip(cfg.tasks, weights, strict=True)]})
     features = prepare_features(cfg, tmp_path)
     space = Workspace(tmp_path)
     split = train_split_local(cfg, features, {p: space.trained(p) for p in features})
-    alone = train_central(cfg, {"advertiser": features["advertiser"]}, space.label_only("advertiser"))
+    alone = train_central(cfg, {"advertiser": features["advertiser"]},
+                          space.label_only("advertiser"))
     tasks = cfg.task_names
     test = features["advertiser"].test
     return split, evaluate(split.predictions, test, tasks), evaluate(alone.predictions, test, tasks)
@@ -147,7 +149,8 @@ def test_federation_lifts_a_label_party_without_signal(tmp_path):
     # The label party's own columns carry nothing about either task
     _, split, alone = _train_variant(tmp_path, label_signal=0.0)
     # seven PSI orders: alone 0.483-0.519 / 0.492-0.516, lift 0.373-0.411 / 0.366-0.390
-    for task, alone_auc, lift in (("income_50k", 0.5113, 0.3826), ("never_married", 0.5052, 0.3775)):
+    for task, alone_auc, lift in (("income_50k", 0.5113, 0.3826),
+                                  ("never_married", 0.5052, 0.3775)):
         assert alone[task]["auc"] < alone_auc + 0.08
         assert split[task]["auc"] - alone[task]["auc"] > lift - 0.08
 
@@ -170,9 +173,10 @@ def test_leakage_audit_sees_leaks_and_strong_noise_hides_them(tmp_path):
     # Built to leak: one epoch, so every audited gradient comes from a barely trained model, and
     # the income task's loss dominates the gradient
     dominated = [1.0, 0.001]
-    leaky, _, _ = _train_variant(tmp_path / "plain", label_signal=0.3, epochs=1, task_weights=dominated)
-    noisy, _, _ = _train_variant(tmp_path / "noisy", label_signal=0.3, epochs=1, task_weights=dominated,
-                                 privacy={"gradient_noise": 1.0})
+    leaky, _, _ = _train_variant(tmp_path / "plain", label_signal=0.3, epochs=1,
+                                 task_weights=dominated)
+    noisy, _, _ = _train_variant(tmp_path / "noisy", label_signal=0.3, epochs=1,
+                                 task_weights=dominated, privacy={"gradient_noise": 1.0})
     # strongest attack, seven PSI orders: leaky 0.972-0.998; noisy 0.517-0.535 / 0.507-0.531
     assert max(leaky.leakage["income_50k"].values()) > 0.9914 - 0.06
     for task, strongest in (("income_50k", 0.5236), ("never_married", 0.5116)):
@@ -185,14 +189,15 @@ def test_parties_in_processes_train_exactly_as_on_threads(trained, tmp_path, pla
     from splitrec_core.training.local import train_split_local
 
     cfg, _, _, features, split, _ = trained
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"parties_in": placement})})
+    cfg = with_training(cfg, parties_in=placement)
     apart = train_split_local(cfg, features, {p: tmp_path / p for p in features})
     a = pq.read_table(apart.predictions).to_pandas()
     b = pq.read_table(split.predictions).to_pandas()
     np.testing.assert_allclose(a.drop(columns="position"), b.drop(columns="position"), atol=1e-5)
     assert (apart.epochs_run, apart.best_epoch) == (split.epochs_run, split.best_epoch)
     # every party counted what it sent (the threads' hub also carried the PSI before)
-    assert apart.channel == {k: v for k, v in split.channel.items() if not k.startswith(("psi", "split"))}
+    assert apart.channel == {k: v for k, v in split.channel.items()
+                             if not k.startswith(("psi", "split"))}
 
 
 @pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])
@@ -205,9 +210,9 @@ def test_embedding_ahead_pipelines_with_stale_bottoms(trained, tmp_path, xla):
     cfg, _, _, features, _, _ = trained
     # Both keep their last epoch: early stopping choosing different epochs adds its own spread
     # to the staleness's (against the fixture's early-stopped run, 0.024 AUC apart once in ~12)
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"validation_fraction": 0.0})})
+    cfg = with_training(cfg, validation_fraction=0.0)
     split = train_split_local(cfg, features, {p: tmp_path / "sequential" / p for p in features})
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"embed_ahead": 1, "xla": xla})})
+    cfg = with_training(cfg, embed_ahead=1, xla=xla)
     ahead = train_split_local(cfg, features, {p: tmp_path / "ahead" / p for p in features})
     tasks = cfg.task_names
     label_test = features[cfg.label_party].test
@@ -230,7 +235,7 @@ def test_float16_on_the_wire_halves_the_cut_layer_bytes_and_keeps_the_model(trai
     from splitrec_core.training.local import train_split_local
 
     cfg, _, _, features, split, _ = trained
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"wire_dtype": "float16"})})
+    cfg = with_training(cfg, wire_dtype="float16")
     half = train_split_local(cfg, features, {p: tmp_path / p for p in features})
     tasks = cfg.task_names
     label_test = features[cfg.label_party].test
@@ -250,8 +255,7 @@ def test_batches_per_message_cuts_the_messages_and_keeps_the_model(trained, tmp_
     from splitrec_core.training.local import train_split_local
 
     cfg, _, _, features, split, _ = trained
-    update = {"batches_per_message": 3, "embed_ahead": 1}
-    cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update=update)})
+    cfg = with_training(cfg, batches_per_message=3, embed_ahead=1)
     bundled = train_split_local(cfg, features, {p: tmp_path / p for p in features})
     tasks = cfg.task_names
     label_test = features[cfg.label_party].test
@@ -276,4 +280,5 @@ def test_plan_names_every_batch_size_an_epoch_has(rows, sizes):
 
     plan = Plan.of(TrainingConfig(batch_size=1024, validation_fraction=0.0), rows)
     assert plan.batch_sizes == sizes
-    assert sorted({len(cats) for cats, in plan.batch_tensors(0, np.zeros((rows, 1)))}, reverse=True) == sizes
+    met = {len(cats) for cats, in plan.batch_tensors(0, np.zeros((rows, 1)))}
+    assert sorted(met, reverse=True) == sizes
