@@ -123,10 +123,10 @@ def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: objec
 
 def _print_summary(report: Path) -> None:
     """The run's closing lines: per task metrics, traffic, the registry's verdict, where things are."""
+    from splitrec_core.evaluate import Report
     from splitrec_core.report import terminal_summary
 
-    typer.echo(terminal_summary(json.loads(report.read_text()), report,
-                                report.parent.parent / "export"))
+    typer.echo(terminal_summary(Report.load(report), report, report.parent.parent / "export"))
 
 
 @app.command()

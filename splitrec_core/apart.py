@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splitrec_core.align import Alignment, feature_side, label_side
+from splitrec_core.align import Alignment, PsiFiles, feature_side, label_side
 from splitrec_core.channel import ChannelStats, Kind
 from splitrec_core.channel.flight import FlightChannel, FlightEndpoint
 from splitrec_core.errors import InputError
@@ -61,18 +61,17 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
                 ) -> Alignment:
     """This party's side of PSI; the label party also sends the train/test flag."""
     cfg, me = view.config, view.me
-    out = workdir.aligned(me)
-    unmatched = workdir.unmatched(me) if cfg.psi.write_unmatched else None
+    files = PsiFiles.in_run(workdir, me, validated.ids, cfg.psi)
+    out = files.aligned
     with session(view, run_id, "psi") as channel:
         try:
             if me == cfg.label_party:
                 assert validated.split is not None  # the label party's validation writes it
-                label_side(channel, validated.ids, validated.split,
-                           cfg.followers, out, cfg.psi.domain,
-                           cfg.psi.chunk_size, unmatched, cfg.party(me).engine)
+                label_side(channel, files, cfg.psi, followers=cfg.followers,
+                           split_file=validated.split, engine=cfg.party(me).engine)
             else:
-                feature_side(channel, validated.ids, cfg.label_party, out, cfg.psi.domain,
-                             cfg.psi.chunk_size, unmatched, engine=cfg.party(me).engine)
+                feature_side(channel, files, cfg.psi, leader=cfg.label_party,
+                             engine=cfg.party(me).engine)
         except EmptyIntersection:  # bad input: no retry can fix it
             raise InputError(view.data_file, cfg.party(me).id_column,
                              f"empty intersection: no ID is held by all of "
@@ -175,11 +174,11 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
                                       cfg.party(me).engine)
         try:
             if me == label:
-                label_side(channel, validated.ids, None, followers, aligned, cfg.psi.domain,
-                           cfg.psi.chunk_size, engine=cfg.party(me).engine)
+                label_side(channel, PsiFiles(validated.ids, aligned), cfg.psi,
+                           followers=followers, split_file=None, engine=cfg.party(me).engine)
             else:
-                feature_side(channel, validated.ids, label, aligned, cfg.psi.domain,
-                             cfg.psi.chunk_size, split=False, engine=cfg.party(me).engine)
+                feature_side(channel, PsiFiles(validated.ids, aligned), cfg.psi, leader=label,
+                             split=False, engine=cfg.party(me).engine)
         except EmptyIntersection:
             raise InputError(rows, cfg.party(me).id_column, "empty intersection: no new ID is "
                              f"held by all of {view.federation.order}") from None

@@ -22,6 +22,7 @@ from pathlib import Path
 from splitrec_core.apart import invite, own_registry, recv_json, send_json, session
 from splitrec_core.channel.flight import FlightChannel
 from splitrec_core.errors import InputError
+from splitrec_core.evaluate import Report, VersionMetrics
 from splitrec_core.federation import PartyView
 from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict, judge_against_champion
@@ -42,18 +43,18 @@ def register_apart(view: PartyView, run_id: str, export: Path, report: Path | No
         if me != label:
             shared = recv_json(channel, label)
             verdict = Verdict(**shared["verdict"])
-            registry.register(run_id, export, version_manifest(cfg, settings, shared["metrics"],
+            metrics = VersionMetrics.from_json(shared["metrics"])
+            registry.register(run_id, export, version_manifest(cfg, settings, metrics,
                                                                view.data_file))
             registry.write_aliases(_moved(registry.aliases(), verdict))
             send_json(channel, label, {"registered": run_id})
             return verdict
         assert report is not None  # the label party evaluated the run
-        metrics = read_json(report)
-        metrics = {k: metrics[k] for k in ("tasks", "training", "leakage")}
+        metrics = Report.load(report).version_metrics
         registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
         verdict = judge_against_champion(registry, run_id, cfg.registry)
         for party in cfg.followers:
-            send_json(channel, party, {"metrics": metrics, "verdict": verdict.as_json()})
+            send_json(channel, party, {"metrics": metrics.as_json(), "verdict": verdict.as_json()})
         for party in cfg.followers:
             recv_json(channel, party)
         registry.write_aliases(_moved(registry.aliases(), verdict))
