@@ -295,7 +295,7 @@ def certs(federation: Path, out: Annotated[Path, typer.Option(
     """Make a trial CA and, per party of FEDERATION, a certificate, key and token; print the
     token hashes for the federation file (a real federation brings its own CA)."""
     from splitrec_core.certs import make_trial_credentials
-    from splitrec_core.channel.flight import split_address
+    from splitrec_core.channel.flight.addresses import split_address
     from splitrec_core.config import read_toml, validated
     from splitrec_core.federation import Federation
 
@@ -417,7 +417,7 @@ def _move_apart(federation: Path, party: str, private: Path | None, workdir: Pat
     """Our side of a move of every party's aliases; with `invite`, the label party first starts
     it at every serving feature party."""
     _needs_run_id(run_id, invite)
-    from splitrec_core.channel.flight import PeerError
+    from splitrec_core.channel import PeerError
 
     try:
         from splitrec_core.apart_models import move_apart

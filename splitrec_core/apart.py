@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from splitrec_core.align import Alignment, PsiFiles, feature_side, label_side
 from splitrec_core.channel import ChannelStats, Kind
-from splitrec_core.channel.flight import FlightChannel, FlightEndpoint
+from splitrec_core.channel.flight.channel import FlightChannel
+from splitrec_core.channel.flight.endpoint import FlightEndpoint
 from splitrec_core.errors import InputError
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
@@ -85,7 +86,7 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
 def _traffic(channel: FlightChannel) -> dict[str, dict[str, int]]:
     """What crossed this party's channel, sent and received: at the label party, through which
     every message of a run passes, the whole run's traffic."""
-    return ChannelStats.merge(channel.stats().as_dict(), channel.received().as_dict())
+    return ChannelStats.merge(channel.sent().as_dict(), channel.received().as_dict())
 
 
 def train_apart(view: PartyView, run_id: str, features: PartyFeatures, workdir: Workspace,

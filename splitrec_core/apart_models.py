@@ -20,7 +20,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from splitrec_core.apart import invite, own_registry, recv_json, send_json, session
-from splitrec_core.channel.flight import FlightChannel
+from splitrec_core.channel.flight.channel import FlightChannel
 from splitrec_core.errors import InputError
 from splitrec_core.evaluate import Report, VersionMetrics
 from splitrec_core.federation import PartyView

@@ -14,11 +14,12 @@ count) when they connect; a mismatch stops every party.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator, model_validator
 
 from splitrec_core.certs import PartyCredentials
-from splitrec_core.channel.flight import Security, Timeouts, split_address
+from splitrec_core.channel.flight.addresses import Timeouts, split_address
 from splitrec_core.config import (
     BottomConfig,
     Config,
@@ -33,6 +34,9 @@ from splitrec_core.config import (
 )
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_bytes
+
+if TYPE_CHECKING:
+    from splitrec_core.channel.flight.auth import Security
 
 
 class Member(Strict):
@@ -53,7 +57,7 @@ class Member(Strict):
 
 class TimeoutConfig(Strict):
     """How long a party waits for the others before it names the one that does not answer
-    (defaults: `channel.flight.Timeouts`)."""
+    (defaults: `channel.flight.addresses.Timeouts`)."""
 
     connect_s: float = Field(default=Timeouts.connect_s, gt=0)
     recv_s: float = Field(default=Timeouts.recv_s, gt=0)
@@ -167,7 +171,9 @@ class PartyView:
         return PartyCredentials(*(self.folder / getattr(files, k) for k in ("ca", "cert", "key", "token")))
 
     def security(self) -> Security:
-        """Its credentials, read now."""
+        """Its credentials, read now (loading Flight: reading a federation file does not)."""
+        from splitrec_core.channel.flight.auth import Security
+
         return Security.from_files(self.credentials(), self.federation.insecure)
 
     def timeouts(self) -> Timeouts:

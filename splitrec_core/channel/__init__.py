@@ -1,6 +1,14 @@
 """The one door between parties: every byte that crosses goes through a `Channel` and is counted."""
 
-from splitrec_core.channel.base import Channel, ChannelStats, Kind, array_table, table_array
+from splitrec_core.channel.base import (
+    Channel,
+    ChannelStats,
+    Kind,
+    PeerError,
+    array_table,
+    table_array,
+)
 from splitrec_core.channel.local import LocalChannel, LocalHub
 
-__all__ = ["Channel", "ChannelStats", "Kind", "LocalChannel", "LocalHub", "array_table", "table_array"]
+__all__ = ["Channel", "ChannelStats", "Kind", "LocalChannel", "LocalHub", "PeerError",
+           "array_table", "table_array"]

@@ -1,4 +1,8 @@
-"""What a channel is: typed messages between named parties, counted in bytes and messages per kind."""
+"""What a channel is: typed messages between named parties, counted per kind.
+
+Every channel counts bytes and messages per kind. The framing the byte-stream transports share
+(process pipes, Flight) is here too.
+"""
 
 from __future__ import annotations
 
@@ -15,16 +19,21 @@ class Kind(StrEnum):
     """Every kind of message that may cross between parties; nothing else can be sent."""
 
     PSI_BLINDED = "psi_blinded"                # H(id)^k of the sender's own IDs, shuffled
-    PSI_DOUBLE_BLINDED = "psi_double_blinded"  # the leader's blinded list raised to the follower's key
-    PSI_POSITIONS = "psi_positions"            # which of a follower's sent points are shared, in common order
-    SPLIT_MASK = "split_mask"                  # train/test flag per common position (from the label party)
-    EMBEDDING = "embedding"                    # a feature party's cut-layer output for a training batch
+    PSI_DOUBLE_BLINDED = "psi_double_blinded"  # the leader's blinded list raised to the
+    #                                            follower's key
+    PSI_POSITIONS = "psi_positions"            # which of a follower's sent points are shared, in
+    #                                            common order
+    SPLIT_MASK = "split_mask"                  # train/test flag per common position (from the
+    #                                            label party)
+    EMBEDDING = "embedding"                    # a feature party's cut-layer output for a training
+    #                                            batch
     GRADIENT = "gradient"                      # dL/dh for that batch, returned by the label party
     VALIDATION_EMBEDDING = "validation_embedding"  # cut-layer output (noised as in training) for
     #                                            the held-out training rows, to choose the epoch
     EARLY_STOPPING = "early_stopping"          # after each epoch, from the label party: keep these
     #                                            weights as the best so far? stop?
-    EVAL_EMBEDDING = "eval_embedding"          # cut-layer output for rows being scored (no gradient back)
+    EVAL_EMBEDDING = "eval_embedding"          # cut-layer output for rows being scored (no
+    #                                            gradient back)
     RESUME = "resume"                          # before training: the epochs a feature party has
     #                                            checkpointed; the label party's answer, the epoch
     #                                            every party resumes from
@@ -48,7 +57,8 @@ class ChannelStats:
 
     def as_dict(self) -> dict[str, dict[str, int]]:
         """`{kind: {"bytes": n, "messages": n}}`, kinds sorted, for reports."""
-        return {k: {"bytes": self.bytes[k], "messages": self.messages[k]} for k in sorted(self.bytes)}
+        return {k: {"bytes": self.bytes[k], "messages": self.messages[k]}
+                for k in sorted(self.bytes)}
 
     @staticmethod
     def merge(*reports: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -62,8 +72,16 @@ class ChannelStats:
         return dict(sorted(total.items()))
 
 
+class PeerError(RuntimeError):
+    """A peer could not be reached, refused us, differs from us, or went silent; names the peer."""
+
+
 class Channel(Protocol):
-    """One party's view of the network: send to and receive from other parties by name."""
+    """One party's view of the network: send to and receive from other parties by name.
+
+    Every transport counts what the party sends and what it receives, so a caller never asks
+    which transport it holds.
+    """
 
     me: str
 
@@ -73,13 +91,21 @@ class Channel(Protocol):
     def recv(self, kind: Kind, frm: str) -> pa.Table:
         """Block until the next message of `kind` from party `frm` arrives and return it."""
 
-    def stats(self) -> ChannelStats:
-        """Traffic counted so far on this channel (all parties sharing it)."""
+    def sent(self) -> ChannelStats:
+        """What this party has sent so far."""
+
+    def received(self) -> ChannelStats:
+        """What this party has received so far."""
+
+    def close(self) -> None:
+        """Let go of the connections to the other parties (the channel is not used again)."""
 
 
-def message_bytes(kind: Kind, table: pa.Table) -> pa.Buffer:
-    """`table` as the Arrow IPC stream a channel carries, once `kind` is known to be a `Kind`
-    (nothing else may cross)."""
+def payload_bytes(kind: Kind, table: pa.Table) -> pa.Buffer:
+    """`table` as the Arrow IPC stream a channel carries and counts.
+
+    Refuses a `kind` that is not a `Kind`: nothing else may cross.
+    """
     if not isinstance(kind, Kind):
         raise ValueError(f"unknown message kind {kind!r}")
     return ipc_bytes(table)
@@ -91,6 +117,40 @@ def ipc_bytes(table: pa.Table) -> pa.Buffer:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue()
+
+
+# The framing every byte-stream transport shares (process pipes, Flight): a message is its kind,
+# a newline and the Arrow IPC stream, so one stream carries tables of any schema.
+
+_KIND_HEAD = 32  # a kind's name and its newline fit in this many bytes
+
+
+def frame(kind: Kind, table: pa.Table) -> bytes:
+    r"""The message that carries `table` as `kind`: `kind\n<Arrow IPC stream>`."""
+    payload = payload_bytes(kind, table)  # refuses a kind that is not a `Kind`, first
+    return kind.value.encode() + b"\n" + payload.to_pybytes()
+
+
+def split_frame(message: memoryview) -> tuple[str, memoryview]:
+    """A received message's kind, as its sender wrote it, and its payload.
+
+    The receiver checks the kind: a peer may send anything.
+    """
+    head = bytes(message[:_KIND_HEAD])
+    end = head.find(b"\n")
+    if end < 0:
+        raise ValueError(f"a message without a kind line ({head!r}...)")
+    return head[:end].decode(errors="replace"), message[end + 1 :]
+
+
+def payload_size(message: bytes) -> int:
+    """The bytes of a framed message's payload: what the sender counts, as the receiver does."""
+    return split_frame(memoryview(message))[1].nbytes
+
+
+def read_table(payload: memoryview | pa.Buffer) -> pa.Table:
+    """The table a payload (an Arrow IPC stream) carries."""
+    return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
 
 def array_table(array: np.ndarray, name: str = "value") -> pa.Table:

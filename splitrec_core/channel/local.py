@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import ChannelStats, Kind, message_bytes
+from splitrec_core.channel.base import ChannelStats, Kind, payload_bytes, read_table
 
 RECV_TIMEOUT_S = 600.0
 POLL_S = 0.2
@@ -47,17 +47,16 @@ class LocalHub:
         with self._lock:
             return self._queues[(kind.value, frm, to)]
 
-    def post(self, kind: Kind, frm: str, to: str, table: pa.Table) -> None:
-        """Serialise and enqueue one message, counting its bytes."""
-        buffer = message_bytes(kind, table)
+    def post(self, kind: Kind, frm: str, to: str, payload: pa.Buffer) -> None:
+        """Enqueue one serialised message, counting its bytes."""
         with self._lock:
-            self._stats.add(kind, buffer.size)
+            self._stats.add(kind, payload.size)
             if self.record:
-                self.recorded.append((kind, frm, to, buffer.to_pybytes()))
-        self._route(kind, frm, to).put(buffer)
+                self.recorded.append((kind, frm, to, payload.to_pybytes()))
+        self._route(kind, frm, to).put(payload)
 
-    def take(self, kind: Kind, frm: str, to: str, timeout: float = RECV_TIMEOUT_S) -> pa.Table:
-        """Dequeue and deserialise the next message on a route."""
+    def take(self, kind: Kind, frm: str, to: str, timeout: float = RECV_TIMEOUT_S) -> pa.Buffer:
+        """Dequeue the next serialised message on a route."""
         route, deadline = self._route(kind, frm, to), time.monotonic() + timeout
         while True:
             if self._aborted:
@@ -69,7 +68,7 @@ class LocalHub:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"{to} waited {timeout:.0f}s for '{kind.value}' from {frm}") from None
-        return pa.ipc.open_stream(buffer).read_all()
+        return buffer
 
     def abort(self, reason: str) -> None:
         """Make every pending and future `take` raise, so no party waits for a failed one."""
@@ -77,8 +76,10 @@ class LocalHub:
 
     def run(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T]:
         """Run each party's job on its own thread; on the first failure abort the rest, re-raise it.
+
         Each job sees a copy of the caller's context variables: an orchestrator's run context
-        comes along, so the parties' log lines land in the caller's run log."""
+        comes along, so the parties' log lines land in the caller's run log.
+        """
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             futures = {name: pool.submit(contextvars.copy_context().run, job)
                        for name, job in jobs.items()}
@@ -91,25 +92,37 @@ class LocalHub:
             return {name: future.result() for name, future in futures.items()}
 
     def stats(self) -> ChannelStats:
-        """Traffic counted so far."""
+        """Traffic counted so far: every party's, on this shared hub."""
         return self._stats
 
 
 class LocalChannel:
-    """Party `me`'s endpoint on a `LocalHub`."""
+    """Party `me`'s endpoint on a `LocalHub`; counts what this party sends and receives."""
 
     def __init__(self, hub: LocalHub, me: str) -> None:
         self.hub = hub
         self.me = me
+        self._sent, self._received = ChannelStats(), ChannelStats()
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
-        self.hub.post(kind, self.me, to, table)
+        payload = payload_bytes(kind, table)
+        self._sent.add(kind, payload.size)
+        self.hub.post(kind, self.me, to, payload)
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
         """Receive the next `kind` message from `frm`."""
-        return self.hub.take(kind, frm, self.me)
+        payload = self.hub.take(kind, frm, self.me)
+        self._received.add(kind, payload.size)
+        return read_table(payload)
 
-    def stats(self) -> ChannelStats:
-        """Traffic counted on the shared hub."""
-        return self.hub.stats()
+    def sent(self) -> ChannelStats:
+        """What this party sent."""
+        return self._sent
+
+    def received(self) -> ChannelStats:
+        """What this party received."""
+        return self._received
+
+    def close(self) -> None:
+        """Nothing to let go of: the hub's queues belong to the hub."""

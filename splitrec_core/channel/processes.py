@@ -1,9 +1,12 @@
-"""Parties in separate processes on one machine: each has its own interpreter and TensorFlow
-runtime, so no party waits on another's Python. Every pair of parties shares a duplex pipe (a
-socket pair: no feeder thread, so a message costs one write and one read); a message is the kind,
-a newline and the Arrow IPC bytes. Each party counts what it sends. What a party logs (its
-`splitrec_core` loggers: per-epoch lines, for one) comes back to the parent's loggers of the same
-names, so it reaches the parent's terminal, its flow run's log and its handlers.
+"""Parties in separate processes on one machine, over a pipe between every pair.
+
+Each party has its own interpreter and TensorFlow runtime, so no party waits on another's
+Python. Every pair of parties shares a duplex pipe (a socket pair: no feeder thread, so a
+message costs one write and one read); a message is framed as `channel.base` says: the kind, a
+newline and the Arrow IPC bytes. Each party counts what it sends and what it receives. What a
+party logs (its `splitrec_core` loggers: per-epoch lines, for one) comes back to the parent's
+loggers of the same names, so it reaches the parent's terminal, its flow run's log and its
+handlers.
 """
 
 from __future__ import annotations
@@ -25,7 +28,15 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import Channel, ChannelStats, Kind, message_bytes
+from splitrec_core.channel.base import (
+    Channel,
+    ChannelStats,
+    Kind,
+    frame,
+    payload_size,
+    read_table,
+    split_frame,
+)
 from splitrec_core.channel.local import POLL_S, RECV_TIMEOUT_S
 
 _LOST_PEER = ("PeerError", "ChannelAborted", "EOFError", "BrokenPipeError", "ConnectionResetError")
@@ -34,19 +45,19 @@ T = TypeVar("T")
 
 
 class ProcessChannel:
-    """Party `me`'s endpoint: one pipe to each other party."""
+    """Party `me`'s endpoint: one pipe to each other party; counts what it sends and receives."""
 
     def __init__(self, me: str, pipes: dict[str, Connection]) -> None:
         self.me = me
         self._pipes = pipes
-        self._stats = ChannelStats()
+        self._sent, self._received = ChannelStats(), ChannelStats()
         self._held: dict[tuple[str, str], deque[memoryview]] = defaultdict(deque)  # arrived early
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
-        payload = message_bytes(kind, table)
-        self._stats.add(kind, payload.size)
-        self._pipes[to].send_bytes(kind.value.encode() + b"\n" + payload.to_pybytes())
+        message = frame(kind, table)
+        self._sent.add(kind, payload_size(message))
+        self._pipes[to].send_bytes(message)
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
         """Receive the next `kind` message from `frm`, holding back others that arrive first."""
@@ -55,14 +66,24 @@ class ProcessChannel:
             if not pipe.poll(RECV_TIMEOUT_S):
                 raise TimeoutError(f"{self.me} waited {RECV_TIMEOUT_S:.0f}s for '{kind.value}' "
                                    f"from {frm}")
-            message = memoryview(pipe.recv_bytes())
-            header = bytes(message[:32]).index(b"\n")
-            self._held[(bytes(message[:header]).decode(), frm)].append(message[header + 1 :])
-        return pa.ipc.open_stream(pa.py_buffer(self._held[wanted].popleft())).read_all()
+            arrived, payload = split_frame(memoryview(pipe.recv_bytes()))
+            self._held[(arrived, frm)].append(payload)
+        payload = self._held[wanted].popleft()
+        self._received.add(kind, payload.nbytes)
+        return read_table(payload)
 
-    def stats(self) -> ChannelStats:
+    def sent(self) -> ChannelStats:
         """What this party sent."""
-        return self._stats
+        return self._sent
+
+    def received(self) -> ChannelStats:
+        """What this party received."""
+        return self._received
+
+    def close(self) -> None:
+        """Close the pipes to the other parties (the process ends next)."""
+        for pipe in self._pipes.values():
+            pipe.close()
 
 
 def pipe_channels(names: list[str]) -> dict[str, Callable[[], ProcessChannel]]:
@@ -75,9 +96,11 @@ def pipe_channels(names: list[str]) -> dict[str, Callable[[], ProcessChannel]]:
 
 
 def own_cores(order: list[str]) -> dict[str, frozenset[int]]:
-    """Cores for a process per party as if each were on a host of its own: the first party (the
-    label party, whose step is the critical path) gets half of this machine's cores, the others
-    share the rest. Empty on a single core."""
+    """Cores for a process per party as if each were on a host of its own.
+
+    The first party (the label party, whose step is the critical path) gets half of this
+    machine's cores, the others share the rest. Empty on a single core.
+    """
     cores = sorted(os.sched_getaffinity(0))
     half = len(cores) // 2
     if not half:
@@ -97,8 +120,11 @@ def _log_to_parent(records: multiprocessing.Queue, level: int) -> None:
 
 
 def _forward_logs(records: multiprocessing.Queue) -> threading.Thread:
-    """In the parent: hand each record the party processes send to the logger of its name here,
-    until a None arrives; on a thread that runs in the caller's context (a flow run's, say)."""
+    """In the parent: hand each record the party processes send to the logger of its name here.
+
+    It does so until a None arrives, on a thread that runs in the caller's context (a flow
+    run's, say).
+    """
 
     def forward() -> None:
         while (record := records.get()) is not None:
@@ -127,8 +153,7 @@ def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Ch
             reported = True
             raise
         finally:
-            if hasattr(channel, "close"):
-                channel.close()
+            channel.close()
     except BaseException as error:  # reported, then the process exits non-zero
         if not reported:
             results.put((name, False, f"{type(error).__name__}: {error}"))
@@ -137,9 +162,11 @@ def _serve(name: str, job: Callable[[Channel], T], open_channel: Callable[[], Ch
 
 
 def _root_cause(first: tuple[str, str], results: multiprocessing.Queue) -> tuple[str, str]:
-    """Of the failures reported within `POLL_S` of the `first`, (party, error) of one that did not
-    merely lose a peer: a party's crash makes its peers fail too, and their reports can come
-    first."""
+    """Of the failures reported within `POLL_S` of the `first`, one that did not merely lose a peer.
+
+    Returns its (party, error): a party's crash makes its peers fail too, and their reports can
+    come first.
+    """
     failures, deadline = [first], time.monotonic() + POLL_S
     while time.monotonic() < deadline:
         try:
@@ -179,7 +206,8 @@ def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
             try:
                 name, ok, value = results.get(timeout=POLL_S)
             except queue.Empty:
-                dead = [n for n, p in processes.items() if n not in outcomes and p.exitcode is not None]
+                dead = [n for n, p in processes.items()
+                        if n not in outcomes and p.exitcode is not None]
                 if dead:
                     raise RuntimeError(f"party {dead[0]} stopped (exit status "
                                        f"{processes[dead[0]].exitcode}) before finishing") from None

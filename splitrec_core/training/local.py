@@ -13,7 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from splitrec_core.channel import ChannelStats, LocalHub
-from splitrec_core.channel.flight import loopback_seats
+from splitrec_core.channel.flight.loopback import loopback_seats
 from splitrec_core.channel.processes import own_cores, run_in_processes
 from splitrec_core.config import Config
 from splitrec_core.features import PartyFeatures

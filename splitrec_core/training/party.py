@@ -40,7 +40,7 @@ class PartyOutcome:
 
     models: dict[str, Path]       # "bottom", and for the label party "top"
     ready_at: float               # wall clock when its steps were traced (and, with XLA, compiled)
-    sent: dict[str, dict[str, int]]  # its channel's counts (all parties' on a shared hub)
+    sent: dict[str, dict[str, int]]  # what its channel sent
     resumed_after_epoch: int      # the epoch every party had checkpointed (0: from scratch)
     label: LabelOutcome | None = None
 
@@ -116,4 +116,4 @@ class PartyJob:
         saved = {name: save_model(model, self.out_dir / f"{name}.keras")
                  for name, model in models.items()}
         checkpoints.clear()
-        return PartyOutcome(saved, ready_at, channel.stats().as_dict(), run.start_epoch, outcome)
+        return PartyOutcome(saved, ready_at, channel.sent().as_dict(), run.start_epoch, outcome)

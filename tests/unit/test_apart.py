@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from splitrec_core.channel.flight import PeerError, free_ports
+from splitrec_core.channel import PeerError
+from splitrec_core.channel.flight.addresses import free_ports
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation

@@ -20,7 +20,8 @@ import pytest
 
 from splitrec_core.channel import Channel, ChannelStats, Kind, LocalHub, array_table, table_array
 from splitrec_core.channel.base import ipc_bytes
-from splitrec_core.channel.flight import Timeouts, loopback_seats
+from splitrec_core.channel.flight.addresses import Timeouts
+from splitrec_core.channel.flight.loopback import loopback_seats
 from splitrec_core.channel.local import ChannelAborted
 from splitrec_core.channel.processes import run_in_processes
 
@@ -35,7 +36,7 @@ class _Counted:
     job: Callable[[Channel], Any]
 
     def __call__(self, channel: Channel) -> tuple[Any, dict]:
-        return self.job(channel), channel.stats().as_dict()
+        return self.job(channel), channel.sent().as_dict()
 
 
 Runner = Callable[[dict[str, Callable[[Channel], Any]]], tuple[dict[str, Any], dict]]
@@ -93,6 +94,11 @@ def _spoke(channel: Channel) -> float:
     return float(table_array(channel.recv(Kind.GRADIENT, other))[0])
 
 
+def _counts_after(job: Callable[[Channel], Any], channel: Channel) -> tuple[dict, dict]:
+    job(channel)
+    return channel.sent().as_dict(), channel.received().as_dict()
+
+
 def _sends_raw_features(channel: Channel) -> None:
     channel.send("raw_features", "b", pa.table({"x": [1]}))  # type: ignore[arg-type]
 
@@ -123,6 +129,19 @@ def test_messages_arrive_whole_and_in_order_per_kind_and_are_counted(run_parties
     assert traffic == {"early_stopping": {"bytes": stop, "messages": 1},
                        "embedding": {"bytes": size(H) + size(H[:1]), "messages": 2},
                        "gradient": {"bytes": size(G), "messages": 1}}
+
+
+def test_each_party_counts_what_it_sent_and_what_it_received(run_parties: Runner):
+    # Execute
+    outcomes, traffic = run_parties({"a": partial(_counts_after, _sender),
+                                     "b": partial(_counts_after, _out_of_order_receiver)})
+
+    # Assert: what one party sent, the other received, on every channel
+    (a_sent, a_received), (b_sent, b_received) = outcomes["a"], outcomes["b"]
+    assert sorted(a_sent) == ["embedding", "gradient"]
+    assert sorted(b_sent) == ["early_stopping"]
+    assert (a_received, b_received) == (b_sent, a_sent)
+    assert ChannelStats.merge(a_sent, b_sent) == traffic
 
 
 def test_three_parties_route_by_sender(run_parties: Runner):

@@ -1,5 +1,6 @@
 """The served deployments, as the Prefect API records them: the config's schedule in its time
-zone, and the parameters a user can edit per run in the UI."""
+zone, and the parameters a user can edit per run in the UI.
+"""
 
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ def test_a_serving_label_party_offers_retrain_and_score_and_feature_parties_scor
     from prefect.client.orchestration import get_client
 
     from deployments.serve import feature_party_jobs, label_party_deployments
-    from splitrec_core.channel.flight import free_ports
+    from splitrec_core.channel.flight.addresses import free_ports
     from splitrec_core.datasets.synthetic import write_parties
     from splitrec_core.federation import load_party, write_trial_federation
 

@@ -58,3 +58,24 @@ def test_every_shared_section_round_trips_through_a_trial_federation(tmp_path: P
         mine = view.config.party(name)
         assert mine.feature_columns == cfg.party(name).feature_columns, name
         assert all(view.config.party(p).is_peer for p in cfg.order if p != name), name
+
+
+def test_reading_a_federation_file_does_not_load_flight():
+    # Prepare: a fresh interpreter, so no other test has loaded Flight already
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = ("import sys; import splitrec_core.federation; "
+             "before = 'pyarrow.flight' in sys.modules; "
+             "import splitrec_core.channel.flight.endpoint; "
+             "print(before, 'pyarrow.flight' in sys.modules)")
+
+    # Execute
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+    # Assert: Flight loads with the endpoint, not with the federation file's reader
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "True"]

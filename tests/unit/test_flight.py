@@ -1,5 +1,6 @@
 """Who may talk over Flight: only this federation's parties, over mutual TLS, with their own
-tokens and the same federation file; anyone else is refused with an error that names the peer."""
+tokens and the same federation file; anyone else is refused with an error that names the peer.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 
 from splitrec_core.certs import make_trial_credentials
-from splitrec_core.channel import Kind, array_table, table_array
-from splitrec_core.channel.flight import FlightEndpoint, PeerError, Security, Timeouts
+from splitrec_core.channel import Kind, PeerError, array_table, table_array
+from splitrec_core.channel.flight.addresses import Timeouts
+from splitrec_core.channel.flight.auth import Security
+from splitrec_core.channel.flight.endpoint import FlightEndpoint
 
 QUICK = Timeouts(connect_s=3, recv_s=3, backoff_s=0.1)
 ORDER = ["label", "bank"]

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from splitrec_core.channel.flight import free_ports
+from splitrec_core.channel.flight.addresses import free_ports
 from splitrec_core.config import load_config
 from splitrec_core.io import read_json
 from splitrec_core.registry import SharedModel

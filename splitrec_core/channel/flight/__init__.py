@@ -1,0 +1,22 @@
+r"""Parties on their own hosts: Arrow Flight with mutual TLS and a bearer token per party.
+
+Every party runs one `FlightEndpoint` (a Flight server at its address). For each stage of a run
+the parties open a `FlightChannel`: of every pair that talks, the party later in the order dials
+the earlier one (so the label party, first, dials nobody; with parties apart only it and each
+feature party talk) and both directions share that one long-lived `DoExchange` stream. A message
+is the same framed Arrow IPC stream the process pipes carry, sent as one Flight message's app
+metadata (`kind\n<IPC bytes>`): one stream carries tables of any schema, and the counts per kind
+equal the other channels'.
+
+Who may connect: a peer whose certificate the federation's CA signed (mutual TLS) and whose
+bearer token hashes to the SHA-256 the federation file lists for it; both must be in the same
+session of the same federation (the federation file's hash). Plaintext only with
+`insecure = True`. A peer that does not come within `connect_s`, or a message that does not come
+within `recv_s`, stops the stage with an error naming the peer, never a hang.
+
+One job a module: `addresses` (where parties listen, how long to wait; no Flight needed),
+`auth` (credentials and the bearer-token check), `endpoint` (the server, dialing with backoff,
+starting a run), `channel` (one session's streams), `loopback` (a trial federation on this
+machine). This file imports none of them, so reading addresses and timeouts does not load
+`pyarrow.flight`.
+"""

@@ -1,0 +1,72 @@
+"""Who a party is on Flight: its credentials, and the check that a caller is one of its peers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyarrow import flight
+
+from splitrec_core.certs import PartyCredentials, token_sha256
+from splitrec_core.channel.flight.addresses import split_address
+from splitrec_core.errors import InputError
+
+
+@dataclass(frozen=True)
+class Security:
+    """One party's credentials: the federation CA, its own certificate, key, token (PEM bytes)."""
+
+    token: str = field(repr=False)
+    ca: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = field(default=None, repr=False)
+    insecure: bool = False
+
+    @classmethod
+    def from_files(cls, files: PartyCredentials, insecure: bool = False) -> Security:
+        """Read a party's credential files (with `insecure`, plaintext: the token alone).
+
+        A missing file is an error naming it.
+        """
+        needed = [files.token] if insecure else [files.token, files.ca, files.cert, files.key]
+        for path in needed:
+            if not path.exists():
+                raise InputError(path, None, "credential file does not exist (`splitrec certs` "
+                                             "makes trial ones)")
+        token = files.token.read_text().strip()
+        if insecure:
+            return cls(token=token, insecure=True)
+        return cls(token=token, ca=files.ca.read_bytes(), cert=files.cert.read_bytes(),
+                   key=files.key.read_bytes())
+
+    def location(self, address: str) -> flight.Location:
+        """`host:port` as this party's scheme: TLS unless insecure."""
+        host, port = split_address(address)
+        return (flight.Location.for_grpc_tcp(host, port) if self.insecure
+                else flight.Location.for_grpc_tls(host, port))
+
+
+class Caller(flight.ServerMiddleware):
+    """The party a call's bearer token belongs to."""
+
+    def __init__(self, party: str) -> None:
+        self.party = party
+
+
+class TokenCheck(flight.ServerMiddlewareFactory):
+    """Refuses a call unless its bearer token hashes to a listed peer's token hash."""
+
+    def __init__(self, token_hashes: dict[str, str]) -> None:
+        self._party_by_hash = {digest: party for party, digest in token_hashes.items()}
+
+    def start_call(self, info: flight.CallInfo, headers: dict) -> Caller:
+        """The caller, named by its token; a call without a listed token is refused."""
+        values = headers.get("authorization", [])
+        value = (values[0].decode() if values and isinstance(values[0], bytes)
+                 else (values or [""])[0])
+        if not value.startswith("Bearer "):
+            raise flight.FlightUnauthenticatedError("no bearer token")
+        party = self._party_by_hash.get(token_sha256(value.removeprefix("Bearer ")))
+        if party is None:
+            raise flight.FlightUnauthenticatedError("the bearer token is not one of this "
+                                                    "federation's parties'")
+        return Caller(party)

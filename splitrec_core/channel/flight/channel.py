@@ -1,0 +1,276 @@
+"""One session over Flight: a stream per peer, the inbox per kind it fills, and the channel.
+
+The label party's endpoint accepts the streams later parties open (`endpoint`); the party that
+dials reads its stream on a thread of its own. Either way a `Link` holds our side of the stream
+and `pump` moves what arrives into the link's inbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+from pyarrow import flight
+
+from splitrec_core.channel.base import (
+    ChannelStats,
+    Kind,
+    PeerError,
+    frame,
+    payload_size,
+    read_table,
+    split_frame,
+)
+from splitrec_core.channel.local import POLL_S
+
+if TYPE_CHECKING:
+    from splitrec_core.channel.flight.endpoint import FlightEndpoint
+
+ACK = b"accepted"  # the first message on a stream: the peer let us in
+BYE = b"bye"       # the last, from the party that was dialed: it is done with the session
+
+
+@dataclass
+class Link:
+    """Our side of the stream with one peer in one session: its inbox and the way out to it.
+
+    The stream's writer is used by the party's thread (to send) and by the thread reading the
+    stream (to end it when the peer says goodbye), so every use is under `lock`, and once the
+    stream is over the writer is dropped: a late send is a clear error, not a write to a closed
+    call.
+    """
+
+    peer: str
+    inbox: dict[str, queue.Queue[memoryview]] = field(
+        default_factory=lambda: {kind.value: queue.Queue() for kind in Kind})
+    failure: str | None = None  # why the stream is over, if it is
+    connected: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    writer: object = None       # the stream's writer while it is up
+
+    def attach(self, writer: object) -> None:
+        """Start writing to the peer through `writer`: the stream is up."""
+        with self.lock:
+            self.writer = writer
+        self.connected.set()
+
+    def write(self, message: bytes) -> None:
+        """Send the peer one message; a stream that is over is an error naming the peer."""
+        with self.lock:
+            if self.writer is None:
+                raise PeerError(f"{self.peer} {self.failure or 'is not connected'}")
+            self.writer.write_metadata(pa.py_buffer(message))  # type: ignore[attr-defined]
+
+    def detach(self, done_writing: bool) -> None:
+        """Stop writing (telling the peer so, if `done_writing`: our half of the stream ends)."""
+        with self.lock:
+            writer, self.writer = self.writer, None
+            if done_writing and writer is not None:
+                try:
+                    writer.done_writing()  # type: ignore[attr-defined]
+                except (flight.FlightError, pa.ArrowException, OSError):
+                    pass  # the peer is gone already; there is nothing left to tell it
+
+    def deliver(self, message: memoryview) -> None:
+        """Put a message from the peer in the inbox of its kind.
+
+        A message of no known kind ends the stream.
+        """
+        try:
+            kind, payload = split_frame(message)
+        except ValueError as error:
+            self.fail(f"sent {error}")
+            return
+        if kind not in self.inbox:
+            self.fail(f"sent a message of unknown kind {kind!r}")
+            return
+        self.inbox[kind].put(payload)
+
+    def fail(self, why: str) -> None:
+        """Mark the stream over for `why` (the first reason stays) and wake whoever waits."""
+        if self.failure is None:
+            self.failure = why
+        self.connected.set()
+
+
+def pump(reader: flight.MetadataRecordBatchReader, link: Link) -> None:
+    """Move every message arriving from `link.peer` into its inbox until the stream ends."""
+    try:
+        while True:
+            chunk = reader.read_chunk()
+            if chunk.app_metadata is None:
+                continue
+            message = memoryview(chunk.app_metadata)
+            if message == BYE:  # the peer we dialed is done: end our half too
+                link.fail("ended the session")
+                link.detach(done_writing=True)
+            else:
+                link.deliver(message)
+    except StopIteration:
+        link.fail("ended the session")
+    except (flight.FlightError, pa.ArrowException, OSError) as error:
+        link.fail(f"broke the stream: {first_line(error)}")
+
+
+class FlightChannel:
+    """Party `me`'s view of one session over Flight; counts what it sends and receives."""
+
+    def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str],
+                 hub: str | None = None) -> None:
+        self.me, self._endpoint, self._session = endpoint.me, endpoint, session
+        self._sent, self._received = ChannelStats(), ChannelStats()
+        self._links: dict[str, Link] = {}
+        self._dialed: dict[str, tuple[flight.FlightClient, threading.Thread]] = {}
+        self.then_close: FlightEndpoint | None = None  # an endpoint to stop with the channel
+        mine = order.index(self.me)
+        peers = [p for p in order if p != self.me and hub in (None, p, self.me)]
+        try:
+            for peer in peers:
+                if order.index(peer) < mine:
+                    self._links[peer] = self._dial(peer)
+            for peer in peers:
+                if order.index(peer) > mine:
+                    self._links[peer] = self._await(peer)
+        except BaseException:
+            self.close()
+            raise
+
+    def _dial(self, peer: str) -> Link:
+        """Open our stream to `peer` and start moving what arrives on it into the link's inbox.
+
+        Retries with backoff while the peer is not up yet.
+        """
+        endpoint = self._endpoint
+        hello = json.dumps({"session": self._session, "federation": endpoint.federation_hash})
+
+        def open_stream(client: flight.FlightClient, options: flight.FlightCallOptions,
+                        deadline: float) -> tuple:
+            writer, reader = client.do_exchange(flight.FlightDescriptor.for_command(hello), options)
+            try:
+                first = _read_with_deadline(reader, deadline)
+            except BaseException:
+                _hang_up(writer)
+                raise
+            if first is None or bytes(first) != ACK:
+                _hang_up(writer)
+                raise PeerError(f"{endpoint.where(peer)} did not accept our stream")
+            return writer, reader
+
+        client, (writer, reader) = endpoint.reach(peer, open_stream)
+        link = endpoint.link(self._session, peer)
+        link.attach(writer)
+        reading = threading.Thread(target=pump, args=(reader, link), daemon=True,
+                                   name=f"flight-{self.me}-from-{peer}")
+        reading.start()
+        self._dialed[peer] = (client, reading)
+        return link
+
+    def _await(self, peer: str) -> Link:
+        """Wait for `peer` to open its stream to us."""
+        link = self._links[peer] = self._endpoint.link(self._session, peer)
+        if not link.connected.wait(self._endpoint.timeouts.connect_s):
+            raise PeerError(f"{self._endpoint.where(peer)} did not connect to {self.me} within "
+                            f"{self._endpoint.timeouts.connect_s:.0f} s: is it running?")
+        if link.failure:
+            raise PeerError(f"{peer}: {link.failure}")
+        return link
+
+    def send(self, kind: Kind, to: str, table: pa.Table) -> None:
+        """Send `table` to party `to`."""
+        link = self._links[to]
+        message = frame(kind, table)
+        self._sent.add(kind, payload_size(message))
+        if self._endpoint.recorded is not None:
+            self._endpoint.recorded.append((kind, to, message))
+        try:
+            link.write(message)
+        except (flight.FlightError, pa.ArrowException, OSError) as error:
+            raise PeerError(f"sending '{kind.value}' to {self._endpoint.where(to)} failed: "
+                            f"{first_line(error)}") from None
+
+    def recv(self, kind: Kind, frm: str) -> pa.Table:
+        """Receive the next `kind` message from `frm`."""
+        link, timeouts = self._links[frm], self._endpoint.timeouts
+        inbox, deadline = link.inbox[kind.value], time.monotonic() + timeouts.recv_s
+        while True:
+            try:
+                payload = inbox.get(timeout=POLL_S)
+                self._received.add(kind, payload.nbytes)
+                return read_table(payload)
+            except queue.Empty:
+                if link.failure and inbox.empty():  # (a message may land just before the end)
+                    raise PeerError(f"{self.me} lost {self._endpoint.where(frm)} while waiting for "
+                                    f"'{kind.value}': {link.failure}") from None
+                if time.monotonic() > deadline:
+                    raise PeerError(f"{self.me} waited {timeouts.recv_s:.0f} s for "
+                                    f"'{kind.value}' from {self._endpoint.where(frm)}") from None
+
+    def sent(self) -> ChannelStats:
+        """What this party sent."""
+        return self._sent
+
+    def received(self) -> ChannelStats:
+        """What this party received (at the label party, with `sent`, all a star's traffic)."""
+        return self._received
+
+    def close(self) -> None:
+        """End the session.
+
+        Tell the parties that dialed us goodbye; end our half of the streams we opened and wait
+        (up to `connect_s`) until the peer has read everything we sent.
+        """
+        for peer, link in self._links.items():
+            if peer not in self._dialed:
+                with contextlib.suppress(PeerError, flight.FlightError, pa.ArrowException):
+                    link.write(BYE)
+                link.detach(done_writing=False)
+        for peer, (client, reading) in self._dialed.items():
+            self._links[peer].detach(done_writing=True)
+            reading.join(self._endpoint.timeouts.connect_s)
+            client.close()
+        self._endpoint.forget(self._session, self._links.values())
+        if self.then_close is not None:
+            self.then_close.close()
+
+    def __enter__(self) -> FlightChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _hang_up(writer: flight.FlightStreamWriter) -> None:
+    """End our side of a stream a peer refused; a peer already gone has nothing to flush."""
+    try:
+        writer.done_writing()
+        writer.close()
+    except (flight.FlightError, pa.ArrowException, OSError):
+        pass
+
+
+def _read_with_deadline(reader: flight.FlightStreamReader, deadline: float) -> memoryview | None:
+    """The first message on a fresh stream, cancelling the read at `deadline`.
+
+    Flight has no per-read timeout.
+    """
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), reader.cancel)
+    watchdog.start()
+    try:
+        chunk = reader.read_chunk()
+        return None if chunk.app_metadata is None else memoryview(chunk.app_metadata)
+    except flight.FlightCancelledError:
+        raise flight.FlightUnavailableError("no answer before the deadline") from None
+    finally:
+        watchdog.cancel()
+
+
+def first_line(error: BaseException) -> str:
+    """The part of a Flight error a person needs (gRPC appends its debug context)."""
+    text = (str(error).strip() or type(error).__name__).splitlines()[0]
+    return text.split(". Detail:")[0].split(". gRPC client debug context")[0]
