@@ -15,6 +15,8 @@ from splitrec_core.federation import PartyView
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
+    from splitrec_core.apart.serving import Job
+
 
 def retrain_deployment(config: Path, workdir: Path, name: str = "retrain") -> RunnerDeployment:
     """The pipeline as a deployment on the config's cron schedule in its time zone; its
@@ -90,22 +92,23 @@ def serve_label_party(view: PartyView, federation: Path, private: Path, workdir:
 
 
 def feature_party_jobs(view: PartyView, federation: Path, private: Path, workdir: Path,
-                       ) -> dict[str, Callable[[str], object]]:
+                       ) -> dict[Job, Callable[[str], object]]:
     """What a serving feature party runs when the label party asks: its `party_pipeline`, its
     `party_score` on its `score_input` (only if its private file names one), a move of its
     registry's aliases; each flow in this party's own Prefect."""
     from flows.party import party_flows
-    from splitrec_core.apart_models import move_apart
+    from splitrec_core.apart.registry_protocol import move_apart
+    from splitrec_core.apart.serving import Job
     from splitrec_core.workspace import Workspace
 
     party_pipeline, party_score = party_flows(view.config.party(view.me).engine)
     args = (str(federation), view.me, str(private))
-    jobs: dict[str, Callable[[str], object]] = {
-        "train": lambda run_id: party_pipeline(*args, run_id, str(workdir)),
-        "models": lambda run_id: move_apart(view, run_id, None, Workspace(workdir)),
+    jobs: dict[Job, Callable[[str], object]] = {
+        Job.TRAIN: lambda run_id: party_pipeline(*args, run_id, str(workdir)),
+        Job.MODELS: lambda run_id: move_apart(view, run_id, None, Workspace(workdir)),
     }
     if view.private.score_input:
-        jobs["score"] = lambda run_id: party_score(*args, None, run_id, str(workdir))
+        jobs[Job.SCORE] = lambda run_id: party_score(*args, None, run_id, str(workdir))
     return jobs
 
 
@@ -114,7 +117,7 @@ def serve_feature_party(view: PartyView, federation: Path, private: Path, workdi
     party starts (`feature_party_jobs`)."""
     import time
 
-    from splitrec_core.apart import accept_runs
+    from splitrec_core.apart.serving import accept_runs
 
     jobs = feature_party_jobs(view, federation, private, workdir)
     serving = accept_runs(view, jobs)

@@ -383,7 +383,7 @@ party_app.add_typer(party_models_app, name="models")
 
 def _own_registry(federation: Path, party: str, private: Path | None,
                   workdir: Path | None) -> tuple[PartyView, Registry, Path]:
-    from splitrec_core.apart import own_registry
+    from splitrec_core.apart.registry_protocol import own_registry
     from splitrec_core.workspace import Workspace
 
     view, _, root = _party_setup(federation, party, private, workdir)
@@ -420,7 +420,7 @@ def _move_apart(federation: Path, party: str, private: Path | None, workdir: Pat
     from splitrec_core.channel import PeerError
 
     try:
-        from splitrec_core.apart_models import move_apart
+        from splitrec_core.apart.registry_protocol import move_apart
         from splitrec_core.workspace import Workspace
 
         view, _, root = _own_registry(federation, party, private, workdir)
@@ -442,7 +442,7 @@ def party_models_promote(federation: Path, party: PartyName, version: str,
                          run_id: RunId = None, invite: Invite = False,
                          private: PrivateFile = None, workdir: Workdir = None) -> None:
     """Label party: make VERSION (or the candidate) current at every party, or at none."""
-    from splitrec_core.apart_models import promote
+    from splitrec_core.apart.registry_protocol import promote
 
     _move_apart(federation, party, private, workdir, run_id, invite, promote(version))
 

@@ -1,5 +1,6 @@
-"""Prefect tasks for a party running apart: its side of PSI, split training, registering and
-scoring, over Flight.
+"""Prefect tasks for a party running apart, over Flight.
+
+Its side of PSI, split training, registering and scoring.
 
 Their cache keys include the run ID that every party of the run shares: within a run a stage is
 cached (a retried flow run skips what finished), and a new run ID runs every stage afresh at
@@ -14,6 +15,7 @@ from pathlib import Path
 from prefect import task
 
 from splitrec_core.align import Alignment
+from splitrec_core.apart.serving import Job
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
 from splitrec_core.promotion import Verdict
@@ -30,7 +32,7 @@ from tasks.train import epoch_progress
 def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
                      workdir: Path) -> Alignment:
     """This party's side of ECDH PSI with the federation's other parties."""
-    from splitrec_core.apart import align_apart
+    from splitrec_core.apart.psi import align_apart
 
     return align_apart(view, run_id, validated, Workspace(workdir))
 
@@ -38,9 +40,11 @@ def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
 @task(name="train_split_mmoe", task_run_name="train_split_mmoe-{run_id}", **task_options())
 def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
                      workdir: Path) -> tuple[dict[str, Path], TrainResult | None]:
-    """This party's part of split training; a retry resumes from the last common epoch. At the
-    label party, the run's page shows a progress artifact, updated every epoch."""
-    from splitrec_core.apart import train_apart
+    """This party's part of split training; a retry resumes from the last common epoch.
+
+    At the label party, the run's page shows a progress artifact, updated every epoch.
+    """
+    from splitrec_core.apart.training import train_apart
 
     if view.me != view.federation.label_party:
         return train_apart(view, run_id, features, Workspace(workdir))
@@ -52,22 +56,26 @@ def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
 
 
 @task(name="start_run", task_run_name="start_{job}_run-{run_id}", **task_options())
-def invite_parties(view: PartyView, run_id: str, job: str = "train") -> dict[str, str]:
-    """The label party asks every serving feature party to start its part of run `run_id` of
-    `job` (train, score)."""
-    from splitrec_core.apart import invite
+def invite_parties(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[str, str]:
+    """The label party asks every serving feature party to start its part of a run.
 
-    return invite(view, run_id, job)
+    The run is run `run_id` of `job` (train, score).
+    """
+    from splitrec_core.apart.serving import invite
+
+    return invite(view, run_id, Job(job))
 
 
 @task(name="register", task_run_name="register-{run_id}",
       **uncached_task_options())
 def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path | None,
                         workdir: Path) -> Verdict:
-    """Register our part of the run's model as version `run_id`; at the label party, judge it
-    and add the verdict to the report. Every party always runs it (never cached), so no party
-    waits for one that skipped it."""
-    from splitrec_core.apart_models import register_apart
+    """Register our part of the run's model as version `run_id`.
+
+    At the label party, judge it and add the verdict to the report. Every party always runs it
+    (never cached), so no party waits for one that skipped it.
+    """
+    from splitrec_core.apart.registry_protocol import register_apart
 
     verdict = register_apart(view, run_id, export, report, Workspace(workdir))
     if report is not None:
@@ -78,8 +86,10 @@ def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path
 @task(name="score", task_run_name="score-{run_id}", **task_options())
 def score_with_peers(view: PartyView, run_id: str, model: str, rows: Path,
                      workdir: Path) -> Scored | None:
-    """Our part of scoring `rows` with the version the label party names (`model`); the
-    predictions come back at the label party only."""
-    from splitrec_core.apart import score_apart
+    """Our part of scoring `rows` with the version the label party names (`model`).
+
+    The predictions come back at the label party only.
+    """
+    from splitrec_core.apart.scoring import score_apart
 
     return score_apart(view, run_id, model, rows, Workspace(workdir))

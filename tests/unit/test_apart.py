@@ -1,5 +1,7 @@
-"""Parties apart: each party has only its own folder (its data, its private file, its copy of the
-federation file, its credentials) and talks to the others over Flight with mutual TLS.
+"""Parties apart: each party has only its own folder and talks to the others over Flight.
+
+Its folder holds its data, its private file, its copy of the federation file and its
+credentials; the parties talk over Flight with mutual TLS.
 
 The split computation is the same as in one process (same predictions), nothing raw crosses,
 and a feature party killed mid-training is restarted and resumes from the epoch every party
@@ -44,10 +46,13 @@ if result is not None:
 
 
 def run_party(view: PartyView, run_id: str, workdir: Path, retries: int = 0):
-    """One party's stages with the core library, as `party_pipeline` runs them as tasks: the
-    stages before training are kept once done (as the flow's cache keeps them within a run), and
-    training is retried `retries` times after a peer is lost (as its task is)."""
-    from splitrec_core.apart import align_apart, train_apart
+    """One party's stages with the core library, as `party_pipeline` runs them as tasks.
+
+    The stages before training are kept once done (as the flow's cache keeps them within a run),
+    and training is retried `retries` times after a peer is lost (as its task is).
+    """
+    from splitrec_core.apart.psi import align_apart
+    from splitrec_core.apart.training import train_apart
     from splitrec_core.features import PartyFeatures, build_features
     from splitrec_core.validate import validate_party
     from splitrec_core.workspace import Workspace
@@ -107,8 +112,10 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     # the feature parties serve, so the label party starts the run
     import pandas as pd
 
-    from splitrec_core.apart import accept_runs, endpoint, invite, score_apart
-    from splitrec_core.apart_models import move_apart, promote
+    from splitrec_core.apart.registry_protocol import move_apart, promote
+    from splitrec_core.apart.scoring import score_apart
+    from splitrec_core.apart.serving import Job, accept_runs, invite
+    from splitrec_core.apart.sessions import endpoint
     from splitrec_core.errors import InputError
     from splitrec_core.export import export_party
     from splitrec_core.registry import Aliases, Registry
@@ -131,10 +138,11 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
 
     for party in cfg.feature_parties:
         accept_runs(views[party.name], {
-            "train": lambda run_id, name=party.name: run_here(name, run_id),
-            "score": lambda run_id, name=party.name: scored.update({name: score_here(name, run_id)}),
-            "models": lambda run_id, name=party.name: move_apart(views[name], run_id, None,
-                                                                 Workspace(folder_of(name) / "run")),
+            Job.TRAIN: lambda run_id, name=party.name: run_here(name, run_id),
+            Job.SCORE: lambda run_id, name=party.name: scored.update(
+                {name: score_here(name, run_id)}),
+            Job.MODELS: lambda run_id, name=party.name: move_apart(
+                views[name], run_id, None, Workspace(folder_of(name) / "run")),
         })
 
     # Execute: the label party starts run apart-1 at the serving parties and runs its own part
@@ -152,7 +160,8 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
 
     # Assert: each serving party ran the run it was asked to, once
     assert answers == {"bank": "bank: started run apart-1", "media": "media: started run apart-1"}
-    assert invite(views[cfg.label_party], "apart-1")["bank"] == "bank: run apart-1 was started already"
+    again = invite(views[cfg.label_party], "apart-1")
+    assert again["bank"] == "bank: run apart-1 was started already"
     assert [results[p.name] for p in cfg.feature_parties] == [("apart-1", None)] * 2
     # the label party's predictions are the one-process run's
     apart = results[cfg.label_party][1]
@@ -184,7 +193,7 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
         return score_apart(views[name], run_id, "current", folder_of(name) / "new.csv",
                            Workspace(folder_of(name) / "run"))
 
-    invite(views[cfg.label_party], "score-1", "score")
+    invite(views[cfg.label_party], "score-1", Job.SCORE)
     scored[cfg.label_party] = score_here(cfg.label_party, "score-1")
     deadline = time.monotonic() + 30
     while len(scored) < 3 and time.monotonic() < deadline:
@@ -240,8 +249,8 @@ def _start(folder: Path, party: str, run_id: str) -> subprocess.Popen:
 
 
 def _checkpoints(folder: Path, party: str) -> list[int]:
-    return sorted(int(p.stem.split("-")[1]) for p in
-                  (folder / "run" / "parties" / party / "trained").glob("checkpoints/*/epoch-*.npz"))
+    trained = folder / "run" / "parties" / party / "trained"
+    return sorted(int(p.stem.split("-")[1]) for p in trained.glob("checkpoints/*/epoch-*.npz"))
 
 
 def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epoch(federation):
@@ -257,7 +266,8 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     # Execute: a process per party; SIGKILL the bank once it has finished epoch 2, start it again
     running = {p: _start(folder, p, "killed-1") for p, folder in folders.items()}
     deadline = time.monotonic() + 120
-    while len(_checkpoints(folders["bank"], "bank")) < 2 or _checkpoints(folders["bank"], "bank")[-1] < 2:
+    while (len(_checkpoints(folders["bank"], "bank")) < 2
+           or _checkpoints(folders["bank"], "bank")[-1] < 2):
         assert running["bank"].poll() is None, running["bank"].communicate()[1][-2000:]
         assert time.monotonic() < deadline, "the bank never reached epoch 2"
         time.sleep(0.01)
@@ -275,7 +285,8 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     assert resumed["resumed_after_epoch"] >= 2
     assert resumed["epochs_run"] == unbroken.epochs_run
     tasks = cfg.task_names
-    label_test = folders["advertiser"] / "run" / "parties" / "advertiser" / "features" / "test.parquet"
+    label_features = folders["advertiser"] / "run" / "parties" / "advertiser" / "features"
+    label_test = label_features / "test.parquet"
     broken_metrics = evaluate(Path(resumed["predictions"]), label_test, tasks)
     whole_metrics = evaluate(unbroken.predictions, features[cfg.label_party].test, tasks)
     for task in tasks:
@@ -362,7 +373,8 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
     assert (out / "advertiser" / "run" / "report" / "report.md").exists()
     # the label party's own Prefect shows training's progress and a log line per epoch
     with sqlite3.connect(out / "advertiser" / ".prefect-home" / "prefect.db") as db:
-        progress = db.execute("SELECT data FROM artifact WHERE key = 'synthetic-training'").fetchall()
+        progress = db.execute("SELECT data FROM artifact WHERE key = 'synthetic-training'"
+                              ).fetchall()
         epoch_lines = db.execute("SELECT count(*) FROM log WHERE message LIKE 'epoch %: loss %'"
                                  ).fetchone()[0]
     assert [float(data) for (data,) in progress] == [100.0]

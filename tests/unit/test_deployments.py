@@ -1,6 +1,5 @@
 """The served deployments, as the Prefect API records them: the config's schedule in its time
-zone, and the parameters a user can edit per run in the UI.
-"""
+zone, and the parameters a user can edit per run in the UI."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Who may talk over Flight: only this federation's parties, over mutual TLS, with their own
-tokens and the same federation file; anyone else is refused with an error that names the peer.
+"""Who may talk over Flight: only this federation's parties, and anyone else is refused.
+
+Only this federation's parties talk, over mutual TLS, with their own tokens and the same
+federation file; anyone else is refused with an error that names the peer.
 """
 
 from __future__ import annotations
@@ -110,7 +112,8 @@ def test_a_different_federation_file_stops_both_parties_naming_the_one_that_diff
 
 def test_a_party_that_never_starts_fails_the_run_within_the_timeout_naming_it(federation):
     label, _, _ = federation
-    with pytest.raises(PeerError, match=r"bank at 127\.0\.0\.1:1 did not connect to label within 3 s"):
+    with pytest.raises(PeerError,
+                       match=r"bank at 127\.0\.0\.1:1 did not connect to label within 3 s"):
         label.channel("s", ORDER)
 
 

@@ -1,7 +1,9 @@
-"""The model registry when the parties run apart: each party keeps its own part of every version in
-its own registry, and the label party, which holds the metrics, decides which version is current.
+"""The model registry when the parties run apart: the label party decides, every party moves.
 
-Two sessions, both led by the label party over the `registry` message kind:
+Each party keeps its own part of every version in its own registry, and the label party, which
+holds the metrics, decides which version is current.
+
+Two sessions, both led by the label party over the `registry` message kind (`messages`):
 - `register_apart`, the last stage of a training run: every party registers its part as version
   `run_id`, and the label party's verdict moves every party's aliases;
 - `move_apart` (`splitrec party models promote|rollback`): the label party asks every feature
@@ -19,8 +21,20 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from splitrec_core.apart import invite, own_registry, recv_json, send_json, session
-from splitrec_core.channel.flight.channel import FlightChannel
+from splitrec_core.apart.messages import (
+    Abort,
+    Holds,
+    HoldsVersion,
+    Judged,
+    Moved,
+    NewAliases,
+    Registered,
+    receive,
+    send,
+)
+from splitrec_core.apart.serving import Job, invite
+from splitrec_core.apart.sessions import session
+from splitrec_core.channel import Channel
 from splitrec_core.errors import InputError
 from splitrec_core.evaluate import Report, VersionMetrics
 from splitrec_core.federation import PartyView
@@ -30,33 +44,39 @@ from splitrec_core.registry import Aliases, Registry, version_manifest
 from splitrec_core.workspace import Workspace
 
 
+def own_registry(view: PartyView, workdir: Workspace) -> Registry:
+    """This party's registry of the federation's model."""
+    return Registry(view.me, workdir.registry(view.me, view.federation.name))
+
+
 def register_apart(view: PartyView, run_id: str, export: Path, report: Path | None,
                    workdir: Workspace) -> Verdict:
-    """Register this party's export as version `run_id` of the federation's model, in its own
-    registry. The label party judges the version against its champion and sends every feature
-    party the version's metrics and the verdict; each registers its part, moves its aliases as
-    the verdict says and confirms; the label party moves its own aliases last."""
+    """Register this party's export as version `run_id` of the federation's model.
+
+    The part goes into this party's own registry. The label party judges the version
+    against its champion and sends every feature party the version's metrics and the verdict;
+    each registers its part, moves its aliases as the verdict says and confirms; the label party
+    moves its own aliases last.
+    """
     cfg, me, label = view.config, view.me, view.federation.label_party
     registry = own_registry(view, workdir)
     settings = view.federation.hash()
     with session(view, run_id, "register") as channel:
         if me != label:
-            shared = recv_json(channel, label)
-            verdict = Verdict(**shared["verdict"])
-            metrics = VersionMetrics.from_json(shared["metrics"])
-            registry.register(run_id, export, version_manifest(cfg, settings, metrics,
+            judged = receive(channel, label, Judged)
+            registry.register(run_id, export, version_manifest(cfg, settings, judged.metrics,
                                                                view.data_file))
-            registry.write_aliases(_moved(registry.aliases(), verdict))
-            send_json(channel, label, {"registered": run_id})
-            return verdict
+            registry.write_aliases(_moved(registry.aliases(), judged.verdict))
+            send(channel, label, Registered(run_id))
+            return judged.verdict
         assert report is not None  # the label party evaluated the run
         metrics = Report.load(report).version_metrics
         registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
         verdict = judge_against_champion(registry, run_id, cfg.registry)
         for party in cfg.followers:
-            send_json(channel, party, {"metrics": metrics.as_json(), "verdict": verdict.as_json()})
+            send(channel, party, Judged(metrics, verdict))
         for party in cfg.followers:
-            recv_json(channel, party)
+            receive(channel, party, Registered)
         registry.write_aliases(_moved(registry.aliases(), verdict))
     return verdict
 
@@ -75,12 +95,14 @@ def promote(version: str) -> Callable[[Aliases], Aliases]:
 
 def move_apart(view: PartyView, run_id: str, change: Callable[[Aliases], Aliases] | None,
                workdir: Workspace, invite_parties: bool = False) -> Aliases:
-    """Move every party's aliases in session `run_id`: at the label party by `change` (`promote`,
-    `Aliases.rolled_back`), at a feature party (`change` None) as the label party says. Every
-    party moves, or none does: a version a feature party lacks is an error naming it, and
-    nothing moves. With `invite_parties`, the label party first starts the move at the serving
-    feature parties (once it knows the move is possible here). Returns this party's aliases
-    afterwards."""
+    """Move every party's aliases in session `run_id`; this party's aliases afterwards.
+
+    At the label party by `change` (`promote`, `Aliases.rolled_back`), at a feature party
+    (`change` None) as the label party says. Every party moves, or none does: a version a
+    feature party lacks is an error naming it, and nothing moves. With `invite_parties`, the
+    label party first starts the move at the serving feature parties (once it knows the move is
+    possible here).
+    """
     label = view.federation.label_party
     registry = own_registry(view, workdir)
     if view.me != label:
@@ -96,34 +118,38 @@ def move_apart(view: PartyView, run_id: str, change: Callable[[Aliases], Aliases
     target = registry.resolve(str(new.current))  # the label party lacks it: an error here
     followers = view.config.followers
     if invite_parties:
-        invite(view, run_id, "models")
+        invite(view, run_id, Job.MODELS)
     with session(view, run_id, "models") as channel:
         for party in followers:
-            send_json(channel, party, {"holds": target})
-        lacking = [p for p in followers if not recv_json(channel, p)["holds"]]
+            send(channel, party, HoldsVersion(target))
+        lacking = [p for p in followers if not receive(channel, p, Holds).holds]
         if lacking:
-            why = f"{', '.join(lacking)} {'lacks' if len(lacking) == 1 else 'lack'} version {target}"
+            lack = "lacks" if len(lacking) == 1 else "lack"
+            why = f"{', '.join(lacking)} {lack} version {target}"
             for party in followers:
-                send_json(channel, party, {"abort": why})
+                send(channel, party, Abort(why))
             raise InputError(registry.root, None, f"nothing moved: {why}")
         write_json(asdict(new), journal)
         for party in followers:
-            send_json(channel, party, {"aliases": asdict(new)})
+            send(channel, party, NewAliases(new))
         for party in followers:
-            recv_json(channel, party)
+            receive(channel, party, Moved)
     registry.write_aliases(new)
     journal.unlink()
     return new
 
 
-def _follow(channel: FlightChannel, registry: Registry, label: str) -> Aliases:
-    """A feature party's side of a move: say whether it holds the version, then take the label
-    party's aliases (or keep its own if the move was called off)."""
-    send_json(channel, label, {"holds": registry.holds(recv_json(channel, label)["holds"])})
-    order = recv_json(channel, label)
-    if "abort" in order:
+def _follow(channel: Channel, registry: Registry, label: str) -> Aliases:
+    """A feature party's side of a move.
+
+    Say whether it holds the version, then take the label party's aliases (or keep its own if
+    the move was called off).
+    """
+    asked = receive(channel, label, HoldsVersion)
+    send(channel, label, Holds(registry.holds(asked.version)))
+    order = receive(channel, label, NewAliases, Abort)
+    if isinstance(order, Abort):
         return registry.aliases()
-    moved = Aliases(**order["aliases"])
-    registry.write_aliases(moved)
-    send_json(channel, label, {"moved": True})
-    return moved
+    registry.write_aliases(order.aliases)
+    send(channel, label, Moved())
+    return order.aliases

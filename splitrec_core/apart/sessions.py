@@ -1,0 +1,39 @@
+"""A party's Flight endpoint, kept up for the process's life, and the sessions of a run on it."""
+
+from __future__ import annotations
+
+import atexit
+
+from splitrec_core.channel import Channel, ChannelStats
+from splitrec_core.channel.flight.channel import FlightChannel
+from splitrec_core.channel.flight.endpoint import FlightEndpoint
+from splitrec_core.federation import PartyView
+
+_ENDPOINTS: dict[tuple[str, str], FlightEndpoint] = {}
+
+
+def endpoint(view: PartyView) -> FlightEndpoint:
+    """This party's Flight endpoint, started on first use and kept up for the process's life."""
+    key = (view.federation.hash(), view.me)
+    if key not in _ENDPOINTS:
+        _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), view.peers,
+                                         view.token_hashes, view.federation.hash(), view.timeouts())
+        atexit.register(_ENDPOINTS[key].close)
+    return _ENDPOINTS[key]
+
+
+def session(view: PartyView, run_id: str, stage: str) -> FlightChannel:
+    """Open `stage` of run `run_id`: with the label party, or at it with every feature party.
+
+    Nothing passes between feature parties, so they never connect.
+    """
+    return endpoint(view).channel(f"{run_id}/{stage}", view.federation.order,
+                                  hub=view.federation.label_party)
+
+
+def party_traffic(channel: Channel) -> dict[str, dict[str, int]]:
+    """What crossed this party's channel, sent and received.
+
+    At the label party, through which every message of a run passes, the whole run's traffic.
+    """
+    return ChannelStats.merge(channel.sent().as_dict(), channel.received().as_dict())
