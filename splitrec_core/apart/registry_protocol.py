@@ -36,7 +36,7 @@ from splitrec_core.apart.serving import Job, invite
 from splitrec_core.apart.sessions import session
 from splitrec_core.channel import Channel
 from splitrec_core.errors import InputError
-from splitrec_core.evaluate import Report, VersionMetrics
+from splitrec_core.evaluate import Report
 from splitrec_core.federation import PartyView
 from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict, judge_against_champion

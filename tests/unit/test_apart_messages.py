@@ -20,6 +20,7 @@ from splitrec_core.apart.messages import (
     send,
 )
 from splitrec_core.channel import Kind, LocalHub, PeerError
+from splitrec_core.evaluate import VersionMetrics
 from splitrec_core.promotion import Verdict
 from splitrec_core.registry import Aliases
 
@@ -29,8 +30,9 @@ VERDICT_JSON = {"version": "v2", "champion": "v1", "promote": True, "reasons": [
 
 @pytest.mark.parametrize(("message", "body"), [
     (ScoreWith("v2"), {"version": "v2"}),
-    (Judged({"tasks": {"income": {"auc": 0.9}}}, VERDICT),
-     {"metrics": {"tasks": {"income": {"auc": 0.9}}}, "verdict": VERDICT_JSON}),
+    (Judged(VersionMetrics({"income": {"auc": 0.9}}, {"epochs_run": 3}, {}), VERDICT),
+     {"metrics": {"tasks": {"income": {"auc": 0.9}}, "training": {"epochs_run": 3},
+                  "leakage": {}}, "verdict": VERDICT_JSON}),
     (Registered("v2"), {"registered": "v2"}),
     (HoldsVersion("v2"), {"holds": "v2"}),
     (Holds(False), {"holds": False}),
