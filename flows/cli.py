@@ -16,7 +16,7 @@ import typer
 from splitrec_core.errors import InputError
 
 if TYPE_CHECKING:
-    from splitrec_core.federation import PartyView
+    from splitrec_core.federation import PartyFiles, PartyView
     from splitrec_core.registry import Aliases, Registry, SharedModel
 
 # Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; give the temporary
@@ -180,17 +180,15 @@ PrivateFile = Annotated[Path | None, typer.Option(
 
 
 def _party_setup(federation: Path, party: str, private: Path | None,
-                 workdir: Path | None) -> tuple[PartyView, Path, Path]:
+                 workdir: Path | None) -> tuple[PartyView, PartyFiles]:
     """Read our files before Prefect starts (a bad one fails in a second) and keep our cached
-    results in our run folder; our view, private file and run folder (default: `run` beside
-    FEDERATION)."""
-    from splitrec_core.federation import load_party
+    results in our run folder; our view and files."""
+    from splitrec_core.federation import PartyFiles
 
-    private = (private or federation.parent / "party.toml").resolve()
-    view = load_party(federation, private, party)
-    root = (workdir or federation.parent / "run").resolve()
-    _use_workdir_results(root)
-    return view, private, root
+    files = PartyFiles(federation=federation, party=party, private=private, workdir=workdir)
+    view = files.load()
+    _use_workdir_results(files.workdir)
+    return view, files
 
 
 RunId = Annotated[str | None, typer.Option(
@@ -212,12 +210,12 @@ def party_run(federation: Path, party: PartyName, private: PrivateFile = None,
     """Run our part of the pipeline; the other parties run theirs on their own hosts."""
     _needs_run_id(run_id, invite)
     try:
-        view, private, root = _party_setup(federation, party, private, workdir)
+        view, files = _party_setup(federation, party, private, workdir)
         from flows.party import party_flows
 
         _quiet_prefect_input_errors()
         pipeline, _ = party_flows(view.config.party(party).engine)
-        report = pipeline(str(federation), party, str(private), run_id, str(root), invite)
+        report = pipeline(files, run_id=run_id, invite=invite)
     except InputError as error:
         _fail(error)
     if report:
@@ -239,14 +237,13 @@ def party_score(federation: Path, party: PartyName,
     label party."""
     _needs_run_id(run_id, invite)
     try:
-        view, private, root = _party_setup(federation, party, private, workdir)
+        view, files = _party_setup(federation, party, private, workdir)
         from flows.party import party_flows
 
         _quiet_prefect_input_errors()
         _, score_flow = party_flows(view.config.party(party).engine)
-        predictions = score_flow(str(federation), party, str(private),
-                                 str(rows.resolve()) if rows else None, run_id, str(root), model,
-                                 invite)
+        predictions = score_flow(files, rows=str(rows.resolve()) if rows else None,
+                                 run_id=run_id, model=model, invite=invite)
     except InputError as error:
         _fail(error)
     typer.echo(f"predictions: {predictions}" if predictions else
@@ -260,11 +257,11 @@ def party_serve(federation: Path, party: PartyName, private: PrivateFile = None,
     UI), which starts each run at the feature parties; a feature party keeps its endpoint up and
     runs its part whenever the label party starts a run. Ctrl-C stops."""
     try:
-        view, private, root = _party_setup(federation, party, private, workdir)
+        view, files = _party_setup(federation, party, private, workdir)
         from deployments.serve import serve_feature_party, serve_label_party
 
         serve = serve_label_party if party == view.federation.label_party else serve_feature_party
-        serve(view, federation.resolve(), private, root)
+        serve(view, files.model_copy(update={"federation": federation.resolve()}))
     except InputError as error:
         _fail(error)
 
@@ -282,8 +279,7 @@ def party_trial(config: Path, data_workdir: Annotated[Path, typer.Option(
 
         cfg = load_config(config)
         files = {p.name: cfg.party_file(p, data_workdir) for p in cfg.parties}
-        ports = [base_port + i for i in range(len(cfg.parties))]
-        for party, (shared, private) in write_trial_federation(cfg, files, out, ports).items():
+        for party, (shared, private) in write_trial_federation(cfg, files, out, base_port).items():
             typer.echo(f"{party}: {shared} {private}")
     except InputError as error:
         _fail(error)
@@ -295,7 +291,6 @@ def certs(federation: Path, out: Annotated[Path, typer.Option(
     """Make a trial CA and, per party of FEDERATION, a certificate, key and token; print the
     token hashes for the federation file (a real federation brings its own CA)."""
     from splitrec_core.certs import make_trial_credentials
-    from splitrec_core.channel.flight.addresses import split_address
     from splitrec_core.config import read_toml, validated
     from splitrec_core.federation import Federation
 
@@ -303,8 +298,7 @@ def certs(federation: Path, out: Annotated[Path, typer.Option(
         shared = validated(Federation, read_toml(federation), federation)
     except InputError as error:
         _fail(error)
-    hosts = {p.name: [split_address(p.address)[0]] for p in shared.parties}
-    for party, files in make_trial_credentials(hosts, out).items():
+    for party, files in make_trial_credentials(shared.certificate_hosts(), out).items():
         typer.echo(f'{party}: {files.cert.parent}  token_sha256 = "{files.token_sha256()}"')
 
 
@@ -386,8 +380,8 @@ def _own_registry(federation: Path, party: str, private: Path | None,
     from splitrec_core.apart.registry_protocol import own_registry
     from splitrec_core.workspace import Workspace
 
-    view, _, root = _party_setup(federation, party, private, workdir)
-    return view, own_registry(view, Workspace(root)), root
+    view, files = _party_setup(federation, party, private, workdir)
+    return view, own_registry(view, Workspace(files.workdir)), files.workdir
 
 
 @party_models_app.command("list")

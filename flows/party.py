@@ -1,17 +1,17 @@
-"""One party's pipeline when the parties run apart, each on its own host under its own Prefect:
+"""One party's pipeline when the parties run apart, each on its own host under its own Prefect.
+
 validate → PSI → features → split training → (label party: label-only baseline, evaluate) →
 export → register (label party: promote, report). It reads only this party's files; everything
-else arrives over Flight."""
+else arrives over Flight.
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from prefect import Flow, flow
 from prefect.runtime import flow_run
 
 from splitrec_core.config import EngineConfig
-from splitrec_core.federation import load_party
+from splitrec_core.federation import PartyFiles
 from tasks._common import on_run_cluster, party_task_runner
 from tasks.apart import (
     align_with_peers,
@@ -30,13 +30,15 @@ from tasks.validate import validate_input
 
 
 @flow(name="party_pipeline", log_prints=True, on_failure=[report_failure])
-def party_pipeline(federation: str, party: str, private: str, run_id: str | None = None,
-                   workdir: str = "run", invite: bool = False) -> str | None:
-    """Run `party`'s part of run `run_id` (default: a new ID); at the label party return
-    `report/metrics.json`. With `invite`, the label party first starts the run at every feature
-    party that serves (`splitrec party serve`)."""
-    view = load_party(Path(federation), Path(private), party)
-    cfg, root = view.config, Path(workdir).resolve()
+def party_pipeline(files: PartyFiles, *, run_id: str | None = None, invite: bool = False,
+                   ) -> str | None:
+    """Run the part of the party `files` names in run `run_id` (default: a new ID).
+
+    At the label party, return `report/metrics.json`. With `invite`, the label party first
+    starts the run at every feature party that serves (`splitrec party serve`).
+    """
+    view = files.load()
+    cfg, party, root = view.config, files.party, files.workdir
     run_id = run_id or f"run-{flow_run.get_id()}"[:12]
 
     # 0. The label party starts the run at the feature parties
@@ -71,25 +73,28 @@ def party_pipeline(federation: str, party: str, private: str, run_id: str | None
 
 
 @flow(name="party_score", log_prints=True, on_failure=[report_failure])
-def party_score(federation: str, party: str, private: str, rows: str | None = None,
-                run_id: str | None = None, workdir: str = "run", model: str = "current",
-                invite: bool = False) -> str | None:
-    """Run `party`'s part of scoring its new `rows` (default: its private file's `score_input`)
-    in run `run_id` (the same at every party; default: a new ID) with the version the label
-    party's `model` names; at the label party return the predictions file. With `invite`, the
-    label party first starts the run at every feature party that serves scoring."""
-    view = load_party(Path(federation), Path(private), party)
+def party_score(files: PartyFiles, *, rows: str | None = None, run_id: str | None = None,
+                model: str = "current", invite: bool = False) -> str | None:
+    """Run a party's part of scoring its new `rows` (default: its `score_input`) in run `run_id`.
+
+    The run ID is the same at every party (default: a new one); the version is the one the
+    label party's `model` names. At the label party, return the predictions file. With
+    `invite`, the label party first starts the run at every feature party that serves scoring.
+    """
+    view = files.load()
     run_id = run_id or f"score-{flow_run.get_id()}"[:14]
-    if invite and party == view.federation.label_party:
+    if invite and files.party == view.federation.label_party:
         invite_parties(view, run_id, "score")
     with on_run_cluster():
-        scored = score_with_peers(view, run_id, model, view.rows_to_score(rows),
-                                  Path(workdir).resolve())
+        scored = score_with_peers(view, run_id, model, view.rows_to_score(rows), files.workdir)
     return None if scored is None else str(scored.predictions)
 
 
 def party_flows(engine: EngineConfig) -> tuple[Flow, Flow]:
-    """`party_pipeline` and `party_score` on the task runner of this party's `engine` (on Dask,
-    prefect-dask's DaskTaskRunner on the party's own cluster)."""
+    """`party_pipeline` and `party_score` on the task runner of this party's `engine`.
+
+    On Dask, that is prefect-dask's DaskTaskRunner on the party's own cluster.
+    """
     runner = party_task_runner(engine)
-    return party_pipeline.with_options(task_runner=runner), party_score.with_options(task_runner=runner)
+    return (party_pipeline.with_options(task_runner=runner),
+            party_score.with_options(task_runner=runner))

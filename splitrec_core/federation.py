@@ -56,8 +56,10 @@ class Member(Strict):
 
 
 class TimeoutConfig(Strict):
-    """How long a party waits for the others before it names the one that does not answer
-    (defaults: `channel.flight.addresses.Timeouts`)."""
+    """How long a party waits for the others before it names the one that does not answer.
+
+    The defaults are those of `channel.flight.addresses.Timeouts`.
+    """
 
     connect_s: float = Field(default=Timeouts.connect_s, gt=0)
     recv_s: float = Field(default=Timeouts.recv_s, gt=0)
@@ -95,10 +97,16 @@ class Federation(RunSettings):
                 return party
         raise KeyError(f"no party named '{name}' in federation '{self.name}'")
 
+    def certificate_hosts(self) -> dict[str, list[str]]:
+        """Per party, the host its certificate must name: the host of its address."""
+        return {p.name: [split_address(p.address)[0]] for p in self.parties}
+
 
 class CredentialFiles(Strict):
-    """Paths (relative to the private file) of the party's CA certificate, certificate, key and
-    token."""
+    """Paths of the party's CA certificate, certificate, key and token.
+
+    Each is relative to the private file.
+    """
 
     ca: str = "credentials/ca.pem"
     cert: str = "credentials/cert.pem"
@@ -127,8 +135,11 @@ class PrivateParty(Strict):
 
 
 class PartyView:
-    """One party's side of a federation: its private settings, the shared ones, and the `Config`
-    the core library runs on (`config`), in which the other parties are names only."""
+    """One party's side of a federation: its private settings and the shared ones.
+
+    It also holds the `Config` the core library runs on (`config`), in which the other parties
+    are names only.
+    """
 
     def __init__(self, federation: Federation, private: PrivateParty, private_file: Path) -> None:
         self.federation, self.private = federation, private
@@ -153,7 +164,8 @@ class PartyView:
     @property
     def listen(self) -> str:
         """Where its endpoint listens: `listen`, else every interface at its address's port."""
-        return self.private.listen or f"0.0.0.0:{split_address(self.federation.member(self.me).address)[1]}"
+        port = split_address(self.federation.member(self.me).address)[1]
+        return self.private.listen or f"0.0.0.0:{port}"
 
     @property
     def peers(self) -> dict[str, str]:
@@ -168,7 +180,8 @@ class PartyView:
     def credentials(self) -> PartyCredentials:
         """Where its credential files are."""
         files = self.private.credentials
-        return PartyCredentials(*(self.folder / getattr(files, k) for k in ("ca", "cert", "key", "token")))
+        return PartyCredentials(*(self.folder / getattr(files, k)
+                                  for k in ("ca", "cert", "key", "token")))
 
     def security(self) -> Security:
         """Its credentials, read now (loading Flight: reading a federation file does not)."""
@@ -182,8 +195,10 @@ class PartyView:
 
 
 def shared_settings(settings: RunSettings) -> dict[str, object]:
-    """Every section every party shares (each field of `RunSettings`), as a config or a
-    federation file holds them: what a federation file carries over, whole."""
+    """Every section every party shares (each field of `RunSettings`).
+
+    As a config or a federation file holds them: what a federation file carries over, whole.
+    """
     return {name: getattr(settings, name) for name in RunSettings.model_fields}
 
 
@@ -215,14 +230,47 @@ def load_party(federation_file: Path, private_file: Path, party: str) -> PartyVi
         raise InputError(f"{federation_file} + {private_file}", None, str(error)) from None
 
 
+class PartyFiles(Strict):
+    """Where one party's files are: its federation file copy, its name, private file, run folder.
+
+    What every `splitrec party …` command and a party's flows start from. The private file
+    defaults to `party.toml` beside the federation file, the run folder to `run` beside it; both
+    are made absolute, so a deployment's runs find them from anywhere. The federation file stays
+    as given, so errors name it as the user wrote it.
+    """
+
+    federation: Path = Field(description="its copy of the federation file")
+    party: str = Field(description="which party of the federation it is")
+    private: Path = Field(description="its private file (default: party.toml beside the "
+                                      "federation file)")
+    workdir: Path = Field(description="its run folder (default: run beside the federation file)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_beside_the_federation_file(cls, given: object) -> object:
+        if not isinstance(given, dict) or "federation" not in given:
+            return given  # nothing to fill in, or nothing to fill it in from
+        beside = Path(given["federation"]).parent
+        return given | {
+            "private": Path(given.get("private") or beside / "party.toml").resolve(),
+            "workdir": Path(given.get("workdir") or beside / "run").resolve()}
+
+    def load(self) -> PartyView:
+        """Read the party's copy of the federation file and its private file."""
+        return load_party(self.federation, self.private, self.party)
+
+
 def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Path,
-                           ports: list[int], host: str = "127.0.0.1",
+                           base_port: int, host: str = "127.0.0.1",
                            ) -> dict[str, tuple[Path, Path]]:
-    """Split a one-process config into a trial federation on `host` (the label party listening
-    on the first of `ports`, the others in config order on the next): for each party a folder
-    `out_dir/<party>/` with its copy of `federation.toml`, its private `party.toml`, its data
-    file and its credentials (a fresh CA for all). Returns party → (federation file, private
-    file). What a real federation's parties each write for themselves."""
+    """Split a one-process config into a trial federation on `host`.
+
+    The label party listens on `base_port`, the others in config order on the ports after it.
+    For each party a folder `out_dir/<party>/` with its copy of `federation.toml`, its private
+    `party.toml`, its data file and its credentials (a fresh CA for all). Returns party →
+    (federation file, private file). What a real federation's parties each write for
+    themselves.
+    """
     import shutil
 
     import tomli_w
@@ -235,8 +283,8 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
     federation = Federation(
         **shared_settings(cfg) | {"training": cfg.training.model_copy(
             update={"parties_in": "threads"})},  # parties apart place themselves
-        parties=[Member(name=p, address=f"{host}:{port}", token_sha256=made[p].token_sha256())
-                 for p, port in zip(order, ports, strict=True)],
+        parties=[Member(name=p, address=f"{host}:{base_port + i}",
+                        token_sha256=made[p].token_sha256()) for i, p in enumerate(order)],
         model=TopConfig(**{k: getattr(cfg.model, k) for k in TopConfig.model_fields}))
     shared = tomli_w.dumps(federation.model_dump(mode="json", exclude_none=True))
     written = {}

@@ -16,7 +16,7 @@ from prefect.logging.loggers import flow_run_logger
 
 from splitrec_core.config import load_config
 from splitrec_core.errors import InputError
-from splitrec_core.federation import load_party
+from splitrec_core.federation import PartyFiles
 
 
 def failed_steps(flow_run_id: Any, parties: list[str], me: str | None = None) -> list[str]:
@@ -46,17 +46,17 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     """
     logger = flow_run_logger(flow_run, flow)
     parameters = flow_run.parameters
+    me = None
     try:
         if "config_path" in parameters:
             cfg = load_config(Path(parameters["config_path"]))
         else:  # a party's own flow, parties apart
-            cfg = load_party(Path(parameters["federation"]), Path(parameters["private"]),
-                             parameters["party"]).config
+            files = PartyFiles.model_validate(parameters["files"])
+            cfg, me = files.load().config, files.party
     except (InputError, KeyError):  # the config itself was the problem: nothing more to name
         logger.error("%s run %s failed: %s", flow.name, flow_run.name, state.message)
         return
-    steps = (failed_steps(flow_run.id, [p.name for p in cfg.parties], parameters.get("party"))
-             or ["the flow itself"])
+    steps = failed_steps(flow_run.id, [p.name for p in cfg.parties], me) or ["the flow itself"]
     line = (f"{flow.name} run {flow_run.name} of {cfg.name} failed at {', '.join(steps)}: "
             f"{state.message}")
     logger.error(line)

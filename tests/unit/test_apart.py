@@ -79,6 +79,25 @@ def run_party(view: PartyView, run_id: str, workdir: Path, retries: int = 0):
     return None
 
 
+def _consecutive_free_ports(count: int) -> int:
+    """A port p with p .. p+count-1 free now (a trial federation's parties listen on them)."""
+    import socket
+
+    for _ in range(50):
+        base = free_ports(1)[0]
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 @pytest.fixture
 def federation(tmp_path: Path, synthetic_cfg):
     """Synthetic parties split into a trial federation on 127.0.0.1: one folder each."""
@@ -86,7 +105,8 @@ def federation(tmp_path: Path, synthetic_cfg):
     files = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
     cfg = synthetic_cfg.model_copy(update={"training": synthetic_cfg.training.model_copy(
         update={"epochs": EPOCHS})})
-    written = write_trial_federation(cfg, files, tmp_path / "federation", free_ports(3))
+    written = write_trial_federation(cfg, files, tmp_path / "federation",
+                                     _consecutive_free_ports(3))
     return cfg, tmp_path, written
 
 
@@ -313,25 +333,6 @@ def test_disjoint_ids_stop_every_party_with_an_empty_intersection(federation):
         for future in futures.values():  # at every party, naming its own data file
             with pytest.raises(InputError, match=r"\.csv, column 'user_id': empty intersection"):
                 future.result(timeout=60)
-
-
-def _consecutive_free_ports(count: int) -> int:
-    """A port p with p .. p+count-1 free now (for `party trial`'s consecutive ports)."""
-    import socket
-
-    for _ in range(50):
-        base = free_ports(1)[0]
-        sockets = [socket.socket() for _ in range(count)]
-        try:
-            for offset, sock in enumerate(sockets):
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect(tmp_path: Path):

@@ -1,5 +1,7 @@
-"""The served deployments, as the Prefect API records them: the config's schedule in its time
-zone, and the parameters a user can edit per run in the UI."""
+"""The served deployments, as the Prefect API records them.
+
+The config's schedule in its time zone, and the parameters a user can edit per run in the UI.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ def test_the_retrain_deployment_keeps_the_configs_time_zone(prefect_api, tmp_pat
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 6 * * 1-5", "Europe/Berlin")
     assert schedule.active
     editable = deployment.parameter_openapi_schema["properties"]
-    assert {"config_path", "workdir", "epochs", "gradient_noise", "promotion_margin"} <= set(editable)
+    assert {"config_path", "workdir", "epochs", "gradient_noise", "promotion_margin"} <= set(
+        editable)
     assert deployment.parameters == {"config_path": str(config.resolve()),
                                      "workdir": str((tmp_path / "run").resolve())}
 
@@ -61,25 +64,25 @@ def test_an_unknown_time_zone_is_a_config_error(tmp_path: Path):
 
 def test_a_serving_label_party_offers_retrain_and_score_and_feature_parties_score_their_rows(
         prefect_api, tmp_path: Path, synthetic_cfg):
-    # Prepare: a trial federation; the bank's private file names its new rows, the media's not
+    # Prepare: a trial federation (no party listens: its ports are never used here); the bank's
+    # private file names its new rows, the media's not
     from prefect.client.orchestration import get_client
 
     from deployments.serve import feature_party_jobs, label_party_deployments
-    from splitrec_core.channel.flight.addresses import free_ports
     from splitrec_core.datasets.synthetic import write_parties
-    from splitrec_core.federation import load_party, write_trial_federation
+    from splitrec_core.federation import PartyFiles, write_trial_federation
 
     write_parties(tmp_path / "data", 200, seed=1)
-    files = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
-    written = write_trial_federation(synthetic_cfg, files, tmp_path / "fed", free_ports(3))
+    data = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
+    written = write_trial_federation(synthetic_cfg, data, tmp_path / "fed", 50051)
     bank_private = written["bank"][1]
     bank_private.write_text('score_input = "data/new.csv"\n' + bank_private.read_text())
-    views = {p: load_party(*written[p], p) for p in written}
+    files = {p: PartyFiles(federation=shared, party=p, private=private, workdir=tmp_path / p)
+             for p, (shared, private) in written.items()}
+    views = {p: files[p].load() for p in files}
 
     # Execute
-    label_federation, label_private = written["advertiser"]
-    deployments = label_party_deployments(views["advertiser"], label_federation, label_private,
-                                          tmp_path / "run")
+    deployments = label_party_deployments(views["advertiser"], files["advertiser"])
     with get_client(sync_client=True) as client:
         retrain, score = (client.read_deployment(d.apply()) for d in deployments)
 
@@ -89,8 +92,10 @@ def test_a_serving_label_party_offers_retrain_and_score_and_feature_parties_scor
     assert [s.schedule.timezone for s in retrain.schedules] == [synthetic_cfg.schedule.timezone]
     assert score.schedules == []
     assert retrain.parameters["invite"] is True and score.parameters["invite"] is True
+    for deployment in (retrain, score):  # each run reads the label party's own files
+        assert PartyFiles.model_validate(deployment.parameters["files"]) == files["advertiser"]
     assert {"rows", "model", "run_id"} <= set(score.parameter_openapi_schema["properties"])
-    jobs = {p: set(feature_party_jobs(views[p], *written[p], tmp_path / p)) for p in ("bank", "media")}
+    jobs = {p: set(feature_party_jobs(views[p], files[p])) for p in ("bank", "media")}
     assert jobs == {"bank": {"train", "score", "models"}, "media": {"train", "models"}}
     assert views["bank"].rows_to_score() == (bank_private.parent / "data" / "new.csv").resolve()
     with pytest.raises(InputError, match=r"media.*party\.toml: no rows to score"):
