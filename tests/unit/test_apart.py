@@ -24,11 +24,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from splitrec_core.channel import PeerError
-from splitrec_core.channel.flight.addresses import free_ports
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
-from tests.conftest import REPO, as_new_rows, found_in, prepare_features, raw_values
+from tests.conftest import (
+    REPO,
+    as_new_rows,
+    consecutive_free_ports,
+    found_in,
+    prepare_features,
+    raw_values,
+)
 
 EPOCHS = 12
 RUN_PARTY = """
@@ -79,25 +85,6 @@ def run_party(view: PartyView, run_id: str, workdir: Path, retries: int = 0):
     return None
 
 
-def _consecutive_free_ports(count: int) -> int:
-    """A port p with p .. p+count-1 free now (a trial federation's parties listen on them)."""
-    import socket
-
-    for _ in range(50):
-        base = free_ports(1)[0]
-        sockets = [socket.socket() for _ in range(count)]
-        try:
-            for offset, sock in enumerate(sockets):
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 @pytest.fixture
 def federation(tmp_path: Path, synthetic_cfg):
     """Synthetic parties split into a trial federation on 127.0.0.1: one folder each."""
@@ -106,7 +93,7 @@ def federation(tmp_path: Path, synthetic_cfg):
     cfg = synthetic_cfg.model_copy(update={"training": synthetic_cfg.training.model_copy(
         update={"epochs": EPOCHS})})
     written = write_trial_federation(cfg, files, tmp_path / "federation",
-                                     _consecutive_free_ports(3))
+                                     consecutive_free_ports(3))
     return cfg, tmp_path, written
 
 
@@ -343,7 +330,7 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
     demo = subprocess.run(
         [sys.executable, str(REPO / "deployments" / "distributed.py"), "--config",
          str(REPO / "data" / "synthetic.toml"), "--data-workdir", str(tmp_path), "--out",
-         str(out), "--base-port", str(_consecutive_free_ports(3))],
+         str(out), "--base-port", str(consecutive_free_ports(3))],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
 
     assert demo.returncode == 0, demo.stderr[-3000:]

@@ -1,0 +1,50 @@
+"""What the command line sets up around Prefect, before and after it is imported."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from splitrec_core.errors import InputError
+
+
+def set_environment_defaults() -> None:
+    """Set the environment's defaults for TensorFlow and Prefect, before Prefect is imported.
+
+    Quiet TensorFlow's C++ start-up chatter and keep Prefect from phoning home; give the
+    temporary Prefect API time to create its database on a slow machine (Prefect's default
+    allows 20 s, which a first run on a fresh machine can exceed); show splitrec's own log lines
+    among the flow's. Users can override each.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "splitrec_core")
+
+
+def use_workdir_results(workdir: Path) -> None:
+    """Keep Prefect's cached task results inside the run folder (set before Prefect is imported).
+
+    So deleting a run folder also forgets its cache.
+    """
+    os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(workdir.resolve() / ".prefect"))
+
+
+class _QuietInputErrors(logging.Filter):
+    """Drop the traceback from log records about bad input: the user needs the message only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record; strip the traceback from one about an `InputError`."""
+        if record.exc_info and isinstance(record.exc_info[1], InputError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_prefect_input_errors() -> None:
+    """Keep tracebacks of bad input out of Prefect's log handlers (after Prefect is imported)."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("prefect")]
+    for logger in [logging.getLogger("prefect"), *loggers]:
+        for handler in logger.handlers:
+            handler.addFilter(_QuietInputErrors())

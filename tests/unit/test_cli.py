@@ -1,0 +1,67 @@
+"""The command line's one place for exit codes, through real commands.
+
+Bad input prints one red line `error: …` and exits with 2; a peer that does not answer prints
+one line and exits with 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import tomli_w
+from typer.testing import CliRunner
+
+from flows.cli import app
+from splitrec_core.config import read_toml
+from splitrec_core.datasets.synthetic import write_parties
+from splitrec_core.federation import write_trial_federation
+from tests.conftest import SYNTHETIC_TOML, consecutive_free_ports
+
+
+@pytest.fixture
+def trial(tmp_path: Path, synthetic_cfg) -> dict[str, tuple[Path, Path]]:
+    """A trial federation of the synthetic parties: party → (federation file, private file)."""
+    write_parties(tmp_path / "data", 200, seed=1)
+    data = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
+    return write_trial_federation(synthetic_cfg, data, tmp_path / "fed", consecutive_free_ports(3))
+
+
+def test_a_malformed_option_is_bad_input_one_line_and_exit_2():
+    result = CliRunner().invoke(app, ["score", str(SYNTHETIC_TOML), "--input", "bank"])
+
+    assert result.exit_code == 2
+    assert result.stderr == "error: --input: expected PARTY=FILE, got ['bank']\n"
+
+
+def test_another_partys_private_file_is_bad_input_one_line_and_exit_2(trial):
+    # Prepare: the bank's folder, run as the media
+    federation, private = trial["bank"]
+
+    # Execute
+    result = CliRunner().invoke(app, ["party", "models", "list", str(federation),
+                                      "--party", "media"])
+
+    # Assert: one line naming the bank's private file (resolved, beside its federation file)
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {private.resolve()}: it is bank's private file, "
+                             "not media's\n")
+
+
+@pytest.mark.timeout(120)  # a hang guard: the label party never answers
+def test_a_peer_that_does_not_answer_is_one_line_and_exit_1(trial):
+    # Prepare: the bank follows a move the label party never starts; it waits a second for it
+    federation, _ = trial["bank"]
+    shared = read_toml(federation)
+    shared["timeouts"] |= {"connect_s": 1.0, "backoff_s": 0.2, "backoff_max_s": 0.2}
+    federation.write_text(tomli_w.dumps(shared))
+
+    # Execute
+    result = CliRunner().invoke(app, ["party", "models", "follow", str(federation),
+                                      "--party", "bank", "--run-id", "move-1"])
+
+    # Assert: one line naming the label party that did not answer
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: advertiser at 127.0.0.1:")
+    assert "did not answer within 1 s" in line
