@@ -301,6 +301,39 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     assert all(_checkpoints(folder, p) == [] for p, folder in folders.items())
 
 
+def test_a_failed_party_flow_names_the_step_and_the_party(federation, prefect_api):
+    # Prepare: a duplicate ID in the bank's data file
+    import pandas as pd
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.party import party_pipeline
+    from splitrec_core.errors import InputError
+    from splitrec_core.federation import PartyFiles
+
+    _, _, written = federation
+    shared, _ = written["bank"]
+    bank_data = shared.parent / "data" / "bank.csv"
+    rows = pd.read_csv(bank_data)
+    rows.loc[4, "user_id"] = rows.loc[1, "user_id"]
+    rows.to_csv(bank_data, index=False)
+
+    # Execute: the bank's own flow, as `splitrec party run` starts it, from its files
+    state = party_pipeline(PartyFiles(federation=shared, party="bank"), run_id="duplicate-1",
+                           return_state=True)
+
+    # Assert: the failure hook read the run's files and named the step and the party
+    APILogHandler().flush()  # logs reach the API in batches: send what is queued
+    with pytest.raises(InputError, match=r"bank\.csv, column 'user_id': duplicate IDs"):
+        state.result()
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    assert [log.message for log in logs
+            if " of synthetic failed at step validate at party bank: " in log.message]
+
+
 def test_disjoint_ids_stop_every_party_with_an_empty_intersection(federation):
     from concurrent.futures import ThreadPoolExecutor
 
