@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WORKDIR ?= runs/census
 
-.PHONY: install demo demo-distributed test test-fast ui bench-psi clean
+.PHONY: install demo demo-distributed test test-fast lint ui bench-psi clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +26,17 @@ demo-distributed: install
 	$(BIN)/splitrec data census --workdir $(WORKDIR)
 	$(BIN)/python deployments/distributed.py --config data/census.toml --data-workdir $(WORKDIR) --out runs/distributed
 
-## Every test, the census end-to-end run included.
+## Every test: tests/unit, tests/integration (processes, Prefect, Flight), tests/slow (census).
 test: install
 	$(BIN)/python -m pytest
 
-## Unit tests only (synthetic data).
+## The unit tests only: in one process, synthetic data, about a minute.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest tests/unit
+
+## ruff: pyflakes, pycodestyle, import order, docstrings (Google convention); CI runs it first.
+lint: install
+	$(BIN)/ruff check .
 
 ## A local Prefect server with the UI at http://127.0.0.1:4200, serving the scheduled pipeline.
 ui: install

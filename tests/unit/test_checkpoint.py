@@ -1,5 +1,4 @@
-"""Per-party checkpoints: weights and optimizer state come back exactly; parties agree on an
-epoch."""
+"""Per-party checkpoints: weights and optimizer state come back exactly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Cache keys: which change re-runs a task (test_flow.py checks the same through real flow runs)."""
+"""Cache keys: which change re-runs a task.
+
+tests/integration/test_pipeline.py checks the same through real flow runs.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Split training on synthetic parties: it learns, matches central training, and leaks no raw data.
+"""Split training on synthetic parties learns, matches central training and leaks no raw data.
 
 The test entropy is pinned (tests/conftest.py), so every figure here reproduces exactly from run
 to run. Each threshold is written as the figure it reproduces plus or minus a stated margin, at
@@ -10,6 +10,7 @@ that breaks learning does.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -17,9 +18,11 @@ import pytest
 
 from splitrec_core.channel import array_table
 from splitrec_core.channel.base import ipc_bytes
+from splitrec_core.config import Config
+from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.epochs import Plan
-from splitrec_core.evaluate import evaluate
-from tests.conftest import found_in, raw_values, with_training
+from splitrec_core.evaluate import Report, evaluate
+from tests.conftest import found_in, prepare_features, raw_values, with_training
 
 
 def test_split_model_learns_both_tasks(trained):
@@ -183,21 +186,45 @@ def test_leakage_audit_sees_leaks_and_strong_noise_hides_them(tmp_path):
         assert max(noisy.leakage[task].values()) < strongest + 0.05
 
 
-@pytest.mark.parametrize("placement", ["processes", "flight"])
-def test_parties_in_processes_train_exactly_as_on_threads(trained, tmp_path, placement):
-    # A process per party, over pipes or over Arrow Flight with mutual TLS on 127.0.0.1
+def test_a_label_party_without_features_trains_on_the_feature_parties_embeddings(
+        tmp_path: Path, synthetic_cfg: Config):
+    # Prepare: the synthetic federation, the advertiser declaring no feature columns
+    from splitrec_core.align import Alignment
+    from splitrec_core.training.central import train_central, train_label_alone
     from splitrec_core.training.local import train_split_local
+    from splitrec_core.workspace import Workspace
 
-    cfg, _, _, features, split, _ = trained
-    cfg = with_training(cfg, parties_in=placement)
-    apart = train_split_local(cfg, features, {p: tmp_path / p for p in features})
-    a = pq.read_table(apart.predictions).to_pandas()
-    b = pq.read_table(split.predictions).to_pandas()
+    write_parties(tmp_path / "data", 3000, seed=3)
+    label = synthetic_cfg.label.model_copy(update={"categorical": [], "numeric": []})
+    cfg = synthetic_cfg.model_copy(update={"parties": [label, *synthetic_cfg.feature_parties]})
+    features = prepare_features(cfg, tmp_path)
+    space, tasks = Workspace(tmp_path), cfg.task_names
+
+    # Execute
+    split = train_split_local(cfg, features, {p: space.trained(p) for p in features})
+    central = train_central(cfg, features, space.central)
+    alone = train_label_alone(cfg, features[cfg.label_party], space.label_only(cfg.label_party))
+
+    # Assert: it learns from the others' columns, still exactly as central training does
+    test = features[cfg.label_party].test
+    metrics = evaluate(split.predictions, test, tasks)
+    assert min(m["auc"] for m in metrics.values()) > 0.8
+    a, b = (pq.read_table(r.predictions).to_pandas() for r in (split, central))
     np.testing.assert_allclose(a.drop(columns="position"), b.drop(columns="position"), atol=1e-5)
-    assert (apart.epochs_run, apart.best_epoch) == (split.epochs_run, split.best_epoch)
-    # every party counted what it sent (the threads' hub also carried the PSI before)
-    assert apart.channel == {k: v for k, v in split.channel.items()
-                             if not k.startswith(("psi", "split"))}
+    # its own embedding has width 0 and its bottom no weights: the top sees the others' alone
+    import keras
+
+    top = keras.models.load_model(split.models["top"])
+    cut = cfg.model.cut_dim
+    assert [tuple(i.shape) for i in top.inputs] == [(None, 0), (None, cut), (None, cut)]
+    assert keras.models.load_model(split.models[cfg.label_party]).weights == []
+    # alone it can only predict the base rate, and the report says so
+    baseline = evaluate(alone.predictions, test, tasks)
+    assert {m["auc"] for m in baseline.values()} == {0.5}
+    report = Report.of(metrics, Alignment({}, 1, 1, 1, {}), split, baseline,
+                       label_has_features=False)
+    assert any("holds no feature columns" in note for note in report.notes)
+    assert report.lift["income_50k"]["lift"] == metrics["income_50k"]["auc"] - 0.5
 
 
 @pytest.mark.parametrize("xla", [False, True], ids=["graph", "xla"])

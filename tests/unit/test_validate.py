@@ -53,19 +53,22 @@ def _set(column: str, row: int, value: object):
     [
         ("bank", _set("user_id", 5, lambda f: f.loc[3, "user_id"]),
          "user_id", r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[3, 5\]"),
-        ("media", _set("user_id", 7, None), "user_id", r"null IDs in 1 row\(s\), e.g. row\(s\) \[7\]"),
+        ("media", _set("user_id", 7, None),
+         "user_id", r"null IDs in 1 row\(s\), e.g. row\(s\) \[7\]"),
         ("bank", _set("balance", 2, "12,5k"),
          "balance", r"non-numeric value '12,5k' in a numeric column, 1 row\(s\)"),
         ("advertiser", _set("income_50k", 4, "2"), "income_50k", r"label '2' is outside \{0,1\}"),
         ("advertiser", _set("never_married", 6, None), "never_married",
          r"missing label in 1 row\(s\), e.g. row\(s\) \[6\]"),
-        ("advertiser", _set("split", 1, "holdout"), "split", r"split value 'holdout' is not one of"),
+        ("advertiser", _set("split", 1, "holdout"),
+         "split", r"split value 'holdout' is not one of"),
         ("media", lambda f: f.pop("segment"), "segment", "declared column is missing"),
     ],
-    ids=["duplicate-id", "null-id", "non-numeric", "label-outside-0-1", "missing-label", "bad-split",
-         "missing-column"],
+    ids=["duplicate-id", "null-id", "non-numeric", "label-outside-0-1", "missing-label",
+         "bad-split", "missing-column"],
 )
-def test_bad_input_names_file_column_and_problem(synthetic_cfg, synthetic_run, party, change, column, problem):
+def test_bad_input_names_file_column_and_problem(synthetic_cfg, synthetic_run, party, change,
+                                                 column, problem):
     # Prepare: a good earlier output exists, then the input goes bad
     good = _validate(synthetic_cfg, synthetic_run, party)
     before = good.table.read_bytes()
@@ -124,21 +127,22 @@ def test_ids_are_normalised_in_the_configured_order(tmp_path: Path):
 
 
 def test_duplicates_after_normalisation_are_reported(tmp_path: Path):
-    with pytest.raises(InputError, match=r"duplicate IDs after normalisation \['strip', 'lower'\] "
-                                         r"in 2 row\(s\), e.g. row\(s\) \[0, 2\] .*\['ann@x.com'\]"):
+    with pytest.raises(InputError,
+                       match=r"duplicate IDs after normalisation \['strip', 'lower'\] "
+                             r"in 2 row\(s\), e.g. row\(s\) \[0, 2\] .*\['ann@x.com'\]"):
         _ids_only(tmp_path, ["Ann@x.com", "bob", " ann@X.COM "], ["strip", "lower"])
 
 
 def test_ids_empty_after_normalisation_are_reported(tmp_path: Path):
-    with pytest.raises(InputError, match=r"empty IDs after normalisation \['digits'\] in 1 row\(s\), "
-                                         r"e.g. row\(s\) \[1\]"):
+    with pytest.raises(InputError, match=r"empty IDs after normalisation \['digits'\] "
+                                         r"in 1 row\(s\), e.g. row\(s\) \[1\]"):
         _ids_only(tmp_path, ["555-0101", "n/a", "555-0102"], ["digits"])
 
 
 def test_ids_that_are_not_utf8_are_reported(tmp_path: Path):
     csv = b"id,x\nalice,1\nb\xffb,2\ncarol,3\n"
-    with pytest.raises(InputError, match=r"column 'id': values that are not valid UTF-8 in 1 row\(s\), "
-                                         r"e.g. row\(s\) \[1\]"):
+    with pytest.raises(InputError, match=r"column 'id': values that are not valid UTF-8 "
+                                         r"in 1 row\(s\), e.g. row\(s\) \[1\]"):
         _ids_only(tmp_path, [], [], raw_bytes=csv)
 
 
@@ -185,7 +189,8 @@ def test_problems_in_a_later_partition_name_the_file_s_own_rows(tmp_path: Path):
         pq.write_table(table, tmp_path / f"{name}.parquet", row_group_size=950)
 
     # Execute / Assert
-    with pytest.raises(InputError, match=r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[10, 2300\]"):
+    with pytest.raises(InputError,
+                       match=r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[10, 2300\]"):
         validate_party(party, tmp_path / "duplicate.parquet", tmp_path / "out")
     with pytest.raises(InputError, match=r"non-numeric value 'n/a' .* row\(s\) \[2000\]"):
         validate_party(party, tmp_path / "bad.parquet", tmp_path / "out")

@@ -1,5 +1,7 @@
-"""Tests cannot drift: with the test entropy pinned, two separate runs from the same raw files give
-bit-identical training results; without it, the PSI order is fresh on every run."""
+"""Tests cannot drift: pinned, two runs from the same raw files train bit-identically.
+
+Without the test entropy pinned, the PSI order is fresh on every run.
+"""
 
 from __future__ import annotations
 
@@ -78,10 +80,12 @@ def _common_order(workdir: Path) -> list[int]:
 
     write_parties(workdir / "data", 300, seed=2)
     prepare_features(load_config(SYNTHETIC_TOML), workdir)
-    return pq.read_table(workdir / "parties" / "advertiser" / "aligned.parquet").column("row").to_pylist()
+    aligned = workdir / "parties" / "advertiser" / "aligned.parquet"
+    return pq.read_table(aligned).column("row").to_pylist()
 
 
-def test_psi_orders_are_fresh_unless_a_test_pins_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_psi_orders_are_fresh_unless_a_test_pins_them(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
     # Execute: twice pinned to one value, once to another, twice as a real party runs (unpinned)
     from splitrec_core.entropy import PIN_VARIABLE, pinned
 

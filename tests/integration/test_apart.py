@@ -41,7 +41,7 @@ RUN_PARTY = """
 import json, sys
 from pathlib import Path
 from splitrec_core.federation import load_party
-from tests.unit.test_apart import run_party
+from tests.integration.test_apart import run_party
 args = json.loads(sys.argv[1])
 view = load_party(Path("federation.toml"), Path("party.toml"), args["party"])
 result = run_party(view, args["run_id"], Path("run").resolve(), retries=2)

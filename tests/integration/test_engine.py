@@ -1,6 +1,8 @@
-"""A party's steps on its own Dask cluster (`engine = "dask"`): validation, PSI blinding and
-features give the same files as on its threads, and a worker killed mid-stage costs time, not
-the result."""
+"""A party's steps on its own Dask cluster (`engine = "dask"`, splitrec_core/engine.py).
+
+Validation, PSI blinding and features give the same files as on its threads, and a worker
+killed mid-stage costs time, not the result.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +27,10 @@ from tests.conftest import SYNTHETIC_TOML, prepare_features
 
 @pytest.fixture(scope="module")
 def dask_client():
-    """A LocalCluster of 2 single-threaded worker processes, each watched by a nanny that
-    restarts it, and a client."""
+    """A LocalCluster and its client.
+
+    Two single-threaded worker processes, each watched by a nanny that restarts it.
+    """
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -39,7 +43,8 @@ def test_blinding_on_dask_commutes_with_blinding_on_threads(dask_client):
     # blinders computed every point right. On Dask, a worker task hashes and blinds a chunk
     ids = [f"person-{i}" for i in range(3000)]
     chunks = [ids[i : i + 250] for i in range(0, len(ids), 250)]
-    with Blinder(block=256, executor=dask_client.get_executor()) as on_dask, Blinder() as on_threads:
+    with (Blinder(block=256, executor=dask_client.get_executor()) as on_dask,
+          Blinder() as on_threads):
         dask_then_threads = on_threads.blind(on_dask.blind_ids(chunks, "test-domain", len(ids)))
         threads_then_dask = on_dask.blind(on_threads.blind_ids(chunks, "test-domain", len(ids)))
 
@@ -49,9 +54,11 @@ def test_blinding_on_dask_commutes_with_blinding_on_threads(dask_client):
 
 
 class _DieMidStage(WorkerPlugin):
-    """A worker plugin: the worker at `victim` exits hard as it finishes its `after`-th task, so
-    it dies inside the stage however fast the machine (its nanny then starts another worker,
-    at another address, that the plugin spares)."""
+    """A worker plugin: the worker at `victim` exits hard as it finishes its `after`-th task.
+
+    So it dies inside the stage however fast the machine (its nanny then starts another worker,
+    at another address, that the plugin spares).
+    """
 
     def __init__(self, victim: str, after: int) -> None:
         self.victim, self.after, self.finished, self.address = victim, after, 0, None
@@ -68,8 +75,10 @@ class _DieMidStage(WorkerPlugin):
 
 @contextmanager
 def _one_worker_dies_mid_stage(client, after: int = 3) -> Iterator[str]:
-    """Within the block, one of the cluster's workers dies as it finishes its `after`-th task;
-    yields its address."""
+    """Within the block, one of the cluster's workers dies as it finishes its `after`-th task.
+
+    Yields its address.
+    """
     victim = min(client.scheduler_info()["workers"])
     client.register_plugin(_DieMidStage(victim, after), name="die-mid-stage")
     try:
@@ -98,8 +107,8 @@ def test_a_party_on_its_dask_cluster_aligns_exactly_as_on_its_threads(tmp_path: 
     text = SYNTHETIC_TOML.read_text()
     bank = 'numeric = ["balance"]\n'
     assert bank in text
-    (tmp_path / "dask.toml").write_text(text.replace(bank, bank + '\n[parties.engine]\nkind = '
-                                                     '"dask"\nworkers = 2\nmemory_limit = "1GiB"\n'))
+    engine = '\n[parties.engine]\nkind = "dask"\nworkers = 2\nmemory_limit = "1GiB"\n'
+    (tmp_path / "dask.toml").write_text(text.replace(bank, bank + engine))
     on_threads, on_dask = load_config(SYNTHETIC_TOML), load_config(tmp_path / "dask.toml")
     for run in ("threads", "dask"):
         write_parties(tmp_path / run / "data", 1500, seed=3)
@@ -115,7 +124,8 @@ def test_a_party_on_its_dask_cluster_aligns_exactly_as_on_its_threads(tmp_path: 
         folder = Path("parties") / party
         for written in ("aligned.parquet", "validated/validated.parquet", "features/train.parquet",
                         "features/test.parquet"):
-            tables = [pq.read_table(tmp_path / run / folder / written) for run in ("threads", "dask")]
+            tables = [pq.read_table(tmp_path / run / folder / written)
+                      for run in ("threads", "dask")]
             assert tables[0].num_rows > 300
             assert tables[0].equals(tables[1]), f"{party}: {written}"
         transforms = [(tmp_path / run / folder / "features" / "transform.json").read_text()

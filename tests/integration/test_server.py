@@ -1,5 +1,7 @@
-"""Operating splitrec through a real Prefect server, as its users do: `prefect server start`,
-`splitrec serve` serving the retrain and score deployments, runs triggered through the API.
+"""Operating splitrec through a real Prefect server, as its users do.
+
+`prefect server start`, `splitrec serve` serving the retrain and score deployments, runs
+triggered through the API.
 
 A retrain registers and promotes a version and leaves its report on the run's page; a retrain
 with gradient noise far above the setting is not promoted, and the report says why; rollback

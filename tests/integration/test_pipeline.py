@@ -67,7 +67,8 @@ def test_first_run_writes_the_report(first_run):
     # seven PSI orders: income 0.849-0.876
     assert report["tasks"]["income_50k"]["auc"] > 0.8611 - 0.06
     training = report["training"]
-    history = json.loads((workdir / "parties" / "advertiser" / "trained" / "history.json").read_text())
+    trained = workdir / "parties" / "advertiser" / "trained"
+    history = json.loads((trained / "history.json").read_text())
     mean_val_auc = [sum(aucs) / len(aucs) for aucs in zip(*history["val_auc"].values())]
     assert training["epochs_run"] == 8  # the config's epochs: the pinned run never stops early
     assert training["best_epoch"] == mean_val_auc.index(max(mean_val_auc)) + 1
@@ -206,8 +207,10 @@ def test_changing_training_settings_keeps_the_alignment_and_features(first_run):
 
 
 def _cli(*args: str, home: Path, api: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `splitrec` in a fresh process with its own Prefect home, on `api` (default: an
-    ephemeral API of its own)."""
+    """Run `splitrec` in a fresh process with its own Prefect home.
+
+    It talks to `api` (default: an ephemeral API of its own).
+    """
     env = os.environ | {"PREFECT_HOME": str(home)}
     env.pop("PREFECT_API_URL", None)
     if api:
@@ -237,8 +240,9 @@ def test_a_worse_retrain_stays_candidate_and_rollback_restores_the_champion(firs
     assert not promotion["promote"] and promotion["champion"] == champion
     assert promotion["reasons"][-1] == "more than the promotion margin 0.005 below"
     assert promotion["reasons"][0].startswith("income_50k test AUC ")
-    assert {p: (a["current"], a["candidate"]) for p, a in _aliases(workdir).items()} == dict.fromkeys(
-        ("advertiser", "bank", "media"), (champion, promotion["version"]))
+    aliases = {p: (a["current"], a["candidate"]) for p, a in _aliases(workdir).items()}
+    assert aliases == dict.fromkeys(("advertiser", "bank", "media"),
+                                    (champion, promotion["version"]))
 
     # Execute: promoted by hand from the CLI, then rolled back
     home = tmp_path / "prefect"
@@ -252,7 +256,8 @@ def test_a_worse_retrain_stays_candidate_and_rollback_restores_the_champion(firs
     # Assert
     assert listed.returncode == 0, listed.stderr
     assert f"{champion}  " in listed.stdout and listed.stdout.rstrip().endswith("candidate")
-    assert promoted.returncode == 0 and rolled_back.returncode == 0, promoted.stderr + rolled_back.stderr
+    assert promoted.returncode == 0, promoted.stderr
+    assert rolled_back.returncode == 0, rolled_back.stderr
     assert set(after_promotion.values()) == {promotion["version"]}
     assert {p: a["current"] for p, a in _aliases(workdir).items()} == dict.fromkeys(
         ("advertiser", "bank", "media"), champion)
@@ -274,8 +279,8 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path, prefect_api):
     frame.to_csv(media, index=False)
 
     # Execute
-    duplicate = _cli("run", str(SYNTHETIC_TOML), "--workdir", str(tmp_path), home=tmp_path / "prefect",
-                     api=PREFECT_API_URL.value())
+    duplicate = _cli("run", str(SYNTHETIC_TOML), "--workdir", str(tmp_path),
+                     home=tmp_path / "prefect", api=PREFECT_API_URL.value())
 
     # Assert
     assert duplicate.returncode == 2, duplicate.stderr[-2000:]
@@ -312,7 +317,8 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
                                    json_data={"text": "{{body}}"}).save("splitrec-ops",
                                                                          overwrite=True)
     config = tmp_path / "notify.toml"
-    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[notify]\nblock = "custom-webhook/splitrec-ops"\n')
+    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n'
+                      '[notify]\nblock = "custom-webhook/splitrec-ops"\n')
     write_parties(tmp_path / "data", 500, seed=2)
     bank = tmp_path / "data" / "bank.csv"
     frame = pd.read_csv(bank)
