@@ -63,7 +63,7 @@ def test_killed_training_resumes_at_the_next_epoch(tmp_path: Path):
             "features": {p: [str(v) for v in f.paths] for p, f in features.items()},
             "out": {p: str(d) for p, d in broken.items()}})],
         cwd=REPO)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a hang guard: the wait ends at epoch 2
     while _common_epoch(checkpoints, EPOCHS) < 2 and time.monotonic() < deadline:
         assert child.poll() is None, "training finished before it could be killed"
         time.sleep(0.01)

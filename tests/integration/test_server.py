@@ -28,7 +28,7 @@ from tests.conftest import REPO, SYNTHETIC_TOML
 PARTIES = ("advertiser", "bank", "media")
 
 
-def _wait_for(check, what: str, timeout: float = 120) -> None:
+def _wait_for(check, what: str, timeout: float = 600) -> None:  # a hang guard
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
