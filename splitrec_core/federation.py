@@ -25,6 +25,7 @@ from splitrec_core.config import (
     Config,
     EngineConfig,
     PartyConfig,
+    Roster,
     RunSettings,
     Strict,
     TopConfig,
@@ -67,7 +68,7 @@ class TimeoutConfig(Strict):
     backoff_max_s: float = Field(default=Timeouts.backoff_max_s, gt=0)
 
 
-class Federation(RunSettings):
+class Federation(RunSettings, Roster):
     """The shared federation file."""
 
     parties: list[Member] = Field(min_length=2)
@@ -79,16 +80,6 @@ class Federation(RunSettings):
     def _roster_is_consistent(self) -> Federation:
         check_roster([p.name for p in self.parties], self.label_party, self.tasks)
         return self
-
-    @property
-    def followers(self) -> list[str]:
-        """Every party but the label party, as listed."""
-        return [p.name for p in self.parties if p.name != self.label_party]
-
-    @property
-    def order(self) -> list[str]:
-        """Label party first, then the others as listed: the order of the top's inputs."""
-        return [self.label_party, *self.followers]
 
     def member(self, name: str) -> Member:
         """The party called `name`."""

@@ -101,6 +101,25 @@ class Channel(Protocol):
         """Let go of the connections to the other parties (the channel is not used again)."""
 
 
+class CountingChannel:
+    """What every transport's channel keeps alike: party `me`, and what it sent and received.
+
+    A transport adds each message it sends to `_sent` and each it hands out to `_received`.
+    """
+
+    def __init__(self, me: str) -> None:
+        self.me = me
+        self._sent, self._received = ChannelStats(), ChannelStats()
+
+    def sent(self) -> ChannelStats:
+        """What this party sent."""
+        return self._sent
+
+    def received(self) -> ChannelStats:
+        """What this party received."""
+        return self._received
+
+
 def payload_bytes(kind: Kind, table: pa.Table) -> pa.Buffer:
     """`table` as the Arrow IPC stream a channel carries and counts.
 

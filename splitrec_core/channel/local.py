@@ -13,7 +13,13 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import ChannelStats, Kind, payload_bytes, read_table
+from splitrec_core.channel.base import (
+    ChannelStats,
+    CountingChannel,
+    Kind,
+    payload_bytes,
+    read_table,
+)
 
 RECV_TIMEOUT_S = 600.0
 POLL_S = 0.2
@@ -96,13 +102,12 @@ class LocalHub:
         return self._stats
 
 
-class LocalChannel:
+class LocalChannel(CountingChannel):
     """Party `me`'s endpoint on a `LocalHub`; counts what this party sends and receives."""
 
     def __init__(self, hub: LocalHub, me: str) -> None:
+        super().__init__(me)
         self.hub = hub
-        self.me = me
-        self._sent, self._received = ChannelStats(), ChannelStats()
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
@@ -115,14 +120,6 @@ class LocalChannel:
         payload = self.hub.take(kind, frm, self.me)
         self._received.add(kind, payload.size)
         return read_table(payload)
-
-    def sent(self) -> ChannelStats:
-        """What this party sent."""
-        return self._sent
-
-    def received(self) -> ChannelStats:
-        """What this party received."""
-        return self._received
 
     def close(self) -> None:
         """Nothing to let go of: the hub's queues belong to the hub."""

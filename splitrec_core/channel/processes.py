@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from splitrec_core.channel.base import (
     Channel,
-    ChannelStats,
+    CountingChannel,
     Kind,
     frame,
     payload_size,
@@ -44,13 +44,12 @@ _LOST_PEER = ("PeerError", "ChannelAborted", "EOFError", "BrokenPipeError", "Con
 T = TypeVar("T")
 
 
-class ProcessChannel:
+class ProcessChannel(CountingChannel):
     """Party `me`'s endpoint: one pipe to each other party; counts what it sends and receives."""
 
     def __init__(self, me: str, pipes: dict[str, Connection]) -> None:
-        self.me = me
+        super().__init__(me)
         self._pipes = pipes
-        self._sent, self._received = ChannelStats(), ChannelStats()
         self._held: dict[tuple[str, str], deque[memoryview]] = defaultdict(deque)  # arrived early
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
@@ -71,14 +70,6 @@ class ProcessChannel:
         payload = self._held[wanted].popleft()
         self._received.add(kind, payload.nbytes)
         return read_table(payload)
-
-    def sent(self) -> ChannelStats:
-        """What this party sent."""
-        return self._sent
-
-    def received(self) -> ChannelStats:
-        """What this party received."""
-        return self._received
 
     def close(self) -> None:
         """Close the pipes to the other parties (the process ends next)."""

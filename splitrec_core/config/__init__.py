@@ -11,7 +11,7 @@ from splitrec_core.config.files import (
     validated,
     with_changes,
 )
-from splitrec_core.config.run import Config, RunSettings, check_roster
+from splitrec_core.config.run import Config, Roster, RunSettings, check_roster
 from splitrec_core.config.sections import (
     BottomConfig,
     EngineConfig,
@@ -31,7 +31,7 @@ from splitrec_core.config.sections import (
 
 __all__ = [
     "BottomConfig", "Config", "EngineConfig", "ModelConfig", "NotifyConfig", "PartyConfig",
-    "PrivacyConfig", "PsiConfig", "RegistryConfig", "RunSettings", "ScheduleConfig", "Strict",
-    "SweepConfig", "TaskConfig", "TopConfig", "TrainingConfig", "check_roster", "load_config",
-    "parse_config", "read_toml", "validated", "with_changes",
+    "PrivacyConfig", "PsiConfig", "RegistryConfig", "Roster", "RunSettings", "ScheduleConfig",
+    "Strict", "SweepConfig", "TaskConfig", "TopConfig", "TrainingConfig", "check_roster",
+    "load_config", "parse_config", "read_toml", "validated", "with_changes",
 ]

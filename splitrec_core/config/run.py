@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import Field, model_validator
 
@@ -27,6 +29,33 @@ from splitrec_core.config.sections import (
     TrainingConfig,
 )
 from splitrec_core.errors import InputError
+
+
+class Named(Protocol):
+    """A party as a roster lists it."""
+
+    name: str
+
+
+class Roster:
+    """The parties of a run in the order every party uses: the label party, then the others.
+
+    For a one-process config and a federation file alike (each lists its `parties`).
+    """
+
+    if TYPE_CHECKING:
+        label_party: str
+        parties: Sequence[Named]
+
+    @property
+    def followers(self) -> list[str]:
+        """Every party but the label party, as listed: who follows the label party's lead."""
+        return [p.name for p in self.parties if p.name != self.label_party]
+
+    @property
+    def order(self) -> list[str]:
+        """The label party, then the others as listed: the order of the top's inputs."""
+        return [self.label_party, *self.followers]
 
 
 def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig]) -> None:
@@ -70,7 +99,7 @@ class RunSettings(Strict):
                               .encode()).hexdigest()
 
 
-class Config(RunSettings):
+class Config(RunSettings, Roster):
     """A whole run: who takes part, what is predicted and how the model is trained."""
 
     data_dir: str = "data"
@@ -130,16 +159,6 @@ class Config(RunSettings):
     def feature_parties(self) -> list[PartyConfig]:
         """Every party but the label party, in config order."""
         return [p for p in self.parties if p.name != self.label_party]
-
-    @property
-    def followers(self) -> list[str]:
-        """The feature parties' names, in config order: who follows the label party's lead."""
-        return [p.name for p in self.feature_parties]
-
-    @property
-    def order(self) -> list[str]:
-        """The label party, then the feature parties: the order of the top's inputs."""
-        return [self.label_party, *self.followers]
 
     def party(self, name: str) -> PartyConfig:
         """Return the party called `name`."""

@@ -19,7 +19,7 @@ import pyarrow as pa
 from pyarrow import flight
 
 from splitrec_core.channel.base import (
-    ChannelStats,
+    CountingChannel,
     Kind,
     PeerError,
     frame,
@@ -118,13 +118,13 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link) -> None:
         link.fail(f"broke the stream: {first_line(error)}")
 
 
-class FlightChannel:
+class FlightChannel(CountingChannel):
     """Party `me`'s view of one session over Flight; counts what it sends and receives."""
 
     def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str],
                  hub: str | None = None) -> None:
-        self.me, self._endpoint, self._session = endpoint.me, endpoint, session
-        self._sent, self._received = ChannelStats(), ChannelStats()
+        super().__init__(endpoint.me)
+        self._endpoint, self._session = endpoint, session
         self._links: dict[str, Link] = {}
         self._dialed: dict[str, tuple[flight.FlightClient, threading.Thread]] = {}
         self.then_close: FlightEndpoint | None = None  # an endpoint to stop with the channel
@@ -210,14 +210,6 @@ class FlightChannel:
                 if time.monotonic() > deadline:
                     raise PeerError(f"{self.me} waited {timeouts.recv_s:.0f} s for "
                                     f"'{kind.value}' from {self._endpoint.where(frm)}") from None
-
-    def sent(self) -> ChannelStats:
-        """What this party sent."""
-        return self._sent
-
-    def received(self) -> ChannelStats:
-        """What this party received (at the label party, with `sent`, all a star's traffic)."""
-        return self._received
 
     def close(self) -> None:
         """End the session.
