@@ -30,7 +30,7 @@ demo-distributed: install
 test: install
 	$(BIN)/python -m pytest
 
-## The unit tests only: in one process, synthetic data, about a minute.
+## The unit tests only: no Prefect API, Flight, Dask or party processes; synthetic data.
 test-fast: install
 	$(BIN)/python -m pytest tests/unit
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,6 +42,7 @@ sys.path.insert(0, str(REPO))
 
 # the repository's own packages, found through the path set just above
 from deployments.distributed import print_failure, start_parties  # noqa: E402
+from splitrec_core.channel.flight.addresses import free_port_block  # noqa: E402
 from splitrec_core.config import load_config  # noqa: E402
 from splitrec_core.datasets.synthetic import write_parties  # noqa: E402
 from splitrec_core.entropy import PIN_VARIABLE  # noqa: E402
@@ -65,19 +65,6 @@ def config_copy(source: Path, out: Path, name: str, parties: int | None = None,
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(tomli_w.dumps(settings | {"name": name}))
     return out
-
-
-def free_port_block(count: int) -> int:
-    """A first port with `count` free ports after it (checked, not reserved)."""
-    for first in range(52000, 60000, 16):
-        try:
-            for port in range(first, first + count):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-    raise RuntimeError("no free ports")
 
 
 def tree_rss(process: psutil.Process) -> dict[str, int]:

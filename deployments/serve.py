@@ -17,7 +17,7 @@ from splitrec_core.federation import PartyFiles, PartyView
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
-    from splitrec_core.apart.serving import Job
+    from splitrec_core.apart.jobs import Job
 
 
 def retrain_deployment(config: Path, workdir: Path, name: str = "retrain") -> RunnerDeployment:
@@ -110,8 +110,8 @@ def feature_party_jobs(view: PartyView, files: PartyFiles) -> dict[Job, Callable
     one), a move of its registry's aliases; each flow in this party's own Prefect.
     """
     from flows.party import party_flows
+    from splitrec_core.apart.jobs import Job
     from splitrec_core.apart.registry_protocol import move_apart
-    from splitrec_core.apart.serving import Job
     from splitrec_core.workspace import Workspace
 
     party_pipeline, party_score = party_flows(view.config.party(view.me).engine)

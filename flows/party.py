@@ -10,6 +10,7 @@ from __future__ import annotations
 from prefect import Flow, flow
 from prefect.runtime import flow_run
 
+from splitrec_core.apart.jobs import Job
 from splitrec_core.config import EngineConfig
 from splitrec_core.federation import PartyFiles
 from tasks._common import on_run_cluster, party_task_runner
@@ -84,7 +85,7 @@ def party_score(files: PartyFiles, *, rows: str | None = None, run_id: str | Non
     view = files.load()
     run_id = run_id or f"score-{flow_run.get_id()}"[:14]
     if invite and files.party == view.federation.label_party:
-        invite_parties(view, run_id, "score")
+        invite_parties(view, run_id, Job.SCORE)
     with on_run_cluster():
         scored = score_with_peers(view, run_id, model, view.rows_to_score(rows), files.workdir)
     return None if scored is None else str(scored.predictions)

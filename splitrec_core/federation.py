@@ -224,17 +224,19 @@ def load_party(federation_file: Path, private_file: Path, party: str) -> PartyVi
 class PartyFiles(Strict):
     """Where one party's files are: its federation file copy, its name, private file, run folder.
 
-    What every `splitrec party …` command and a party's flows start from. The private file
-    defaults to `party.toml` beside the federation file, the run folder to `run` beside it; both
-    are made absolute, so a deployment's runs find them from anywhere. The federation file stays
-    as given, so errors name it as the user wrote it.
+    What a party's `splitrec party` commands (but `trial`) and its flows start from. The
+    private file defaults to `party.toml` beside the federation file, the run folder to `run`
+    beside it (so both may be left out, in a deployment's parameters too); both are made
+    absolute, so a deployment's runs find them from anywhere. The federation file stays as
+    given, so errors name it as the user wrote it.
     """
 
     federation: Path = Field(description="its copy of the federation file")
     party: str = Field(description="which party of the federation it is")
-    private: Path = Field(description="its private file (default: party.toml beside the "
-                                      "federation file)")
-    workdir: Path = Field(description="its run folder (default: run beside the federation file)")
+    private: Path | None = Field(default=None, description="its private file (default: "
+                                                           "party.toml beside the federation file)")
+    workdir: Path | None = Field(default=None, description="its run folder (default: run beside "
+                                                           "the federation file)")
 
     @model_validator(mode="before")
     @classmethod
@@ -248,6 +250,7 @@ class PartyFiles(Strict):
 
     def load(self) -> PartyView:
         """Read the party's copy of the federation file and its private file."""
+        assert self.private is not None  # filled in on validation
         return load_party(self.federation, self.private, self.party)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import task
 
 from splitrec_core.align import Alignment
-from splitrec_core.apart.serving import Job
+from splitrec_core.apart.jobs import Job
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
 from splitrec_core.promotion import Verdict
@@ -63,7 +63,7 @@ def invite_parties(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[s
     """
     from splitrec_core.apart.serving import invite
 
-    return invite(view, run_id, Job(job))
+    return invite(view, run_id, job)
 
 
 @task(name="register", task_run_name="register-{run_id}",

@@ -53,7 +53,8 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
         else:  # a party's own flow, parties apart
             files = PartyFiles.model_validate(parameters["files"])
             cfg, me = files.load().config, files.party
-    except (InputError, KeyError):  # the config itself was the problem: nothing more to name
+    except (InputError, KeyError, ValueError):  # the config or the files parameter itself was
+        # the problem (pydantic's ValidationError is a ValueError): nothing more to name
         logger.error("%s run %s failed: %s", flow.name, flow_run.name, state.message)
         return
     steps = failed_steps(flow_run.id, [p.name for p in cfg.parties], me) or ["the flow itself"]

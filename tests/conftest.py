@@ -80,27 +80,6 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
             for party in cfg.parties}
 
 
-def consecutive_free_ports(count: int) -> int:
-    """A port p with p .. p+count-1 free now (a trial federation's parties listen on them)."""
-    import socket
-
-    from splitrec_core.channel.flight.addresses import free_ports
-
-    for _ in range(50):
-        base = free_ports(1)[0]
-        sockets = [socket.socket() for _ in range(count)]
-        try:
-            for offset, sock in enumerate(sockets):
-                sock.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
 def raw_values(data_dir: Path) -> set[bytes]:
     """What must never cross between parties, as bytes to search payloads for.
 

@@ -8,6 +8,7 @@ short is redone by the next). Any other error keeps its traceback: it is a bug t
 
 from __future__ import annotations
 
+import sys
 from typing import Any, NoReturn
 
 import typer
@@ -26,10 +27,10 @@ class ExitCodes(TyperGroup):
         except InputError as error:
             _exit(error, code=2)
         except Exception as error:
-            # The channel (and pyarrow with it) is loaded only once a command has used it
-            from splitrec_core.channel import PeerError
-
-            if not isinstance(error, PeerError):
+            # A PeerError comes from the channel, so only a command that loaded it can raise one
+            # (`splitrec --help` and a typo in an option never load pyarrow)
+            base = sys.modules.get("splitrec_core.channel.base")
+            if base is None or not isinstance(error, base.PeerError):
                 raise
             _exit(error, code=1)
 

@@ -32,7 +32,7 @@ def _registry(config: Path, workdir: Path | None) -> SharedModel:
     from splitrec_core.registry import SharedModel
 
     cfg = load_config(config)
-    return SharedModel.of(cfg, workdir or Path("runs") / cfg.name)
+    return SharedModel.of(cfg, cfg.run_folder(workdir))
 
 
 def _print_aliases(aliases: Aliases) -> None:

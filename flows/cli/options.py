@@ -1,7 +1,8 @@
 """The options several commands share, and the one declaration of a party's files.
 
-Every `splitrec party …` command takes the same four: FEDERATION, --party, --private and
---workdir. `with_party_files` declares them once and hands the command one `PartyFiles`.
+Every `splitrec party …` command but `trial` takes the same four: FEDERATION, --party,
+--private and --workdir. `with_party_files` declares them once and hands the command one
+`PartyFiles`.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _checked_workdir(config: Path, workdir: Path | None, sweeping: bool = False)
     cfg = load_config(config)
     if sweeping:
         cfg.variants(config)
-    return workdir or Path("runs") / cfg.name
+    return cfg.run_folder(workdir)
 
 
 def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: object) -> Path:

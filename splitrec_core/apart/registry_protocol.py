@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from splitrec_core.apart.jobs import Job
 from splitrec_core.apart.messages import (
     Abort,
     Holds,
@@ -32,7 +33,7 @@ from splitrec_core.apart.messages import (
     receive,
     send,
 )
-from splitrec_core.apart.serving import Job, invite
+from splitrec_core.apart.serving import invite
 from splitrec_core.apart.sessions import session
 from splitrec_core.channel import Channel
 from splitrec_core.errors import InputError

@@ -8,27 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from enum import StrEnum
 
+from splitrec_core.apart.jobs import Job
 from splitrec_core.apart.sessions import endpoint
 from splitrec_core.channel.flight.endpoint import FlightEndpoint
 from splitrec_core.federation import PartyView
-
-
-class Job(StrEnum):
-    """What a run the label party starts at a serving party does."""
-
-    TRAIN = "train"    # PSI, features, split training, registering: the party's pipeline
-    SCORE = "score"    # scoring new rows with a registered version
-    MODELS = "models"  # moving the registry's aliases (promote, roll back)
-
-    @classmethod
-    def named(cls, name: str) -> Job | None:
-        """The job called `name`, or None: a peer may ask for anything."""
-        try:
-            return cls(name)
-        except ValueError:
-            return None
 
 
 def invite(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[str, str]:

@@ -167,6 +167,10 @@ class Config(RunSettings, Roster):
                 return party
         raise KeyError(f"no party named '{name}'")
 
+    def run_folder(self, given: Path | None = None) -> Path:
+        """Where a run of this config keeps its files: `given`, else `runs/<config name>`."""
+        return given or Path("runs") / self.name
+
     def party_file(self, party: PartyConfig, workdir: Path) -> Path:
         """Resolve a party's input file: relative to `data_dir`, itself relative to the workdir."""
         if party.is_peer:

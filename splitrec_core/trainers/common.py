@@ -70,7 +70,7 @@ def input_specs(bottom: keras.Model) -> tuple[tf.TensorSpec, tf.TensorSpec]:
 class StepSettings:
     """How a party's trainer steps, and the privacy noise on what it hands over.
 
-    Args:
+    Attributes:
         learning_rate: a rate or a schedule.
         xla: compile the training steps with XLA.
         noise: std of the Gaussian noise on what it hands over (a feature party's h, the label

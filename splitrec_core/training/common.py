@@ -146,7 +146,7 @@ class Inbox:
 class LoopSettings:
     """What a party's training loop runs on besides its trainer and its channel.
 
-    Args:
+    Attributes:
         train: its training rows (read whole, or streamed).
         test: its test rows, embedded or scored after the last epoch.
         plan: the epochs every party shares (batches, validation rows, patience).
@@ -172,7 +172,7 @@ class LoopSettings:
 class TrainedRun:
     """What a finished training run hands to `write_result`.
 
-    Args:
+    Attributes:
         history: its epochs' losses, validation AUCs and gate use.
         probabilities: the test rows' predictions `[rows, tasks]`, in common-position order.
         fit_rows: rows fitted per epoch (the training rows less the validation rows).

@@ -24,13 +24,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from splitrec_core.channel import PeerError
+from splitrec_core.channel.flight.addresses import free_port_block
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import PartyView, load_party, write_trial_federation
 from tests.conftest import (
     REPO,
     as_new_rows,
-    consecutive_free_ports,
     found_in,
     prepare_features,
     raw_values,
@@ -96,7 +96,7 @@ def federation(tmp_path: Path, synthetic_cfg):
     cfg = synthetic_cfg.model_copy(update={"training": synthetic_cfg.training.model_copy(
         update={"epochs": EPOCHS})})
     written = write_trial_federation(cfg, files, tmp_path / "federation",
-                                     consecutive_free_ports(3))
+                                     free_port_block(3))
     return cfg, tmp_path, written
 
 
@@ -122,9 +122,10 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     # the feature parties serve, so the label party starts the run
     import pandas as pd
 
+    from splitrec_core.apart.jobs import Job
     from splitrec_core.apart.registry_protocol import move_apart, promote
     from splitrec_core.apart.scoring import score_apart
-    from splitrec_core.apart.serving import Job, accept_runs, invite
+    from splitrec_core.apart.serving import accept_runs, invite
     from splitrec_core.apart.sessions import endpoint
     from splitrec_core.errors import InputError
     from splitrec_core.export import export_party
@@ -366,7 +367,7 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
     demo = subprocess.run(
         [sys.executable, str(REPO / "deployments" / "distributed.py"), "--config",
          str(REPO / "data" / "synthetic.toml"), "--data-workdir", str(tmp_path), "--out",
-         str(out), "--base-port", str(consecutive_free_ports(3))],
+         str(out), "--base-port", str(free_port_block(3))],
         cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_S, check=False)
 
     assert demo.returncode == 0, demo.stderr[-3000:]

@@ -13,10 +13,11 @@ import tomli_w
 from typer.testing import CliRunner
 
 from flows.cli import app
+from splitrec_core.channel.flight.addresses import free_port_block
 from splitrec_core.config import read_toml
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.federation import write_trial_federation
-from tests.conftest import SYNTHETIC_TOML, consecutive_free_ports
+from tests.conftest import SYNTHETIC_TOML
 
 
 @pytest.fixture
@@ -24,7 +25,7 @@ def trial(tmp_path: Path, synthetic_cfg) -> dict[str, tuple[Path, Path]]:
     """A trial federation of the synthetic parties: party → (federation file, private file)."""
     write_parties(tmp_path / "data", 200, seed=1)
     data = {p.name: synthetic_cfg.party_file(p, tmp_path) for p in synthetic_cfg.parties}
-    return write_trial_federation(synthetic_cfg, data, tmp_path / "fed", consecutive_free_ports(3))
+    return write_trial_federation(synthetic_cfg, data, tmp_path / "fed", free_port_block(3))
 
 
 def test_a_malformed_option_is_bad_input_one_line_and_exit_2():
@@ -48,7 +49,7 @@ def test_another_partys_private_file_is_bad_input_one_line_and_exit_2(trial):
                              "not media's\n")
 
 
-@pytest.mark.timeout(120)  # a hang guard: the label party never answers
+@pytest.mark.timeout(600)  # a hang guard: the label party never answers
 def test_a_peer_that_does_not_answer_is_one_line_and_exit_1(trial):
     # Prepare: the bank follows a move the label party never starts; it waits a second for it
     federation, _ = trial["bank"]

@@ -37,3 +37,24 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_block(count: int, host: str = "127.0.0.1") -> int:
+    """A port p with p .. p + count - 1 free now, for a trial federation's parties.
+
+    `splitrec party trial --base-port` gives its parties consecutive ports. Checked, not
+    reserved: a race with another program is possible but rare.
+    """
+    for _ in range(50):
+        base = free_ports(1, host)[0]
+        sockets = [socket.socket() for _ in range(count)]
+        try:
+            for offset, sock in enumerate(sockets):
+                sock.bind((host, base + offset))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports on {host}")

@@ -1,8 +1,9 @@
 """One session over Flight: a stream per peer, the inbox per kind it fills, and the channel.
 
-The label party's endpoint accepts the streams later parties open (`endpoint`); the party that
-dials reads its stream on a thread of its own. Either way a `Link` holds our side of the stream
-and `pump` moves what arrives into the link's inbox.
+Of every pair of parties that talk, the earlier one's endpoint accepts the stream the later one
+opens (`endpoint`; with parties apart, the label party's accepts every feature party's); the
+party that dials reads its stream on a thread of its own. Either way a `Link` holds our side
+of the stream and `pump` moves what arrives into the link's inbox.
 """
 
 from __future__ import annotations
