@@ -25,7 +25,8 @@ import pyarrow as pa
 from splitrec_core.config import EngineConfig
 
 LOCAL = EngineConfig()  # this process's threads
-Item, Result = TypeVar("Item"), TypeVar("Result")
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 IN_FLIGHT = 4  # pieces of work a party's cluster holds at once (so memory is bounded by piece size)
 _RUN_CLUSTER: ContextVar[str | None] = ContextVar("run_cluster", default=None)
 
