@@ -56,7 +56,9 @@ def judge(version: str, candidate: dict[str, Any], champion_version: str | None,
     """
     if champion_version == version:
         return Verdict(version, champion_version, True, ["it is already the champion"])
-    fell, leaks, held = [], [], []
+    fell: list[str] = []
+    leaks: list[str] = []
+    held: list[str] = []
     if champion is not None:
         for task, metrics in candidate["metrics"].items():
             new, old = metrics["auc"], champion["metrics"][task]["auc"]

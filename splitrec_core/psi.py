@@ -224,9 +224,10 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
         # 2. Per follower: raise its points to our scalar and join with our double-blinded points
         matches = []  # per follower: for each of our sent points, its index in their list or -1
         for follower in followers:
-            theirs = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower)]
-            width = comparison_bytes(total, sum(len(c) for c in theirs))
-            theirs = _concat((c[:, :width] for c in theirs), width)  # only what is compared
+            raised = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower)]
+            width = comparison_bytes(total, sum(len(c) for c in raised))
+            theirs = _concat((c[:, :width] for c in raised), width)  # only what is compared
+            del raised  # the full points: only their compared bytes are kept
             ours_twice = _concat(recv_chunks(channel, Kind.PSI_DOUBLE_BLINDED, follower), width)
             matches.append(match(ours_twice, theirs))
             del theirs, ours_twice

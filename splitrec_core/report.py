@@ -30,7 +30,7 @@ def task_rows(report: Report) -> list[dict[str, object]]:
 
     The leakage columns are the attacks' AUCs. Figures are rounded for reading.
     """
-    rows = []
+    rows: list[dict[str, object]] = []
     lifts = report.lift
     for task, m in report.tasks.items():
         lift, leak = lifts[task], report.leakage[task]

@@ -38,7 +38,7 @@ def accept_runs(view: PartyView, jobs: Mapping[Job, Callable[[str], object]]) ->
             raise PermissionError(f"{caller} asked {view.me} to start a run: only the label "
                                   f"party {label} starts runs")
         job = Job.named(name)
-        if job not in jobs:
+        if job is None or job not in jobs:
             why = " (its party.toml names no score_input)" if job == Job.SCORE else ""
             raise PermissionError(f"{view.me} does not serve {name} runs{why}")
         with lock:

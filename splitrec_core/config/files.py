@@ -46,8 +46,10 @@ def _merge(base: dict[str, object], override: dict[str, object]) -> dict[str, ob
     merged = dict(base)
     for key, value in override.items():
         old = merged.get(key)
-        both_tables = isinstance(old, dict) and isinstance(value, dict)
-        merged[key] = _merge(old, value) if both_tables else value
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = _merge(old, value)
+        else:
+            merged[key] = value
     return merged
 
 

@@ -32,9 +32,11 @@ from splitrec_core.errors import InputError
 
 
 class Named(Protocol):
-    """A party as a roster lists it."""
+    """A party as a roster lists it (read only: config sections are frozen)."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The party's name."""
 
 
 class Roster:
@@ -173,7 +175,7 @@ class Config(RunSettings, Roster):
 
     def party_file(self, party: PartyConfig, workdir: Path) -> Path:
         """Resolve a party's input file: relative to `data_dir`, itself relative to the workdir."""
-        if party.is_peer:
+        if party.file is None:  # a peer: its data is elsewhere
             raise InputError(f"config '{self.name}'", f"parties.{party.name}.file",
                              "missing: in a one-process run every party needs its data file")
         data_dir = Path(self.data_dir)

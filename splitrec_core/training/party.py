@@ -94,6 +94,7 @@ class PartyJob:
                              noise_seed=private_seed("noise", self.party))
         models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files.transform))}
         checkpoints = self.checkpoints
+        trainer: LabelTrainer | BottomTrainer
         if self.party == cfg.label_party:
             models["top"] = build_top(cfg, cfg.order)
             trainer = LabelTrainer(models["bottom"], models["top"], task_weighting(cfg),
