@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -196,13 +197,13 @@ class Report:
         )
 
 
-def sweep_table(rows: list[dict[str, object]], tasks: list[str]) -> str:
+def sweep_table(rows: Sequence[Mapping[str, Any]], tasks: Sequence[str]) -> str:
     """A Markdown table of sweep results: one row per grid point, test AUC per task."""
     head = ("| experts | expert units | task weights | "
             + " | ".join(f"{t} AUC" for t in tasks) + " |")
     lines = [head, "|" + "---|" * (3 + len(tasks))]
     for row in rows:
-        scores: dict[str, float | None] = row["auc"]  # type: ignore[assignment]
+        scores: dict[str, float | None] = row["auc"]
         aucs = " | ".join("n/a" if scores[t] is None else f"{scores[t]:.4f}" for t in tasks)
         lines.append(f"| {row['num_experts']} | {row['expert_units']} | {row['task_weights']} "
                      f"| {aucs} |")

@@ -10,7 +10,7 @@ Unseen categories and missing values are handled as in training. No labels are n
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,7 +43,7 @@ class Scored:
 
 
 def validate_new_rows(party: str, version_folder: Path, path: Path, out_dir: Path,
-                      normalize: list[str], engine: EngineConfig = LOCAL) -> ValidatedParty:
+                      normalize: Sequence[str], engine: EngineConfig = LOCAL) -> ValidatedParty:
     """Check `party`'s new rows (on its `engine`) against the columns its registered part takes.
 
     Those columns are in its manifest. An error names the party, the version, the file and the
@@ -106,8 +106,9 @@ def score_local(version_folders: dict[str, Path], validated: dict[str, Validated
     `out` is the label party's predictions file.
     """
     hub = hub or LocalHub()
-    jobs = {p: partial(feature_scoring, hub.channel(p), version_folders[p], validated[p].table,
-                       aligned[p], label) for p in version_folders if p != label}
+    jobs: dict[str, Callable[[], object]] = {
+        p: partial(feature_scoring, hub.channel(p), version_folders[p], validated[p].table,
+                   aligned[p], label) for p in version_folders if p != label}
     jobs[label] = partial(label_scoring, hub.channel(label), version_folders[label],
                           validated[label], aligned[label], out)
     started = time.perf_counter()

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TypeVar
 
@@ -80,7 +80,7 @@ class LocalHub:
         """Make every pending and future `take` raise, so no party waits for a failed one."""
         self._aborted = reason
 
-    def run(self, jobs: dict[str, Callable[[], T]]) -> dict[str, T]:
+    def run(self, jobs: Mapping[str, Callable[[], T]]) -> dict[str, T]:
         """Run each party's job on its own thread; on the first failure abort the rest, re-raise it.
 
         Each job sees a copy of the caller's context variables: an orchestrator's run context
@@ -90,11 +90,11 @@ class LocalHub:
             futures = {name: pool.submit(contextvars.copy_context().run, job)
                        for name, job in jobs.items()}
             done, _ = wait(futures.values(), return_when=FIRST_EXCEPTION)
-            failed = [f.exception() for f in done if f.exception() is not None]
+            failed = [exc for f in done if (exc := f.exception()) is not None]
             if failed:
                 error = next((e for e in failed if not isinstance(e, ChannelAborted)), failed[0])
                 self.abort(f"{type(error).__name__}: {error}")
-                raise error  # type: ignore[misc]
+                raise error
             return {name: future.result() for name, future in futures.items()}
 
     def stats(self) -> ChannelStats:

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import combinations
 from multiprocessing.connection import Connection
@@ -169,9 +169,9 @@ def _root_cause(first: tuple[str, str], results: multiprocessing.Queue) -> tuple
     return next((f for f in failures if not f[1].startswith(_LOST_PEER)), first)
 
 
-def run_in_processes(jobs: dict[str, Callable[[Channel], T]],
-                     channels: dict[str, Callable[[], Channel]] | None = None,
-                     cores: dict[str, frozenset[int]] | None = None) -> dict[str, T]:
+def run_in_processes(jobs: Mapping[str, Callable[[Channel], T]],
+                     channels: Mapping[str, Callable[[], Channel]] | None = None,
+                     cores: Mapping[str, frozenset[int]] | None = None) -> dict[str, T]:
     """Run each party's job in its own (spawned) process; return their outcomes by party.
 
     `channels[party]` opens the party's channel in its process (default: `pipe_channels`);
