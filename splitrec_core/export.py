@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import keras
 import numpy as np
@@ -54,17 +55,24 @@ def export_party(cfg: Config, party: str, bottom: Path, transform: Path, out: Pa
     return out
 
 
+class Servable(Protocol):
+    """A loaded SavedModel, as far as serving uses it (TensorFlow ships no type hints)."""
+
+    def serve(self, inputs: list[Any]) -> Any:
+        """Its `serve` signature: the output tensor for the input tensors."""
+
+
 @dataclass
 class ExportedParty:
     """One party's export, loaded in this process."""
 
-    manifest: dict[str, object]
+    manifest: dict[str, Any]
     transform: Transform
-    bottom: object
-    top: object | None
+    bottom: Servable
+    top: Servable | None
 
     @staticmethod
-    def manifest_of(folder: Path) -> dict:
+    def manifest_of(folder: Path) -> dict[str, Any]:
         """An export's `manifest.json` (its columns and, at the label party, the top's inputs)."""
         return read_json(folder / "manifest.json")
 
@@ -86,5 +94,6 @@ class ExportedParty:
 
         The hs come in the top's party order.
         """
+        assert self.top is not None  # only the label party predicts, and its export has the top
         return tf.sigmoid(self.top.serve([tf.constant(h) for h in hs])).numpy()
 

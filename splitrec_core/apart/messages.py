@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Protocol, Self, TypeVar, overload
 
 import pyarrow as pa
 
@@ -36,6 +36,7 @@ class RegistryMessage(Protocol):
 
 
 M = TypeVar("M", bound=RegistryMessage)
+N = TypeVar("N", bound=RegistryMessage)
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,16 @@ def send(channel: Channel, peer: str, message: RegistryMessage) -> None:
     channel.send(Kind.REGISTRY, peer, pa.table({"json": [json.dumps(message.body())]}))
 
 
-def receive(channel: Channel, peer: str, *expected: type[M]) -> M:
+# One expected kind or two (a party told to move, or not): the caller gets the kinds it named.
+@overload
+def receive(channel: Channel, peer: str, expected: type[M], /) -> M: ...
+
+
+@overload
+def receive(channel: Channel, peer: str, expected: type[M], other: type[N], /) -> M | N: ...
+
+
+def receive(channel: Channel, peer: str, *expected: type[RegistryMessage]) -> RegistryMessage:
     """The next message of the registry kind from `peer`: the first of `expected` it matches.
 
     A body that matches none of them (a peer that differs from us) is an error naming the peer.

@@ -53,9 +53,10 @@ class Link:
     failure: str | None = None  # why the stream is over, if it is
     connected: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    writer: object = None       # the stream's writer while it is up
+    # The stream's writer while it is up (on a stream we dialed, a `FlightStreamWriter`)
+    writer: flight.MetadataRecordBatchWriter | None = None
 
-    def attach(self, writer: object) -> None:
+    def attach(self, writer: flight.MetadataRecordBatchWriter) -> None:
         """Start writing to the peer through `writer`: the stream is up."""
         with self.lock:
             self.writer = writer
@@ -66,7 +67,7 @@ class Link:
         with self.lock:
             if self.writer is None:
                 raise PeerError(f"{self.peer} {self.failure or 'is not connected'}")
-            self.writer.write_metadata(pa.py_buffer(message))  # type: ignore[attr-defined]
+            self.writer.write_metadata(pa.py_buffer(message))
 
     def detach(self, done_writing: bool) -> None:
         """Stop writing (telling the peer so, if `done_writing`: our half of the stream ends)."""
@@ -74,7 +75,7 @@ class Link:
             writer, self.writer = self.writer, None
             if done_writing and writer is not None:
                 try:
-                    writer.done_writing()  # type: ignore[attr-defined]
+                    writer.done_writing()
                 except (flight.FlightError, pa.ArrowException, OSError):
                     pass  # the peer is gone already; there is nothing left to tell it
 
