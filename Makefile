@@ -34,9 +34,11 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest tests/unit
 
-## ruff: pyflakes, pycodestyle, import order, docstrings (Google convention); CI runs it first.
+## ruff: pyflakes, pycodestyle, import order, docstrings (Google convention); mypy on
+## splitrec_core (its settings are in pyproject.toml). CI runs both first.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## A local Prefect server with the UI at http://127.0.0.1:4200, serving the scheduled pipeline.
 ui: install
