@@ -79,7 +79,8 @@ def terminal_summary(report: Report, metrics_file: Path, exports: Path) -> str:
     lines.append(f"sent between parties: {sum(v['bytes'] for v in sent) / MB:,.1f} MB in "
                  f"{sum(v['messages'] for v in sent):,} messages (PSI {psi / MB:,.1f} MB); "
                  f"{training['epochs_run']} epochs, kept {training['best_epoch']}, "
-                 f"{training['rows_per_s']:,.0f} rows/s")
+                 f"{training['rows_per_s']:,.0f} rows/s, "
+                 f"{training['cpu_s_per_1k_rows']:.3g} CPU s per 1,000 rows")
     if report.promotion is not None:
         lines.append(_verdict_line(report.promotion))
     lines.extend(f"note: {note}" for note in report.notes)
@@ -161,7 +162,8 @@ def markdown_report(name: str, report: Report, history: dict[str, Any],
     sizes = (f"{report.intersection:,} people shared by every party "
              f"({report.train_rows:,} training, {report.test_rows:,} test). "
              f"{training['epochs_run']} epochs, weights of epoch {training['best_epoch']} kept, "
-             f"{training['rows_per_s']:,.0f} rows/s.")
+             f"{training['rows_per_s']:,.0f} rows/s, "
+             f"{training['cpu_s_per_1k_rows']:.3g} CPU seconds per 1,000 rows.")
     lines = [f"# {name}: split MMoE run report", "", sizes, "", "## Test metrics per task", "",
              *_markdown_table(task_rows(report)), ""]
     lines += [f"> {note}" for note in report.notes]

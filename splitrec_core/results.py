@@ -18,6 +18,8 @@ class TrainResult:
     predictions: Path
     history: Path
     rows_per_s: float  # training rows fitted per second over `train_s`
+    cpu_s_per_1k_rows: float  # CPU seconds of the parties' processes over `train_s`, per 1,000
+    #                           of those rows (`training.local.label_result` says whose)
     train_s: float     # the epochs of this run, validation included, tracing not
     startup_s: float   # tracing (with XLA, compiling) every party's steps, before the first batch
     epochs_run: int
@@ -30,8 +32,10 @@ class TrainResult:
     def speed(self) -> dict[str, float | int]:
         """The report's `training` section.
 
-        That is rows/s and the seconds they are over, start-up, and the epochs run and kept.
+        That is rows/s and the seconds they are over, the CPU seconds per 1,000 of those rows,
+        start-up, and the epochs run and kept.
         """
         return {"rows_per_s": self.rows_per_s, "train_s": self.train_s,
+                "cpu_s_per_1k_rows": self.cpu_s_per_1k_rows,
                 "startup_s": self.startup_s, "epochs_run": self.epochs_run,
                 "best_epoch": self.best_epoch}

@@ -80,6 +80,28 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
             for party in cfg.parties}
 
 
+def burn_on_a_thread(cpu_s: float) -> float:
+    """Keep a new thread busy until it has spent `cpu_s` CPU seconds; the seconds it spent.
+
+    The thread reads its own CPU clock, so the amount is definite however busy the machine is.
+    """
+    import threading
+    import time
+
+    spent: list[float] = []
+
+    def burn() -> None:
+        start = time.thread_time()
+        while time.thread_time() - start < cpu_s:
+            pass
+        spent.append(time.thread_time() - start)
+
+    thread = threading.Thread(target=burn, name="burn-cpu")
+    thread.start()
+    thread.join()
+    return spent[0]
+
+
 def raw_values(data_dir: Path) -> set[bytes]:
     """What must never cross between parties, as bytes to search payloads for.
 

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from splitrec_core.config import Config
+from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
 from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
 from splitrec_core.io import write_json, write_parquet
@@ -81,7 +82,8 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
     history, best = History(), BestWeights(trainer.models)
     start_all = time.perf_counter()
     trainer.trace(plan.batch_sizes)
-    startup_s, start_all = time.perf_counter() - start_all, time.perf_counter()
+    startup_s = time.perf_counter() - start_all
+    start_all, cpu_at_start = time.perf_counter(), process_cpu_s()
     for epoch in range(plan.epochs):
         start, losses = time.perf_counter(), []
         for *batch, batch_labels in plan.batch_tensors(epoch, *inputs(run.train), labels):
@@ -96,11 +98,11 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
         if decision.stop:
             break
     best.restore()
-    seconds = time.perf_counter() - start_all
+    seconds, cpu_s = time.perf_counter() - start_all, process_cpu_s() - cpu_at_start
     test = probabilities(run.test, np.arange(len(run.test[label])))
     models = {"pooled": save_model(trainer.model, out_dir / "model.keras")}
-    return write_result(cfg, TrainedRun(history, test, len(plan.fit), startup_s, seconds, models),
-                        label_test=features[label].test, out_dir=out_dir)
+    trained = TrainedRun(history, test, len(plan.fit), startup_s, seconds, cpu_s, models)
+    return write_result(cfg, trained, label_test=features[label].test, out_dir=out_dir)
 
 
 def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> TrainResult:
@@ -121,5 +123,5 @@ def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> Tr
         models={}, predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
         history=write_json({"base_rate": dict(zip(tasks, rates.tolist(), strict=True))},
                            out_dir / "history.json"),
-        rows_per_s=0.0, train_s=0.0, startup_s=0.0, epochs_run=0, best_epoch=0, channel={},
-        leakage={})
+        rows_per_s=0.0, cpu_s_per_1k_rows=0.0, train_s=0.0, startup_s=0.0, epochs_run=0,
+        best_epoch=0, channel={}, leakage={})

@@ -178,6 +178,8 @@ class TrainedRun:
         fit_rows: rows fitted per epoch (the training rows less the validation rows).
         startup_s: seconds spent tracing (and with XLA compiling) before the first batch.
         train_s: seconds of training, validation included.
+        cpu_s: the CPU seconds every process of the run spent over `train_s`, summed
+            (`total_cpu_s`).
         models: the saved models by name.
         channel: traffic per message kind.
         leakage: the leakage audit of the gradients the label party sent.
@@ -189,6 +191,7 @@ class TrainedRun:
     fit_rows: int
     startup_s: float
     train_s: float
+    cpu_s: float
     models: dict[str, Path]
     channel: dict[str, dict[str, int]] = field(default_factory=dict)
     leakage: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -212,11 +215,13 @@ def write_result(cfg: Config, run: TrainedRun, *, label_test: Path, out_dir: Pat
     columns = {"position": FeatureMatrix.positions(label_test)}
     columns |= {f"p:{t}": run.probabilities[:, j] for j, t in enumerate(tasks)}
     epochs_run = len(run.history.seconds)
+    rows_fitted = (epochs_run - run.resumed_after_epoch) * run.fit_rows
     return TrainResult(
         models=run.models,
         predictions=write_parquet(pa.table(columns), out_dir / "predictions.parquet"),
         history=write_json(run.history.as_json(tasks), out_dir / "history.json"),
-        rows_per_s=(epochs_run - run.resumed_after_epoch) * run.fit_rows / run.train_s,
+        rows_per_s=rows_fitted / run.train_s,
+        cpu_s_per_1k_rows=1000 * run.cpu_s / rows_fitted,
         train_s=run.train_s,
         startup_s=run.startup_s,
         epochs_run=epochs_run,

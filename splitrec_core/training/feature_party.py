@@ -13,6 +13,7 @@ from functools import partial
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
+from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import EVAL_BATCH, BestWeights, Decision
 from splitrec_core.trainers import BottomTrainer
 from splitrec_core.training.common import Inbox, LoopSettings, Outbox
@@ -47,7 +48,7 @@ def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.T
 
 
 def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
-                 leader: str) -> None:
+                 leader: str) -> float:
     """A feature party's training run from `run.start_epoch`, then its embeddings of the test rows.
 
     It embeds `run.ahead` messages ahead (see `bottom_epoch`), `run.per_message` training
@@ -55,6 +56,9 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
     the validation rows (with the training noise: they are training rows) and follows the label
     party's decision to keep the weights and to stop. It makes the next epoch's batches while
     the label party scores the validation rows: then nobody waits for them.
+
+    Returns its process's CPU seconds when its last epoch ended (`process_cpu_s`), before it
+    embedded the test rows.
     """
     plan, wire, checkpoints = run.plan, run.wire, run.checkpoints
     best = BestWeights([trainer.bottom])
@@ -77,7 +81,9 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
         if decision.stop:
             break
         checkpoints.save(epoch + 1, [trainer.bottom], [trainer.optimizer], best.arrays())
+    trained_cpu_s = process_cpu_s()
     best.restore()
     for chunk in run.test.chunks(EVAL_BATCH):
         h = trainer.embed(chunk.cats, chunk.nums)
         channel.send(Kind.EVAL_EMBEDDING, leader, wire.pack(h))
+    return trained_cpu_s

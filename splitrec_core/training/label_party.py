@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
+from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
@@ -36,6 +37,7 @@ class LabelOutcome:
     leakage: dict[str, dict[str, float]]
     fit_rows: int  # rows fitted per epoch (the training rows less the validation rows)
     trained_at: float  # wall clock when the last epoch ended (before scoring the test rows)
+    trained_cpu_s: float  # its process's CPU seconds then (`process_cpu_s`)
 
 
 def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
@@ -112,10 +114,11 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
             break
         checkpoints.save(epoch + 1, best.models, [trainer.optimizer],
                          history.arrays() | best.arrays())
-    trained_at = time.time()
+    trained_at, trained_cpu_s = time.time(), process_cpu_s()
     best.restore()
     probabilities = _predict(channel, trainer, run.test, followers, Kind.EVAL_EMBEDDING, wire)
-    return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at)
+    return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at,
+                        trained_cpu_s)
 
 
 def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix | StreamedFeatures,

@@ -16,6 +16,7 @@ from splitrec_core.channel import ChannelStats, LocalHub
 from splitrec_core.channel.flight.loopback import loopback_seats
 from splitrec_core.channel.processes import own_cores, run_in_processes
 from splitrec_core.config import Config
+from splitrec_core.cpu import total_cpu_s
 from splitrec_core.features import PartyFeatures
 from splitrec_core.results import TrainResult
 from splitrec_core.training.common import TrainedRun, party_order, write_result
@@ -64,7 +65,9 @@ def label_result(cfg: Config, label_test: Path, outcomes: dict[str, PartyOutcome
     """The run's result from the parties' outcomes (the label party's among them).
 
     That is its test predictions and history written to `out_dir`, the models, the timings and
-    the traffic.
+    the traffic. Its CPU seconds are those of the processes the outcomes came from: every
+    party's on one machine; the label party's own when the parties run apart, since no party's
+    CPU time crosses the channel.
     """
     label = outcomes[cfg.label_party]
     trained = label.label
@@ -72,7 +75,8 @@ def label_result(cfg: Config, label_test: Path, outcomes: dict[str, PartyOutcome
     ready = max(o.ready_at for o in outcomes.values())
     models = {p: o.models["bottom"] for p, o in outcomes.items()} | {"top": label.models["top"]}
     run = TrainedRun(trained.history, trained.probabilities, trained.fit_rows,
-                     startup_s=ready - started, train_s=trained.trained_at - ready, models=models,
+                     startup_s=ready - started, train_s=trained.trained_at - ready,
+                     cpu_s=total_cpu_s(o.cpu for o in outcomes.values()), models=models,
                      channel=channel, leakage=trained.leakage,
                      resumed_after_epoch=label.resumed_after_epoch)
     return write_result(cfg, run, label_test=label_test, out_dir=out_dir)

@@ -16,6 +16,7 @@ import pyarrow as pa
 from splitrec_core.channel import Channel, Kind
 from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
+from splitrec_core.cpu import CpuSpan, process_cpu_s, this_process
 from splitrec_core.entropy import private_seed
 from splitrec_core.epochs import Plan
 from splitrec_core.features import PartyFeatures, Transform
@@ -40,6 +41,7 @@ class PartyOutcome:
 
     models: dict[str, Path]       # "bottom", and for the label party "top"
     ready_at: float               # wall clock when its steps were traced (and, with XLA, compiled)
+    cpu: CpuSpan                  # its process's CPU from then until its last epoch ended
     sent: dict[str, dict[str, int]]  # what its channel sent
     resumed_after_epoch: int      # the epoch every party had checkpointed (0: from scratch)
     label: LabelOutcome | None = None
@@ -104,7 +106,7 @@ class PartyJob:
             trainer = BottomTrainer(models["bottom"],
                                     replace(steps, noise=cfg.privacy.embedding_noise))
         trainer.trace(plan.batch_sizes)
-        ready_at = time.time()
+        ready_at, cpu_at_ready = time.time(), process_cpu_s()
         start = agree_on_start(channel, checkpoints, cfg)
         run = LoopSettings(train, test, plan, checkpoints, start, Wire(training.wire_dtype),
                            training.batches_per_message, training.embed_ahead)
@@ -112,9 +114,13 @@ class PartyJob:
         if isinstance(trainer, LabelTrainer):
             outcome = label_loop(channel, trainer, run, followers=cfg.followers,
                                  tasks=cfg.task_names)
+            cpu_at_end = outcome.trained_cpu_s
         else:
-            feature_loop(channel, trainer, run, leader=cfg.label_party)
+            cpu_at_end = feature_loop(channel, trainer, run, leader=cfg.label_party)
         saved = {name: save_model(model, self.out_dir / f"{name}.keras")
                  for name, model in models.items()}
         checkpoints.clear()
-        return PartyOutcome(saved, ready_at, channel.sent().as_dict(), run.start_epoch, outcome)
+        cpu = CpuSpan(this_process(), cpu_at_ready, cpu_at_end)
+        return PartyOutcome(saved, ready_at, cpu, channel.sent().as_dict(), run.start_epoch,
+                            outcome)
+

@@ -39,8 +39,8 @@ def _report(**changes) -> Report:
         intersection=500, train_rows=400, test_rows=100,
         channel={"psi_blinded": {"bytes": 500_000, "messages": 10},
                  "embedding": {"bytes": 1_000_000, "messages": 20}},
-        training={"rows_per_s": 1234.4, "train_s": 3.0, "startup_s": 1.0, "epochs_run": 3,
-                  "best_epoch": 2},
+        training={"rows_per_s": 1234.4, "train_s": 3.0, "cpu_s_per_1k_rows": 4.86,
+                  "startup_s": 1.0, "epochs_run": 3, "best_epoch": 2},
         leakage={"buys": {"norm_auc": 0.61, "cosine_auc": 0.52},
                  "clicks": {"norm_auc": 0.5, "cosine_auc": 0.5}},
         label_only={"buys": {"auc": 0.7, "logloss": 0.6, "positives": 40, "rows": 100},
@@ -112,7 +112,7 @@ def test_the_terminal_summary_reads_the_report(tmp_path: Path):
                                 "0.610", "/", "0.520"]
     assert lines[2].split()[:2] == ["clicks", "n/a"]
     assert lines[3] == ("sent between parties: 1.5 MB in 30 messages (PSI 0.5 MB); 3 epochs, "
-                        "kept 2, 1,234 rows/s")
+                        "kept 2, 1,234 rows/s, 4.86 CPU s per 1,000 rows")
     assert lines[4] == ("model version abc: not promoted, v0 stays current (buys test AUC 0.7500 "
                         "against the champion's 0.8000)")
     assert lines[5].startswith("note: clicks: test AUC is null")
