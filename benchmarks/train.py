@@ -5,9 +5,16 @@ then trains split (sequential, as the config has it, and pipelined: the feature 
 ahead), with a process per party and on threads of one process, graph-mode and XLA-compiled, and
 centrally, graph-mode and XLA-compiled, with the config's batch size and plan. Each training runs
 in a fresh process, so each gets the op-thread settings its mode asks for (`set_op_threads`).
-Prints rows/s, start-up, epochs and test AUC per task, each split mode's rows/s against the
-fastest central training and against central training compiled the same way, and where a batch's
-time goes.
+Prints rows/s, CPU seconds per 1,000 rows, start-up, epochs and test AUC per task, each split
+mode's rows/s against the fastest central training and against central training compiled the
+same way, each split mode's CPU per row against both central trainings, and where a batch's time
+goes.
+
+The CPU ratio is the CPU seconds every party's process spent on the epochs (all their threads,
+summed over the processes) per row fitted, over what central training's one process spent per
+row on the same epochs: the price of splitting the model in work, not in waiting. Rows/s on one
+host depend on its cores (parties in processes of their own share them), and so do the rows/s
+ratios; the CPU seconds a row costs do not, so the ratio holds on any machine.
 
     python benchmarks/train.py --epochs 1 --json out.json
 """
@@ -185,7 +192,9 @@ def train_mode(cfg, features: dict, workdir: Path, mode: str) -> dict:
         out = train_split_local(cfg, features, {p: space.trained(p) for p in features})
     metrics = evaluate(out.predictions, features[cfg.label_party].test, cfg.task_names)
     sent = sum(counts["bytes"] for counts in out.channel.values())
-    return {"rows_per_s": round(out.rows_per_s), "startup_s": round(out.startup_s, 1),
+    return {"rows_per_s": round(out.rows_per_s),
+            "cpu_s_per_1k_rows": round(out.cpu_s_per_1k_rows, 6),
+            "startup_s": round(out.startup_s, 1),
             "epochs_run": out.epochs_run, "best_epoch": out.best_epoch,
             "mb_per_epoch": round(sent / out.epochs_run / 1e6, 1),
             "seconds": round(time.perf_counter() - start, 1),
@@ -220,6 +229,35 @@ def print_costs(cfg, costs: dict[str, float], results: dict[str, dict]) -> None:
           "together, run beside them)")
 
 
+def print_table(results: dict[str, dict], tasks: list[str]) -> None:
+    """Print a line per mode: speed, CPU per row, start-up, epochs, traffic and test AUC."""
+    print(f"{'mode':<23} {'rows/s':>8} {'CPU s/1k rows':>13} {'startup s':>9} {'epochs':>6} "
+          f"{'kept':>4} {'seconds':>8} {'MB/epoch':>8} "
+          + " ".join(f"{t + ' AUC':>18}" for t in tasks))
+    for mode, row in results.items():
+        print(f"{mode:<23} {row['rows_per_s']:>8} {row['cpu_s_per_1k_rows']:>13.4f} "
+              f"{row['startup_s']:>9} {row['epochs_run']:>6} {row['best_epoch']:>4} "
+              f"{row['seconds']:>8} {row['mb_per_epoch']:>8} "
+              + " ".join(f"{row['auc'][t]:>18}" for t in tasks))
+
+
+def print_ratios(results: dict[str, dict]) -> None:
+    """Print each split mode's rows/s and CPU per row against central training's.
+
+    The CPU ratios (against both central trainings) also go into the mode's results, as
+    `cpu_ratio`.
+    """
+    fastest = max(CENTRAL, key=lambda m: results[m]["rows_per_s"])
+    for mode in (m for m in results if m not in CENTRAL):
+        same = "central_xla" if MODES[mode].get("xla") else "central"
+        rate, cpu = results[mode]["rows_per_s"], results[mode]["cpu_s_per_1k_rows"]
+        ratios = {c: round(cpu / results[c]["cpu_s_per_1k_rows"], 3) for c in CENTRAL}
+        results[mode]["cpu_ratio"] = ratios
+        print(f"{mode} rows/s: {rate / results[fastest]['rows_per_s']:.2f}x the fastest central "
+              f"({fastest}), {rate / results[same]['rows_per_s']:.2f}x {same}; CPU per row: "
+              + ", ".join(f"{r:.2f}x {c}" for c, r in ratios.items()))
+
+
 def main() -> None:
     """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -246,24 +284,14 @@ def main() -> None:
     print(f"Training on {cfg.name}: at most {cfg.training.epochs} epochs, batch "
           f"{cfg.training.batch_size}, {cpu_model()}, {os.cpu_count()} cores, "
           f"{time.strftime('%Y-%m-%d')}")
-    print(f"{'mode':<23} {'rows/s':>8} {'startup s':>9} {'epochs':>6} {'kept':>4} {'seconds':>8} "
-          f"{'MB/epoch':>8} " + " ".join(f"{t + ' AUC':>18}" for t in tasks))
-    for mode, row in results.items():
-        print(f"{mode:<23} {row['rows_per_s']:>8} {row['startup_s']:>9} {row['epochs_run']:>6} "
-              f"{row['best_epoch']:>4} {row['seconds']:>8} {row['mb_per_epoch']:>8} "
-              + " ".join(f"{row['auc'][t]:>18}" for t in tasks))
-    split_modes = [m for m in results if m not in CENTRAL]
-    fastest = max(CENTRAL, key=lambda m: results[m]["rows_per_s"])
-    for mode in split_modes:
-        same = "central_xla" if MODES[mode].get("xla") else "central"
-        rate = results[mode]["rows_per_s"]
-        print(f"{mode} rows/s: {rate / results[fastest]['rows_per_s']:.2f}x the fastest central "
-              f"({fastest}), {rate / results[same]['rows_per_s']:.2f}x {same}")
+    print_table(results, tasks)
+    print_ratios(results)
     print("split: a process per party (pipes); _threads: all parties on threads of one process; "
           "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: "
           "steps compiled by XLA; _ahead(2): feature parties one (two) batches ahead "
           "(embed_ahead), XLA, one thread per op; _f16: float16 on the wire; _b2, _b4: batches "
-          "per message; _cores: the label party on its own core (own_cores); MB/epoch: all "
+          "per message; _cores: the label party on its own core (own_cores); CPU s/1k rows: "
+          "CPU seconds of all the run's processes per 1,000 rows fitted; MB/epoch: all "
           "messages of all kinds")
 
     costs = {k: v for xla, side_by_side in ((False, False), (True, False), (True, True))
