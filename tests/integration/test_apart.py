@@ -252,14 +252,16 @@ def test_parties_apart_compute_what_one_process_computes_and_send_nothing_raw(fe
     assert found_in(payload, needles) == []
 
 
-def _start(folder: Path, party: str, run_id: str) -> subprocess.Popen:
+def start_party(folder: Path, party: str, run_id: str) -> subprocess.Popen:
+    """`party`'s stages (`run_party`, training retried twice) in a process of its own."""
     env = os.environ | {"PYTHONPATH": str(REPO)}
     return subprocess.Popen([sys.executable, "-c", RUN_PARTY, json.dumps(
         {"party": party, "run_id": run_id})], cwd=folder, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True)
 
 
-def _checkpoints(folder: Path, party: str) -> list[int]:
+def checkpoints(folder: Path, party: str) -> list[int]:
+    """The epochs `party` has checkpointed in its run folder so far."""
     trained = folder / "run" / "parties" / party / "trained"
     return sorted(int(p.stem.split("-")[1]) for p in trained.glob("checkpoints/*/epoch-*.npz"))
 
@@ -275,16 +277,16 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     unbroken = train_split_local(cfg, features, {p: Workspace(run).trained(p) for p in features})
 
     # Execute: a process per party; SIGKILL the bank once it has finished epoch 2, start it again
-    running = {p: _start(folder, p, "killed-1") for p, folder in folders.items()}
+    running = {p: start_party(folder, p, "killed-1") for p, folder in folders.items()}
     deadline = time.monotonic() + HANG_GUARD_S
-    while (len(_checkpoints(folders["bank"], "bank")) < 2
-           or _checkpoints(folders["bank"], "bank")[-1] < 2):
+    while (len(checkpoints(folders["bank"], "bank")) < 2
+           or checkpoints(folders["bank"], "bank")[-1] < 2):
         assert running["bank"].poll() is None, running["bank"].communicate()[1][-2000:]
         assert time.monotonic() < deadline, "the bank never reached epoch 2"
         time.sleep(0.01)
     running["bank"].send_signal(signal.SIGKILL)
     running["bank"].wait()
-    running["bank"] = _start(folders["bank"], "bank", "killed-1")
+    running["bank"] = start_party(folders["bank"], "bank", "killed-1")
     outputs = {p: process.communicate(timeout=HANG_GUARD_S) for p, process in running.items()}
 
     # Assert: the others lost the bank, said so, retried and waited for it, and the run completed
@@ -302,7 +304,7 @@ def test_a_killed_feature_party_restarts_and_the_run_resumes_from_the_common_epo
     whole_metrics = evaluate(unbroken.predictions, features[cfg.label_party].test, tasks)
     for task in tasks:
         assert abs(broken_metrics[task]["auc"] - whole_metrics[task]["auc"]) < 0.005
-    assert all(_checkpoints(folder, p) == [] for p, folder in folders.items())
+    assert all(checkpoints(folder, p) == [] for p, folder in folders.items())
 
 
 def test_a_failed_party_flow_names_the_step_and_the_party(federation, prefect_api):

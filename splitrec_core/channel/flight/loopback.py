@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitrec_core.certs import PartyCredentials, make_trial_credentials
@@ -16,7 +16,11 @@ LOOPBACK_FEDERATION = "loopback-trial"  # what a one-host trial's parties compar
 
 @dataclass(frozen=True)
 class LoopbackSeat:
-    """What opens one party's Flight channel in a process of its own on this machine (picklable)."""
+    """What opens one party's Flight channel in a process of its own on this machine (picklable).
+
+    Each party listens at its entry in `addresses`; `dial` names peers this party reaches at
+    another address than the one they listen on, as through a relay or a NAT in front of them.
+    """
 
     me: str
     order: list[str]
@@ -25,10 +29,11 @@ class LoopbackSeat:
     token_hashes: dict[str, str]
     session: str
     timeouts: Timeouts = Timeouts()
+    dial: dict[str, str] = field(default_factory=dict)
 
     def __call__(self) -> FlightChannel:
         """Start this party's endpoint and open its channel; closing the channel stops both."""
-        peers = {p: a for p, a in self.addresses.items() if p != self.me}
+        peers = {p: self.dial.get(p, a) for p, a in self.addresses.items() if p != self.me}
         endpoint = FlightEndpoint(self.me, self.addresses[self.me],
                                   Security.from_files(self.credentials), peers, self.token_hashes,
                                   LOOPBACK_FEDERATION, self.timeouts)

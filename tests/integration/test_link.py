@@ -1,0 +1,203 @@
+"""The link emulator (benchmarks/link.py), and a run apart that survives its link being cut.
+
+The relay must carry every byte in order both ways, cut both ends of every connection on
+command, and never deliver sooner than the link's delay and bandwidth allow (its figures are
+lower bounds: a loaded machine may always be slower). Parties apart reach the label party
+through it, as across a network; a cut mid-training is survived: each party's training is
+retried, the channel redialled, and all resume from the epoch every party checkpointed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from benchmarks.link import PROFILES, Profile, Relay
+from splitrec_core.evaluate import evaluate
+from splitrec_core.federation import load_party
+from tests.conftest import prepare_features
+from tests.integration import test_apart as apart
+
+federation = apart.federation  # the synthetic trial federation of the parties-apart tests
+
+
+class Upstream:
+    """A TCP server on 127.0.0.1 that takes one connection at a time, for the relay to reach."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
+
+    def accept(self) -> socket.socket:
+        self._server.settimeout(apart.HANG_GUARD_S)
+        return self._server.accept()[0]
+
+
+def dial(relay: Relay) -> socket.socket:
+    host, port = relay.address.split(":")
+    return socket.create_connection((host, int(port)), timeout=apart.HANG_GUARD_S)
+
+
+def receive(sock: socket.socket, size: int) -> bytes:
+    """Exactly `size` bytes from `sock` (fewer only if it ends first)."""
+    got = bytearray()
+    while len(got) < size and (chunk := sock.recv(min(1 << 16, size - len(got)))):
+        got += chunk
+    return bytes(got)
+
+
+def in_background(call, *args) -> threading.Thread:
+    thread = threading.Thread(target=call, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.timeout(apart.HANG_GUARD_S)
+def test_the_relay_carries_every_byte_in_order_both_ways():
+    # Prepare: 3 MB each way, different bytes, sent at once
+    up, down = os.urandom(3_000_000), os.urandom(3_000_000)
+    upstream = Upstream()
+
+    # Execute
+    with Relay(upstream.address, PROFILES["metro"]) as relay:
+        near = dial(relay)
+        far = upstream.accept()
+        sending = [in_background(near.sendall, up), in_background(far.sendall, down)]
+        arrived_up, arrived_down = receive(far, len(up)), receive(near, len(down))
+        for thread in sending:
+            thread.join()
+        near.close()
+        ended = far.recv(1)  # the end of the stream crosses too
+        usage = relay.stop()
+
+    # Assert
+    assert arrived_up == up and arrived_down == down
+    assert ended == b""
+    assert (usage.bytes_up, usage.bytes_down) == (len(up), len(down))
+
+
+@pytest.mark.timeout(apart.HANG_GUARD_S)
+def test_a_cut_resets_both_ends_and_later_connections_pass():
+    # Prepare: a connection through the relay that has carried a message each way
+    upstream = Upstream()
+    with Relay(upstream.address, PROFILES["lan"]) as relay:
+        near = dial(relay)
+        far = upstream.accept()
+        near.sendall(b"ping")
+        assert receive(far, 4) == b"ping"
+        far.sendall(b"pong")
+        assert receive(near, 4) == b"pong"
+
+        # Execute
+        cut = relay.cut()
+
+        # Assert: both ends see the stream reset; a new connection passes again
+        assert cut == 1
+        for end in (near, far):
+            with pytest.raises(ConnectionResetError):
+                end.recv(1)
+        again = dial(relay)
+        again_far = upstream.accept()
+        again.sendall(b"again")
+        assert receive(again_far, 5) == b"again"
+
+
+@pytest.mark.timeout(apart.HANG_GUARD_S)
+@pytest.mark.parametrize("size", [1, 1_000_000])
+def test_nothing_arrives_sooner_than_the_delay_plus_its_size_over_the_bandwidth(size):
+    # Prepare: 40 ms and 40 Mbit/s (5 MB/s): a megabyte takes at least 0.04 + 0.2 s
+    profile = Profile(one_way_s=0.04, bits_per_s=40e6)
+    payload = os.urandom(size)
+    upstream = Upstream()
+
+    with Relay(upstream.address, profile) as relay:
+        near = dial(relay)
+        far = upstream.accept()
+
+        # Execute
+        start = time.monotonic()
+        sending = in_background(near.sendall, payload)
+        arrived = receive(far, size)
+        took = time.monotonic() - start
+        sending.join()
+
+    # Assert: a lower bound only (never an upper one: the machine may be slow)
+    assert arrived == payload
+    assert took >= profile.one_way_s + size / (profile.bits_per_s / 8)
+
+
+def last_epoch(folder: Path, party: str) -> int:
+    """The last epoch `party` has checkpointed (0: none yet)."""
+    return max(apart.checkpoints(folder, party), default=0)
+
+
+def put_behind(written: dict[str, tuple[Path, Path]], party: str, relay_address: str,
+               listen: str) -> None:
+    """Put `party` behind a relay at `relay_address`; it listens at `listen`.
+
+    As a party behind a relay or a NAT: its peers dial the address the federation file gives
+    (the copies stay alike, so their hashes match), its private file says where it listens.
+    """
+    for shared, _ in written.values():
+        settings = tomllib.loads(shared.read_text())
+        for member in settings["parties"]:
+            if member["name"] == party:
+                member["address"] = relay_address
+        shared.write_text(tomli_w.dumps(settings))
+    private = written[party][1]
+    private.write_text(tomli_w.dumps(tomllib.loads(private.read_text()) | {"listen": listen}))
+
+
+@pytest.mark.timeout(apart.HANG_GUARD_S)
+def test_a_link_cut_mid_training_is_survived_and_the_run_resumes_from_the_common_epoch(
+        federation):
+    # Prepare: the feature parties reach the label party through a relay on the wan profile
+    from splitrec_core.training.local import train_split_local
+    from splitrec_core.workspace import Workspace
+
+    cfg, run, written = federation
+    label = cfg.label_party
+    folders = {p: shared.parent for p, (shared, _) in written.items()}
+    features = prepare_features(cfg, run)
+    unbroken = train_split_local(cfg, features, {p: Workspace(run).trained(p) for p in features})
+    listen = load_party(*written[label], label).federation.member(label).address
+
+    with Relay(listen, PROFILES["wan"]) as relay:
+        put_behind(written, label, relay.address, listen)
+
+        # Execute: a process per party; cut the link once every party has finished epoch 2
+        running = {p: apart.start_party(folder, p, "cut-1") for p, folder in folders.items()}
+        deadline = time.monotonic() + apart.HANG_GUARD_S
+        while min(last_epoch(folder, p) for p, folder in folders.items()) < 2:
+            assert running[label].poll() is None, running[label].communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the parties never finished epoch 2"
+            time.sleep(0.01)
+        cut = relay.cut()
+        outputs = {p: process.communicate(timeout=apart.HANG_GUARD_S)
+                   for p, process in running.items()}
+
+    # Assert: both feature parties' streams were cut; every party lost its peer, retried once,
+    # and the run completed from the common epoch, as good as an unbroken run
+    assert cut == 2
+    assert all(process.returncode == 0 for process in running.values()), outputs
+    for party, (_, stderr) in outputs.items():
+        retried = [line for line in stderr.splitlines() if "attempt 1 failed" in line]
+        assert len(retried) == 1, stderr[-2000:]
+        assert "attempt 2 failed" not in stderr
+    resumed = json.loads(outputs[label][0].strip().splitlines()[-1])
+    assert resumed["resumed_after_epoch"] >= 2
+    assert resumed["epochs_run"] == unbroken.epochs_run
+    label_test = folders[label] / "run" / "parties" / label / "features" / "test.parquet"
+    broken_metrics = evaluate(Path(resumed["predictions"]), label_test, cfg.task_names)
+    whole_metrics = evaluate(unbroken.predictions, features[label].test, cfg.task_names)
+    for task in cfg.task_names:
+        assert abs(broken_metrics[task]["auc"] - whole_metrics[task]["auc"]) < 0.005
+    assert all(apart.checkpoints(folder, p) == [] for p, folder in folders.items())
