@@ -15,12 +15,18 @@ import socket
 import threading
 import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomli_w
 
 from benchmarks.link import PROFILES, Profile, Relay
+from splitrec_core.channel import Channel, Kind, array_table, table_array
+from splitrec_core.channel.flight.addresses import Timeouts
+from splitrec_core.channel.flight.loopback import loopback_seats
+from splitrec_core.channel.processes import run_in_processes
 from splitrec_core.evaluate import evaluate
 from splitrec_core.federation import load_party
 from tests.conftest import prepare_features
@@ -137,6 +143,40 @@ def test_nothing_arrives_sooner_than_the_delay_plus_its_size_over_the_bandwidth(
 def last_epoch(folder: Path, party: str) -> int:
     """The last epoch `party` has checkpointed (0: none yet)."""
     return max(apart.checkpoints(folder, party), default=0)
+
+
+# Party jobs (top level, so a party process can unpickle them)
+
+EMBEDDING = np.arange(4096, dtype=np.float32).reshape(128, 32)
+GRADIENT = -EMBEDDING
+
+
+def _label_party(channel: Channel) -> np.ndarray:
+    channel.send(Kind.GRADIENT, "feature", array_table(GRADIENT))
+    return table_array(channel.recv(Kind.EMBEDDING, "feature"))
+
+
+def _feature_party(channel: Channel) -> np.ndarray:
+    channel.send(Kind.EMBEDDING, "label", array_table(EMBEDDING))
+    return table_array(channel.recv(Kind.GRADIENT, "label"))
+
+
+@pytest.mark.timeout(apart.HANG_GUARD_S)
+def test_a_trial_seat_reaches_a_peer_through_a_relay_in_front_of_it(tmp_path: Path):
+    # Prepare: the label party listens where its seat says; the feature party dials the relay
+    seats = loopback_seats(["label", "feature"], tmp_path / "credentials", "test",
+                           Timeouts(connect_s=30, recv_s=30))
+    with Relay(seats["label"].addresses["label"], PROFILES["wan"]) as relay:
+        seats["feature"] = replace(seats["feature"], dial={"label": relay.address})
+
+        # Execute: a process each, over Flight with mutual TLS
+        outcomes = run_in_processes({"label": _label_party, "feature": _feature_party}, seats)
+        usage = relay.stop()
+
+    # Assert: the messages arrived whole, and every byte of them crossed the relay
+    np.testing.assert_array_equal(outcomes["label"], EMBEDDING)
+    np.testing.assert_array_equal(outcomes["feature"], GRADIENT)
+    assert usage.bytes_up > EMBEDDING.nbytes and usage.bytes_down > GRADIENT.nbytes
 
 
 def put_behind(written: dict[str, tuple[Path, Path]], party: str, relay_address: str,
