@@ -1,20 +1,20 @@
 """A link emulator: a relay that gives connections on 127.0.0.1 a long link's delay and bandwidth.
 
 This kernel has no netem, so a relay in a process of its own stands in for the network between
-two data centres. It listens on 127.0.0.1 and forwards every connection it accepts to one
-upstream `host:port`; in each direction it paces every chunk at the link's bandwidth and holds it
-for the one-way delay, so the bytes arrive in order, none lost, and never sooner than a link of
-that profile could carry them. TLS passes through untouched: to the relay it is bytes. Each
-connection is a link of its own (each party reaches the label party from its own data centre).
-The TCP handshake itself is not delayed; everything sent over the connection is. On command it
-cuts every open connection, resetting both ends, as a link that drops does; later connections
-pass again.
+two data centres. It listens on 127.0.0.1 (once the upstream does) and forwards every connection
+it accepts to one upstream `host:port`; in each direction it paces every chunk at the link's
+bandwidth and holds it for the one-way delay, so the bytes arrive in order, none lost, and never
+sooner than a link of that profile could carry them. TLS passes through untouched: to the relay
+it is bytes. Each connection is a link of its own (each party reaches the label party from its
+own data centre). The TCP handshake itself is not delayed; everything sent over the connection
+is. On command it cuts every open connection, resetting both ends, as a link that drops does;
+later connections pass again.
 
 For benchmarks and tests only: nothing in the product path starts it. By hand:
 
     python benchmarks/link.py --upstream 127.0.0.1:50051 --profile wan
 
-prints `listening 127.0.0.1:PORT`, then takes commands on its input: `cut` (it answers `cut N`,
+prints `address 127.0.0.1:PORT`, then takes commands on its input: `cut` (it answers `cut N`,
 the connections it cut) and `stop` (or the end of its input; it answers with its CPU seconds and
 the bytes it carried each way). `Relay` starts one and speaks this for you.
 """
@@ -34,6 +34,7 @@ from pathlib import Path
 
 CHUNK = 64 * 1024         # the most the relay reads at once
 IN_FLIGHT_CHUNKS = 256    # per direction: past this the relay stops reading (back-pressure)
+PROBE_S = 0.05            # between tries of whether the upstream listens yet
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,23 @@ class _Relay:
         self.upstream, self.profile = (host, int(port)), profile
         self.open: set[_Connection] = set()
         self.carried = [0, 0]
+        self.server: asyncio.Server | None = None
+
+    async def listen_once_upstream_listens(self, sock: socket.socket) -> None:
+        """Start accepting on `sock` (bound) once the upstream accepts a connection.
+
+        Until then a party that dials the relay is refused, as by the upstream's host itself,
+        and retries. A relay that accepted at once and then found no upstream would reset the
+        connection mid-handshake, which a party takes for a TLS failure and does not retry.
+        """
+        while True:
+            try:
+                _, probe = await asyncio.open_connection(*self.upstream)
+                break
+            except OSError:
+                await asyncio.sleep(PROBE_S)
+        probe.close()
+        self.server = await asyncio.start_server(self.accept, sock=sock)
 
     async def accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Relay one connection to the upstream (reset at once if the upstream is not there)."""
@@ -188,14 +206,18 @@ async def serve(listen: str, upstream: str, profile: Profile) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
     relay = _Relay(upstream, profile)
     host, _, port = listen.rpartition(":")
-    server = await asyncio.start_server(relay.accept, host, int(port))
-    print(f"listening {host}:{server.sockets[0].getsockname()[1]}", flush=True)
+    sock = socket.socket()
+    sock.bind((host, int(port)))
+    listening = asyncio.create_task(relay.listen_once_upstream_listens(sock))
+    print(f"address {host}:{sock.getsockname()[1]}", flush=True)
     while (line := (await commands.readline()).decode().strip()) not in ("stop", ""):
         if line == "cut":
             print(f"cut {relay.cut()}", flush=True)
         else:
             print(f"unknown command {line!r}", flush=True)
-    server.close()
+    listening.cancel()
+    if relay.server is not None:
+        relay.server.close()
     relay.cut()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(f"stopped {usage.ru_utime + usage.ru_stime:.3f} {relay.carried[0]} "
@@ -223,14 +245,14 @@ class Relay:
         self.address = ""  # host:port to dial instead of the upstream, once started
 
     def start(self) -> Relay:
-        """Start the relay process and wait until it listens."""
+        """Start the relay process; its address is known at once (it listens once upstream does)."""
         rate = self.profile.bits_per_s or 0
         self._process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--upstream", self.upstream,
              "--listen", self.listen, "--one-way-ms", repr(1000 * self.profile.one_way_s),
              "--mbit-per-s", repr(rate / 1e6)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.address = self._answer("listening").split()[1]
+        self.address = self._answer("address").split()[1]
         return self
 
     def _answer(self, word: str) -> str:

@@ -24,7 +24,7 @@ import tomli_w
 
 from benchmarks.link import PROFILES, Profile, Relay
 from splitrec_core.channel import Channel, Kind, array_table, table_array
-from splitrec_core.channel.flight.addresses import Timeouts
+from splitrec_core.channel.flight.addresses import Timeouts, free_ports
 from splitrec_core.channel.flight.loopback import loopback_seats
 from splitrec_core.channel.processes import run_in_processes
 from splitrec_core.evaluate import evaluate
@@ -38,18 +38,33 @@ federation = apart.federation  # the synthetic trial federation of the parties-a
 class Upstream:
     """A TCP server on 127.0.0.1 that takes one connection at a time, for the relay to reach."""
 
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, port: int = 0) -> None:
+        self._server = socket.create_server(("127.0.0.1", port))
+        self._server.settimeout(apart.HANG_GUARD_S)
         self.address = f"127.0.0.1:{self._server.getsockname()[1]}"
+        self._probed = False
 
     def accept(self) -> socket.socket:
-        self._server.settimeout(apart.HANG_GUARD_S)
+        """The next connection the relay carries (not its probe of whether we listen)."""
+        if not self._probed:  # the relay's first connection, before it listens itself
+            self._server.accept()[0].close()
+            self._probed = True
         return self._server.accept()[0]
 
 
 def dial(relay: Relay) -> socket.socket:
+    """Connect to the relay, retrying while it is refused, as a party does.
+
+    The relay opens its port once it finds the upstream listening.
+    """
     host, port = relay.address.split(":")
-    return socket.create_connection((host, int(port)), timeout=apart.HANG_GUARD_S)
+    deadline = time.monotonic() + apart.HANG_GUARD_S
+    while True:
+        try:
+            return socket.create_connection((host, int(port)), timeout=apart.HANG_GUARD_S)
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "the relay never opened"
+            time.sleep(0.01)
 
 
 def receive(sock: socket.socket, size: int) -> bytes:
@@ -114,6 +129,24 @@ def test_a_cut_resets_both_ends_and_later_connections_pass():
         again_far = upstream.accept()
         again.sendall(b"again")
         assert receive(again_far, 5) == b"again"
+
+
+@pytest.mark.timeout(apart.HANG_GUARD_S)
+def test_a_party_that_dials_before_the_upstream_listens_is_refused_then_passes():
+    # Prepare: a relay in front of a port nobody listens on yet
+    port = free_ports(1)[0]
+    with Relay(f"127.0.0.1:{port}", PROFILES["lan"]) as relay:
+        # Execute: dial before and after the upstream listens
+        host, relay_port = relay.address.split(":")
+        time.sleep(0.5)  # (the relay has tried the upstream several times by now)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(relay_port)))
+        upstream = Upstream(port)
+        near = dial(relay)
+        near.sendall(b"hello")
+
+        # Assert: refused as by the upstream's host (a party retries), then carried
+        assert receive(upstream.accept(), 5) == b"hello"
 
 
 @pytest.mark.timeout(apart.HANG_GUARD_S)

@@ -1,0 +1,225 @@
+"""Census across a network: PSI and split training over Flight, through a link emulator.
+
+For each link profile: census PSI, then census split training for each training setting given,
+with every party in a process of its own talking Arrow Flight with mutual TLS on 127.0.0.1, and
+the feature parties reaching the label party through a relay (benchmarks/link.py) with the
+profile's one-way delay and bandwidth; `loopback` is no relay at all. Census features are
+prepared once into `--workdir` as benchmarks/train.py prepares them (reused on later runs); PSI
+here aligns the same validated IDs again, over the link.
+
+Prints per profile its PSI seconds (the label party's, from its channel being open to its rows
+aligned) and bytes, and per profile and setting the training seconds (the epochs, validation
+included, tracing not), epochs run, bytes per epoch, rows/s and test AUC per task, each beside
+loopback's when loopback was run too, and the relay's own CPU seconds (it shares the machine's
+cores with the parties). One run per invocation: take medians over several.
+
+    python benchmarks/network.py --profiles loopback wan --epochs 2
+    python benchmarks/network.py --wire float32 float16 --embed-ahead 0 1 \
+        --batches-per-message 1 4 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = {"wire": "wire_dtype", "embed_ahead": "embed_ahead",  # option: training setting
+            "batches_per_message": "batches_per_message"}
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A party job that also returns its seconds and what its channel sent (picklable)."""
+
+    job: Callable
+
+    def __call__(self, channel) -> tuple[float, Any, dict]:
+        """Run the job on `channel`: (seconds, its outcome, what the channel sent)."""
+        start = time.perf_counter()
+        outcome = self.job(channel)
+        return time.perf_counter() - start, outcome, channel.sent().as_dict()
+
+
+def run_across(profile: str, jobs: dict[str, Callable], label: str, session: str,
+               cores: dict | None = None) -> tuple[dict[str, Any], float | None]:
+    """Run `jobs` (label party first) in a process each over Flight with mutual TLS.
+
+    The other parties reach `label` across `profile`'s link (through a relay; on loopback
+    directly). Returns the outcomes and the relay's CPU seconds (None on loopback).
+    """
+    from link import LOOPBACK, PROFILES, Relay
+
+    from splitrec_core.channel.flight.loopback import loopback_seats
+    from splitrec_core.channel.processes import run_in_processes
+
+    with tempfile.TemporaryDirectory(prefix="splitrec-credentials-") as folder:
+        seats = loopback_seats(list(jobs), Path(folder), session)
+        if profile == LOOPBACK:
+            return run_in_processes(jobs, seats, cores), None
+        with Relay(seats[label].addresses[label], PROFILES[profile]) as relay:
+            dialing = {p: seat if p == label else replace(seat, dial={label: relay.address})
+                       for p, seat in seats.items()}
+            outcomes = run_in_processes(jobs, dialing, cores)
+            return outcomes, relay.stop().cpu_s
+
+
+def psi_across(cfg, workdir: Path, profile: str) -> dict:
+    """Census PSI on the validated IDs in `workdir`, across `profile`'s link."""
+    from splitrec_core.align import PsiFiles, feature_side, label_side
+    from splitrec_core.workspace import Workspace
+
+    space, out, label = Workspace(workdir), workdir / "network" / profile / "psi", cfg.label_party
+    files = {p: PsiFiles(space.validated(p) / "ids.parquet", out / p / "aligned.parquet")
+             for p in cfg.order}
+    jobs = {label: Timed(partial(label_side, files=files[label], psi=cfg.psi,
+                                 followers=cfg.followers, engine=cfg.party(label).engine,
+                                 split_file=space.validated(label) / "split.parquet"))}
+    for party in cfg.followers:
+        jobs[party] = Timed(partial(feature_side, files=files[party], psi=cfg.psi, leader=label,
+                                    engine=cfg.party(party).engine))
+    outcomes, relay_cpu_s = run_across(profile, jobs, label, "psi")
+    sent = sum(counts["bytes"] for _, _, traffic in outcomes.values()
+               for counts in traffic.values())
+    return {"seconds": round(outcomes[label][0], 2), "mb": round(sent / 1e6, 1),
+            "relay_cpu_s": relay_cpu_s}
+
+
+def train_across(cfg, features: dict, out: Path, profile: str) -> dict:
+    """Census split training on `features` across `profile`'s link; its figures and test AUC."""
+    from splitrec_core.channel import ChannelStats
+    from splitrec_core.channel.processes import own_cores
+    from splitrec_core.evaluate import evaluate
+    from splitrec_core.training.common import party_order
+    from splitrec_core.training.local import label_result
+    from splitrec_core.training.party import PartyJob
+
+    shutil.rmtree(out, ignore_errors=True)  # no checkpoints of an earlier run to resume from
+    order, label = party_order(cfg, features), cfg.label_party
+    jobs = {p: PartyJob(p, cfg, features[p], out / p) for p in order}
+    started = time.time()
+    outcomes, relay_cpu_s = run_across(profile, jobs, label, "train",
+                                       own_cores(order) if cfg.training.own_cores else None)
+    traffic = ChannelStats.merge(*(o.sent for o in outcomes.values()))
+    result = label_result(cfg, features[label].test, outcomes, started, traffic, out / label)
+    metrics = evaluate(result.predictions, features[label].test, cfg.task_names)
+    sent = sum(counts["bytes"] for counts in result.channel.values())
+    return {"seconds": round(result.train_s, 1), "startup_s": round(result.startup_s, 1),
+            "epochs_run": result.epochs_run, "rows_per_s": round(result.rows_per_s),
+            "mb_per_epoch": round(sent / result.epochs_run / 1e6, 1),
+            "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
+            "relay_cpu_s": relay_cpu_s}
+
+
+def with_training(cfg, changes: dict[str, Any]):
+    """`cfg` with `changes` to its training settings, checked as the config checks them."""
+    training = type(cfg.training).model_validate(cfg.training.model_dump() | changes)
+    return cfg.model_copy(update={"training": training})
+
+
+def settings_to_try(cfg, args: argparse.Namespace) -> dict[str, Any]:
+    """Every combination of the settings asked for (the config's where none is): name → config.
+
+    Each is checked now, as the config checks it: any value the config accepts is accepted.
+    """
+    asked = {option: getattr(args, option) or [getattr(cfg.training, field)]
+             for option, field in SETTINGS.items()}
+    same_in_all = dict(pair.split("=", 1) for pair in args.set)
+    tried = {}
+    for values in itertools.product(*asked.values()):
+        changes = {SETTINGS[o]: v for o, v in zip(asked, values, strict=True)} | same_in_all
+        wire, ahead, per_message = values
+        tried[f"{wire} ahead {ahead} x{per_message}"] = with_training(cfg, changes)
+    return tried
+
+
+def print_results(results: dict, tasks: list[str]) -> None:
+    """Print PSI per profile, then training per profile and setting, each beside loopback's."""
+    base = results.get("loopback")
+    print(f"{'profile':<9} {'PSI s':>7} {'x loopback':>10} {'PSI MB':>7} {'relay CPU s':>11}")
+    for profile, row in results.items():
+        ratio = f"{row['psi']['seconds'] / base['psi']['seconds']:.2f}" if base else "-"
+        print(f"{profile:<9} {row['psi']['seconds']:>7} {ratio:>10} {row['psi']['mb']:>7} "
+              f"{row['psi']['relay_cpu_s'] or '-':>11}")
+    print(f"\n{'profile':<9} {'setting':<24} {'train s':>7} {'x loopback':>10} {'epochs':>6} "
+          f"{'MB/epoch':>8} {'rows/s':>7} {'relay CPU s':>11} "
+          + " ".join(f"{t + ' AUC':>18}" for t in tasks))
+    for profile, row in results.items():
+        for setting, trained in row["training"].items():
+            ratio = (f"{trained['seconds'] / base['training'][setting]['seconds']:.2f}"
+                     if base else "-")
+            print(f"{profile:<9} {setting:<24} {trained['seconds']:>7} {ratio:>10} "
+                  f"{trained['epochs_run']:>6} {trained['mb_per_epoch']:>8} "
+                  f"{trained['rows_per_s']:>7} {trained['relay_cpu_s'] or '-':>11} "
+                  + " ".join(f"{trained['auc'][t]:>18}" for t in tasks))
+
+
+def parse_args() -> argparse.Namespace:
+    """The command line."""
+    from link import LOOPBACK, PROFILES
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=REPO / "data" / "census.toml")
+    parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "bench-train",
+                        help="census features (as benchmarks/train.py prepares them, shared with "
+                             "it) and, under network/, what this benchmark writes")
+    parser.add_argument("--profiles", nargs="+", choices=[LOOPBACK, *PROFILES],
+                        default=[LOOPBACK, *PROFILES])
+    parser.add_argument("--epochs", type=int, help="at most this many (default: the config's)")
+    parser.add_argument("--wire", nargs="+", help="wire_dtype values (default: the config's)")
+    parser.add_argument("--embed-ahead", nargs="+", type=int)
+    parser.add_argument("--batches-per-message", nargs="+", type=int)
+    parser.add_argument("--set", nargs="+", default=[], metavar="SETTING=VALUE",
+                        help="other training settings, the same in every training")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Run the benchmark as the command line asks."""
+    args = parse_args()
+    from train import cpu_model, prepare
+
+    from splitrec_core.config import load_config
+
+    cfg = load_config(args.config)
+    if args.epochs:
+        cfg = with_training(cfg, {"epochs": args.epochs})
+    settings = settings_to_try(cfg, args)
+    features = prepare(cfg, args.workdir)
+    machine = f"{cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    results: dict[str, dict] = {}
+    for profile in args.profiles:
+        results[profile] = {"psi": psi_across(cfg, args.workdir, profile), "training": {}}
+        print(f"{profile}: PSI {results[profile]['psi']}", file=sys.stderr, flush=True)
+        for name, setting in settings.items():
+            out = args.workdir / "network" / profile / name.replace(" ", "-")
+            trained = train_across(setting, features, out, profile)
+            results[profile]["training"][name] = trained
+            print(f"{profile}, {name}: {trained}", file=sys.stderr, flush=True)
+    print(f"Census across a network ({cfg.name}: at most {cfg.training.epochs} epochs, batch "
+          f"{cfg.training.batch_size}{', ' if args.set else ''}{', '.join(args.set)}); {machine}")
+    print_results(results, cfg.task_names)
+    print("A process per party, Arrow Flight with mutual TLS on 127.0.0.1; the feature parties "
+          "reach the label party through a relay with the profile's delay and bandwidth "
+          "(loopback: no relay). setting: wire dtype, batches embedded ahead, batches per message")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "config": cfg.name,
+                                         "profiles": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+    main()
