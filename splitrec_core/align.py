@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.channel import Channel, Kind, LocalHub, array_table
+from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.config import EngineConfig, PsiConfig
 from splitrec_core.engine import LOCAL, party_executor
 from splitrec_core.errors import InputError
@@ -125,8 +126,8 @@ def feature_side(
     with party_executor(engine) as executor:
         rows = run_follower(channel, _id_chunks(files.ids, psi.chunk_size), leader, psi.domain,
                             psi.chunk_size, _count(files.ids), executor)
-    is_train = (table_array(channel.recv(Kind.SPLIT_MASK, leader)).astype(bool) if split
-                else np.zeros(len(rows), bool))
+    is_train = (receive_array(channel, Kind.SPLIT_MASK, leader, Due(np.bool_, rows=len(rows)))
+                if split else np.zeros(len(rows), bool))
     if files.unmatched:
         _write_unmatched(files.ids, rows, files.unmatched)
     return _write_aligned(rows, is_train, files.aligned)

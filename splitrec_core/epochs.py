@@ -138,13 +138,11 @@ class Decision:
     stop: bool      # this was the last epoch
 
     def as_table(self) -> pa.Table:
-        """The message that carries it."""
+        """The message that carries it (one row of `DECISION`)."""
         return pa.table({"improved": [self.improved], "stop": [self.stop]})
 
-    @classmethod
-    def from_table(cls, table: pa.Table) -> Decision:
-        """Read the message back."""
-        return cls(**table.to_pylist()[0])
+
+DECISION = {"improved": pa.bool_(), "stop": pa.bool_()}  # the columns of a `Decision`'s message
 
 
 @dataclass

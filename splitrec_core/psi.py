@@ -10,7 +10,10 @@ follower learns only the final intersection; IDs outside it stay hidden behind u
 
 Points live in numpy arrays of shape (n, 32); lists cross the channel in chunks, shuffled; the
 scalars are drawn fresh for every run and exist only in memory; the shuffles come from the
-party's private randomness (`entropy`), never from the shared seed.
+party's private randomness (`entropy`), never from the shared seed. The leader takes every
+follower's blinded list before it sends its own, so no two parties both send a whole list
+before either reads (a channel's inbox is bounded: `channel.inbox`). Every chunk received is
+checked: its points' width, its rows, the rows of a whole list where the receiver knows them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy as np
 from nacl.bindings import crypto_scalarmult
 from nacl.utils import random as random_bytes
 
-from splitrec_core.channel import Channel, Kind, array_table, table_array
+from splitrec_core.channel import Channel, Kind, ProtocolError, array_table
+from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.engine import in_order
 from splitrec_core.entropy import private_generator
 from splitrec_core.progress import Progress
@@ -188,13 +192,22 @@ def send_chunks(channel: Channel, kind: Kind, to: str, chunks: Iterable[np.ndarr
     channel.send(kind, to, array_table(np.zeros((0, width or POINT_BYTES), np.uint8)))
 
 
-def recv_chunks(channel: Channel, kind: Kind, frm: str) -> Iterator[np.ndarray]:
-    """Yield the chunks of one `send_chunks` stream as (n, k) uint8 arrays."""
+def recv_chunks(channel: Channel, kind: Kind, frm: str, width: int,
+                chunk: int) -> Iterator[np.ndarray]:
+    """Yield the chunks of one `send_chunks` stream: (n, `width`) uint8, n at most `chunk`."""
+    due = Due(np.uint8, width, max_rows=chunk)
     while True:
-        chunk = table_array(channel.recv(kind, frm)).astype(np.uint8, copy=False)
-        if len(chunk) == 0:
+        part = receive_array(channel, kind, frm, due)
+        if len(part) == 0:
             return
-        yield chunk
+        yield part
+
+
+def _drain(parts: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Yield and let go of `parts` one by one, so each is freed once it has been used."""
+    parts.reverse()
+    while parts:
+        yield parts.pop()
 
 
 def _shuffle(n: int, *purpose: str) -> np.ndarray:
@@ -214,9 +227,12 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
     `total` is how many IDs the chunks hold; `executor` is where to blind (see `Blinder`).
     """
     with Blinder(executor=executor) as blinder:
-        # 1. Blind our own IDs with a fresh scalar, shuffle and send them to every follower
+        # 1. Blind our own IDs with a fresh scalar; take every follower's blinded IDs (each sent
+        #    its whole list without reading), then send ours, shuffled, to every follower
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
         order = _shuffle(total, "psi-order", channel.me)
+        blinded = {f: list(recv_chunks(channel, Kind.PSI_BLINDED, f, POINT_BYTES, chunk))
+                   for f in followers}
         for follower in followers:
             send_shuffled(channel, Kind.PSI_BLINDED, follower, ours, order, chunk)
         del ours  # not needed again: our points come back double-blinded
@@ -224,11 +240,15 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
         # 2. Per follower: raise its points to our scalar and join with our double-blinded points
         matches = []  # per follower: for each of our sent points, its index in their list or -1
         for follower in followers:
-            raised = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, follower)]
+            raised = [blinder.blind(c) for c in _drain(blinded.pop(follower))]
             width = comparison_bytes(total, sum(len(c) for c in raised))
             theirs = _concat((c[:, :width] for c in raised), width)  # only what is compared
             del raised  # the full points: only their compared bytes are kept
-            ours_twice = _concat(recv_chunks(channel, Kind.PSI_DOUBLE_BLINDED, follower), width)
+            ours_twice = _concat(recv_chunks(channel, Kind.PSI_DOUBLE_BLINDED, follower, width,
+                                             chunk), width)
+            if len(ours_twice) != total:
+                raise ProtocolError(f"{follower} sent '{Kind.PSI_DOUBLE_BLINDED.value}' for "
+                                    f"{len(ours_twice)} points where {total} were due")
             matches.append(match(ours_twice, theirs))
             del theirs, ours_twice
 
@@ -258,13 +278,25 @@ def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: s
 
         # 2. Raise the leader's points to our scalar and return them in the order and chunks
         #    received, cut to the bytes the leader compares
-        theirs_twice = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, leader)]
+        theirs_twice = [blinder.blind(c) for c in recv_chunks(channel, Kind.PSI_BLINDED, leader,
+                                                              POINT_BYTES, chunk)]
         width = comparison_bytes(sum(len(c) for c in theirs_twice), total)
         send_chunks(channel, Kind.PSI_DOUBLE_BLINDED, leader, (c[:, :width] for c in theirs_twice))
         del theirs_twice
 
     # 3. Learn which of our sent points are shared, in the common order
-    positions = table_array(channel.recv(Kind.PSI_POSITIONS, leader)).astype(np.int64)
+    positions = _positions(channel, leader, total)
     if len(positions) == 0:
         raise EmptyIntersection(f"no ID is held by {channel.me} and all other parties")
     return order[positions]
+
+
+def _positions(channel: Channel, leader: str, total: int) -> np.ndarray:
+    """The leader's answer: which of our `total` sent points are shared, each at most once."""
+    kind = Kind.PSI_POSITIONS
+    positions = receive_array(channel, kind, leader, Due(np.int64, max_rows=total))
+    if len(positions) and (positions.min() < 0 or positions.max() >= total):
+        raise ProtocolError(f"{leader} sent '{kind.value}' outside the {total} points we sent")
+    if len(np.unique(positions)) != len(positions):
+        raise ProtocolError(f"{leader} sent '{kind.value}' naming a point twice")
+    return positions

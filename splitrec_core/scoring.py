@@ -20,7 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splitrec_core.channel import Channel, Kind, LocalHub, array_table, table_array
+from splitrec_core.channel import Channel, Kind, LocalHub, array_table
+from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.config import Config, EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL
 from splitrec_core.errors import InputError
@@ -80,14 +81,16 @@ def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedPa
                   aligned: Path, out: Path) -> Path:
     """The label party: embed its own rows, take the others' embeddings, apply the top, write.
 
-    It writes `out` = its own IDs and one probability column per task.
+    It writes `out` = its own IDs and one probability column per task. Each embedding received
+    must hold the chunk's rows at the cut width, all finite.
     """
     export = ExportedParty.load(version_folder)
     top = export.manifest["top"]
     parties, tasks = top["parties"], top["tasks"]
     probabilities = []
     for own in _embeddings(export, validated.table, aligned):
-        hs = {p: own if p == channel.me else table_array(channel.recv(Kind.EVAL_EMBEDDING, p))
+        due = Due(np.float32, own.shape[1], rows=len(own), finite=True)  # as wide as ours
+        hs = {p: own if p == channel.me else receive_array(channel, Kind.EVAL_EMBEDDING, p, due)
               for p in parties}
         probabilities.append(export.predict([hs[p] for p in parties]))
     rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()

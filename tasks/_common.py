@@ -11,6 +11,7 @@ from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from splitrec_core.channel import ProtocolError
 from splitrec_core.config import EngineConfig
 from splitrec_core.engine import on_cluster
 from splitrec_core.errors import InputError
@@ -18,10 +19,13 @@ from tasks._policies import content_policy
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry transient failures; bad input fails at once, since a retry cannot fix it."""
+    """Retry transient failures; bad input fails at once, since a retry cannot fix it.
+
+    Neither can it fix a peer that broke the protocol (`ProtocolError`): it would again.
+    """
     try:
         state.result()
-    except InputError:
+    except (InputError, ProtocolError):
         return False
     except BaseException:  # noqa: BLE001 - any other failure may be transient
         return True

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import task
 
 from splitrec_core.align import Alignment, PsiFiles, align_local
+from splitrec_core.channel import Limits, LocalHub
 from splitrec_core.config import Config
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
@@ -18,4 +19,4 @@ def align_ids(cfg: Config, ids: dict[str, Path], split: Path, workdir: Path) -> 
     space = Workspace(workdir)
     files = {p: PsiFiles.in_run(space, p, path, cfg.psi) for p, path in ids.items()}
     return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=split,
-                       engines=cfg.engines)
+                       hub=LocalHub(limits=Limits.of(cfg.channel)), engines=cfg.engines)

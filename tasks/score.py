@@ -12,6 +12,7 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from splitrec_core.align import Alignment, PsiFiles, align_local
+from splitrec_core.channel import Limits, LocalHub
 from splitrec_core.config import Config
 from splitrec_core.registry import SharedModel
 from splitrec_core.scoring import Scored, score_local, validate_new_rows
@@ -44,7 +45,7 @@ def align_new_rows(cfg: Config, ids: dict[str, Path], workdir: Path) -> Alignmen
     space = Workspace(workdir)
     files = {p: PsiFiles(path, space.scoring(p) / "aligned.parquet") for p, path in ids.items()}
     return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=None,
-                       engines=cfg.engines)
+                       hub=LocalHub(limits=Limits.of(cfg.channel)), engines=cfg.engines)
 
 
 @task(name="score", task_run_name="score", **task_options(("label_party",)))
@@ -56,7 +57,8 @@ def score_rows(cfg: Config, version_folders: dict[str, Path], validated: dict[st
     """
     version = version_folders[cfg.label_party].name
     out = Workspace(workdir).scores(cfg.label_party) / f"{version}.parquet"
-    scored = score_local(version_folders, validated, alignment.files, cfg.label_party, out)
+    scored = score_local(version_folders, validated, alignment.files, cfg.label_party, out,
+                         LocalHub(limits=Limits.of(cfg.channel)))
     get_run_logger().info("scored %d rows with version %s at %.0f rows/s: %s", scored.rows,
                           version, scored.rows / scored.seconds, out)
     return scored

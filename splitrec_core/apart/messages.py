@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar, overload
 
 import pyarrow as pa
 
-from splitrec_core.channel import Channel, Kind, PeerError
+from splitrec_core.channel import Channel, Kind, PeerError, ProtocolError
+from splitrec_core.channel.expect import receive_row
 from splitrec_core.evaluate import VersionMetrics
 from splitrec_core.promotion import Verdict
 from splitrec_core.registry import Aliases
@@ -192,11 +193,17 @@ def receive(channel: Channel, peer: str, expected: type[M], other: type[N], /) -
 def receive(channel: Channel, peer: str, *expected: type[RegistryMessage]) -> RegistryMessage:
     """The next message of the registry kind from `peer`: the first of `expected` it matches.
 
-    A body that matches none of them (a peer that differs from us) is an error naming the peer.
+    A body that matches none of them (a peer that differs from us), or that is not such a
+    message at all, is an error naming the peer.
     """
-    body = json.loads(channel.recv(Kind.REGISTRY, peer).column("json")[0].as_py())
-    for kind in expected:
-        if kind.key in body:
-            return kind.from_body(body)
     wanted = " or ".join(kind.__name__ for kind in expected)
+    text = receive_row(channel, Kind.REGISTRY, peer, {"json": pa.string()})["json"]
+    try:
+        body = json.loads(text)
+        for kind in expected:
+            if kind.key in body:
+                return kind.from_body(body)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ProtocolError(f"{peer} sent '{Kind.REGISTRY.value}' that is not a {wanted}: "
+                            f"{type(error).__name__}: {error}") from None
     raise PeerError(f"{peer} sent {sorted(body)} where {wanted} was due")

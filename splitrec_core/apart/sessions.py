@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import atexit
 
-from splitrec_core.channel import Channel, ChannelStats
+from splitrec_core.channel import Channel, ChannelStats, Limits
 from splitrec_core.channel.flight.channel import FlightChannel
 from splitrec_core.channel.flight.endpoint import FlightEndpoint
 from splitrec_core.federation import PartyView
@@ -18,6 +18,7 @@ def endpoint(view: PartyView) -> FlightEndpoint:
     if key not in _ENDPOINTS:
         _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), view.peers,
                                          view.token_hashes, view.federation.hash(), view.timeouts())
+        _ENDPOINTS[key].limits = Limits.of(view.federation.channel)
         atexit.register(_ENDPOINTS[key].close)
     return _ENDPOINTS[key]
 

@@ -4,11 +4,13 @@ from splitrec_core.channel.base import (
     Channel,
     ChannelStats,
     Kind,
+    Limits,
     PeerError,
+    ProtocolError,
     array_table,
     table_array,
 )
 from splitrec_core.channel.local import LocalChannel, LocalHub
 
-__all__ = ["Channel", "ChannelStats", "Kind", "LocalChannel", "LocalHub", "PeerError",
-           "array_table", "table_array"]
+__all__ = ["Channel", "ChannelStats", "Kind", "Limits", "LocalChannel", "LocalHub", "PeerError",
+           "ProtocolError", "array_table", "table_array"]

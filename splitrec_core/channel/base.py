@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
+
+from splitrec_core.errors import InputError
+
+if TYPE_CHECKING:
+    from splitrec_core.config import ChannelConfig
 
 
 class Kind(StrEnum):
@@ -41,6 +46,9 @@ class Kind(StrEnum):
     #                                            metrics, leakage audit and promotion verdict from
     #                                            the label party; each feature party's confirmation.
     #                                            Before scoring: the version to score with
+
+
+_KINDS = frozenset(kind.value for kind in Kind)
 
 
 @dataclass
@@ -76,6 +84,64 @@ class PeerError(RuntimeError):
     """A peer could not be reached, refused us, differs from us, or went silent; names the peer."""
 
 
+class ProtocolError(PeerError):
+    """A peer sent what the protocol does not allow at that point; names the peer and the kind.
+
+    A kind other than the one due, a message over the maximum size, or a table of the wrong
+    type, shape or row count, or with values that are not finite. It is raised before the
+    message's values reach a model or a file, and a stage is not retried for it: a peer that
+    breaks the protocol once will break it again.
+    """
+
+
+MB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How large one message may be, and how much a party holds of what a peer sent ahead.
+
+    Every party of a run must have the same: a party refuses to send a message its peers would
+    refuse to receive. The inbox bound is explained in `channel.inbox`.
+    """
+
+    max_message_bytes: int = 256 * MB  # a message's Arrow IPC bytes, the size a channel counts
+    inbox_bytes: int = 16 * MB         # what waits to be taken from one peer (or one message)
+
+    @classmethod
+    def of(cls, channel: ChannelConfig) -> Limits:
+        """The limits a run's `[channel]` settings give."""
+        return cls(channel.max_message_mb * MB, channel.inbox_mb * MB)
+
+    def check_outgoing(self, kind: Kind, to: str, nbytes: int) -> None:
+        """Refuse to send `to` a message of `kind` that is larger than a peer may receive.
+
+        The setting is the user's to change, so it is an `InputError`.
+        """
+        if nbytes > self.max_message_bytes:
+            raise InputError("[channel] max_message_mb", None,
+                             f"a '{kind.value}' message to {to} of {nbytes / MB:.1f} MB is over "
+                             f"the maximum message size of {self.max_message_bytes / MB:.0f} MB "
+                             f"(raise it at every party)")
+
+    def check_incoming(self, kind: str, frm: str, nbytes: int) -> None:
+        """Refuse a message of `kind` from `frm` that is larger than the maximum."""
+        if nbytes > self.max_message_bytes:
+            raise ProtocolError(f"{frm} sent a '{kind}' message of {nbytes / MB:.1f} MB, over the "
+                                f"maximum message size of {self.max_message_bytes / MB:.0f} MB")
+
+
+def expect_kind(frm: str, due: Kind, arrived: str) -> None:
+    """Refuse a message of another kind than the one due.
+
+    Every protocol takes each peer's messages in the order that peer sent them, so the next
+    message from a peer is always of the kind the receiver waits for.
+    """
+    if arrived != due.value:
+        what = f"'{arrived}'" if arrived in _KINDS else f"a message of unknown kind {arrived!r}"
+        raise ProtocolError(f"{frm} sent {what} where '{due.value}' was due")
+
+
 class Channel(Protocol):
     """One party's view of the network: send to and receive from other parties by name.
 
@@ -89,7 +155,11 @@ class Channel(Protocol):
         """Send `table` to party `to` as a message of `kind`."""
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
-        """Block until the next message of `kind` from party `frm` arrives and return it."""
+        """Block until the next message from party `frm` arrives and return it.
+
+        It must be of `kind` (else `ProtocolError`): a party takes each peer's messages in the
+        order the peer sent them.
+        """
 
     def sent(self) -> ChannelStats:
         """What this party has sent so far."""
@@ -102,14 +172,20 @@ class Channel(Protocol):
 
 
 class CountingChannel:
-    """What every transport's channel keeps alike: party `me`, and what it sent and received.
+    """What every transport's channel keeps alike: party `me`, its limits, its traffic both ways.
 
-    A transport adds each message it sends to `_sent` and each it hands out to `_received`.
+    A transport adds each message it sends to `_sent` (refusing one over the maximum size) and
+    each it hands out to `_received`.
     """
 
-    def __init__(self, me: str) -> None:
-        self.me = me
+    def __init__(self, me: str, limits: Limits = Limits()) -> None:
+        self.me, self.limits = me, limits
         self._sent, self._received = ChannelStats(), ChannelStats()
+
+    def _count_outgoing(self, kind: Kind, to: str, nbytes: int) -> None:
+        """Count a message about to go `to`, once it is known to be small enough."""
+        self.limits.check_outgoing(kind, to, nbytes)
+        self._sent.add(kind, nbytes)
 
     def sent(self) -> ChannelStats:
         """What this party sent."""
@@ -141,7 +217,7 @@ def ipc_bytes(table: pa.Table) -> pa.Buffer:
 # The framing every byte-stream transport shares (process pipes, Flight): a message is its kind,
 # a newline and the Arrow IPC stream, so one stream carries tables of any schema.
 
-_KIND_HEAD = 32  # a kind's name and its newline fit in this many bytes
+KIND_HEAD = 32  # a kind's name and its newline fit in this many bytes
 
 
 def frame(kind: Kind, table: pa.Table) -> bytes:
@@ -155,7 +231,7 @@ def split_frame(message: memoryview) -> tuple[str, memoryview]:
 
     The receiver checks the kind: a peer may send anything.
     """
-    head = bytes(message[:_KIND_HEAD])
+    head = bytes(message[:KIND_HEAD])
     end = head.find(b"\n")
     if end < 0:
         raise ValueError(f"a message without a kind line ({head!r}...)")
@@ -170,6 +246,16 @@ def payload_size(message: bytes) -> int:
 def read_table(payload: memoryview | pa.Buffer) -> pa.Table:
     """The table a payload (an Arrow IPC stream) carries."""
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+
+
+def received_table(frm: str, kind: Kind, payload: memoryview | pa.Buffer) -> pa.Table:
+    """The table a message of `kind` from `frm` carries; bytes that are not one is an error."""
+    try:
+        return read_table(payload)
+    except (pa.ArrowException, ValueError) as error:
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ProtocolError(f"{frm} sent '{kind.value}' that is not an Arrow IPC stream: "
+                            f"{first}") from None
 
 
 def array_table(array: np.ndarray, name: str = "value") -> pa.Table:

@@ -1,4 +1,4 @@
-"""All parties in one process: messages are Arrow IPC buffers passed through per-route queues."""
+"""All parties in one process: messages are Arrow IPC buffers passed through a queue per pair."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ from splitrec_core.channel.base import (
     ChannelStats,
     CountingChannel,
     Kind,
+    Limits,
+    expect_kind,
     payload_bytes,
-    read_table,
+    received_table,
 )
 
 RECV_TIMEOUT_S = 600.0
@@ -34,14 +36,17 @@ class LocalHub:
     """The in-process 'network' that `LocalChannel`s share; it counts and can record traffic.
 
     Messages are serialised to Arrow IPC on send and read back on receive, so parties never share
-    memory and the byte counts are what a network transport would carry.
+    memory and the byte counts are what a network transport would carry. Each pair of parties
+    has a queue each way, taken in the order sent, as over a network stream. The queues are not
+    bounded: what waits is memory of this process either way.
     """
 
-    def __init__(self, record: bool = False) -> None:
-        self._queues: dict[tuple[str, str, str], queue.Queue[pa.Buffer]] = defaultdict(queue.Queue)
+    def __init__(self, record: bool = False, limits: Limits = Limits()) -> None:
+        self._queues: dict[tuple[str, str], queue.Queue[tuple[Kind, pa.Buffer]]] = (
+            defaultdict(queue.Queue))
         self._lock = threading.Lock()
         self._stats = ChannelStats()
-        self.record = record
+        self.record, self.limits = record, limits
         self._aborted: str | None = None
         self.recorded: list[tuple[Kind, str, str, bytes]] = []
 
@@ -49,9 +54,9 @@ class LocalHub:
         """Return party `me`'s endpoint."""
         return LocalChannel(self, me)
 
-    def _route(self, kind: Kind, frm: str, to: str) -> queue.Queue[pa.Buffer]:
+    def _route(self, frm: str, to: str) -> queue.Queue[tuple[Kind, pa.Buffer]]:
         with self._lock:
-            return self._queues[(kind.value, frm, to)]
+            return self._queues[(frm, to)]
 
     def post(self, kind: Kind, frm: str, to: str, payload: pa.Buffer) -> None:
         """Enqueue one serialised message, counting its bytes."""
@@ -59,21 +64,22 @@ class LocalHub:
             self._stats.add(kind, payload.size)
             if self.record:
                 self.recorded.append((kind, frm, to, payload.to_pybytes()))
-        self._route(kind, frm, to).put(payload)
+        self._route(frm, to).put((kind, payload))
 
     def take(self, kind: Kind, frm: str, to: str, timeout: float = RECV_TIMEOUT_S) -> pa.Buffer:
-        """Dequeue the next serialised message on a route."""
-        route, deadline = self._route(kind, frm, to), time.monotonic() + timeout
+        """Dequeue the next serialised message from `frm` to `to`, which must be of `kind`."""
+        route, deadline = self._route(frm, to), time.monotonic() + timeout
         while True:
             if self._aborted:
                 raise ChannelAborted(f"{to} stopped waiting for '{kind.value}': {self._aborted}")
             try:
-                buffer = route.get(timeout=POLL_S)
+                arrived, buffer = route.get(timeout=POLL_S)
                 break
             except queue.Empty:
                 if time.monotonic() > deadline:
                     raise TimeoutError(
                         f"{to} waited {timeout:.0f}s for '{kind.value}' from {frm}") from None
+        expect_kind(frm, kind, arrived.value)
         return buffer
 
     def abort(self, reason: str) -> None:
@@ -106,20 +112,20 @@ class LocalChannel(CountingChannel):
     """Party `me`'s endpoint on a `LocalHub`; counts what this party sends and receives."""
 
     def __init__(self, hub: LocalHub, me: str) -> None:
-        super().__init__(me)
+        super().__init__(me, hub.limits)
         self.hub = hub
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
         payload = payload_bytes(kind, table)
-        self._sent.add(kind, payload.size)
+        self._count_outgoing(kind, to, payload.size)
         self.hub.post(kind, self.me, to, payload)
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
-        """Receive the next `kind` message from `frm`."""
+        """Receive the next message from `frm`, which must be of `kind`."""
         payload = self.hub.take(kind, frm, self.me)
         self._received.add(kind, payload.size)
-        return read_table(payload)
+        return received_table(frm, kind, payload)
 
     def close(self) -> None:
         """Nothing to let go of: the hub's queues belong to the hub."""

@@ -19,7 +19,6 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from itertools import combinations
@@ -29,47 +28,66 @@ from typing import TypeVar
 import pyarrow as pa
 
 from splitrec_core.channel.base import (
+    KIND_HEAD,
     Channel,
     CountingChannel,
     Kind,
+    Limits,
+    PeerError,
+    ProtocolError,
+    expect_kind,
     frame,
     payload_size,
-    read_table,
+    received_table,
     split_frame,
 )
 from splitrec_core.channel.local import POLL_S, RECV_TIMEOUT_S
 
 _LOST_PEER = ("PeerError", "ChannelAborted", "EOFError", "BrokenPipeError", "ConnectionResetError")
+_FROM_A_PEER = {error.__name__: error for error in (ProtocolError, PeerError)}  # raised here alike
 
 T = TypeVar("T")
 
 
 class ProcessChannel(CountingChannel):
-    """Party `me`'s endpoint: one pipe to each other party; counts what it sends and receives."""
+    """Party `me`'s endpoint: one pipe to each other party; counts what it sends and receives.
 
-    def __init__(self, me: str, pipes: dict[str, Connection]) -> None:
-        super().__init__(me)
+    A pipe holds what its socket buffers hold: a sender waits until the receiver reads, so
+    nothing piles up unread.
+    """
+
+    def __init__(self, me: str, pipes: dict[str, Connection], limits: Limits = Limits()) -> None:
+        super().__init__(me, limits)
         self._pipes = pipes
-        self._held: dict[tuple[str, str], deque[memoryview]] = defaultdict(deque)  # arrived early
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
         message = frame(kind, table)
-        self._sent.add(kind, payload_size(message))
+        self._count_outgoing(kind, to, payload_size(message))
         self._pipes[to].send_bytes(message)
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
-        """Receive the next `kind` message from `frm`, holding back others that arrive first."""
-        pipe, wanted = self._pipes[frm], (kind.value, frm)
-        while not self._held[wanted]:
-            if not pipe.poll(RECV_TIMEOUT_S):
-                raise TimeoutError(f"{self.me} waited {RECV_TIMEOUT_S:.0f}s for '{kind.value}' "
-                                   f"from {frm}")
-            arrived, payload = split_frame(memoryview(pipe.recv_bytes()))
-            self._held[(arrived, frm)].append(payload)
-        payload = self._held[wanted].popleft()
+        """Receive the next message from `frm`, which must be of `kind`."""
+        pipe = self._pipes[frm]
+        if not pipe.poll(RECV_TIMEOUT_S):
+            raise TimeoutError(f"{self.me} waited {RECV_TIMEOUT_S:.0f}s for '{kind.value}' "
+                               f"from {frm}")
+        try:  # (a longer message is not read, and the pipe is of no further use)
+            message = pipe.recv_bytes(self.limits.max_message_bytes + KIND_HEAD)
+        except OSError as error:
+            if "bad message length" not in str(error):
+                raise
+            raise ProtocolError(f"{frm} sent a message over the maximum message size of "
+                                f"{self.limits.max_message_bytes >> 20} MB where "
+                                f"'{kind.value}' was due") from None
+        try:
+            arrived, payload = split_frame(memoryview(message))
+        except ValueError as error:
+            raise ProtocolError(f"{frm} sent {error} where '{kind.value}' was due") from None
+        expect_kind(frm, kind, arrived)
+        self.limits.check_incoming(arrived, frm, payload.nbytes)
         self._received.add(kind, payload.nbytes)
-        return read_table(payload)
+        return received_table(frm, kind, payload)
 
     def close(self) -> None:
         """Close the pipes to the other parties (the process ends next)."""
@@ -77,13 +95,14 @@ class ProcessChannel(CountingChannel):
             pipe.close()
 
 
-def pipe_channels(names: list[str]) -> dict[str, Callable[[], ProcessChannel]]:
+def pipe_channels(names: list[str], limits: Limits = Limits(),
+                  ) -> dict[str, Callable[[], ProcessChannel]]:
     """For each party, what opens its `ProcessChannel` in its process: a pipe to every other."""
     context = multiprocessing.get_context("spawn")
     pipes: dict[str, dict[str, Connection]] = {name: {} for name in names}
     for a, b in combinations(names, 2):
         pipes[a][b], pipes[b][a] = context.Pipe()
-    return {name: partial(ProcessChannel, name, pipes[name]) for name in names}
+    return {name: partial(ProcessChannel, name, pipes[name], limits) for name in names}
 
 
 def own_cores(order: list[str]) -> dict[str, frozenset[int]]:
@@ -176,7 +195,9 @@ def run_in_processes(jobs: Mapping[str, Callable[[Channel], T]],
 
     `channels[party]` opens the party's channel in its process (default: `pipe_channels`);
     `cores[party]`, if given, are the cores it runs on (`own_cores`). Jobs and openers must be
-    picklable. The first failure stops every party and is raised here.
+    picklable. The first failure stops every party and is raised here: as the party's
+    `PeerError` (or `ProtocolError`) if a peer failed it (the command line prints it in one
+    line), else as a `RuntimeError`.
     """
     context = multiprocessing.get_context("spawn")
     channels = channels or pipe_channels(list(jobs))
@@ -205,7 +226,9 @@ def run_in_processes(jobs: Mapping[str, Callable[[Channel], T]],
                 continue
             if not ok:
                 name, value = _root_cause((name, value), results)
-                raise RuntimeError(f"party {name} failed: {value}")
+                error = next((e for n, e in _FROM_A_PEER.items() if value.startswith(f"{n}:")),
+                             RuntimeError)
+                raise error(f"party {name} failed: {value}")
             outcomes[name] = value
     finally:
         for process in processes.values():

@@ -14,6 +14,7 @@ from splitrec_core.config.files import (
 from splitrec_core.config.run import Config, Roster, RunSettings, check_roster
 from splitrec_core.config.sections import (
     BottomConfig,
+    ChannelConfig,
     EngineConfig,
     ModelConfig,
     NotifyConfig,
@@ -30,8 +31,9 @@ from splitrec_core.config.sections import (
 )
 
 __all__ = [
-    "BottomConfig", "Config", "EngineConfig", "ModelConfig", "NotifyConfig", "PartyConfig",
-    "PrivacyConfig", "PsiConfig", "RegistryConfig", "Roster", "RunSettings", "ScheduleConfig",
-    "Strict", "SweepConfig", "TaskConfig", "TopConfig", "TrainingConfig", "check_roster",
+    "BottomConfig", "ChannelConfig", "Config", "EngineConfig", "ModelConfig", "NotifyConfig",
+    "PartyConfig", "PrivacyConfig", "PsiConfig", "RegistryConfig", "Roster", "RunSettings",
+    "ScheduleConfig", "Strict", "SweepConfig", "TaskConfig", "TopConfig", "TrainingConfig",
+    "check_roster",
     "load_config", "parse_config", "read_toml", "validated", "with_changes",
 ]

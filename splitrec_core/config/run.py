@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import Field, model_validator
 
 from splitrec_core.config.sections import (
+    ChannelConfig,
     EngineConfig,
     ModelConfig,
     NotifyConfig,
@@ -77,7 +78,8 @@ def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig]) ->
 class RunSettings(Strict):
     """What every party of a run shares (a one-process config, or a federation file).
 
-    That is the label party, the tasks and the training, privacy, PSI and schedule settings.
+    That is the label party, the tasks and the training, privacy, PSI, channel and schedule
+    settings.
     """
 
     name: str
@@ -86,6 +88,7 @@ class RunSettings(Strict):
     training: TrainingConfig = TrainingConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     psi: PsiConfig = PsiConfig()
+    channel: ChannelConfig = ChannelConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     registry: RegistryConfig = RegistryConfig()
     notify: NotifyConfig = NotifyConfig()

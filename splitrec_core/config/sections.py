@@ -175,6 +175,24 @@ class PsiConfig(Strict):
     chunk_size: int = Field(default=50_000, ge=1, description="IDs per chunk read and sent")
 
 
+class ChannelConfig(Strict):
+    """How large a message between parties may be, and what a party holds of a peer's unread ones.
+
+    Every party must have the same (parties apart: it is in the federation file). The defaults
+    are `channel.base.Limits`'.
+    """
+
+    max_message_mb: int = Field(
+        default=256, ge=1,
+        description="the largest message a party sends or accepts (MiB); the largest the "
+                    "protocols send is PSI's positions, 8 bytes per shared ID, then a chunk of "
+                    "scoring embeddings")
+    inbox_mb: int = Field(
+        default=16, ge=1,
+        description="what a party holds of one peer's messages it has not taken yet (MiB, or one "
+                    "message if larger); past it the peer's sends wait (back-pressure)")
+
+
 class ScheduleConfig(Strict):
     """When the served deployment retrains: a cron line read in an IANA time zone."""
 

@@ -11,13 +11,15 @@ import zlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import keras
 import numpy as np
 import pyarrow as pa
 import tensorflow as tf
 
-from splitrec_core.channel import array_table, table_array
+from splitrec_core.channel import Channel, Kind, ProtocolError, array_table, table_array
+from splitrec_core.channel.expect import Due, check_array
 from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
 from splitrec_core.epochs import History, Plan
@@ -121,25 +123,65 @@ class Outbox:
 class Inbox:
     """The other end of an `Outbox`: hands out arrays of the row counts asked for.
 
-    It receives a message whenever the one in hand is used up (both ends know each batch's rows
-    from the shared plan, so no message says where one batch ends).
+    It receives a message of `kind` from `peer` whenever the one in hand is used up (both ends
+    know each batch's rows from the shared plan, so no message says where one batch ends). Each
+    message is checked before its rows reach a model: float32 rows of the cut `width`, all
+    finite, exactly the rows of `per_message` batches (or of the batches left in the epoch: see
+    `end_epoch`). Anything else is a `ProtocolError` naming the peer and the kind.
     """
 
-    def __init__(self, receive: Callable[[], pa.Table], wire: Wire = FLOAT32) -> None:
-        self.receive, self.wire = receive, wire
+    def __init__(self, channel: Channel, kind: Kind, peer: str, width: int, wire: Wire = FLOAT32,
+                 per_message: int = 1) -> None:
+        self.channel, self.kind, self.peer, self.wire = channel, kind, peer, wire
+        self.due, self.per_message = Due(np.float32, width, finite=True), per_message
         self.held: np.ndarray | tf.Tensor | None = None
         self.offset = 0
+        self.batches = 0  # batches taken from the message in hand
 
     def take(self, rows: int) -> np.ndarray | tf.Tensor:
         """The next `rows` rows, receiving a message first if the one in hand is used up."""
         if self.held is None or self.offset == len(self.held):
-            self.held, self.offset = self.wire.unpack(self.receive()), 0
+            if self.held is not None and self.batches != self.per_message:
+                self._refuse(f"of {len(self.held)} rows where {self.per_message} batches' rows "
+                             f"were due")
+            self.held, self.offset, self.batches = self._receive(), 0, 0
         if self.offset + rows > len(self.held):
-            raise RuntimeError(f"a message ended after {len(self.held) - self.offset} of the "
-                               f"{rows} rows expected: the parties' batch plans differ")
+            left = len(self.held) - self.offset
+            self._refuse(f"of {len(self.held)} rows, which ended after {left} of the {rows} rows "
+                         f"due (do the parties' batch plans differ?)")
         taken = self.held[self.offset:self.offset + rows]
-        self.offset += rows
+        self.offset, self.batches = self.offset + rows, self.batches + 1
+        if self.batches == self.per_message and self.offset != len(self.held):
+            self._refuse(f"of {len(self.held)} rows, more than {self.per_message} batches' "
+                         f"{self.offset}")
         return taken
+
+    def end_epoch(self) -> None:
+        """Check that the epoch's last message held no rows beyond its batches; start afresh."""
+        if self.held is not None and self.offset != len(self.held):
+            self._refuse(f"of {len(self.held)} rows, more than the epoch's last batches' "
+                         f"{self.offset}")
+        self.held = None
+
+    def _receive(self) -> np.ndarray | tf.Tensor:
+        """The float32 rows the next message carries, once they are what is due."""
+        table = self.channel.recv(self.kind, self.peer)
+        rows = unpacked(self.wire, table, self.peer, self.kind)
+        check_array(rows, self.peer, self.kind, self.due)
+        return rows
+
+    def _refuse(self, what: str) -> NoReturn:
+        raise ProtocolError(f"{self.peer} sent '{self.kind.value}' {what}")
+
+
+def unpacked(wire: Wire, table: pa.Table, frm: str, kind: Kind) -> np.ndarray | tf.Tensor:
+    """The float32 array `wire` reads from a message; a table it cannot read is an error."""
+    try:
+        return wire.unpack(table)
+    except (KeyError, ValueError, TypeError, pa.ArrowException, tf.errors.OpError) as error:
+        first = (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise ProtocolError(f"{frm} sent '{kind.value}' that is not rows this wire reads "
+                            f"({first})") from None
 
 
 @dataclass(frozen=True)

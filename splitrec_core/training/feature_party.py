@@ -13,8 +13,9 @@ from functools import partial
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
+from splitrec_core.channel.expect import receive_row
 from splitrec_core.cpu import process_cpu_s
-from splitrec_core.epochs import EVAL_BATCH, BestWeights, Decision
+from splitrec_core.epochs import DECISION, EVAL_BATCH, BestWeights, Decision
 from splitrec_core.trainers import BottomTrainer
 from splitrec_core.training.common import Inbox, LoopSettings, Outbox
 
@@ -45,6 +46,7 @@ def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.T
     while waiting:
         oldest = waiting.popleft()
         trainer.backward(*oldest, gradients.take(len(oldest[0])))
+    gradients.end_epoch()
 
 
 def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
@@ -67,7 +69,8 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
     batches = run.train.batches(plan, run.start_epoch)
     validation = run.train.take(plan.validation)
     embeddings = Outbox(partial(channel.send, Kind.EMBEDDING, leader), wire, run.per_message)
-    gradients = Inbox(partial(channel.recv, Kind.GRADIENT, leader), wire)
+    gradients = Inbox(channel, Kind.GRADIENT, leader, trainer.bottom.output_shape[-1], wire,
+                      run.per_message)
     for epoch in range(run.start_epoch, plan.epochs):
         bottom_epoch(trainer, batches, embeddings, gradients, run.ahead)
         for chunk in validation.chunks(EVAL_BATCH):
@@ -75,7 +78,7 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
             channel.send(Kind.VALIDATION_EMBEDDING, leader, wire.pack(h))
         if epoch + 1 < plan.epochs:
             batches = run.train.batches(plan, epoch + 1)
-        decision = Decision.from_table(channel.recv(Kind.EARLY_STOPPING, leader))
+        decision = Decision(**receive_row(channel, Kind.EARLY_STOPPING, leader, DECISION))
         if decision.improved:
             best.keep()
         if decision.stop:

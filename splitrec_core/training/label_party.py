@@ -17,13 +17,14 @@ import numpy as np
 import tensorflow as tf
 
 from splitrec_core.channel import Channel, Kind
+from splitrec_core.channel.expect import Due, check_array
 from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.streaming import StreamedFeatures
 from splitrec_core.trainers import LabelTrainer
-from splitrec_core.training.common import Inbox, LoopSettings, Outbox, Wire
+from splitrec_core.training.common import Inbox, LoopSettings, Outbox, Wire, unpacked
 
 _log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Ten
         losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
     for outbox in gradients:
         outbox.flush()
+    for inbox in embeddings:
+        inbox.end_epoch()
     return losses, (cats, nums, received)
 
 
@@ -86,7 +89,8 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
         best.load(saved)
     batches = run.train.batches(plan, run.start_epoch, tasks)
     validation = run.train.take(plan.validation)
-    embeddings = [Inbox(partial(channel.recv, Kind.EMBEDDING, f), wire) for f in followers]
+    embeddings = [Inbox(channel, Kind.EMBEDDING, f, width, wire, run.per_message)
+                  for f, width in _cut_widths(trainer, followers).items()]
     gradients = [Outbox(partial(channel.send, Kind.GRADIENT, f), wire, run.per_message)
                  for f in followers]
     for epoch in range(run.start_epoch, plan.epochs):
@@ -121,14 +125,25 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
                         trained_cpu_s)
 
 
+def _cut_widths(trainer: LabelTrainer, followers: list[str]) -> dict[str, int]:
+    """The width of each follower's embedding, as the top takes it (the top's inputs after ours)."""
+    return {f: h.shape[1] for f, h in zip(followers, trainer.top.inputs[1:], strict=True)}
+
+
 def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix | StreamedFeatures,
              followers: list[str], kind: Kind, wire: Wire) -> np.ndarray:
     """Probabilities `[rows, tasks]` of every row of `data`.
 
-    They come from our columns and the followers' embeddings of `kind`.
+    They come from our columns and the followers' embeddings of `kind`, each checked to hold
+    the chunk's rows at the cut width, all finite.
     """
     predicted = [np.zeros((0, trainer.top.outputs[0].shape[1]), np.float32)]
+    widths = _cut_widths(trainer, followers)
     for chunk in data.chunks(EVAL_BATCH):
-        received = [wire.unpack(channel.recv(kind, f)) for f in followers]
+        received = []
+        for f in followers:
+            h = unpacked(wire, channel.recv(kind, f), f, kind)
+            check_array(h, f, kind, Due(np.float32, widths[f], rows=len(chunk), finite=True))
+            received.append(h)
         predicted.append(trainer.predict(chunk.cats, chunk.nums, received).numpy())
     return np.concatenate(predicted)

@@ -12,9 +12,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-from splitrec_core.channel import ChannelStats, LocalHub
+from splitrec_core.channel import ChannelStats, Limits, LocalHub
 from splitrec_core.channel.flight.loopback import loopback_seats
-from splitrec_core.channel.processes import own_cores, run_in_processes
+from splitrec_core.channel.processes import own_cores, pipe_channels, run_in_processes
 from splitrec_core.config import Config
 from splitrec_core.cpu import total_cpu_s
 from splitrec_core.features import PartyFeatures
@@ -26,21 +26,21 @@ from splitrec_core.training.party import PartyJob, PartyOutcome
 def _run_jobs(cfg: Config, jobs: dict[str, PartyJob], hub: LocalHub | None,
               ) -> tuple[dict[str, PartyOutcome], dict[str, dict[str, int]]]:
     """Run the jobs as `training.parties_in` says; their outcomes and the traffic of all."""
-    placement = cfg.training.parties_in
+    placement, limits = cfg.training.parties_in, Limits.of(cfg.channel)
     if placement != "threads" and hub is not None:
         raise ValueError("a LocalHub carries parties on threads, not in processes")
     if placement == "threads":
-        hub = hub or LocalHub()
+        hub = hub or LocalHub(limits=limits)
         outcomes = hub.run({p: partial(job, hub.channel(p)) for p, job in jobs.items()})
         return outcomes, hub.stats().as_dict()
     order = party_order(cfg, jobs)
     cores = own_cores(order) if cfg.training.own_cores else None
     if placement == "flight":
         with tempfile.TemporaryDirectory(prefix="splitrec-credentials-") as folder:
-            seats = loopback_seats(order, Path(folder), session="train")
+            seats = loopback_seats(order, Path(folder), session="train", limits=limits)
             outcomes = run_in_processes(jobs, seats, cores)
     else:
-        outcomes = run_in_processes(jobs, cores=cores)
+        outcomes = run_in_processes(jobs, pipe_channels(order, limits), cores)
     return outcomes, ChannelStats.merge(*(o.sent for o in outcomes.values()))
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from splitrec_core.channel import Channel, Kind
+from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
 from splitrec_core.cpu import CpuSpan, process_cpu_s, this_process
@@ -47,6 +48,10 @@ class PartyOutcome:
     label: LabelOutcome | None = None
 
 
+_HELD = Due(np.int64)            # a feature party's checkpointed epochs
+_AGREED = Due(np.int64, rows=1)  # the label party's answer: the one to resume from
+
+
 def agree_on_start(channel: Channel, checkpoints: Checkpoints, cfg: Config) -> int:
     """The latest epoch every party has a checkpoint for, agreed over the channel.
 
@@ -58,9 +63,9 @@ def agree_on_start(channel: Channel, checkpoints: Checkpoints, cfg: Config) -> i
     mine = {k for k in checkpoints.completed() if k <= limit}
     if channel.me != label:
         channel.send(Kind.RESUME, label, pa.table({"epochs": np.array(sorted(mine), np.int64)}))
-        return int(channel.recv(Kind.RESUME, label).column("epochs")[0].as_py())
+        return int(receive_array(channel, Kind.RESUME, label, _AGREED, "epochs")[0])
     for follower in cfg.followers:
-        mine &= set(channel.recv(Kind.RESUME, follower).column("epochs").to_pylist())
+        mine &= set(receive_array(channel, Kind.RESUME, follower, _HELD, "epochs").tolist())
     start = max(mine, default=0)
     for follower in cfg.followers:
         channel.send(Kind.RESUME, follower, pa.table({"epochs": np.array([start], np.int64)}))

@@ -6,7 +6,9 @@ TLS on loopback (a process per party), and must give the same messages and the s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,12 +20,23 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from splitrec_core.channel import Channel, ChannelStats, Kind, LocalHub, array_table, table_array
-from splitrec_core.channel.base import ipc_bytes
+from splitrec_core.channel import (
+    Channel,
+    ChannelStats,
+    Kind,
+    Limits,
+    LocalHub,
+    ProtocolError,
+    array_table,
+    table_array,
+)
+from splitrec_core.channel.base import MB, ipc_bytes
 from splitrec_core.channel.flight.addresses import Timeouts
+from splitrec_core.channel.flight.channel import FlightChannel
 from splitrec_core.channel.flight.loopback import loopback_seats
 from splitrec_core.channel.local import ChannelAborted
-from splitrec_core.channel.processes import run_in_processes
+from splitrec_core.channel.processes import pipe_channels, run_in_processes
+from splitrec_core.errors import InputError
 
 H = np.arange(12, dtype=np.float32).reshape(3, 4)
 G = -np.arange(6, dtype=np.float32).reshape(3, 2)
@@ -39,29 +52,32 @@ class _Counted:
         return self.job(channel), channel.sent().as_dict()
 
 
-Runner = Callable[[dict[str, Callable[[Channel], Any]]], tuple[dict[str, Any], dict]]
+Runner = Callable[..., tuple[dict[str, Any], dict]]  # (jobs by party, limits=...)
 
 
 @pytest.fixture(params=["local", "processes", "flight"])
 def run_parties(request, tmp_path: Path) -> Runner:
     """Run `{party: job(channel)}` over one kind of channel; return outcomes and total traffic."""
 
-    def local(jobs):
-        hub = LocalHub()
+    def local(jobs, limits=Limits()):
+        hub = LocalHub(limits=limits)
         outcomes = hub.run({p: partial(job, hub.channel(p)) for p, job in jobs.items()})
         return outcomes, hub.stats().as_dict()
 
-    def apart(jobs, channels=None):
+    def apart(jobs, channels):
         counted = run_in_processes({p: _Counted(job) for p, job in jobs.items()}, channels)
         return ({p: out for p, (out, _) in counted.items()},
                 ChannelStats.merge(*(sent for _, sent in counted.values())))
 
-    def flight(jobs):
+    def processes(jobs, limits=Limits()):
+        return apart(jobs, pipe_channels(list(jobs), limits))
+
+    def flight(jobs, limits=Limits()):
         seats = loopback_seats(list(jobs), tmp_path / "credentials", "test",
-                               Timeouts(connect_s=30, recv_s=30))
+                               Timeouts(connect_s=30, recv_s=30), limits)
         return apart(jobs, seats)
 
-    return {"local": local, "processes": apart, "flight": flight}[request.param]
+    return {"local": local, "processes": processes, "flight": flight}[request.param]
 
 
 # Party jobs (top level, so a party process can unpickle them)
@@ -73,11 +89,15 @@ def _sender(channel: Channel) -> None:
     assert channel.recv(Kind.EARLY_STOPPING, "b").to_pylist() == [{"stop": True}]
 
 
-def _out_of_order_receiver(channel: Channel) -> list[np.ndarray]:
-    got = [table_array(channel.recv(Kind.GRADIENT, "a"))]  # sent last, taken first
-    got += [table_array(channel.recv(Kind.EMBEDDING, "a")) for _ in range(2)]
+def _receiver(channel: Channel) -> list[np.ndarray]:
+    got = [table_array(channel.recv(Kind.EMBEDDING, "a")) for _ in range(2)]
+    got += [table_array(channel.recv(Kind.GRADIENT, "a"))]
     channel.send(Kind.EARLY_STOPPING, "a", pa.table({"stop": [True]}))
     return got
+
+
+def _out_of_order_receiver(channel: Channel) -> None:
+    channel.recv(Kind.GRADIENT, "a")  # sent last: the first message is an embedding
 
 
 def _hub(channel: Channel) -> list[float]:
@@ -112,12 +132,23 @@ def _waits_forever(channel: Channel) -> None:
     channel.recv(Kind.GRADIENT, "a")
 
 
-def test_messages_arrive_whole_and_in_order_per_kind_and_are_counted(run_parties: Runner):
-    # Execute
-    outcomes, traffic = run_parties({"a": _sender, "b": _out_of_order_receiver})
+BIG = np.zeros((2 * MB // 4, 1), np.float32)  # 2 MiB of values: over a 1 MiB maximum
 
-    # Assert: each kind in its own order, however the kinds interleave
-    gradient, first, second = outcomes["b"]
+
+def _sends_big(channel: Channel) -> None:
+    channel.send(Kind.EMBEDDING, "b", array_table(BIG))
+
+
+def _takes_an_embedding(channel: Channel) -> None:
+    channel.recv(Kind.EMBEDDING, "a")
+
+
+def test_messages_arrive_whole_and_in_order_and_are_counted(run_parties: Runner):
+    # Execute
+    outcomes, traffic = run_parties({"a": _sender, "b": _receiver})
+
+    # Assert: in the order sent
+    first, second, gradient = outcomes["b"]
     np.testing.assert_array_equal(gradient, G)
     np.testing.assert_array_equal(first, H)
     np.testing.assert_array_equal(second, H[:1])
@@ -134,7 +165,7 @@ def test_messages_arrive_whole_and_in_order_per_kind_and_are_counted(run_parties
 def test_each_party_counts_what_it_sent_and_what_it_received(run_parties: Runner):
     # Execute
     outcomes, traffic = run_parties({"a": partial(_counts_after, _sender),
-                                     "b": partial(_counts_after, _out_of_order_receiver)})
+                                     "b": partial(_counts_after, _receiver)})
 
     # Assert: what one party sent, the other received, on every channel
     (a_sent, a_received), (b_sent, b_received) = outcomes["a"], outcomes["b"]
@@ -150,6 +181,93 @@ def test_three_parties_route_by_sender(run_parties: Runner):
     assert outcomes == {"hub": [20.0, 10.0], "f1": 2.0, "f2": 1.0}
     assert {kind: counts["messages"] for kind, counts in traffic.items()} == {
         "embedding": 2, "gradient": 2, "split_mask": 2}
+
+
+@pytest.mark.timeout(120)
+def test_a_message_of_another_kind_than_the_one_due_is_refused_naming_both(run_parties: Runner):
+    # Every protocol takes a peer's messages in the order sent, so another kind is a peer's fault
+    with pytest.raises(ProtocolError, match="^party b failed: ProtocolError: a sent 'embedding' "
+                                            "where 'gradient' was due$|^a sent 'embedding' where "
+                                            "'gradient' was due$"):
+        run_parties({"a": _sender, "b": _out_of_order_receiver})
+
+
+@pytest.mark.timeout(120)
+def test_a_party_refuses_to_send_a_message_over_the_maximum_size(run_parties: Runner):
+    # Every party has the same maximum, so the sender stops before its peer would refuse it
+    with pytest.raises((InputError, RuntimeError), match=r"\[channel\] max_message_mb.*a "
+                       r"'embedding' message to b of 2\.0 MB is over the maximum message size "
+                       r"of 1 MB \(raise it at every party\)"):
+        run_parties({"a": _sends_big, "b": _takes_an_embedding},
+                    limits=Limits(max_message_bytes=MB))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["processes", "flight"])
+def test_a_message_over_the_receivers_maximum_size_is_refused_naming_peer_and_kind(
+        transport: str, tmp_path: Path):
+    # Prepare: a sender that allows itself more than the receiver accepts
+    names, small, large = ["a", "b"], Limits(max_message_bytes=MB), Limits(64 * MB)
+    if transport == "processes":
+        openers = pipe_channels(names, small)
+        channels = {"a": partial(openers["a"].func, *openers["a"].args[:2], large),
+                    "b": openers["b"]}
+    else:
+        seats = loopback_seats(names, tmp_path, "test", Timeouts(connect_s=30, recv_s=30), small)
+        channels = {"a": dataclasses.replace(seats["a"], limits=large), "b": seats["b"]}
+
+    # Execute, Assert: one line naming the sender and the kind
+    with pytest.raises(ProtocolError) as raised:
+        run_in_processes({"a": _sends_big, "b": _takes_an_embedding}, channels)
+    assert "\n" not in str(raised.value)
+    assert raised.match(r"^party b failed: ProtocolError: a sent a( 'embedding')? message (of "
+                        r"2\.0 MB, )?over the maximum message size of 1 MB")
+    assert "'embedding'" in str(raised.value)
+
+
+def _send_counted(channel: FlightChannel, payloads: list[np.ndarray], sent: list[int]) -> None:
+    for payload in payloads:
+        channel.send(Kind.EMBEDDING, "b", array_table(payload))
+        sent.append(len(sent))
+
+
+@pytest.mark.timeout(300)
+def test_a_receiver_that_does_not_read_blocks_its_sender_and_holds_at_most_its_bound(
+        tmp_path: Path):
+    # Prepare: a and b in this process over Flight, b's inbox bounded to 1 MiB; a sends 64 MiB
+    # in messages of 256 KiB, far beyond what the bound and the transport's buffers hold
+    limits = Limits(inbox_bytes=MB)
+    seats = loopback_seats(["a", "b"], tmp_path, "test", Timeouts(connect_s=30, recv_s=120),
+                           limits)
+    opened: dict[str, FlightChannel] = {}
+    openers = [threading.Thread(target=lambda p=p: opened.update({p: seats[p]()}))
+               for p in ("a", "b")]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join(60)
+    payloads = [np.full((MB // 16, 1), i, np.float32) for i in range(256)]
+    sent: list[int] = []
+    sender = threading.Thread(target=_send_counted, args=(opened["a"], payloads, sent),
+                              daemon=True)
+
+    try:
+        # Execute: b reads nothing for a while, then everything
+        sender.start()
+        sender.join(5)
+        blocked, sent_while_blocked = sender.is_alive(), len(sent)
+        held_while_blocked = opened["b"].inbox_peaks()["a"]
+        got = [table_array(opened["b"].recv(Kind.EMBEDDING, "a"))[0, 0] for _ in payloads]
+        sender.join(60)
+    finally:
+        for channel in opened.values():
+            channel.close()
+
+    # Assert: a waited with most of its messages unsent; b never held more than its bound
+    assert blocked and sent_while_blocked < len(payloads) // 2
+    assert 0 < held_while_blocked <= MB
+    assert opened["b"].inbox_peaks()["a"] <= MB
+    assert got == list(range(256)) and len(sent) == 256
 
 
 def test_unknown_kind_is_refused(run_parties: Runner):

@@ -24,6 +24,7 @@ CHANGED = {
     "privacy": {"clip_norm": 1.5, "embedding_noise": 0.01, "gradient_noise": 0.002},
     "psi": {"domain": "trial-v2", "normalize": ["strip", "lower"], "write_unmatched": True,
             "chunk_size": 1234},
+    "channel": {"max_message_mb": 300, "inbox_mb": 8},
     "schedule": {"cron": "15 4 * * 2", "timezone": "Europe/Berlin"},
     "registry": {"promotion_margin": 0.02, "max_leakage_auc": 0.9},
     "notify": {"block": "slack-webhook/ops"},

@@ -1,18 +1,20 @@
-"""One session over Flight: a stream per peer, the inbox per kind it fills, and the channel.
+"""One session over Flight: a stream per peer, the bounded inbox it fills, and the channel.
 
 Of every pair of parties that talk, the earlier one's endpoint accepts the stream the later one
 opens (`endpoint`; with parties apart, the label party's accepts every feature party's); the
 party that dials reads its stream on a thread of its own. Either way a `Link` holds our side
-of the stream and `pump` moves what arrives into the link's inbox.
+of the stream and `pump` moves what arrives into the link's inbox, which holds what waits to be
+taken up to a bound (`channel.inbox`: while it is full, the pump stops reading and the peer's
+writes wait).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,13 +24,16 @@ from pyarrow import flight
 from splitrec_core.channel.base import (
     CountingChannel,
     Kind,
+    Limits,
     PeerError,
+    ProtocolError,
+    expect_kind,
     frame,
     payload_size,
-    read_table,
+    received_table,
     split_frame,
 )
-from splitrec_core.channel.local import POLL_S
+from splitrec_core.channel.inbox import PeerInbox
 
 if TYPE_CHECKING:
     from splitrec_core.channel.flight.endpoint import FlightEndpoint
@@ -48,13 +53,18 @@ class Link:
     """
 
     peer: str
-    inbox: dict[str, queue.Queue[memoryview]] = field(
-        default_factory=lambda: {kind.value: queue.Queue() for kind in Kind})
+    limits: Limits = Limits()
+    patience_s: float = 600.0  # how long what waits in the inbox may go untaken
+    inbox: PeerInbox = field(init=False)
     failure: str | None = None  # why the stream is over, if it is
+    violation: ProtocolError | None = None  # what the peer sent that ended it, if it did
     connected: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The stream's writer while it is up (on a stream we dialed, a `FlightStreamWriter`)
     writer: flight.MetadataRecordBatchWriter | None = None
+
+    def __post_init__(self) -> None:
+        self.inbox = PeerInbox(self.limits.inbox_bytes, self.patience_s)
 
     def attach(self, writer: flight.MetadataRecordBatchWriter) -> None:
         """Start writing to the peer through `writer`: the stream is up."""
@@ -79,30 +89,44 @@ class Link:
                 except (flight.FlightError, pa.ArrowException, OSError):
                     pass  # the peer is gone already; there is nothing left to tell it
 
-    def deliver(self, message: memoryview) -> None:
-        """Put a message from the peer in the inbox of its kind.
+    def deliver(self, message: memoryview) -> bool:
+        """Put a message from the peer in the inbox, waiting while the inbox is full.
 
-        A message of no known kind ends the stream.
+        False if the stream must end: the message has no kind or is over the maximum size, or
+        it could not be put (the link failed, or nothing was taken for `patience_s`).
         """
         try:
             kind, payload = split_frame(message)
+            self.limits.check_incoming(kind, self.peer, payload.nbytes)
         except ValueError as error:
-            self.fail(f"sent {error}")
-            return
-        if kind not in self.inbox:
-            self.fail(f"sent a message of unknown kind {kind!r}")
-            return
-        self.inbox[kind].put(payload)
+            self.fail(ProtocolError(f"{self.peer} sent {error}"))
+            return False
+        except ProtocolError as error:
+            self.fail(error)
+            return False
+        if not self.inbox.put(kind, payload):
+            self.fail(f"sent more than was taken from it within {self.patience_s:.0f} s (is "
+                      f"the party that should take it stuck?), so its stream was closed")
+            return False
+        return True
 
-    def fail(self, why: str) -> None:
+    def fail(self, why: str | ProtocolError) -> None:
         """Mark the stream over for `why` (the first reason stays) and wake whoever waits."""
         if self.failure is None:
-            self.failure = why
+            self.failure = str(why)
+            if isinstance(why, ProtocolError):
+                self.violation = why
+        self.inbox.close()
         self.connected.set()
 
 
-def pump(reader: flight.MetadataRecordBatchReader, link: Link) -> None:
-    """Move every message arriving from `link.peer` into its inbox until the stream ends."""
+def pump(reader: flight.MetadataRecordBatchReader, link: Link,
+         hang_up: Callable[[], None] | None = None) -> None:
+    """Move every message arriving from `link.peer` into its inbox until the stream ends.
+
+    If the link must end first, stop reading and `hang_up` (on a stream we dialed: cancel it;
+    the server ends an accepted one when its handler returns), so the peer's writes fail.
+    """
     try:
         while True:
             chunk = reader.read_chunk()
@@ -112,8 +136,10 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link) -> None:
             if message == BYE:  # the peer we dialed is done: end our half too
                 link.fail("ended the session")
                 link.detach(done_writing=True)
-            else:
-                link.deliver(message)
+            elif not link.deliver(message):
+                if hang_up is not None:
+                    hang_up()
+                return
     except StopIteration:
         link.fail("ended the session")
     except (flight.FlightError, pa.ArrowException, OSError) as error:
@@ -125,7 +151,7 @@ class FlightChannel(CountingChannel):
 
     def __init__(self, endpoint: FlightEndpoint, session: str, order: list[str],
                  hub: str | None = None) -> None:
-        super().__init__(endpoint.me)
+        super().__init__(endpoint.me, endpoint.limits)
         self._endpoint, self._session = endpoint, session
         self._links: dict[str, Link] = {}
         self._dialed: dict[str, tuple[flight.FlightClient, threading.Thread]] = {}
@@ -167,7 +193,7 @@ class FlightChannel(CountingChannel):
         client, (writer, reader) = endpoint.reach(peer, open_stream)
         link = endpoint.link(self._session, peer)
         link.attach(writer)
-        reading = threading.Thread(target=pump, args=(reader, link), daemon=True,
+        reading = threading.Thread(target=pump, args=(reader, link, reader.cancel), daemon=True,
                                    name=f"flight-{self.me}-from-{peer}")
         reading.start()
         self._dialed[peer] = (client, reading)
@@ -184,10 +210,10 @@ class FlightChannel(CountingChannel):
         return link
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
-        """Send `table` to party `to`."""
+        """Send `table` to party `to` (waiting while its inbox for us is full)."""
         link = self._links[to]
         message = frame(kind, table)
-        self._sent.add(kind, payload_size(message))
+        self._count_outgoing(kind, to, payload_size(message))
         if self._endpoint.recorded is not None:
             self._endpoint.recorded.append((kind, to, message))
         try:
@@ -197,21 +223,25 @@ class FlightChannel(CountingChannel):
                             f"{first_line(error)}") from None
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
-        """Receive the next `kind` message from `frm`."""
+        """Receive the next message from `frm`, which must be of `kind`."""
         link, timeouts = self._links[frm], self._endpoint.timeouts
-        inbox, deadline = link.inbox[kind.value], time.monotonic() + timeouts.recv_s
-        while True:
-            try:
-                payload = inbox.get(timeout=POLL_S)
-                self._received.add(kind, payload.nbytes)
-                return read_table(payload)
-            except queue.Empty:
-                if link.failure and inbox.empty():  # (a message may land just before the end)
-                    raise PeerError(f"{self.me} lost {self._endpoint.where(frm)} while waiting for "
-                                    f"'{kind.value}': {link.failure}") from None
-                if time.monotonic() > deadline:
-                    raise PeerError(f"{self.me} waited {timeouts.recv_s:.0f} s for "
-                                    f"'{kind.value}' from {self._endpoint.where(frm)}") from None
+        arrived = link.inbox.take(timeouts.recv_s)
+        if arrived is None:
+            if link.violation is not None:
+                raise link.violation
+            if link.failure:
+                raise PeerError(f"{self.me} lost {self._endpoint.where(frm)} while waiting for "
+                                f"'{kind.value}': {link.failure}")
+            raise PeerError(f"{self.me} waited {timeouts.recv_s:.0f} s for '{kind.value}' from "
+                            f"{self._endpoint.where(frm)}")
+        got, payload = arrived
+        expect_kind(frm, kind, got)
+        self._received.add(kind, payload.nbytes)
+        return received_table(frm, kind, payload)
+
+    def inbox_peaks(self) -> dict[str, int]:
+        """Per peer, the most bytes that ever waited in its inbox (at most the bound)."""
+        return {peer: link.inbox.peak for peer, link in self._links.items()}
 
     def close(self) -> None:
         """End the session.

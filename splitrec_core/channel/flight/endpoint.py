@@ -16,7 +16,7 @@ from typing import TypeVar
 import pyarrow as pa
 from pyarrow import flight
 
-from splitrec_core.channel.base import Kind, PeerError
+from splitrec_core.channel.base import Kind, Limits, PeerError
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.auth import Security, TokenCheck
 from splitrec_core.channel.flight.channel import ACK, FlightChannel, Link, first_line, pump
@@ -86,6 +86,7 @@ class FlightEndpoint:
                  timeouts: Timeouts = Timeouts()) -> None:
         self.me, self.security, self.peers = me, security, dict(peers)
         self.federation_hash, self.timeouts = federation_hash, timeouts
+        self.limits = Limits()  # of the messages its sessions carry: the federation's, if set
         self._links: dict[tuple[str, str], Link] = {}
         self._lock = threading.Lock()
         # a list: keep every message sent
@@ -100,7 +101,13 @@ class FlightEndpoint:
     def link(self, session: str, peer: str) -> Link:
         """The link to `peer` in `session`, made on first use by either side."""
         with self._lock:
-            return self._links.setdefault((session, peer), Link(peer))
+            if (session, peer) not in self._links:
+                self._links[(session, peer)] = self._new_link(peer)
+            return self._links[(session, peer)]
+
+    def _new_link(self, peer: str) -> Link:
+        """A link to `peer` with this endpoint's limits; what waits may go untaken `recv_s`."""
+        return Link(peer, self.limits, self.timeouts.recv_s)
 
     def incoming(self, session: str, peer: str) -> Link:
         """The link for a stream `peer` opens to us.
@@ -110,10 +117,11 @@ class FlightEndpoint:
         """
         with self._lock:
             old = self._links.get((session, peer))
-            if old is None or not old.connected.is_set():
-                return self._links.setdefault((session, peer), Link(peer))
-            old.fail("connected again (did it restart?)")
-            fresh = self._links[(session, peer)] = Link(peer)
+            if old is not None and not old.connected.is_set():
+                return old
+            if old is not None:
+                old.fail("connected again (did it restart?)")
+            fresh = self._links[(session, peer)] = self._new_link(peer)
             return fresh
 
     def forget(self, session: str, links: Iterable[Link]) -> None:

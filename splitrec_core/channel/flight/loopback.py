@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitrec_core.certs import PartyCredentials, make_trial_credentials
+from splitrec_core.channel.base import Limits
 from splitrec_core.channel.flight.addresses import Timeouts, free_ports
 from splitrec_core.channel.flight.auth import Security
 from splitrec_core.channel.flight.channel import FlightChannel
@@ -20,6 +21,7 @@ class LoopbackSeat:
 
     Each party listens at its entry in `addresses`; `dial` names peers this party reaches at
     another address than the one they listen on, as through a relay or a NAT in front of them.
+    Every seat of a federation has the same `limits`.
     """
 
     me: str
@@ -30,6 +32,7 @@ class LoopbackSeat:
     session: str
     timeouts: Timeouts = Timeouts()
     dial: dict[str, str] = field(default_factory=dict)
+    limits: Limits = Limits()
 
     def __call__(self) -> FlightChannel:
         """Start this party's endpoint and open its channel; closing the channel stops both."""
@@ -37,15 +40,17 @@ class LoopbackSeat:
         endpoint = FlightEndpoint(self.me, self.addresses[self.me],
                                   Security.from_files(self.credentials), peers, self.token_hashes,
                                   LOOPBACK_FEDERATION, self.timeouts)
+        endpoint.limits = self.limits
         return endpoint.sole_channel(self.session, self.order)
 
 
-def loopback_seats(order: list[str], folder: Path, session: str,
-                   timeouts: Timeouts = Timeouts()) -> dict[str, LoopbackSeat]:
+def loopback_seats(order: list[str], folder: Path, session: str, timeouts: Timeouts = Timeouts(),
+                   limits: Limits = Limits()) -> dict[str, LoopbackSeat]:
     """A trial federation on 127.0.0.1: fresh credentials in `folder`, a free port per party."""
     credentials = make_trial_credentials({p: ["127.0.0.1", "localhost"] for p in order}, folder)
     ports = free_ports(len(order))
     addresses = {p: f"127.0.0.1:{port}" for p, port in zip(order, ports, strict=True)}
     hashes = {p: c.token_sha256() for p, c in credentials.items()}
-    return {p: LoopbackSeat(p, order, addresses, credentials[p], hashes, session, timeouts)
+    return {p: LoopbackSeat(p, order, addresses, credentials[p], hashes, session, timeouts,
+                            limits=limits)
             for p in order}
