@@ -12,6 +12,12 @@ Implementations:
                  IDs streamed from Parquet, blinding on all cores
   splitrec-dask  the same with every party's engine = "dask": each blinds on a LocalCluster of
                  its own (cores / parties single-threaded workers), started within the timing
+  splitrec-flight  a process per party over Arrow Flight with mutual TLS on 127.0.0.1, as
+                 parties apart talk; peak MiB is the largest party's (each party's is in the
+                 JSON). `--inbox-mb` bounds what a party holds of a peer's unread messages
+                 (`[channel] inbox_mb`; a huge value is no bound):
+
+    python benchmarks/psi.py --impl splitrec-flight --n 1000000 --parties 2 --inbox-mb 16
   openmined-psi  the OpenMined library (P-256, single-threaded): the leader as client, each
                  follower as server, intersections of the pairwise results for 3+ parties
   floor          the bare libsodium work the protocol needs: SHA-256 of every ID and
@@ -33,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-IMPLS = ("splitrec", "splitrec-dask", "openmined-psi", "floor")
+IMPLS = ("splitrec", "splitrec-dask", "splitrec-flight", "openmined-psi", "floor")
 
 
 def party_ids(n: int, parties: int) -> list[list[str]]:
@@ -44,28 +50,39 @@ def party_ids(n: int, parties: int) -> list[list[str]]:
     return [leader, *followers]
 
 
-def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
-    """Align `sets` (the leader's first) with splitrec's PSI; its seconds, intersection, bytes."""
+def party_names(parties: int) -> list[str]:
+    """The leader, then the followers."""
+    return ["leader", *(f"follower{i}" for i in range(1, parties))]
+
+
+def write_inputs(folder: Path, sets: list[list[str]]) -> tuple[dict, Path]:
+    """Each party's IDs as Parquet in `folder`, the leader's split; their `PsiFiles` by party."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from splitrec_core.align import PsiFiles, align_local
+    from splitrec_core.align import PsiFiles
+
+    files = {}
+    for name, values in zip(party_names(len(sets)), sets, strict=True):
+        pq.write_table(pa.table({"id": values}), folder / f"{name}.parquet")
+        files[name] = PsiFiles(folder / f"{name}.parquet", folder / name / "aligned.parquet")
+    split = folder / "split.parquet"
+    flags = ["train" if i % 2 else "test" for i in range(len(sets[0]))]
+    pq.write_table(pa.table({"split": flags}), split)
+    return files, split
+
+
+def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
+    """Align `sets` (the leader's first) with splitrec's PSI; its seconds, intersection, bytes."""
+    from splitrec_core.align import align_local
     from splitrec_core.config import EngineConfig, PsiConfig
 
-    names = ["leader", *(f"follower{i}" for i in range(1, len(sets)))]
+    names = party_names(len(sets))
     workers = max(1, (os.cpu_count() or 1) // len(names))
     engines = ({name: EngineConfig(kind="dask", workers=workers) for name in names} if on_dask
                else None)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        ids = {}
-        for name, values in zip(names, sets, strict=True):
-            ids[name] = folder / f"{name}.parquet"
-            pq.write_table(pa.table({"id": values}), ids[name])
-        split = folder / "split.parquet"
-        flags = ["train" if i % 2 else "test" for i in range(len(sets[0]))]
-        pq.write_table(pa.table({"split": flags}), split)
-        files = {name: PsiFiles(ids[name], folder / name / "aligned.parquet") for name in names}
+        files, split = write_inputs(Path(tmp), sets)
         del sets
         start = time.perf_counter()
         result = align_local(files, PsiConfig(domain="benchmark"), label_party="leader",
@@ -74,6 +91,61 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
     return {"seconds": seconds, "intersection": result.intersection,
             "bytes": sum(v["bytes"] for v in result.channel.values()),
             "bytes_by_kind": {k: v["bytes"] for k, v in result.channel.items()}}
+
+
+def process_peak_mib() -> float:
+    """This process's peak RSS since it started its program (Linux `VmHWM`).
+
+    Not `ru_maxrss`: Linux carries that across `exec`, so a spawned party would report at least
+    the RSS of the process that started it.
+    """
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
+
+
+class Measured:
+    """A party's job that also returns its seconds, its channel's bytes and its peak RSS."""
+
+    def __init__(self, job) -> None:
+        self.job = job
+
+    def __call__(self, channel) -> dict:
+        """Run the job in this (the party's own) process on `channel`."""
+        start = time.perf_counter()
+        self.job(channel)
+        return {"seconds": time.perf_counter() - start, "sent": channel.sent().as_dict(),
+                "peak_mib": process_peak_mib()}
+
+
+def run_flight(sets: list[list[str]], inbox_mb: int) -> dict:
+    """Align `sets` with a process per party over Flight with mutual TLS on loopback."""
+    import pyarrow.parquet as pq
+
+    from splitrec_core.align import feature_side, label_side
+    from splitrec_core.channel import Limits
+    from splitrec_core.channel.base import MB
+    from splitrec_core.channel.flight.loopback import loopback_seats
+    from splitrec_core.channel.processes import run_in_processes
+    from splitrec_core.config import PsiConfig
+
+    names, psi = party_names(len(sets)), PsiConfig(domain="benchmark")
+    with tempfile.TemporaryDirectory() as tmp:
+        files, split = write_inputs(Path(tmp), sets)
+        del sets
+        jobs = {"leader": Measured(partial(label_side, files=files["leader"], psi=psi,
+                                           followers=names[1:], split_file=split))}
+        for name in names[1:]:
+            jobs[name] = Measured(partial(feature_side, files=files[name], psi=psi,
+                                          leader="leader"))
+        seats = loopback_seats(names, Path(tmp) / "credentials", "psi",
+                               limits=Limits(inbox_bytes=inbox_mb * MB))
+        outcomes = run_in_processes(jobs, seats)
+        shared = pq.read_metadata(files["leader"].aligned).num_rows
+    sent = {kind: sum(o["sent"].get(kind, {"bytes": 0})["bytes"] for o in outcomes.values())
+            for kind in sorted({k for o in outcomes.values() for k in o["sent"]})}
+    return {"seconds": max(o["seconds"] for o in outcomes.values()), "intersection": shared,
+            "bytes": sum(sent.values()), "bytes_by_kind": sent, "inbox_mb": inbox_mb,
+            "peak_mib_by_party": {p: round(o["peak_mib"], 1) for p, o in outcomes.items()}}
 
 
 def run_openmined(sets: list[list[str]]) -> dict:
@@ -116,25 +188,30 @@ def run_floor(sets: list[list[str]]) -> dict:
 
 
 RUNNERS = {"splitrec": run_splitrec, "splitrec-dask": partial(run_splitrec, on_dask=True),
-           "openmined-psi": run_openmined, "floor": run_floor}
+           "splitrec-flight": run_flight, "openmined-psi": run_openmined, "floor": run_floor}
 
 
-def worker(impl: str, n: int, parties: int) -> dict:
+def worker(impl: str, n: int, parties: int, inbox_mb: int) -> dict:
     """One measurement, in this process; prints nothing."""
-    result = RUNNERS[impl](party_ids(n, parties))
+    runner = partial(run_flight, inbox_mb=inbox_mb) if impl == "splitrec-flight" else RUNNERS[impl]
+    result = runner(party_ids(n, parties))
     if result["intersection"] != n // 2:
         raise SystemExit(f"{impl}: intersection {result['intersection']} != {n // 2}")
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    by_party = result.pop("peak_mib_by_party", {})
+    peak_mib = max(by_party.values(), default=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                   / 1024)
+    extra = {k: result[k] for k in ("bytes_by_kind", "inbox_mb") if k in result}
     return {"impl": impl, "n": n, "parties": parties, "seconds": round(result["seconds"], 3),
             "ids_per_s": round(n * parties / result["seconds"]), "bytes": result["bytes"],
-            "peak_mib": round(peak_mib, 1),
-            **({"bytes_by_kind": result["bytes_by_kind"]} if "bytes_by_kind" in result else {})}
+            "peak_mib": round(peak_mib, 1), **extra,
+            **({"peak_mib_by_party": by_party} if by_party else {})}
 
 
-def measure(impl: str, n: int, parties: int) -> dict | None:
+def measure(impl: str, n: int, parties: int, inbox_mb: int) -> dict | None:
     """Run `worker` in a fresh interpreter; None if the implementation is not installed."""
     proc = subprocess.run([sys.executable, __file__, "--worker", impl, "--n", str(n),
-                           "--parties", str(parties)], capture_output=True, text=True)
+                           "--parties", str(parties), "--inbox-mb", str(inbox_mb)],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         if "No module named 'private_set_intersection'" in proc.stderr:
             print(f"  {impl}: not installed (pip install -e '.[bench]')", file=sys.stderr)
@@ -160,26 +237,35 @@ def print_table(rows: list[dict]) -> None:
         if "bytes_by_kind" in row:
             kinds = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in row["bytes_by_kind"].items())
             print(f"{row['impl']} n={row['n']} parties={row['parties']}: {kinds}")
+        if "peak_mib_by_party" in row:
+            peaks = ", ".join(f"{p} {v:.0f}" for p, v in row["peak_mib_by_party"].items())
+            print(f"{row['impl']} n={row['n']} parties={row['parties']} inbox_mb="
+                  f"{row['inbox_mb']}: peak MiB per party: {peaks}")
 
 
 def main() -> None:
     """Run the benchmark as the command line asks."""
+    from splitrec_core.config import ChannelConfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--parties", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--impl", nargs="+", choices=IMPLS, default=list(IMPLS))
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--inbox-mb", type=int, default=ChannelConfig().inbox_mb,
+                        help="splitrec-flight: [channel] inbox_mb, what a party holds of a peer's "
+                             "unread messages (default: the setting's default)")
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.n[0], args.parties[0])))
+        print(json.dumps(worker(args.worker, args.n[0], args.parties[0], args.inbox_mb)))
         return
     rows = []
     for n in args.n:
         for parties in args.parties:
             for impl in args.impl:
                 print(f"running {impl} n={n} parties={parties} ...", file=sys.stderr, flush=True)
-                if (row := measure(impl, n, parties)) is not None:
+                if (row := measure(impl, n, parties, args.inbox_mb)) is not None:
                     rows.append(row)
     print(f"PSI benchmark, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print_table(rows)
