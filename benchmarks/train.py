@@ -41,6 +41,8 @@ MODES = {  # name: the training settings it overrides; central* train in one pla
     "split_ahead_flight": {"parties_in": "flight", "embed_ahead": 1, "xla": True},
     "split_ahead_flight_f16": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
                                "wire_dtype": "float16"},
+    "split_ahead_flight_i8": {"parties_in": "flight", "embed_ahead": 1, "xla": True,
+                              "wire_dtype": "int8"},
     "split_ahead2_flight": {"parties_in": "flight", "embed_ahead": 2, "xla": True},
     "split_ahead2_flight_f16": {"parties_in": "flight", "embed_ahead": 2, "xla": True,
                                 "wire_dtype": "float16"},
@@ -289,7 +291,8 @@ def main() -> None:
     print("split: a process per party (pipes); _threads: all parties on threads of one process; "
           "_flight: a process per party over Arrow Flight with mutual TLS on 127.0.0.1; _xla: "
           "steps compiled by XLA; _ahead(2): feature parties one (two) batches ahead "
-          "(embed_ahead), XLA, one thread per op; _f16: float16 on the wire; _b2, _b4: batches "
+          "(embed_ahead), XLA, one thread per op; _f16: float16 on the wire; _i8: int8 with a "
+          "float32 scale per row on the wire; _b2, _b4: batches "
           "per message; _cores: the label party on its own core (own_cores); CPU s/1k rows: "
           "CPU seconds of all the run's processes per 1,000 rows fitted; MB/epoch: all "
           "messages of all kinds")

@@ -118,10 +118,11 @@ class TrainingConfig(Strict):
         default=False, description="with parties_in = \"processes\" or \"flight\": the label "
                                    "party's process runs on half the cores, the others share the "
                                    "rest (as on hosts of their own) instead of the OS placing them")
-    wire_dtype: Literal["float32", "float16"] = Field(
+    wire_dtype: Literal["float32", "float16", "int8"] = Field(
         default="float32",
-        description="the float type embeddings and gradients cross the channel in: float16 "
-                    "halves the bytes; each party computes in float32")
+        description="the type embeddings and gradients cross the channel in: float16 halves "
+                    "the bytes; int8 (one float32 scale per row, max |x| / 127) cuts them to "
+                    "about a quarter; each party computes in float32")
     embed_ahead: int = Field(
         default=0, ge=0, le=2,
         description="batches a feature party embeds before the gradient of the oldest one it sent "

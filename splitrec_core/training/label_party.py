@@ -48,7 +48,8 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Ten
 
     Per batch (`cats`, `nums`, `labels`), it takes every feature party's embedding from its
     inbox, trains on the batch and puts each feature party's dL/dh in its outbox
-    (`LabelTrainer.train_batch`).
+    (`LabelTrainer.train_batch`). The audit sees each gradient as its feature party unpacks it
+    (float16 or int8 rounding included), so its figures are those of what crosses.
 
     Returns the per-task losses of each batch, and the last batch's own columns and received
     embeddings (to measure gate use on).
@@ -56,10 +57,12 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Ten
     losses: list[np.ndarray] = []
 
     def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
-        sent = [g.numpy() for g in grads]
-        for outbox, grad in zip(gradients, sent, strict=True):
-            outbox.put(grad)
-        audit.observe(sent, labels.numpy())
+        delivered = []
+        for outbox, grad in zip(gradients, grads, strict=True):
+            sent = grad.numpy()
+            outbox.put(sent)
+            delivered.append(np.asarray(outbox.wire.as_received(sent)))
+        audit.observe(delivered, labels.numpy())
 
     for cats, nums, labels in batches:
         received = [inbox.take(len(labels)) for inbox in embeddings]  # (waits)
