@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pyarrow as pa
 import pytest
 import tensorflow as tf
 
+from splitrec_core.channel import Kind, LocalHub
 from splitrec_core.channel.base import ipc_bytes
 from splitrec_core.training.common import Inbox, Outbox, Wire
 
@@ -110,20 +113,22 @@ def test_what_the_audit_sees_is_what_the_peer_unpacks(dtype):
 
 
 def test_int8_batches_stacked_in_one_message_come_apart_as_sent_alone():
-    # Prepare: three batches of different sizes, two per message
+    # Prepare: three batches of different sizes, two per message, over an in-process channel
+    hub = LocalHub()
+    sender, receiver = hub.channel("a"), hub.channel("b")
     rows = _rows(2)
     batches = [rows[:300], rows[300:556], rows[556:700]]
-    sent = []
-    outbox = Outbox(sent.append, INT8, per_message=2)
+    outbox = Outbox(partial(sender.send, Kind.EMBEDDING, "b"), INT8, per_message=2)
 
     # Execute
     for batch in batches:
         outbox.put(batch)
     outbox.flush()
-    inbox = Inbox(iter(sent).__next__, INT8)
+    inbox = Inbox(receiver, Kind.EMBEDDING, "a", width=32, wire=INT8, per_message=2)
     got = [inbox.take(len(batch)) for batch in batches]
+    inbox.end_epoch()
 
     # Assert: a scale per row, so stacking changes nothing
-    assert [t.num_rows for t in sent] == [556, 144]
+    assert sender.sent().as_dict()[Kind.EMBEDDING.value]["messages"] == 2
     for batch, arrived in zip(batches, got, strict=True):
         np.testing.assert_array_equal(arrived, INT8.unpack(INT8.pack(batch)))
