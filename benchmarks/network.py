@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -37,6 +38,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"wire": "wire_dtype", "embed_ahead": "embed_ahead",  # option: training setting
             "batches_per_message": "batches_per_message"}
+# The settings the README recommends per link (wire, embed_ahead, batches_per_message), chosen
+# from this benchmark's runs (benchmarks/RESULTS.md): enough batches in flight to cover the
+# round trip, no more (each one more makes the feature parties' bottoms staler).
+RECOMMENDED = {"lan": ("int8", 1, 1), "metro": ("int8", 1, 2), "wan": ("int8", 2, 2)}
 
 
 @dataclass(frozen=True)
@@ -128,20 +133,43 @@ def with_training(cfg, changes: dict[str, Any]):
     return cfg.model_copy(update={"training": training})
 
 
-def settings_to_try(cfg, args: argparse.Namespace) -> dict[str, Any]:
-    """Every combination of the settings asked for (the config's where none is): name → config.
+def setting_name(wire: str, ahead: int, per_message: int) -> str:
+    """How the tables name a training setting."""
+    return f"{wire} ahead {ahead} x{per_message}"
 
-    Each is checked now, as the config checks it: any value the config accepts is accepted.
+
+def settings_to_try(cfg, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Per profile, every training setting to run on it: profile → setting name → config.
+
+    Without `--recommended`: every combination of the settings asked for (the config's where
+    none is), on every profile. With it: each profile its recommended setting (`RECOMMENDED`),
+    and loopback the config's and every profile's, so each has a loopback twin. Each is checked
+    now, as the config checks it: any value the config accepts is accepted.
     """
     asked = {option: getattr(args, option) or [getattr(cfg.training, field)]
              for option, field in SETTINGS.items()}
+    combinations = list(itertools.product(*asked.values()))
+    per_profile = {p: combinations for p in args.profiles}
+    if args.recommended:
+        per_profile = {p: [RECOMMENDED[p]] if p in RECOMMENDED else
+                       [tuple(getattr(cfg.training, f) for f in SETTINGS.values()),
+                        *(RECOMMENDED[q] for q in args.profiles if q in RECOMMENDED)]
+                       for p in args.profiles}
     same_in_all = dict(pair.split("=", 1) for pair in args.set)
-    tried = {}
-    for values in itertools.product(*asked.values()):
-        changes = {SETTINGS[o]: v for o, v in zip(asked, values, strict=True)} | same_in_all
-        wire, ahead, per_message = values
-        tried[f"{wire} ahead {ahead} x{per_message}"] = with_training(cfg, changes)
-    return tried
+    return {profile: {setting_name(*values): with_training(
+                cfg, dict(zip(SETTINGS.values(), values, strict=True)) | same_in_all)
+            for values in dict.fromkeys(tried)}
+            for profile, tried in per_profile.items()}
+
+
+def medians(runs: list[dict]) -> dict:
+    """The median of every figure over `runs` (results of the same shape), key by key."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: medians([run[key] for run in runs]) for key in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(runs)
+    return first
 
 
 def print_results(results: dict, tasks: list[str]) -> None:
@@ -157,12 +185,26 @@ def print_results(results: dict, tasks: list[str]) -> None:
           + " ".join(f"{t + ' AUC':>18}" for t in tasks))
     for profile, row in results.items():
         for setting, trained in row["training"].items():
-            ratio = (f"{trained['seconds'] / base['training'][setting]['seconds']:.2f}"
-                     if base else "-")
+            twin = base and base["training"].get(setting)
+            ratio = f"{trained['seconds'] / twin['seconds']:.2f}" if twin else "-"
             print(f"{profile:<9} {setting:<24} {trained['seconds']:>7} {ratio:>10} "
                   f"{trained['epochs_run']:>6} {trained['mb_per_epoch']:>8} "
                   f"{trained['rows_per_s']:>7} {trained['relay_cpu_s'] or '-':>11} "
                   + " ".join(f"{trained['auc'][t]:>18}" for t in tasks))
+
+
+def run_profiles(cfg, args: argparse.Namespace, settings: dict, features: dict) -> dict:
+    """One run: per profile, its PSI and then a training per setting; profile → figures."""
+    results: dict[str, dict] = {}
+    for profile in args.profiles:
+        results[profile] = {"psi": psi_across(cfg, args.workdir, profile), "training": {}}
+        print(f"{profile}: PSI {results[profile]['psi']}", file=sys.stderr, flush=True)
+        for name, setting in settings[profile].items():
+            out = args.workdir / "network" / profile / name.replace(" ", "-")
+            trained = train_across(setting, features, out, profile)
+            results[profile]["training"][name] = trained
+            print(f"{profile}, {name}: {trained}", file=sys.stderr, flush=True)
+    return results
 
 
 def parse_args() -> argparse.Namespace:
@@ -180,6 +222,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--wire", nargs="+", help="wire_dtype values (default: the config's)")
     parser.add_argument("--embed-ahead", nargs="+", type=int)
     parser.add_argument("--batches-per-message", nargs="+", type=int)
+    parser.add_argument("--recommended", action="store_true",
+                        help="each profile its recommended setting (RECOMMENDED), loopback the "
+                             "config's and all of them; instead of --wire and the others")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="run everything this many times; the tables show medians")
     parser.add_argument("--set", nargs="+", default=[], metavar="SETTING=VALUE",
                         help="other training settings, the same in every training")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -199,24 +246,22 @@ def main() -> None:
     settings = settings_to_try(cfg, args)
     features = prepare(cfg, args.workdir)
     machine = f"{cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
-    results: dict[str, dict] = {}
-    for profile in args.profiles:
-        results[profile] = {"psi": psi_across(cfg, args.workdir, profile), "training": {}}
-        print(f"{profile}: PSI {results[profile]['psi']}", file=sys.stderr, flush=True)
-        for name, setting in settings.items():
-            out = args.workdir / "network" / profile / name.replace(" ", "-")
-            trained = train_across(setting, features, out, profile)
-            results[profile]["training"][name] = trained
-            print(f"{profile}, {name}: {trained}", file=sys.stderr, flush=True)
+    runs: list[dict[str, dict]] = []
+    for run in range(args.runs):
+        runs.append(run_profiles(cfg, args, settings, features))
+        if args.json:  # after every run: a long benchmark cut short keeps what it measured
+            args.json.write_text(json.dumps({"machine": machine, "config": cfg.name,
+                                             "runs": runs, "profiles": medians(runs)},
+                                            indent=2) + "\n")
+        print(f"run {run + 1} of {args.runs} done", file=sys.stderr, flush=True)
+    results = medians(runs)
     print(f"Census across a network ({cfg.name}: at most {cfg.training.epochs} epochs, batch "
-          f"{cfg.training.batch_size}{', ' if args.set else ''}{', '.join(args.set)}); {machine}")
+          f"{cfg.training.batch_size}{', ' if args.set else ''}{', '.join(args.set)}); {machine}; "
+          f"medians of {args.runs} run(s)")
     print_results(results, cfg.task_names)
     print("A process per party, Arrow Flight with mutual TLS on 127.0.0.1; the feature parties "
           "reach the label party through a relay with the profile's delay and bandwidth "
           "(loopback: no relay). setting: wire dtype, batches embedded ahead, batches per message")
-    if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "config": cfg.name,
-                                         "profiles": results}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
