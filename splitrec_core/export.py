@@ -89,6 +89,16 @@ class ExportedParty:
         cats, nums = self.transform.apply(rows)
         return self.bottom.serve([tf.constant(cats), tf.constant(nums)]).numpy()
 
+    def top_widths(self) -> list[int]:
+        """At the label party: the width of each party's h the top takes, in the top's order.
+
+        A party's width is the cut's, or 0 for a label party with no feature columns.
+        """
+        assert self.top is not None  # only the label party's export has the top
+        serve: Any = self.top.serve  # a tf.function: its input signature holds the widths
+        (inputs,) = serve.input_signature
+        return [int(spec.shape[1]) for spec in inputs]
+
     def predict(self, hs: list[np.ndarray]) -> np.ndarray:
         """At the label party: probabilities `[n, tasks]` from every party's h.
 

@@ -88,9 +88,11 @@ def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedPa
     top = export.manifest["top"]
     parties, tasks = top["parties"], top["tasks"]
     probabilities = []
+    widths = dict(zip(parties, export.top_widths(), strict=True))
     for own in _embeddings(export, validated.table, aligned):
-        due = Due(np.float32, own.shape[1], rows=len(own), finite=True)  # as wide as ours
-        hs = {p: own if p == channel.me else receive_array(channel, Kind.EVAL_EMBEDDING, p, due)
+        hs = {p: own if p == channel.me else receive_array(
+                  channel, Kind.EVAL_EMBEDDING, p,
+                  Due(np.float32, widths[p], rows=len(own), finite=True))
               for p in parties}
         probabilities.append(export.predict([hs[p] for p in parties]))
     rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()

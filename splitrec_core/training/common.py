@@ -112,13 +112,18 @@ class Wire:
         return array
 
 
+SMALLEST_SCALED = np.float32(1e-30)  # far above 127 / float32's largest value
+
+
 def _quantise_rows(array: np.ndarray | tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """The int8 values `[rows, width]` and float32 scales `[rows]` of `array`'s rows (`Wire`)."""
     array = np.asarray(array.numpy() if isinstance(array, tf.Tensor) else array, np.float32)
     # A row's maximum over a Fortran-ordered copy is a maximum of whole columns, element by
     # element: several times faster than along the rows of an array this narrow.
     largest = np.asfortranarray(np.abs(array)).max(axis=1, keepdims=True)
-    inverse = np.divide(np.float32(127), largest, out=np.zeros_like(largest), where=largest > 0)
+    # A row of zeros (or of values so small that 127 over them overflows) crosses as zeros.
+    inverse = np.divide(np.float32(127), largest, out=np.zeros_like(largest),
+                        where=largest > SMALLEST_SCALED)
     with np.errstate(invalid="ignore"):  # a non-finite row: its scale carries that across
         values = np.rint(array * inverse).astype(np.int8)
     return values, largest[:, 0] / np.float32(127)

@@ -73,6 +73,18 @@ def test_int8_keeps_exact_zeros_and_a_row_of_zeros_divides_by_nothing():
     np.testing.assert_array_equal(got[[2, 5]], np.zeros((2, 32), np.float32))
 
 
+def test_int8_a_row_too_small_to_scale_crosses_as_zeros():
+    # 127 over a row's largest value would overflow below about 3.7e-37
+    rows = _rows()[:2]
+    rows[1] = np.float32(1e-38)
+
+    with np.errstate(divide="raise", over="raise", invalid="raise"):  # its scale is subnormal
+        got = INT8.unpack(INT8.pack(rows))
+
+    np.testing.assert_array_equal(got[1], np.zeros(32, np.float32))
+    assert np.abs(got[0] - rows[0]).max() <= np.abs(rows[0]).max() / 254 * (1 + 1e-6)
+
+
 def test_a_non_finite_row_arrives_non_finite_and_leaves_the_others_alone():
     # Prepare
     rows = _rows()[:4]
