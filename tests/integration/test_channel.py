@@ -270,6 +270,49 @@ def test_a_receiver_that_does_not_read_blocks_its_sender_and_holds_at_most_its_b
     assert got == list(range(256)) and len(sent) == 256
 
 
+@pytest.mark.timeout(300)
+def test_a_party_that_closes_with_messages_untaken_releases_its_blocked_sender_at_once(
+        tmp_path: Path):
+    # Prepare: a and b over Flight, a's inbox bounded to 1 MiB (b dialed a, so a's link is the
+    # one a's endpoint accepted); b sends more than the bound and a takes none of it
+    limits = Limits(inbox_bytes=MB)
+    seats = loopback_seats(["a", "b"], tmp_path, "test", Timeouts(connect_s=300, recv_s=300),
+                           limits)
+    opened: dict[str, FlightChannel] = {}
+    openers = [threading.Thread(target=lambda p=p: opened.update({p: seats[p]()}))
+               for p in ("a", "b")]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join(60)
+    failures: list[BaseException] = []
+
+    def send_until_refused() -> None:
+        try:
+            for i in range(256):
+                opened["b"].send(Kind.EMBEDDING, "a", array_table(np.full((MB // 16, 1), i,
+                                                                          np.float32)))
+        except BaseException as error:  # asserted below
+            failures.append(error)
+
+    sender = threading.Thread(target=send_until_refused, daemon=True)
+    sender.start()
+    sender.join(5)
+    blocked = sender.is_alive()
+
+    # Execute: a ends its session without taking anything
+    try:
+        opened["a"].close()
+        sender.join(60)
+    finally:
+        opened["b"].close()
+
+    # Assert: b was blocked, and a's close released it with an error naming a (before, it waited
+    # for the inbox's patience or the transport's timeouts, here minutes)
+    assert blocked and not sender.is_alive()
+    assert [str(f) for f in failures] == ["a ended the session"]
+
+
 def test_unknown_kind_is_refused(run_parties: Runner):
     with pytest.raises((ValueError, RuntimeError), match="unknown message kind 'raw_features'"):
         run_parties({"a": _sends_raw_features, "b": _waits_forever})

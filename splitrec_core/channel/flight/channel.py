@@ -247,13 +247,16 @@ class FlightChannel(CountingChannel):
         """End the session.
 
         Tell the parties that dialed us goodbye; end our half of the streams we opened and wait
-        (up to `connect_s`) until the peer has read everything we sent.
+        (up to `connect_s`) until the peer has read everything we sent. Nothing more is taken
+        from any inbox, so a peer blocked sending into a full one is refused now, not after
+        the inbox's patience.
         """
         for peer, link in self._links.items():
             if peer not in self._dialed:
                 with contextlib.suppress(PeerError, flight.FlightError, pa.ArrowException):
                     link.write(BYE)
                 link.detach(done_writing=False)
+            link.fail(f"was still sending when {self.me} closed the session")
         for peer, (client, reading) in self._dialed.items():
             self._links[peer].detach(done_writing=True)
             reading.join(self._endpoint.timeouts.connect_s)
