@@ -231,6 +231,18 @@ def _send_counted(channel: FlightChannel, payloads: list[np.ndarray], sent: list
         sent.append(len(sent))
 
 
+def _open_both(seats: dict) -> dict[str, FlightChannel]:
+    """Open a's and b's Flight channels in this process (each waits for the other)."""
+    opened: dict[str, FlightChannel] = {}
+    openers = [threading.Thread(target=lambda p=p: opened.update({p: seats[p]()}))
+               for p in ("a", "b")]
+    for opener in openers:
+        opener.start()
+    for opener in openers:
+        opener.join(60)
+    return opened
+
+
 @pytest.mark.timeout(300)
 def test_a_receiver_that_does_not_read_blocks_its_sender_and_holds_at_most_its_bound(
         tmp_path: Path):
@@ -239,13 +251,7 @@ def test_a_receiver_that_does_not_read_blocks_its_sender_and_holds_at_most_its_b
     limits = Limits(inbox_bytes=MB)
     seats = loopback_seats(["a", "b"], tmp_path, "test", Timeouts(connect_s=30, recv_s=120),
                            limits)
-    opened: dict[str, FlightChannel] = {}
-    openers = [threading.Thread(target=lambda p=p: opened.update({p: seats[p]()}))
-               for p in ("a", "b")]
-    for opener in openers:
-        opener.start()
-    for opener in openers:
-        opener.join(60)
+    opened = _open_both(seats)
     payloads = [np.full((MB // 16, 1), i, np.float32) for i in range(256)]
     sent: list[int] = []
     sender = threading.Thread(target=_send_counted, args=(opened["a"], payloads, sent),
@@ -278,13 +284,7 @@ def test_a_party_that_closes_with_messages_untaken_releases_its_blocked_sender_a
     limits = Limits(inbox_bytes=MB)
     seats = loopback_seats(["a", "b"], tmp_path, "test", Timeouts(connect_s=300, recv_s=300),
                            limits)
-    opened: dict[str, FlightChannel] = {}
-    openers = [threading.Thread(target=lambda p=p: opened.update({p: seats[p]()}))
-               for p in ("a", "b")]
-    for opener in openers:
-        opener.start()
-    for opener in openers:
-        opener.join(60)
+    opened = _open_both(seats)
     failures: list[BaseException] = []
 
     def send_until_refused() -> None:
