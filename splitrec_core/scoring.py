@@ -66,6 +66,8 @@ def _embeddings(export: ExportedParty, validated: Path, aligned: Path) -> Iterat
     """The party's embeddings of its aligned rows, `CHUNK_ROWS` at a time, in the common order."""
     table = pq.read_table(validated).to_pandas()
     rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()
+    if table.columns.empty:  # a label party without features: Parquet kept no row count
+        table = pd.DataFrame(index=pd.RangeIndex(rows.max() + 1 if len(rows) else 0))
     for start in range(0, len(rows), CHUNK_ROWS):
         yield export.embed(table.iloc[rows[start:start + CHUNK_ROWS]])
 

@@ -98,3 +98,32 @@ def test_a_file_without_a_column_the_model_takes_names_the_party_and_column(trai
         score_pipeline(str(SYNTHETIC_TOML), str(trained),
                        _new_rows(trained, tmp_path, drop_balance))
 
+
+def test_a_label_party_without_features_scores_on_the_feature_parties_embeddings(
+        prefect_api, tmp_path):
+    # Prepare: the synthetic federation, the advertiser declaring no feature columns (its h has
+    # width 0 while the others' have the cut's), trained and registered by the pipeline
+    import tomllib
+
+    import tomli_w
+
+    from flows.pipeline import train_pipeline
+    from flows.score import score_pipeline
+    from splitrec_core.datasets.synthetic import write_parties
+
+    settings = tomllib.loads(SYNTHETIC_TOML.read_text())
+    settings["parties"][0] |= {"categorical": [], "numeric": []}
+    config = tmp_path / "synthetic.toml"
+    config.write_text(tomli_w.dumps(settings))
+    workdir = tmp_path / "run"
+    write_parties(workdir / "data", 3000, seed=5)
+    train_pipeline(str(config), str(workdir))
+
+    # Execute
+    scores = Path(score_pipeline(str(config), str(workdir), _new_rows(workdir, tmp_path / "new")))
+
+    # Assert: every test row scored as the pipeline predicted it
+    scored = pq.read_table(scores).to_pandas().set_index("user_id")
+    expected = trained_predictions(workdir, "advertiser", "user_id")
+    assert sorted(scored.index) == sorted(expected.index)
+    assert (scored.loc[expected.index] - expected).abs().to_numpy().max() < 1e-5
