@@ -10,7 +10,7 @@ WORKDIR ?= runs/census
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,rr22]"
 	touch $(STAMP)
 
 install: $(STAMP)

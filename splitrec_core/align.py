@@ -1,4 +1,4 @@
-"""Row alignment: PSI, then the label party's train/test flag for every common position.
+"""Row alignment: PSI (ECDH or RR22), then the label party's train/test flag per common position.
 
 Each party ends with `aligned.parquet` in its own workspace: `row` (its local row), `position` (the
 common order) and `is_train`. The split flag comes from the label party over the channel, so a
@@ -7,6 +7,7 @@ feature party can fit its transforms on training rows only without seeing anythi
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -16,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from splitrec_core import psi_rr22
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table
 from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.config import EngineConfig, PsiConfig
@@ -23,6 +25,7 @@ from splitrec_core.engine import LOCAL, party_executor
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_parquet
 from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
+from splitrec_core.psi_rr22 import Rr22Link
 from splitrec_core.validate import ID
 from splitrec_core.workspace import Workspace
 
@@ -88,18 +91,46 @@ def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path
     return write_parquet(ids.filter(pa.array(outside)), out)
 
 
+def _scratch(files: PsiFiles) -> tempfile.TemporaryDirectory[str]:
+    """A folder in the party's own run folder for spu's files, removed with what they hold."""
+    files.aligned.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=".rr22-", dir=files.aligned.parent)
+
+
+def _leader_rows(channel: Channel, files: PsiFiles, psi: PsiConfig, followers: list[str],
+                 engine: EngineConfig, rr22: Rr22Link | None) -> np.ndarray:
+    if psi.protocol == "rr22":
+        assert rr22 is not None  # the caller sets up the pairs' links for rr22
+        with _scratch(files) as scratch:
+            return psi_rr22.run_leader(channel, files.ids, followers, rr22, psi.chunk_size,
+                                       Path(scratch))
+    with party_executor(engine) as executor:
+        return run_leader(channel, _id_chunks(files.ids, psi.chunk_size), followers, psi.domain,
+                          psi.chunk_size, _count(files.ids), executor)
+
+
+def _follower_rows(channel: Channel, files: PsiFiles, psi: PsiConfig, leader: str,
+                   engine: EngineConfig, rr22: Rr22Link | None) -> np.ndarray:
+    if psi.protocol == "rr22":
+        assert rr22 is not None
+        with _scratch(files) as scratch:
+            return psi_rr22.run_follower(channel, files.ids, leader, rr22, psi.chunk_size,
+                                         Path(scratch))
+    with party_executor(engine) as executor:
+        return run_follower(channel, _id_chunks(files.ids, psi.chunk_size), leader, psi.domain,
+                            psi.chunk_size, _count(files.ids), executor)
+
+
 def label_side(
     channel: Channel, files: PsiFiles, psi: PsiConfig, *, followers: list[str],
-    split_file: Path | None, engine: EngineConfig = LOCAL,
+    split_file: Path | None, engine: EngineConfig = LOCAL, rr22: Rr22Link | None = None,
 ) -> Path:
     """The label party leads PSI, then sends every follower the train flag per common position.
 
-    It blinds on its `engine`. With no `split_file` (for scoring) no flag is sent and no row is
-    a training row.
+    Under ECDH it blinds on its `engine`; under RR22 it runs a pair over each of `rr22`'s links.
+    With no `split_file` (for scoring) no flag is sent and no row is a training row.
     """
-    with party_executor(engine) as executor:
-        rows = run_leader(channel, _id_chunks(files.ids, psi.chunk_size), followers, psi.domain,
-                          psi.chunk_size, _count(files.ids), executor)
+    rows = _leader_rows(channel, files, psi, followers, engine, rr22)
     is_train = np.zeros(len(rows), bool)
     if split_file is not None:
         split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
@@ -117,15 +148,14 @@ def label_side(
 
 def feature_side(
     channel: Channel, files: PsiFiles, psi: PsiConfig, *, leader: str, split: bool = True,
-    engine: EngineConfig = LOCAL,
+    engine: EngineConfig = LOCAL, rr22: Rr22Link | None = None,
 ) -> Path:
     """A feature party follows PSI and receives the train flag per common position.
 
-    It blinds on its `engine`. With `split` false (for scoring) no flag comes.
+    Under ECDH it blinds on its `engine`; under RR22 it runs its pair over `rr22`'s link. With
+    `split` false (for scoring) no flag comes.
     """
-    with party_executor(engine) as executor:
-        rows = run_follower(channel, _id_chunks(files.ids, psi.chunk_size), leader, psi.domain,
-                            psi.chunk_size, _count(files.ids), executor)
+    rows = _follower_rows(channel, files, psi, leader, engine, rr22)
     is_train = (receive_array(channel, Kind.SPLIT_MASK, leader, Due(np.bool_, rows=len(rows)))
                 if split else np.zeros(len(rows), bool))
     if files.unmatched:
@@ -146,14 +176,16 @@ def align_local(
     engines = engines or {}
     hub = hub or LocalHub()
     followers = [p for p in files if p != label_party]
+    rr22 = (Rr22Link(psi_rr22.loopback_pairs(followers), psi.rr22_timeout_s)
+            if psi.protocol == "rr22" else None)
     jobs: dict[str, Callable[[], Path]] = {
         label_party: partial(label_side, hub.channel(label_party), files[label_party], psi,
                              followers=followers, split_file=split_file,
-                             engine=engines.get(label_party, LOCAL)),
+                             engine=engines.get(label_party, LOCAL), rr22=rr22),
     }
     for p in followers:
         jobs[p] = partial(feature_side, hub.channel(p), files[p], psi, leader=label_party,
-                          split=split_file is not None, engine=engines.get(p, LOCAL))
+                          split=split_file is not None, engine=engines.get(p, LOCAL), rr22=rr22)
     try:
         hub.run(jobs)
     except EmptyIntersection:

@@ -78,7 +78,7 @@ class Federation(RunSettings, Roster):
 
     @model_validator(mode="after")
     def _roster_is_consistent(self) -> Federation:
-        check_roster([p.name for p in self.parties], self.label_party, self.tasks)
+        check_roster([p.name for p in self.parties], self.label_party, self.tasks, self.psi)
         return self
 
     def member(self, name: str) -> Member:

@@ -210,7 +210,7 @@ def _drain(parts: list[np.ndarray]) -> Iterator[np.ndarray]:
         yield parts.pop()
 
 
-def _shuffle(n: int, *purpose: str) -> np.ndarray:
+def shuffled_order(n: int, *purpose: str) -> np.ndarray:
     """A private random order of `n` items (`purpose` names the draw: see `entropy`)."""
     return private_generator(*purpose).permutation(n)
 
@@ -230,7 +230,7 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
         # 1. Blind our own IDs with a fresh scalar; take every follower's blinded IDs (each sent
         #    its whole list without reading), then send ours, shuffled, to every follower
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
-        order = _shuffle(total, "psi-order", channel.me)
+        order = shuffled_order(total, "psi-order", channel.me)
         blinded = {f: list(recv_chunks(channel, Kind.PSI_BLINDED, f, POINT_BYTES, chunk))
                    for f in followers}
         for follower in followers:
@@ -254,7 +254,7 @@ def run_leader(channel: Channel, id_chunks: Iterable[Sequence[str]], followers: 
 
     # 3. Keep what all share, in a fresh random order; tell each follower its positions
     shared = np.flatnonzero(np.all(np.stack(matches) >= 0, axis=0))
-    shared = shared[_shuffle(len(shared), "psi-common-order", channel.me)]
+    shared = shared[shuffled_order(len(shared), "psi-common-order", channel.me)]
     for follower, found in zip(followers, matches, strict=True):
         channel.send(Kind.PSI_POSITIONS, follower, array_table(found[shared]))
     if len(shared) == 0:
@@ -272,7 +272,7 @@ def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: s
     with Blinder(executor=executor) as blinder:
         # 1. Send our own blinded IDs, shuffled
         ours = blinder.blind_ids(id_chunks, domain, total, _progress(channel.me, total))
-        order = _shuffle(total, "psi-order", channel.me)
+        order = shuffled_order(total, "psi-order", channel.me)
         send_shuffled(channel, Kind.PSI_BLINDED, leader, ours, order, chunk)
         del ours
 
@@ -285,14 +285,14 @@ def run_follower(channel: Channel, id_chunks: Iterable[Sequence[str]], leader: s
         del theirs_twice
 
     # 3. Learn which of our sent points are shared, in the common order
-    positions = _positions(channel, leader, total)
+    positions = receive_positions(channel, leader, total)
     if len(positions) == 0:
         raise EmptyIntersection(f"no ID is held by {channel.me} and all other parties")
     return order[positions]
 
 
-def _positions(channel: Channel, leader: str, total: int) -> np.ndarray:
-    """The leader's answer: which of our `total` sent points are shared, each at most once."""
+def receive_positions(channel: Channel, leader: str, total: int) -> np.ndarray:
+    """The leader's answer: which of our `total` points (or pair rows) are shared, each once."""
     kind = Kind.PSI_POSITIONS
     positions = receive_array(channel, kind, leader, Due(np.int64, max_rows=total))
     if len(positions) and (positions.min() < 0 or positions.max() >= total):

@@ -7,11 +7,22 @@ import pyarrow.parquet as pq
 
 from splitrec_core.align import Alignment, PsiFiles, feature_side, label_side
 from splitrec_core.apart.sessions import party_traffic, session
+from splitrec_core.channel.flight.addresses import split_address
 from splitrec_core.errors import InputError
 from splitrec_core.federation import PartyView
 from splitrec_core.psi import EmptyIntersection
+from splitrec_core.psi_rr22 import Rr22Link, federation_pairs
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
+
+
+def rr22_link(view: PartyView) -> Rr22Link:
+    """The RR22 pairs at the federation's hosts, with the party's TLS files unless insecure."""
+    cfg, federation = view.config, view.federation
+    hosts = {p.name: split_address(p.address)[0] for p in federation.parties}
+    pairs = federation_pairs(cfg.label_party, cfg.followers, hosts, cfg.psi.rr22_port)
+    return Rr22Link(pairs, cfg.psi.rr22_timeout_s,
+                    None if federation.insecure else view.credentials())
 
 
 def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir: Workspace,
@@ -19,15 +30,16 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
     """This party's side of PSI; the label party also sends the train/test flag."""
     cfg, me = view.config, view.me
     files = PsiFiles.in_run(workdir, me, validated.ids, cfg.psi)
+    rr22 = rr22_link(view) if cfg.psi.protocol == "rr22" else None
     with session(view, run_id, "psi") as channel:
         try:
             if me == cfg.label_party:
                 assert validated.split is not None  # the label party's validation writes it
                 label_side(channel, files, cfg.psi, followers=cfg.followers,
-                           split_file=validated.split, engine=cfg.party(me).engine)
+                           split_file=validated.split, engine=cfg.party(me).engine, rr22=rr22)
             else:
                 feature_side(channel, files, cfg.psi, leader=cfg.label_party,
-                             engine=cfg.party(me).engine)
+                             engine=cfg.party(me).engine, rr22=rr22)
         except EmptyIntersection:  # bad input: no retry can fix it
             raise InputError(view.data_file, cfg.party(me).id_column,
                              f"empty intersection: no ID is held by all of "

@@ -28,6 +28,8 @@ class Kind(StrEnum):
     #                                            follower's key
     PSI_POSITIONS = "psi_positions"            # which of a follower's sent points are shared, in
     #                                            common order
+    PSI_RR22 = "psi_rr22"                      # RR22 PSI over spu's own link (`psi_rr22`): not
+    #                                            sent through a channel; counted at the socket
     SPLIT_MASK = "split_mask"                  # train/test flag per common position (from the
     #                                            label party)
     EMBEDDING = "embedding"                    # a feature party's cut-layer output for a training
@@ -167,6 +169,9 @@ class Channel(Protocol):
     def received(self) -> ChannelStats:
         """What this party has received so far."""
 
+    def count_beside(self, kind: Kind, sent: int, received: int) -> None:
+        """Count what this party sent to and received from a peer outside the channel."""
+
     def close(self) -> None:
         """Let go of the connections to the other parties (the channel is not used again)."""
 
@@ -190,6 +195,16 @@ class CountingChannel:
     def sent(self) -> ChannelStats:
         """What this party sent."""
         return self._sent
+
+    def count_beside(self, kind: Kind, sent: int, received: int) -> None:
+        """Count traffic with a peer that crossed beside the channel (RR22 over spu's link).
+
+        One message each way: the bytes are what this party's sockets sent and received.
+        """
+        if sent:
+            self._sent.add(kind, sent)
+        if received:
+            self._received.add(kind, received)
 
     def received(self) -> ChannelStats:
         """What this party received."""

@@ -66,6 +66,11 @@ class LocalHub:
                 self.recorded.append((kind, frm, to, payload.to_pybytes()))
         self._route(frm, to).put((kind, payload))
 
+    def count(self, kind: Kind, nbytes: int) -> None:
+        """Count traffic that went beside the hub's queues (RR22 PSI over spu's own link)."""
+        with self._lock:
+            self._stats.add(kind, nbytes)
+
     def take(self, kind: Kind, frm: str, to: str, timeout: float = RECV_TIMEOUT_S) -> pa.Buffer:
         """Dequeue the next serialised message from `frm` to `to`, which must be of `kind`."""
         route, deadline = self._route(frm, to), time.monotonic() + timeout
@@ -126,6 +131,12 @@ class LocalChannel(CountingChannel):
         payload = self.hub.take(kind, frm, self.me)
         self._received.add(kind, payload.size)
         return received_table(frm, kind, payload)
+
+    def count_beside(self, kind: Kind, sent: int, received: int) -> None:
+        """Count traffic outside the hub here and in the hub's total (by what was sent)."""
+        super().count_beside(kind, sent, received)
+        if sent:
+            self.hub.count(kind, sent)
 
     def close(self) -> None:
         """Nothing to let go of: the hub's queues belong to the hub."""

@@ -61,15 +61,22 @@ class Roster:
         return [self.label_party, *self.followers]
 
 
-def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig]) -> None:
+def check_roster(names: list[str], label_party: str, tasks: list[TaskConfig],
+                 psi: PsiConfig) -> None:
     """Check what every description of a run needs.
 
-    That is unique party names, the label party among them, and unique task names.
+    That is unique party names, the label party among them, unique task names, and a PSI
+    protocol whose privacy the parties accepted.
     """
     if len(set(names)) != len(names):
         raise ValueError(f"party names must be unique, got {names}")
     if label_party not in names:
         raise ValueError(f"label_party '{label_party}' is not one of the parties {names}")
+    if psi.protocol == "rr22" and len(names) > 2 and not psi.rr22_reveal_pairwise:
+        raise ValueError(
+            f"[psi] protocol 'rr22' with {len(names)} parties runs a pair per feature party: each "
+            f"would learn which of its IDs it shares with '{label_party}', not only those all "
+            f"parties share; set rr22_reveal_pairwise = true to accept that, or use 'ecdh'")
     task_names = [t.name for t in tasks]
     if len(set(task_names)) != len(task_names):
         raise ValueError(f"task names must be unique, got {task_names}")
@@ -119,7 +126,7 @@ class Config(RunSettings, Roster):
 
     @model_validator(mode="after")
     def _parties_are_consistent(self) -> Config:
-        check_roster([p.name for p in self.parties], self.label_party, self.tasks)
+        check_roster([p.name for p in self.parties], self.label_party, self.tasks, self.psi)
         label = self.party(self.label_party)
         if label.split_column is None and not label.is_peer:
             raise ValueError(f"the label party '{label.name}' needs a split_column (train/test)")

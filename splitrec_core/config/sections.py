@@ -174,6 +174,31 @@ class PsiConfig(Strict):
     write_unmatched: bool = Field(
         default=False, description="each party writes its own IDs outside the intersection locally")
     chunk_size: int = Field(default=50_000, ge=1, description="IDs per chunk read and sent")
+    protocol: Literal["ecdh", "rr22"] = Field(
+        default="ecdh", description="ecdh: splitrec's own X25519 exchange; rr22: SecretFlow's "
+                                    "RR22 through spu (`pip install 'splitrec[rr22]'`), "
+                                    "pairwise with the label party as receiver (`psi_rr22`)")
+    rr22_reveal_pairwise: bool = Field(
+        default=False, description="rr22 with three or more parties: accept that each feature "
+                                   "party learns which of its IDs it shares with the label party, "
+                                   "not only those every party shares")
+    rr22_port: int = Field(
+        default=39400, ge=1024, le=65000,
+        description="rr22, parties apart: pair i (feature parties in federation order) listens "
+                    "on this port + 2i at the label party's host and + 2i + 1 at the feature "
+                    "party's")
+    rr22_timeout_s: float = Field(
+        default=120.0, gt=0, description="rr22: how long a party waits for its pair's peer to "
+                                         "connect or answer before it stops, naming the peer")
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol_can_run(cls, protocol: str) -> str:
+        from splitrec_core.psi_rr22 import INSTALL_HINT, spu_missing
+
+        if protocol == "rr22" and spu_missing():
+            raise ValueError(INSTALL_HINT)
+        return protocol
 
 
 class ChannelConfig(Strict):
