@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,6 +56,7 @@ _log = logging.getLogger(__name__)
 INSTALL_HINT = ("protocol 'rr22' needs SecretFlow's spu library, which is not installed here: "
                 "pip install 'splitrec[rr22]' (Python 3.11 on x86-64 Linux; it pins numpy < 2)")
 ROW = "row"
+_HANDSHAKE_FAILED = "Fail to SSL_do_handshake"  # what brpc logs when TLS refuses a peer
 
 
 def spu_missing() -> bool:
@@ -141,32 +143,61 @@ def run_pair(channel: Channel, peer: str, link: Rr22Link, ids_csv: Path,
         "parties": [["label", pair.label], [feature, pair.feature]],
         "rank": 0 if label_side else 1,
         "input": str(ids_csv), "key": ID, "output": str(folder / "out.csv"),
-        "result": str(folder / "result.json"), "timeout_s": link.timeout_s,
+        "result": str(folder / "result.json"), "connected": str(folder / "connected"),
+        "timeout_s": link.timeout_s,
     }
     if link.credentials is not None:
         c = link.credentials
         spec["tls"] = {"cert": str(c.cert), "key": str(c.key), "ca": str(c.ca)}
     (folder / "spec.json").write_text(json.dumps(spec))
+    peer_address = pair.feature if label_side else pair.label
     with open(folder / "worker.log", "wb") as log:
-        done = subprocess.run([sys.executable, "-m", "splitrec_core.rr22_worker",
-                               str(folder / "spec.json")], stdout=log, stderr=subprocess.STDOUT,
-                              env=os.environ | {"TMPDIR": str(folder)}, check=False)
-    if done.returncode != 0:
-        raise PeerError(_failure(peer, pair.label if not label_side else pair.feature, link,
-                                 (folder / "worker.log").read_text(errors="replace")))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "splitrec_core.rr22_worker", str(folder / "spec.json")],
+            stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"TMPDIR": str(folder)})
+        connected = _wait(worker, Path(spec["connected"]), folder / "worker.log",
+                          link.timeout_s)
+    if worker.returncode != 0:
+        log_text = (folder / "worker.log").read_text(errors="replace")
+        raise PeerError(_failure(peer, peer_address, link.timeout_s, connected, log_text))
     result = json.loads((folder / "result.json").read_text())
     channel.count_beside(Kind.PSI_RR22, result["sent_bytes"], result["received_bytes"])
     return _read_rows(folder / "out.csv")
 
 
-def _failure(peer: str, address: str, link: Rr22Link, log: str) -> str:
-    """One line for a pair that failed: the silent peer named, else spu's last error line."""
-    errors = [line for line in log.splitlines() if "error" in line.lower()]
-    last = errors[-1].strip() if errors else (log.strip().splitlines() or ["no output"])[-1]
-    if any(word in log.lower() for word in ("timeout", "timed out", "connect", "retry")):
-        return (f"RR22 PSI: {peer} did not connect or answer at {address} within "
-                f"{link.timeout_s:g} s ({last[-300:]})")
-    return f"RR22 PSI with {peer} failed: {last[-300:]}"
+def _wait(worker: subprocess.Popen[bytes], connected: Path, log: Path, timeout_s: float) -> bool:
+    """Wait for the worker; end it if its peer has not connected within `timeout_s`.
+
+    A TLS handshake refused while connecting ends it at once: retrying cannot mend a
+    certificate. Returns whether the peer connected. Once it has, spu's own receive timeout
+    (the same `timeout_s`) ends a pair whose peer goes silent.
+    """
+    deadline = time.monotonic() + timeout_s
+    while worker.poll() is None:
+        if not connected.exists() and (time.monotonic() > deadline
+                                       or _HANDSHAKE_FAILED in log.read_text(errors="replace")):
+            worker.kill()
+            worker.wait()
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _failure(peer: str, address: str, timeout_s: float, connected: bool, log: str) -> str:
+    """One line for a pair that failed, naming the peer: silent, refused by TLS, or spu's error."""
+    handshakes = [line.split(_HANDSHAKE_FAILED)[-1].strip(" :")
+                  for line in log.splitlines() if _HANDSHAKE_FAILED in line]
+    if handshakes:
+        return (f"RR22 PSI: the TLS handshake with {peer} at {address} failed ({handshakes[-1]}): "
+                f"do both hold certificates of the federation's CA?")
+    if not connected:
+        return f"RR22 PSI: {peer} did not connect at {address} within {timeout_s:g} s"
+    lines = log.splitlines()
+    cause = next((nxt.strip() for line, nxt in zip(lines, lines[1:]) if line.endswith("what: ")),
+                 lines[-1].strip() if lines else "no output")
+    if "timeout" in log.lower():
+        return f"RR22 PSI: {peer} went silent: no answer within {timeout_s:g} s ({cause[-200:]})"
+    return f"RR22 PSI with {peer} failed: {cause[-300:]}"
 
 
 def positions_in(pair_rows: np.ndarray, shared: np.ndarray) -> np.ndarray:

@@ -120,3 +120,32 @@ def test_sweep_task_weights_default_to_the_tasks_own():
     [(point, variant)] = parse_config(settings).variants()
     assert point["task_weights"] == [0.5]
     assert [t.weight for t in variant.tasks] == [0.5]
+
+
+def test_rr22_with_three_parties_needs_the_federation_to_accept_pairwise_intersections():
+    # Prepare: the synthetic federation has three parties
+    settings = _settings()
+    pytest.importorskip("spu", reason="the rr22 extra is not installed")
+
+    # Execute / Assert: refused without the acceptance, loaded with it
+    with pytest.raises(InputError, match=r"protocol 'rr22' with 3 parties runs a pair per "
+                                         r"feature party: each would learn which of its IDs it "
+                                         r"shares with 'advertiser'.*rr22_reveal_pairwise"):
+        parse_config(settings | {"psi": {"protocol": "rr22"}})
+    accepted = parse_config(settings | {"psi": {"protocol": "rr22", "rr22_reveal_pairwise": True}})
+    assert accepted.psi.protocol == "rr22"
+
+
+def test_rr22_without_spu_installed_is_a_config_error_that_says_how_to_install_it(
+        monkeypatch: pytest.MonkeyPatch):
+    # Prepare: this interpreter as one where the rr22 extra could not install
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "spu" else find_spec(name, *a))
+
+    # Execute / Assert
+    with pytest.raises(InputError, match=r"key 'psi.protocol': .*protocol 'rr22' needs "
+                                         r"SecretFlow's spu.*pip install 'splitrec\[rr22\]'"):
+        parse_config(_settings() | {"psi": {"protocol": "rr22", "rr22_reveal_pairwise": True}})

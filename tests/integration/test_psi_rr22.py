@@ -1,0 +1,256 @@
+"""RR22 PSI through spu (`[psi] protocol = "rr22"`): ECDH's outcome, a named peer, no ID sent.
+
+Each pair runs in worker processes over spu's brpc link on 127.0.0.1, as between organisations.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from splitrec_core.align import PsiFiles, align_local, feature_side, label_side
+from splitrec_core.certs import make_trial_credentials
+from splitrec_core.channel import LocalHub, PeerError
+from splitrec_core.config import PsiConfig
+from splitrec_core.psi_rr22 import PairLink, Rr22Link, loopback_pairs, spu_missing
+
+pytestmark = pytest.mark.skipif(
+    spu_missing(), reason="spu is not installed (the rr22 extra: pip install 'splitrec[rr22]', "
+                          "which installs only on CPython 3.11, x86-64 Linux)")
+
+RR22 = PsiConfig(protocol="rr22", rr22_reveal_pairwise=True, rr22_timeout_s=20, chunk_size=7)
+ECDH = PsiConfig(chunk_size=7)
+
+
+def _prepare(folder: Path, sets: dict[str, list[str]]) -> tuple[dict[str, PsiFiles], Path]:
+    """Each party's IDs file and where its aligned rows go; the label party's (first) split."""
+    files = {}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, ids in sets.items():
+        path = folder / f"{name}.ids.parquet"
+        pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), path)
+        files[name] = PsiFiles(path, folder / name / "aligned.parquet")
+    split = folder / "split.parquet"
+    label_ids = next(iter(sets.values()))
+    pq.write_table(pa.table({"split": ["test" if i % 3 == 0 else "train"
+                                       for i in range(len(label_ids))]}), split)
+    return files, split
+
+
+def _aligned(files: dict[str, PsiFiles], sets: dict[str, list[str]]) -> dict[str, list]:
+    """Per party: (ID, is_train) at each common position, read from its own aligned file."""
+    out = {}
+    for name, f in files.items():
+        table = pq.read_table(f.aligned)
+        out[name] = [(sets[name][row], flag) for row, flag in
+                     zip(table.column("row").to_pylist(), table.column("is_train").to_pylist())]
+    return out
+
+
+@pytest.mark.parametrize("sets", [
+    {"a": [f"user-{i}" for i in range(60)], "b": [f"user-{i}" for i in range(30, 90)]},
+    {"a": ["zoë", "Zoë", "李雷", "😀", 'say "hi", ok', "a,b", "x"],
+     "b": ["李雷", "zoë", "y", "😀", 'say "hi", ok', "a,b"]},
+    {"a": [str(i) for i in range(80)], "b": [str(i) for i in range(20, 120)],
+     "c": [str(i) for i in range(0, 160, 2)]},
+], ids=["two-parties", "unicode-quotes-commas", "three-parties"])
+def test_rr22_finds_ecdhs_intersection_and_every_party_holds_it_in_one_random_order(
+        tmp_path: Path, sets: dict[str, list[str]]):
+    # Prepare: the same parties aligned once with each protocol
+    results = {}
+    for psi in (ECDH, RR22):
+        files, split = _prepare(tmp_path / psi.protocol, sets)
+
+        # Execute
+        alignment = align_local(files, psi, label_party="a", split_file=split)
+        results[psi.protocol] = alignment, _aligned(files, sets)
+
+    # Assert: the same people, each position the same person (and flag) at every party, the
+    # label party's split flag, and an order that is not spu's (sorted by ID)
+    (ecdh, ecdh_rows), (rr22, rr22_rows) = results["ecdh"], results["rr22"]
+    assert rr22.intersection == ecdh.intersection
+    assert sorted(rr22_rows["a"]) == sorted(ecdh_rows["a"])
+    for name in sets:
+        assert rr22_rows[name] == rr22_rows["a"], f"{name} is not in the common order"
+    labels = sets["a"]
+    assert all(flag == (labels.index(i) % 3 != 0) for i, flag in rr22_rows["a"])
+    ids = [i for i, _ in rr22_rows["a"]]
+    if len(ids) > 10:
+        assert ids != sorted(ids)
+    assert rr22.channel["psi_positions"]["messages"] == len(sets) - 1
+    assert rr22.channel["psi_rr22"]["bytes"] > 0
+    assert "psi_blinded" not in rr22.channel
+
+
+def test_a_feature_party_that_never_comes_is_named_after_the_timeout(tmp_path: Path):
+    # Prepare: the label party alone, its one feature party never started
+    files, split = _prepare(tmp_path, {"a": ["1", "2", "3"], "b": ["2", "3"]})
+    link = Rr22Link(loopback_pairs(["b"]), timeout_s=2)
+    started = time.monotonic()
+
+    # Execute
+    with pytest.raises(PeerError, match=r"RR22 PSI: b did not connect at 127\.0\.0\.1:\d+ "
+                                        r"within 2 s"):
+        label_side(LocalHub().channel("a"), files["a"], RR22, followers=["b"],
+                   split_file=split, rr22=link)
+
+    # Assert: named within the timeout and the worker's start, nothing written
+    assert time.monotonic() - started < 15
+    assert not files["a"].aligned.exists()
+    assert list(files["a"].aligned.parent.iterdir()) == []  # spu's files are gone too
+
+
+def _run_pair(sides: dict[str, object]) -> dict[str, object]:
+    """Run each party's side on a thread; its result or the exception it raised."""
+    out: dict[str, object] = {}
+
+    def run(name: str, side) -> None:
+        try:
+            out[name] = side()
+        except Exception as error:  # noqa: BLE001 - the test looks at what each party raised
+            out[name] = error
+    threads = [threading.Thread(target=run, args=item) for item in sides.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_a_peer_without_a_certificate_of_the_federations_ca_is_refused_and_named(
+        tmp_path: Path):
+    # Prepare: mutual TLS, b's certificate from another CA
+    files, split = _prepare(tmp_path, {"a": ["1", "2", "3"], "b": ["2", "3"]})
+    ours = make_trial_credentials({"a": ["127.0.0.1"], "b": ["127.0.0.1"]}, tmp_path / "ca")
+    stranger = make_trial_credentials({"b": ["127.0.0.1"]}, tmp_path / "other-ca")["b"]
+    pairs, hub = loopback_pairs(["b"]), LocalHub()
+
+    # Execute
+    out = _run_pair({
+        "a": lambda: label_side(hub.channel("a"), files["a"], RR22, followers=["b"],
+                                split_file=split, rr22=Rr22Link(pairs, 20, ours["a"])),
+        "b": lambda: feature_side(hub.channel("b"), files["b"], RR22, leader="a",
+                                  rr22=Rr22Link(pairs, 20, stranger)),
+    })
+
+    # Assert
+    assert isinstance(out["a"], PeerError)
+    assert "RR22 PSI: the TLS handshake with b at" in str(out["a"])
+    assert not files["a"].aligned.exists() and not files["b"].aligned.exists()
+
+
+def test_parties_with_the_federations_certificates_align_over_tls(tmp_path: Path):
+    # Prepare
+    sets = {"a": [str(i) for i in range(40)], "b": [str(i) for i in range(10, 60)]}
+    files, split = _prepare(tmp_path, sets)
+    creds = make_trial_credentials({"a": ["127.0.0.1"], "b": ["127.0.0.1"]}, tmp_path / "ca")
+    pairs, hub = loopback_pairs(["b"]), LocalHub()
+
+    # Execute
+    out = _run_pair({
+        "a": lambda: label_side(hub.channel("a"), files["a"], RR22, followers=["b"],
+                                split_file=split, rr22=Rr22Link(pairs, 20, creds["a"])),
+        "b": lambda: feature_side(hub.channel("b"), files["b"], RR22, leader="a",
+                                  rr22=Rr22Link(pairs, 20, creds["b"])),
+    })
+
+    # Assert
+    assert out == {"a": files["a"].aligned, "b": files["b"].aligned}
+    rows = _aligned(files, sets)
+    assert sorted(i for i, _ in rows["a"]) == sorted(str(i) for i in range(10, 40))
+    assert rows["b"] == rows["a"]
+
+
+class CapturingRelay:
+    """A TCP relay on 127.0.0.1 that forwards to `upstream` and keeps every byte it carries."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.carried = bytearray()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            far = self._dial()
+            for source, sink in ((near, far), (far, near)):
+                threading.Thread(target=self._carry, args=(source, sink), daemon=True).start()
+
+    def _dial(self) -> socket.socket:
+        deadline = time.monotonic() + 20
+        while True:  # the upstream worker may not listen yet
+            try:
+                return socket.create_connection(self.upstream)
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _carry(self, source: socket.socket, sink: socket.socket) -> None:
+        while data := self._recv(source):
+            with self._lock:
+                self.carried += data
+            sink.sendall(data)
+        for s in (source, sink):
+            try:
+                s.shutdown(socket.SHUT_WR if s is sink else socket.SHUT_RD)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _recv(source: socket.socket) -> bytes:
+        try:
+            return source.recv(1 << 16)
+        except OSError:
+            return b""
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_no_raw_id_crosses_and_the_socket_count_is_what_crossed(tmp_path: Path):
+    # Prepare: plaintext link; each party reaches the other only through a relay that keeps
+    # every byte (the label party dials b's relay, b dials the label party's)
+    sets = {"a": [f"secret-id-{i:05d}" for i in range(3000)],
+            "b": [f"secret-id-{i:05d}" for i in range(1500, 4500)]}
+    files, split = _prepare(tmp_path, sets)
+    real = loopback_pairs(["b"])["b"]
+    to_label, to_b = CapturingRelay(real.label), CapturingRelay(real.feature)
+    hub = LocalHub(record=True)
+
+    # Execute
+    out = _run_pair({
+        "a": lambda: label_side(hub.channel("a"), files["a"], RR22, followers=["b"],
+                                split_file=split,
+                                rr22=Rr22Link({"b": PairLink(real.label, to_b.address)}, 20)),
+        "b": lambda: feature_side(hub.channel("b"), files["b"], RR22, leader="a",
+                                  rr22=Rr22Link({"b": PairLink(to_label.address, real.feature)},
+                                                20)),
+    })
+    to_label.close()
+    to_b.close()
+
+    # Assert: aligned; no ID in spu's bytes or the channel's; the parties' socket counts are the
+    # bytes the relays carried (TCP payload, both ways)
+    assert out == {"a": files["a"].aligned, "b": files["b"].aligned}
+    wire = bytes(to_label.carried + to_b.carried) + b"".join(p for *_, p in hub.recorded)
+    leaked = [i for i in sets["a"] + sets["b"] if i.encode() in wire]
+    assert leaked == []
+    assert not any(f"{i:05d}".encode() in wire for i in range(1500, 1520))
+    counted = hub.stats().as_dict()["psi_rr22"]["bytes"]
+    carried = len(to_label.carried) + len(to_b.carried)
+    assert carried > 100_000
+    assert abs(counted - carried) <= 0.01 * carried, (counted, carried)
