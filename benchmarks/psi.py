@@ -10,7 +10,11 @@ the intersection is n/2.
 Implementations:
   splitrec       align_local: all parties in this process over the counted local channel,
                  IDs streamed from Parquet, blinding on all cores
-  splitrec-dask  the same with every party's engine = "dask": each blinds on a LocalCluster of
+  splitrec-rr22  the same with `[psi] protocol = "rr22"`: SecretFlow's RR22 through spu (the rr22
+                 extra), a pair per follower, each side in a worker process over spu's brpc link
+                 on 127.0.0.1; peak MiB is the largest process's (this one or a worker), MB sent
+                 is counted at the workers' sockets
+  splitrec-dask  splitrec with every party's engine = "dask": each blinds on a LocalCluster of
                  its own (cores / parties single-threaded workers), started within the timing
   splitrec-flight  a process per party over Arrow Flight with mutual TLS on 127.0.0.1, as
                  parties apart talk; peak MiB is the largest party's (each party's is in the
@@ -39,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
-IMPLS = ("splitrec", "splitrec-dask", "splitrec-flight", "openmined-psi", "floor")
+IMPLS = ("splitrec", "splitrec-rr22", "splitrec-dask", "splitrec-flight", "openmined-psi", "floor")
 
 
 def party_ids(n: int, parties: int) -> list[list[str]]:
@@ -72,7 +76,7 @@ def write_inputs(folder: Path, sets: list[list[str]]) -> tuple[dict, Path]:
     return files, split
 
 
-def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
+def run_splitrec(sets: list[list[str]], on_dask: bool = False, protocol: str = "ecdh") -> dict:
     """Align `sets` (the leader's first) with splitrec's PSI; its seconds, intersection, bytes."""
     from splitrec_core.align import align_local
     from splitrec_core.config import EngineConfig, PsiConfig
@@ -85,8 +89,8 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False) -> dict:
         files, split = write_inputs(Path(tmp), sets)
         del sets
         start = time.perf_counter()
-        result = align_local(files, PsiConfig(domain="benchmark"), label_party="leader",
-                             split_file=split, engines=engines)
+        psi = PsiConfig(domain="benchmark", protocol=protocol, rr22_reveal_pairwise=True)
+        result = align_local(files, psi, label_party="leader", split_file=split, engines=engines)
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "intersection": result.intersection,
             "bytes": sum(v["bytes"] for v in result.channel.values()),
@@ -188,6 +192,7 @@ def run_floor(sets: list[list[str]]) -> dict:
 
 
 RUNNERS = {"splitrec": run_splitrec, "splitrec-dask": partial(run_splitrec, on_dask=True),
+           "splitrec-rr22": partial(run_splitrec, protocol="rr22"),
            "splitrec-flight": run_flight, "openmined-psi": run_openmined, "floor": run_floor}
 
 
@@ -198,8 +203,9 @@ def worker(impl: str, n: int, parties: int, inbox_mb: int) -> dict:
     if result["intersection"] != n // 2:
         raise SystemExit(f"{impl}: intersection {result['intersection']} != {n // 2}")
     by_party = result.pop("peak_mib_by_party", {})
-    peak_mib = max(by_party.values(), default=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                   / 1024)
+    peak_mib = max(by_party.values(), default=max(  # spu's workers are children
+        resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF,
+                                                        resource.RUSAGE_CHILDREN)) / 1024)
     extra = {k: result[k] for k in ("bytes_by_kind", "inbox_mb") if k in result}
     return {"impl": impl, "n": n, "parties": parties, "seconds": round(result["seconds"], 3),
             "ids_per_s": round(n * parties / result["seconds"]), "bytes": result["bytes"],
@@ -213,26 +219,28 @@ def measure(impl: str, n: int, parties: int, inbox_mb: int) -> dict | None:
                            "--parties", str(parties), "--inbox-mb", str(inbox_mb)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
-        if "No module named 'private_set_intersection'" in proc.stderr:
-            print(f"  {impl}: not installed (pip install -e '.[bench]')", file=sys.stderr)
-            return None
+        for module, extra in (("private_set_intersection", "bench"), ("spu", "rr22")):
+            if f"No module named '{module}'" in proc.stderr or (
+                    module == "spu" and "needs SecretFlow's spu" in proc.stderr):
+                print(f"  {impl}: not installed (pip install -e '.[{extra}]')", file=sys.stderr)
+                return None
         raise RuntimeError(f"{impl} n={n} parties={parties} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def print_table(rows: list[dict]) -> None:
-    """Print the measurements, each against openmined-psi and the floor at its size."""
+    """Print the measurements, each against splitrec's ECDH, openmined-psi and the floor."""
     print(f"{'impl':<14} {'n':>9} {'parties':>7} {'seconds':>9} {'IDs/s':>9} {'MB sent':>9} "
-          f"{'peak MiB':>9} {'vs openmined':>12} {'% of floor':>10}")
+          f"{'peak MiB':>9} {'vs splitrec':>11} {'vs openmined':>12} {'% of floor':>10}")
     for row in rows:
         same = {r["impl"]: r for r in rows if r["n"] == row["n"] and r["parties"] == row["parties"]}
-        speedup = (f"{same['openmined-psi']['seconds'] / row['seconds']:.2f}x"
-                   if "openmined-psi" in same else "-")
+        speedup, ecdh = ((f"{same[other]['seconds'] / row['seconds']:.2f}x" if other in same
+                          else "-") for other in ("openmined-psi", "splitrec"))
         floor = (f"{100 * same['floor']['seconds'] / row['seconds']:.0f}%" if "floor" in same
                  else "-")
         print(f"{row['impl']:<14} {row['n']:>9} {row['parties']:>7} {row['seconds']:>9.2f} "
               f"{row['ids_per_s']:>9} {row['bytes'] / 1e6:>9.1f} {row['peak_mib']:>9.0f} "
-              f"{speedup:>12} {floor:>10}")
+              f"{ecdh:>11} {speedup:>12} {floor:>10}")
     for row in rows:
         if "bytes_by_kind" in row:
             kinds = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in row["bytes_by_kind"].items())
@@ -267,7 +275,10 @@ def main() -> None:
                 print(f"running {impl} n={n} parties={parties} ...", file=sys.stderr, flush=True)
                 if (row := measure(impl, n, parties, args.inbox_mb)) is not None:
                     rows.append(row)
-    print(f"PSI benchmark, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train import cpu_model
+
+    print(f"PSI benchmark, {cpu_model()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

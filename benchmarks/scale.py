@@ -53,13 +53,15 @@ STAGES = {"validate": "validate", "psi_align": "psi", "features": "features",
 
 
 def config_copy(source: Path, out: Path, name: str, parties: int | None = None,
-                engine: dict[str, object] | None = None) -> Path:
+                engine: dict[str, object] | None = None, psi: dict[str, object] | None = None,
+                ) -> Path:
     """`source` (a one-process config) with its first `parties` parties, written to `out`.
 
-    Each party runs on `engine`, if given.
+    Each party runs on `engine`, if given; `psi` settings replace the source's.
     """
     settings = load_config(source).model_dump(mode="json", exclude_none=True)
     settings["parties"] = settings["parties"][:parties]
+    settings["psi"] |= psi or {}
     for party in settings["parties"] if engine else []:
         party["engine"] = engine
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -121,12 +123,13 @@ def by_stage(windows: list[tuple[str, float, float]], samples: list[tuple[float,
     return seconds, peaks
 
 
-def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
-    """Draw, split and run one federation; its measurements."""
+def run_size(rows: int, parties: int, out: Path, protocol: str = "ecdh") -> dict[str, object]:
+    """Draw, split and run one federation with PSI `protocol`; its measurements."""
     folder = out / f"{rows}-{parties}p"
     write_parties(folder / "data", rows, seed=0, suffix=".parquet")
     config = config_copy(REPO / "data" / "synthetic-dask.toml", folder / "config.toml",
-                         f"scale-{parties}", parties)
+                         f"scale-{parties}", parties,
+                         psi={"protocol": protocol, "rr22_reveal_pairwise": parties > 2})
     splitrec = Path(sys.executable).with_name("splitrec")
     subprocess.run([splitrec, "party", "trial", config, "--data-workdir", folder, "--out",
                     folder / "parties", "--base-port", str(free_port_block(parties))],
@@ -151,7 +154,7 @@ def run_size(rows: int, parties: int, out: Path) -> dict[str, object]:
     report = json.loads((folder / "parties" / "advertiser" / "run" / "report" /
                          "metrics.json").read_text())
     return {
-        "rows": rows, "parties": parties, "wall_seconds": round(wall, 1),
+        "rows": rows, "parties": parties, "psi_protocol": protocol, "wall_seconds": round(wall, 1),
         "peak_rss_mib": {name: round(max(sum(r.values()) for _, r in samples[name]) / 2**20)
                          for name in samples},
         "peak_rss_mib_of": {name: _peak_by_role(samples[name]) for name in samples},
@@ -179,7 +182,12 @@ def len_rows(data: Path) -> int:
 
 def print_table(results: list[dict[str, object]]) -> None:
     """Per run and party: seconds, people/s and peak RSS per stage, and the party's peak RSS."""
-    print(f"scale benchmark, {psutil.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from train import cpu_model
+
+    protocols = sorted({str(r.get("psi_protocol", "ecdh")) for r in results})
+    print(f"scale benchmark, PSI {'/'.join(protocols)}, {cpu_model()}, {psutil.cpu_count()} "
+          f"cores, {time.strftime('%Y-%m-%d')}")
     print("| people per party | parties | party | " + " | ".join(
         f"{s}: s (people/s) peak MiB" for s in dict.fromkeys(STAGES.values()))
         + " | peak RSS MiB | wall s |")
@@ -274,6 +282,8 @@ def main() -> None:
                         help="sizes also run with three parties")
     parser.add_argument("--out", type=Path, default=Path("runs/scale"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--psi-protocol", choices=["ecdh", "rr22"], default="ecdh",
+                        help="[psi] protocol (rr22: the rr22 extra)")
     parser.add_argument("--census", action="store_true", help="the census engine check instead")
     parser.add_argument("--medians", type=Path, nargs="+", metavar="JSON",
                         help="instead of running: medians over the --json files of earlier runs")
@@ -288,7 +298,7 @@ def main() -> None:
             + [(n, args.parties) for n in args.rows])
     results = []
     for rows, parties in runs:
-        results.append(run_size(rows, parties, args.out))
+        results.append(run_size(rows, parties, args.out, args.psi_protocol))
         print(json.dumps(results[-1]), flush=True)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
