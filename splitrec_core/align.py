@@ -39,6 +39,7 @@ class Alignment:
     train_rows: int
     test_rows: int
     channel: dict[str, dict[str, int]]
+    protocol: str = "ecdh"  # `[psi] protocol`: which PSI ran
 
 
 @dataclass(frozen=True)
@@ -198,4 +199,5 @@ def align_local(
     return Alignment(
         files={p: f.aligned for p, f in files.items()}, intersection=aligned.num_rows,
         train_rows=train, test_rows=aligned.num_rows - train, channel=hub.stats().as_dict(),
+        protocol=psi.protocol,
     )

@@ -92,11 +92,11 @@ class VersionMetrics:
 class Report:
     """A run's `metrics.json`.
 
-    It holds the per-task test metrics, sizes, traffic per message kind, training speed and
-    epochs (run, and kept by early stopping), the leakage audit of the gradients the label party
-    sent, and the federation lift: test AUC of the split model, of the label party alone and (if
-    trained) of all columns pooled. Once the model registry has judged the version, it also
-    holds the registry's verdict (`promotion`).
+    It holds the per-task test metrics, sizes and the PSI protocol, traffic per message kind,
+    training speed and epochs (run, and kept by early stopping), the leakage audit of the
+    gradients the label party sent, and the federation lift: test AUC of the split model, of the
+    label party alone and (if trained) of all columns pooled. Once the model registry has judged
+    the version, it also holds the registry's verdict (`promotion`).
     """
 
     tasks: dict[str, TaskMetrics]
@@ -110,6 +110,7 @@ class Report:
     central: dict[str, TaskMetrics] | None = None
     label_has_features: bool = True
     promotion: Verdict | None = None
+    psi_protocol: str = "ecdh"
 
     @classmethod
     def of(cls, tasks: dict[str, TaskMetrics], alignment: Alignment, training: TrainResult,
@@ -122,7 +123,8 @@ class Report:
         """
         return cls(tasks, alignment.intersection, alignment.train_rows, alignment.test_rows,
                    ChannelStats.merge(alignment.channel, training.channel), training.speed,
-                   training.leakage, label_only, central, label_has_features)
+                   training.leakage, label_only, central, label_has_features,
+                   psi_protocol=alignment.protocol)
 
     @property
     def notes(self) -> list[str]:
@@ -135,6 +137,11 @@ class Report:
             notes.append("the label party holds no feature columns: its label-only baseline "
                          "predicts each task's training base rate (AUC 0.5), so the lift is "
                          "the split model's AUC above chance")
+        if self.psi_protocol == "rr22":
+            notes.append("PSI ran RR22 (spu), a pair per feature party with the label party "
+                         "receiving: each feature party learned which of its IDs it shares with "
+                         "the label party, which with three or more parties is more than the "
+                         "people every party shares (under ECDH it learns only those)")
         return notes
 
     @property
@@ -163,7 +170,7 @@ class Report:
         report: dict[str, object] = {
             "tasks": self.tasks,
             "notes": self.notes,
-            "psi": {"intersection": self.intersection},
+            "psi": {"intersection": self.intersection, "protocol": self.psi_protocol},
             "rows": {"train": self.train_rows, "test": self.test_rows},
             "channel": self.channel,
             "training": self.training,
@@ -194,6 +201,7 @@ class Report:
             label_only=saved["label_only"], central=saved.get("central"),
             label_has_features=saved["label_has_features"],
             promotion=Verdict(**verdict) if verdict is not None else None,
+            psi_protocol=saved["psi"].get("protocol", "ecdh"),
         )
 
 

@@ -47,4 +47,5 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
         traffic = party_traffic(channel)
     is_train = pq.read_table(files.aligned, columns=["is_train"]).column(0).to_numpy()
     train = int(np.sum(is_train))
-    return Alignment({me: files.aligned}, len(is_train), train, len(is_train) - train, traffic)
+    return Alignment({me: files.aligned}, len(is_train), train, len(is_train) - train, traffic,
+                     cfg.psi.protocol)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,10 @@ def test_a_config_can_extend_another():
     fast = load_config(REPO / "data" / "census-fast.toml")
     assert (fast.training.embed_ahead, fast.training.xla) == (1, True)
     assert fast.training.learning_rate == census.training.learning_rate
+    if importlib.util.find_spec("spu") is not None:  # the rr22 extra installs where spu ships
+        rr22 = load_config(REPO / "data" / "census-rr22.toml")
+        assert (rr22.psi.protocol, rr22.psi.rr22_reveal_pairwise) == ("rr22", True)
+        assert rr22.psi.domain == census.psi.domain and rr22.training == census.training
 
 
 def test_sweep_grid_expands_every_combination():

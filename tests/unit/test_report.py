@@ -57,7 +57,8 @@ VERDICT = Verdict("abc", "v0", False, ["buys test AUC 0.7500 against the champio
     {"central": {"buys": {"auc": 0.8, "logloss": 0.4, "positives": 40, "rows": 100},
                  "clicks": {"auc": None, "logloss": 0.1, "positives": 0, "rows": 100}},
      "label_has_features": False, "promotion": VERDICT},
-], ids=["split-only", "central-and-verdict"])
+    {"psi_protocol": "rr22"},
+], ids=["split-only", "central-and-verdict", "rr22"])
 def test_metrics_json_reads_back_as_the_report_it_was(tmp_path: Path, changes):
     # Prepare
     report = _report(**changes)
@@ -118,3 +119,14 @@ def test_the_terminal_summary_reads_the_report(tmp_path: Path):
     assert lines[5].startswith("note: clicks: test AUC is null")
     assert lines[6] == (f"report: {tmp_path / 'metrics.json'} and {tmp_path / 'report.md'}; "
                         f"exports: {tmp_path / 'export'}/<party>")
+
+
+def test_a_run_aligned_by_rr22_says_what_its_feature_parties_learned(tmp_path: Path):
+    # Execute
+    saved = read_json(_report(psi_protocol="rr22").save(tmp_path / "metrics.json"))
+
+    # Assert: the protocol, and the one thing it reveals beyond ECDH, in the report's notes
+    assert saved["psi"] == {"intersection": 500, "protocol": "rr22"}
+    assert any("each feature party learned which of its IDs it shares with the label party"
+               in note for note in saved["notes"])
+    assert not any("RR22" in note for note in _report().notes)
