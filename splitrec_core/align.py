@@ -7,7 +7,6 @@ feature party can fit its transforms on training rows only without seeing anythi
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -92,19 +91,13 @@ def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path
     return write_parquet(ids.filter(pa.array(outside)), out)
 
 
-def _scratch(files: PsiFiles) -> tempfile.TemporaryDirectory[str]:
-    """A folder in the party's own run folder for spu's files, removed with what they hold."""
-    files.aligned.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=".rr22-", dir=files.aligned.parent)
-
-
 def _leader_rows(channel: Channel, files: PsiFiles, psi: PsiConfig, followers: list[str],
                  engine: EngineConfig, rr22: Rr22Link | None) -> np.ndarray:
     if psi.protocol == "rr22":
         assert rr22 is not None  # the caller sets up the pairs' links for rr22
-        with _scratch(files) as scratch:
+        with psi_rr22.scratch_folder(files.aligned.parent) as scratch:
             return psi_rr22.run_leader(channel, files.ids, followers, rr22, psi.chunk_size,
-                                       Path(scratch))
+                                       scratch)
     with party_executor(engine) as executor:
         return run_leader(channel, _id_chunks(files.ids, psi.chunk_size), followers, psi.domain,
                           psi.chunk_size, _count(files.ids), executor)
@@ -114,9 +107,9 @@ def _follower_rows(channel: Channel, files: PsiFiles, psi: PsiConfig, leader: st
                    engine: EngineConfig, rr22: Rr22Link | None) -> np.ndarray:
     if psi.protocol == "rr22":
         assert rr22 is not None
-        with _scratch(files) as scratch:
+        with psi_rr22.scratch_folder(files.aligned.parent) as scratch:
             return psi_rr22.run_follower(channel, files.ids, leader, rr22, psi.chunk_size,
-                                         Path(scratch))
+                                         scratch)
     with party_executor(engine) as executor:
         return run_follower(channel, _id_chunks(files.ids, psi.chunk_size), leader, psi.domain,
                             psi.chunk_size, _count(files.ids), executor)

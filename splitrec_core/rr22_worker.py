@@ -8,10 +8,11 @@ own gRPC/brpc, protobuf and abseil, which should not share a process with Tensor
 Arrow Flight's; a pair that hangs can be killed without killing the party; and a party runs one
 pair per feature party at once, each on its own port.
 
-SPEC is a JSON file written by `psi_rr22.run_pair` (its `PairSpec`). The result is a JSON file
-beside it: the counts spu reports and the bytes this process sent and received at its TCP
-sockets, read from the kernel (`TCP_INFO`) just before the link closes, since spu's link does
-not expose its own counters to Python. This module imports only spu and the standard library.
+SPEC is a JSON file written by `psi_rr22.run_pair`. The result is a JSON file beside it: the
+bytes this process sent and received at its TCP sockets, read from the kernel (`TCP_INFO`) just
+before the link closes, since spu's link does not expose its own counters to Python. The worker
+ends itself if the party that started it is gone. This module imports only spu and the
+standard library.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import os
 import socket
 import struct
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +61,9 @@ def _link(spec: dict[str, Any]) -> Any:
     timeout_ms = int(spec["timeout_s"] * 1000)
     desc.recv_timeout_ms = timeout_ms
     desc.http_timeout_ms = timeout_ms
-    # connecting: retry every second for as long as the party waits (it ends this process then)
+    # connecting: retry every second; the party ends this process when its wait is over
     desc.connect_retry_interval_ms = 1000
-    desc.connect_retry_times = 1_000_000
+    desc.connect_retry_times = int(spec["timeout_s"]) + 10
     desc.throttle_window_size = 0
     for name, address in spec["parties"]:
         desc.add_party(name, address)
@@ -88,15 +91,24 @@ def run(spec: dict[str, Any]) -> dict[str, int]:
                                      keys_unique=True),
         output_params=psi.OutputParams(path=spec["output"], disable_alignment=False),
     )
-    report = psi.psi_execute(config, context)
+    psi.psi_execute(config, context)
     sent, received = socket_bytes()
     context.stop_link()
-    return {"original": report.original_count, "intersection": report.intersection_count,
-            "sent_bytes": sent, "received_bytes": received}
+    return {"sent_bytes": sent, "received_bytes": received}
+
+
+def _end_with(parent: int) -> None:
+    """End this process once `parent` (the party) has gone: a pair must not outlive its party."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def main(spec_path: str) -> None:
     """Read the spec, run the pair, write the result file."""
+    _end_with(os.getppid())
     spec = json.loads(Path(spec_path).read_text())
     result = run(spec)
     Path(spec["result"]).write_text(json.dumps(result))

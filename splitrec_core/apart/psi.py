@@ -17,12 +17,16 @@ from splitrec_core.workspace import Workspace
 
 
 def rr22_link(view: PartyView) -> Rr22Link:
-    """The RR22 pairs at the federation's hosts, with the party's TLS files unless insecure."""
+    """The RR22 pairs at the federation's hosts, with the party's TLS files unless insecure.
+
+    The party's own end listens on the host its Flight endpoint listens on.
+    """
     cfg, federation = view.config, view.federation
     hosts = {p.name: split_address(p.address)[0] for p in federation.parties}
     pairs = federation_pairs(cfg.label_party, cfg.followers, hosts, cfg.psi.rr22_port)
     return Rr22Link(pairs, cfg.psi.rr22_timeout_s,
-                    None if federation.insecure else view.credentials())
+                    None if federation.insecure else view.credentials(),
+                    listen_host=split_address(view.listen)[0])
 
 
 def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir: Workspace,

@@ -28,6 +28,8 @@ class Kind(StrEnum):
     #                                            follower's key
     PSI_POSITIONS = "psi_positions"            # which of a follower's sent points are shared, in
     #                                            common order
+    PSI_RR22_SESSION = "psi_rr22_session"      # the label party's random name for one RR22
+    #                                            pair's session on spu's link
     PSI_RR22 = "psi_rr22"                      # RR22 PSI over spu's own link (`psi_rr22`): not
     #                                            sent through a channel; counted at the socket
     SPLIT_MASK = "split_mask"                  # train/test flag per common position (from the

@@ -8,17 +8,23 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tomli_w
 
 from splitrec_core.align import PsiFiles, align_local, feature_side, label_side
 from splitrec_core.certs import make_trial_credentials
 from splitrec_core.channel import LocalHub, PeerError
 from splitrec_core.config import PsiConfig
+from splitrec_core.errors import InputError
 from splitrec_core.psi_rr22 import PairLink, Rr22Link, loopback_pairs, spu_missing
+from tests.integration import test_apart as apart
+
+federation = apart.federation  # the synthetic trial federation of the parties-apart tests
 
 pytestmark = pytest.mark.skipif(
     spu_missing(), reason="spu is not installed (the rr22 extra: pip install 'splitrec[rr22]', "
@@ -29,13 +35,17 @@ ECDH = PsiConfig(chunk_size=7)
 
 
 def _prepare(folder: Path, sets: dict[str, list[str]]) -> tuple[dict[str, PsiFiles], Path]:
-    """Each party's IDs file and where its aligned rows go; the label party's (first) split."""
+    """Each party's IDs file, where its aligned rows and unmatched IDs go; the label's split.
+
+    The label party is the first of `sets`.
+    """
     files = {}
     folder.mkdir(parents=True, exist_ok=True)
     for name, ids in sets.items():
         path = folder / f"{name}.ids.parquet"
         pq.write_table(pa.table({"id": pa.array(ids, pa.string())}), path)
-        files[name] = PsiFiles(path, folder / name / "aligned.parquet")
+        files[name] = PsiFiles(path, folder / name / "aligned.parquet",
+                               folder / name / "unmatched.parquet")
     split = folder / "split.parquet"
     label_ids = next(iter(sets.values()))
     pq.write_table(pa.table({"split": ["test" if i % 3 == 0 else "train"
@@ -55,8 +65,8 @@ def _aligned(files: dict[str, PsiFiles], sets: dict[str, list[str]]) -> dict[str
 
 @pytest.mark.parametrize("sets", [
     {"a": [f"user-{i}" for i in range(60)], "b": [f"user-{i}" for i in range(30, 90)]},
-    {"a": ["zoë", "Zoë", "李雷", "😀", 'say "hi", ok', "a,b", "x"],
-     "b": ["李雷", "zoë", "y", "😀", 'say "hi", ok', "a,b"]},
+    {"a": ["zoë", "a,c", "Zoë", "李雷", "😀", 'say "hi", ok', "a,b", "x", "line\nbreak", "a"],
+     "b": ["a,b", "李雷", "line\nbreak", "zoë", "y", "😀", 'say "hi", ok', "a,c", "a"]},
     {"a": [str(i) for i in range(80)], "b": [str(i) for i in range(20, 120)],
      "c": [str(i) for i in range(0, 160, 2)]},
 ], ids=["two-parties", "unicode-quotes-commas", "three-parties"])
@@ -72,8 +82,11 @@ def test_rr22_finds_ecdhs_intersection_and_every_party_holds_it_in_one_random_or
         results[psi.protocol] = alignment, _aligned(files, sets)
 
     # Assert: the same people, each position the same person (and flag) at every party, the
-    # label party's split flag, and an order that is not spu's (sorted by ID)
+    # label party's split flag, an order that is not spu's (sorted by ID), the same unmatched
     (ecdh, ecdh_rows), (rr22, rr22_rows) = results["ecdh"], results["rr22"]
+    for name in sets:
+        assert pq.read_table(tmp_path / "rr22" / name / "unmatched.parquet").equals(
+            pq.read_table(tmp_path / "ecdh" / name / "unmatched.parquet"))
     assert rr22.intersection == ecdh.intersection
     assert sorted(rr22_rows["a"]) == sorted(ecdh_rows["a"])
     for name in sets:
@@ -86,6 +99,17 @@ def test_rr22_finds_ecdhs_intersection_and_every_party_holds_it_in_one_random_or
     assert rr22.channel["psi_positions"]["messages"] == len(sets) - 1
     assert rr22.channel["psi_rr22"]["bytes"] > 0
     assert "psi_blinded" not in rr22.channel
+
+
+def test_no_id_held_by_every_party_is_an_empty_intersection_at_every_party(tmp_path: Path):
+    # Prepare
+    sets = {"a": ["1", "2", "3"], "b": ["2", "3", "4"], "c": ["1", "4"]}
+    files, split = _prepare(tmp_path, sets)
+
+    # Execute / Assert
+    with pytest.raises(InputError, match="empty intersection: no ID is held by all of"):
+        align_local(files, RR22, label_party="a", split_file=split)
+    assert not any(f.aligned.exists() for f in files.values())
 
 
 def test_a_feature_party_that_never_comes_is_named_after_the_timeout(tmp_path: Path):
@@ -139,9 +163,10 @@ def test_a_peer_without_a_certificate_of_the_federations_ca_is_refused_and_named
                                   rr22=Rr22Link(pairs, 20, stranger)),
     })
 
-    # Assert
-    assert isinstance(out["a"], PeerError)
+    # Assert: each side names the other
+    assert isinstance(out["a"], PeerError) and isinstance(out["b"], PeerError)
     assert "RR22 PSI: the TLS handshake with b at" in str(out["a"])
+    assert "RR22 PSI: the TLS handshake with a at" in str(out["b"])
     assert not files["a"].aligned.exists() and not files["b"].aligned.exists()
 
 
@@ -254,3 +279,61 @@ def test_no_raw_id_crosses_and_the_socket_count_is_what_crossed(tmp_path: Path):
     carried = len(to_label.carried) + len(to_b.carried)
     assert carried > 100_000
     assert abs(counted - carried) <= 0.01 * carried, (counted, carried)
+
+
+def test_parties_apart_align_by_rr22_at_the_federations_hosts_as_by_ecdh(federation):
+    # Prepare: the synthetic trial federation (three parties on 127.0.0.1, mutual TLS), each
+    # party's copy of the federation file switched to rr22 on a block of free ports
+    from concurrent.futures import ThreadPoolExecutor
+
+    from splitrec_core.apart.psi import align_apart
+    from splitrec_core.channel.flight.addresses import free_port_block
+    from splitrec_core.federation import load_party
+    from splitrec_core.validate import validate_party
+    from splitrec_core.workspace import Workspace
+
+    _, _, written = federation
+    members = tomllib.loads(next(iter(written.values()))[0].read_text())["parties"]
+    # this process keeps each federation's Flight endpoints up: the rr22 copy of the federation
+    # gets Flight ports of its own, and RR22 pair ports apart from both
+    taken = {int(m["address"].rpartition(":")[2]) for m in members}
+    blocks = (port for port in iter(lambda: free_port_block(4), None)
+              if not taken & set(range(port, port + 4)))
+    flight = next(blocks)
+    taken |= set(range(flight, flight + len(members)))
+    rr22 = {"protocol": "rr22", "rr22_reveal_pairwise": True, "rr22_port": next(blocks)}
+
+    def align(party: str, protocol: dict) -> list[str]:
+        shared, private = written[party]
+        settings = tomllib.loads(shared.read_text())
+        settings["psi"] = settings.get("psi", {}) | protocol
+        if protocol:
+            for i, member in enumerate(settings["parties"]):
+                member["address"] = f"127.0.0.1:{flight + i}"
+        copy = shared.with_name(f"federation-{protocol.get('protocol', 'ecdh')}.toml")
+        copy.write_text(tomli_w.dumps(settings))
+        view = load_party(copy, private, party)
+        space = Workspace(shared.parent / f"run-{protocol.get('protocol', 'ecdh')}")
+        validated = validate_party(view.config.party(party), view.data_file,
+                                   space.validated(party))
+        alignment = align_apart(view, f"psi-{protocol.get('protocol', 'ecdh')}", validated, space)
+        ids = pq.read_table(validated.ids).column("id").to_pylist()
+        rows = pq.read_table(alignment.files[party]).column("row").to_pylist()
+        return [ids[r] for r in rows], alignment
+
+    # Execute
+    results = {}
+    for protocol in ({}, rr22):
+        with ThreadPoolExecutor(len(written)) as pool:
+            futures = {p: pool.submit(align, p, protocol) for p in written}
+            results[protocol.get("protocol", "ecdh")] = {p: f.result(timeout=300)
+                                                          for p, f in futures.items()}
+
+    # Assert: the same people in one common order at every party; spu's bytes counted
+    ecdh, by_rr22 = results["ecdh"], results["rr22"]
+    label = next(iter(written))
+    for party, (ids, alignment) in by_rr22.items():
+        assert ids == by_rr22[label][0], f"{party} is not in the common order"
+        assert alignment.protocol == "rr22" and alignment.channel["psi_rr22"]["bytes"] > 0
+    assert sorted(by_rr22[label][0]) == sorted(ecdh[label][0])
+    assert by_rr22[label][1].intersection == ecdh[label][1].intersection
