@@ -78,8 +78,8 @@ def _link(spec: dict[str, Any]) -> Any:
     return link.create_brpc(desc, spec["rank"])
 
 
-def run(spec: dict[str, Any]) -> dict[str, int]:
-    """Run the pair's PSI as `spec` says; return what the result file holds."""
+def run(spec: dict[str, Any]) -> None:
+    """Run the pair's PSI as `spec` says and write its result file."""
     from spu import psi
 
     context = _link(spec)
@@ -93,8 +93,11 @@ def run(spec: dict[str, Any]) -> dict[str, int]:
     )
     psi.psi_execute(config, context)
     sent, received = socket_bytes()
-    context.stop_link()
-    return {"sent_bytes": sent, "received_bytes": received}
+    Path(spec["result"]).write_text(json.dumps({"sent_bytes": sent, "received_bytes": received}))
+    try:  # the pair is done: a peer that closed first may make closing fail, which is no error
+        context.stop_link()
+    except RuntimeError:
+        pass
 
 
 def _end_with(parent: int) -> None:
@@ -110,8 +113,7 @@ def main(spec_path: str) -> None:
     """Read the spec, run the pair, write the result file."""
     _end_with(os.getppid())
     spec = json.loads(Path(spec_path).read_text())
-    result = run(spec)
-    Path(spec["result"]).write_text(json.dumps(result))
+    run(spec)
 
 
 if __name__ == "__main__":
