@@ -189,15 +189,16 @@ def run_pair(me: str, peer: str, session: bytes, link: Rr22Link, keys_csv: Path,
     label_side = me not in link.pairs
     feature = peer if label_side else me
     pair = link.pairs[feature]
-    mine, theirs = (pair.label, pair.feature) if label_side else (pair.feature, pair.label)
+    addresses = [pair.label, pair.feature]  # by rank: the label party receives, rank 0
+    rank = 0 if label_side else 1
+    theirs = addresses[1 - rank]
     if link.listen_host is not None:
-        mine = f"{link.listen_host}:{mine.rpartition(':')[2]}"
+        addresses[rank] = f"{link.listen_host}:{addresses[rank].rpartition(':')[2]}"
     folder = Path(tempfile.mkdtemp(prefix=f"{feature}-", dir=scratch))
     spec: dict[str, Any] = {
         "session": f"splitrec-{session.hex()}",
-        "parties": [["label", mine if label_side else theirs],
-                    [feature, theirs if label_side else mine]],
-        "rank": 0 if label_side else 1, "input": str(keys_csv), "key": KEY,
+        "parties": [["label", addresses[0]], [feature, addresses[1]]],
+        "rank": rank, "input": str(keys_csv), "key": KEY,
         "output": str(folder / "out.csv"), "result": str(folder / "result.json"),
         "connected": str(folder / "connected"), "timeout_s": link.timeout_s,
     }
