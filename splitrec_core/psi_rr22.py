@@ -182,9 +182,9 @@ def run_pair(me: str, peer: str, session: bytes, link: Rr22Link, keys_csv: Path,
              scratch: Path) -> PairResult:
     """Run one pair's RR22 in a worker process; this party's rows of the pair's intersection.
 
-    spu's files (and its temporary ones) go in a folder of `scratch`, the party's own. A peer
-    that does not connect within the link's timeout, refuses our certificate or goes silent is
-    named in a `PeerError`; a failure of our own side is a `RuntimeError`.
+    spu's files (and its temporary ones) go in a folder of `scratch`, the party's own, one per
+    pair. A peer that does not connect within the link's timeout, refuses our certificate or
+    goes silent is named in a `PeerError`; a failure of our own side is a `RuntimeError`.
     """
     label_side = me not in link.pairs
     feature = peer if label_side else me
@@ -195,10 +195,12 @@ def run_pair(me: str, peer: str, session: bytes, link: Rr22Link, keys_csv: Path,
     if link.listen_host is not None:
         addresses[rank] = f"{link.listen_host}:{addresses[rank].rpartition(':')[2]}"
     folder = Path(tempfile.mkdtemp(prefix=f"{feature}-", dir=scratch))
+    pair_keys = folder / keys_csv.name  # spu writes `<input>.temp.csv` beside its input: the
+    os.link(keys_csv, pair_keys)        # label party's concurrent pairs each need a path of their own
     spec: dict[str, Any] = {
         "session": f"splitrec-{session.hex()}",
         "parties": [["label", addresses[0]], [feature, addresses[1]]],
-        "rank": rank, "input": str(keys_csv), "key": KEY,
+        "rank": rank, "input": str(pair_keys), "key": KEY,
         "output": str(folder / "out.csv"), "result": str(folder / "result.json"),
         "connected": str(folder / "connected"), "timeout_s": link.timeout_s,
     }
