@@ -51,7 +51,8 @@ def party_pipeline(files: PartyFiles, *, run_id: str | None = None, invite: bool
     with on_run_cluster():
         validated = validate_input(cfg, party, view.data_file, root)
         alignment = align_with_peers(view, run_id, validated, root)
-        features = build_party_features(cfg, party, validated.table, alignment.files[party], root)
+        features = build_party_features(cfg, party, validated.table, alignment.files[party], root,
+                                        validated.events)
 
     # 4. Our part of split training; at the label party, the label-only baseline for the lift
     models, training = train_with_peers(view, run_id, features, root)
@@ -59,7 +60,7 @@ def party_pipeline(files: PartyFiles, *, run_id: str | None = None, invite: bool
     if training is not None:
         label_only = train_label_only(cfg, features, root)
         # 5. Evaluate every task on the test rows (only the label party holds labels)
-        report = evaluate_run(cfg, features.test, alignment, training, label_only, root)
+        report = evaluate_run(cfg, features, alignment, training, label_only, root)
 
     # 6. Export our own part; 7. register it as version `run_id` (the label party judges it)
     exported = export_model(cfg, party, models["bottom"], features.transform, root,

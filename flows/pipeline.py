@@ -41,7 +41,7 @@ def prepare_parties(cfg: Config, root: Path) -> tuple[Alignment, dict[str, Party
                           root)
 
     # 3. Every party fits its features on its own training rows, concurrently
-    builds = {n: build_party_features.submit(cfg, n, v.table, alignment.files[n], root)
+    builds = {n: build_party_features.submit(cfg, n, v.table, alignment.files[n], root, v.events)
               for n, v in validated.items()}
     return alignment, {name: future.result() for name, future in builds.items()}
 
@@ -71,7 +71,7 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
     central = train_centralized(cfg, features, root) if centralized else None
 
     # 5. Evaluate every task on the test rows
-    report = evaluate_run(cfg, features[label].test, alignment, training, label_only, root,
+    report = evaluate_run(cfg, features[label], alignment, training, label_only, root,
                           central)
 
     # 6. Every party exports its own part, concurrently

@@ -74,9 +74,13 @@ class Plan:
         the parties share one interpreter lock, and indexing and converting three arrays a batch
         cost the label party a measurable share of its pipelined batch (benchmarks/RESULTS.md).
         """
-        order = self.fit[np.random.default_rng([self.seed, epoch]).permutation(len(self.fit))]
+        order = self.epoch_order(epoch)
         return list(zip(*(tf.split(tf.constant(m[order]), self._each_batch_size) for m in matrices),
                         strict=True))
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The fitting rows in `epoch`'s shuffled order (batches cut it in turn)."""
+        return self.fit[np.random.default_rng([self.seed, epoch]).permutation(len(self.fit))]
 
     @property
     def _each_batch_size(self) -> list[int]:

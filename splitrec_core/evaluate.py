@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 from sklearn.metrics import log_loss, roc_auc_score
 
 from splitrec_core.align import Alignment
 from splitrec_core.channel import ChannelStats
-from splitrec_core.features import FeatureMatrix
+from splitrec_core.features import FeatureMatrix, PartyFeatures
 from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict
 from splitrec_core.results import TrainResult
@@ -21,20 +22,49 @@ from splitrec_core.results import TrainResult
 TaskMetrics = dict[str, float | int | None]
 
 
-def task_metrics(labels: np.ndarray, probabilities: np.ndarray) -> TaskMetrics:
-    """AUC and log loss of one task.
+def task_metrics(labels: np.ndarray, probabilities: np.ndarray,
+                 people: np.ndarray | None = None) -> TaskMetrics:
+    """AUC, log loss and calibration of one task; with `people` (each row's), GAUC too.
 
     AUC needs positive and negative rows: without both it is None (null in JSON, which has no
-    NaN), and `undefined_auc` says why.
+    NaN), and `undefined_auc` says why. Calibration is the mean predicted probability beside
+    the observed rate of positives.
     """
     positives = int(labels.sum())
-    return {
+    metrics: TaskMetrics = {
         "auc": (float(roc_auc_score(labels, probabilities)) if 0 < positives < len(labels)
                 else None),
         "logloss": float(log_loss(labels, np.clip(probabilities, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "predicted_rate": float(np.mean(probabilities)),
+        "observed_rate": positives / len(labels),
         "positives": positives,
         "rows": int(len(labels)),
     }
+    if people is not None:
+        metrics["gauc"] = grouped_auc(labels, probabilities, people)
+    return metrics
+
+
+def grouped_auc(labels: np.ndarray, probabilities: np.ndarray, people: np.ndarray,
+                ) -> float | None:
+    """GAUC: each person's AUC over its own rows, averaged weighted by the person's rows.
+
+    Only people with both a positive and a negative row count (None if there are none). Each
+    person's AUC comes from the ranks of its rows' probabilities (ties share their mean rank), so
+    every person costs a few array operations, not a call.
+    """
+    frame = pd.DataFrame({"person": people, "p": probabilities, "y": labels.astype(np.int64)})
+    ranks = frame.groupby("person")["p"].rank(method="average").to_numpy()
+    _, person = np.unique(people, return_inverse=True)
+    rows = np.bincount(person)
+    pos = np.bincount(person, weights=frame["y"].to_numpy())
+    neg = rows - pos
+    rank_sum = np.bincount(person, weights=ranks * frame["y"].to_numpy())
+    both = (pos > 0) & (neg > 0)
+    if not both.any():
+        return None
+    aucs = (rank_sum[both] - pos[both] * (pos[both] + 1) / 2) / (pos[both] * neg[both])
+    return float(np.average(aucs, weights=rows[both]))
 
 
 def undefined_auc(metrics: dict[str, TaskMetrics]) -> list[str]:
@@ -51,14 +81,17 @@ def undefined_auc(metrics: dict[str, TaskMetrics]) -> list[str]:
 def evaluate(predictions: Path, label_test: Path, tasks: list[str]) -> dict[str, TaskMetrics]:
     """Score `predictions` (from training or scoring) against the label party's test labels.
 
-    Both files are in common-position order; positions are checked to match row for row.
+    Both files are in common-position order; positions are checked to match row for row. Rows
+    that share a position are one person's events: GAUC is then reported too.
     """
     predicted = pq.read_table(predictions)
     truth = FeatureMatrix.read(label_test)
     positions = predicted.column("position").to_numpy()
     if not np.array_equal(positions, FeatureMatrix.positions(label_test)):
         raise ValueError(f"{predictions}: rows do not line up with the test labels in {label_test}")
-    return {t: task_metrics(truth.labels[t], predicted.column(f"p:{t}").to_numpy()) for t in tasks}
+    people = positions if len(np.unique(positions)) < len(positions) else None
+    return {t: task_metrics(truth.labels[t], predicted.column(f"p:{t}").to_numpy(), people)
+            for t in tasks}
 
 
 def _difference(a: float | int | None, b: float | int | None) -> float | None:
@@ -111,20 +144,25 @@ class Report:
     label_has_features: bool = True
     promotion: Verdict | None = None
     psi_protocol: str = "ecdh"
+    events: dict[str, int] | None = None
 
     @classmethod
     def of(cls, tasks: dict[str, TaskMetrics], alignment: Alignment, training: TrainResult,
            label_only: dict[str, TaskMetrics], central: dict[str, TaskMetrics] | None = None,
-           label_has_features: bool = True) -> Report:
+           label_has_features: bool = True, label_features: PartyFeatures | None = None,
+           ) -> Report:
         """The report of a run from its alignment, its split training and test metrics.
 
         The test metrics are the split model's, the label party's alone and (if trained) those
-        of all columns pooled.
+        of all columns pooled. `label_features` says how many events the label party kept and
+        dropped, if it holds events.
         """
+        events = (None if label_features is None or label_features.events is None else
+                  {"kept": label_features.events, "dropped": label_features.dropped_events})
         return cls(tasks, alignment.intersection, alignment.train_rows, alignment.test_rows,
                    ChannelStats.merge(alignment.channel, training.channel), training.speed,
                    training.leakage, label_only, central, label_has_features,
-                   psi_protocol=alignment.protocol)
+                   psi_protocol=alignment.protocol, events=events)
 
     @property
     def notes(self) -> list[str]:
@@ -137,6 +175,12 @@ class Report:
             notes.append("the label party holds no feature columns: its label-only baseline "
                          "predicts each task's training base rate (AUC 0.5), so the lift is "
                          "the split model's AUC above chance")
+        if self.events is not None:
+            notes.append(f"the label party holds events: {self.events['kept']:,} of its events "
+                         f"belong to people in the intersection and were used; "
+                         f"{self.events['dropped']:,} (of people outside it) were dropped. AUC "
+                         f"and log loss are over events, GAUC averages each person's AUC, "
+                         f"weighted by its events; the rows above count people")
         if self.psi_protocol == "rr22":
             notes.append("PSI ran RR22 (spu), a pair per feature party with the label party "
                          "receiving: each feature party learned which of its IDs it shares with "
@@ -181,6 +225,8 @@ class Report:
         }
         if self.central is not None:
             report["central"] = self.central
+        if self.events is not None:
+            report["events"] = self.events
         if self.promotion is not None:
             report["promotion"] = self.promotion.as_json()
         return report
@@ -201,7 +247,7 @@ class Report:
             label_only=saved["label_only"], central=saved.get("central"),
             label_has_features=saved["label_has_features"],
             promotion=Verdict(**verdict) if verdict is not None else None,
-            psi_protocol=saved["psi"].get("protocol", "ecdh"),
+            psi_protocol=saved["psi"].get("protocol", "ecdh"), events=saved.get("events"),
         )
 
 

@@ -38,6 +38,7 @@ def export_party(cfg: Config, party: str, bottom: Path, transform: Path, out: Pa
             "party": party,
             "role": "label" if party == cfg.label_party else "feature",
             "id_column": spec.id_column,
+            "events": spec.events,
             "inputs": {"categorical": spec.categorical, "numeric": spec.numeric},
             "bottom": {"path": "bottom", "signature": "serve", "args": ["cats int32 [n, n_cat]",
                                                                          "nums float32 [n, n_num]"],

@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from splitrec_core.config import EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL, in_order, party_executor
+from splitrec_core.events import event_alignment
 from splitrec_core.io import read_json, write_json, write_parquet
 
 if TYPE_CHECKING:
@@ -156,11 +157,17 @@ class Statistics:
 
 @dataclass(frozen=True)
 class PartyFeatures:
-    """Where one party's engineered features went."""
+    """Where one party's engineered features went.
+
+    At a label party that holds events, also how many events were kept and how many dropped
+    (their people are outside the intersection).
+    """
 
     train: Path
     test: Path
     transform: Path
+    events: int | None = None
+    dropped_events: int = 0
 
     @property
     def paths(self) -> tuple[Path, Path, Path]:
@@ -191,9 +198,8 @@ class _Partition:
         return group.iloc[self.rows].reset_index(drop=True)
 
 
-def _partitions(validated: Path, aligned: Path) -> Iterator[_Partition]:
+def _partitions(validated: Path, alignment: pa.Table) -> Iterator[_Partition]:
     """Every row group of `validated` with the aligned rows it holds."""
-    alignment = pq.read_table(aligned)
     rows = alignment.column("row").to_numpy()
     positions = alignment.column("position").to_numpy()
     is_train = alignment.column("is_train").to_numpy(zero_copy_only=False)
@@ -226,16 +232,21 @@ def _engineered(transform: Transform, partition: _Partition) -> pa.Table:
 
 def build_features(
     party: PartyConfig, validated: Path, aligned: Path, out_dir: Path,
-    engine: EngineConfig = LOCAL,
+    engine: EngineConfig = LOCAL, events: Path | None = None,
 ) -> PartyFeatures:
     """Fit on this party's aligned training rows, transform train and test, write Parquet.
 
     This runs on the party's `engine`, a row group of `validated` at a time.
 
     Rows come out in common-position order, so row i of every party's train file is one person,
-    in row groups of `ROW_GROUP_ROWS` that every party cuts at the same positions.
+    in row groups of `ROW_GROUP_ROWS` that every party cuts at the same positions. A label party
+    that holds events gives each row's person (`events`, from validation): its rows are events,
+    each at its person's position, a person's events in the order of its file.
     """
-    partitions = list(_partitions(validated, aligned))
+    alignment, dropped = pq.read_table(aligned), 0
+    if events is not None:
+        alignment, dropped = event_alignment(alignment, events)
+    partitions = list(_partitions(validated, alignment))
     with party_executor(engine) as executor:
         fits = in_order(executor, partial(_statistics, party), partitions)
         transform = reduce(operator.add, (stats for _, stats in fits)).transform()
@@ -247,7 +258,8 @@ def build_features(
     for name, rows in (("train", is_train), ("test", pc.invert(is_train))):
         out[name] = write_parquet(engineered.filter(rows).drop_columns(["is_train"]),
                                   out_dir / f"{name}.parquet", ROW_GROUP_ROWS)
-    return PartyFeatures(out["train"], out["test"], transform.save(out_dir / "transform.json"))
+    return PartyFeatures(out["train"], out["test"], transform.save(out_dir / "transform.json"),
+                         engineered.num_rows if events is not None else None, dropped)
 
 
 @dataclass(frozen=True)

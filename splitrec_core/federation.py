@@ -114,6 +114,8 @@ class PrivateParty(Strict):
     categorical: list[str] = []
     numeric: list[str] = []
     split_column: str | None = None
+    events: bool = Field(default=False, description="the label party: its file holds events, "
+                                                      "many rows per ID (`PartyConfig.events`)")
     bottom: BottomConfig = BottomConfig()
     engine: EngineConfig = EngineConfig()
     credentials: CredentialFiles = CredentialFiles()
@@ -196,7 +198,8 @@ def shared_settings(settings: RunSettings) -> dict[str, object]:
 def _as_config(federation: Federation, private: PrivateParty) -> Config:
     me = PartyConfig(name=private.party, file=private.file, id_column=private.id_column,
                      categorical=private.categorical, numeric=private.numeric,
-                     split_column=private.split_column, engine=private.engine)
+                     split_column=private.split_column, events=private.events,
+                     engine=private.engine)
     peers = [PartyConfig.peer(name) for name in federation.order if name != private.party]
     model = federation.model.model_dump() | private.bottom.model_dump()
     return Config(**shared_settings(federation), data_dir=".", model=model,
@@ -291,7 +294,7 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
         private = PrivateParty(
             party=party.name, file=str(data.relative_to(folder)), id_column=party.id_column,
             categorical=party.categorical, numeric=party.numeric,
-            split_column=party.split_column, engine=party.engine,
+            split_column=party.split_column, events=party.events, engine=party.engine,
             bottom=BottomConfig(embedding_dim=cfg.model.embedding_dim,
                                 bottom_units=cfg.model.bottom_units))
         federation_file = write_bytes(shared.encode(), folder / "federation.toml")

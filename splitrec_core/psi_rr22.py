@@ -195,8 +195,10 @@ def run_pair(me: str, peer: str, session: bytes, link: Rr22Link, keys_csv: Path,
     if link.listen_host is not None:
         addresses[rank] = f"{link.listen_host}:{addresses[rank].rpartition(':')[2]}"
     folder = Path(tempfile.mkdtemp(prefix=f"{feature}-", dir=scratch))
-    pair_keys = folder / keys_csv.name  # spu writes `<input>.temp.csv` beside its input: the
-    os.link(keys_csv, pair_keys)        # label party's concurrent pairs each need a path of their own
+    # spu writes `<input>.temp.csv` beside its input: the label party's pairs, which run at the
+    # same time, each need an input path of their own
+    pair_keys = folder / keys_csv.name
+    os.link(keys_csv, pair_keys)
     spec: dict[str, Any] = {
         "session": f"splitrec-{session.hex()}",
         "parties": [["label", addresses[0]], [feature, addresses[1]]],

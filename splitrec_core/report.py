@@ -25,17 +25,28 @@ def _auc(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def task_rows(report: Report) -> list[dict[str, object]]:
-    """Per task: test AUC and log loss, the label party alone, central (if run), lift, leakage.
+def _rates(m: dict[str, Any]) -> str:
+    """Calibration: the mean predicted probability and the observed rate of positives."""
+    if m.get("predicted_rate") is None:  # a report written before calibration was measured
+        return "n/a"
+    return f"{m['predicted_rate']:.4f} / {m['observed_rate']:.4f}"
 
-    The leakage columns are the attacks' AUCs. Figures are rounded for reading.
+
+def task_rows(report: Report) -> list[dict[str, object]]:
+    """Per task: test AUC, GAUC, log loss, calibration, baselines, lift, leakage.
+
+    GAUC is there when the label party holds events; the baselines are the label party alone
+    and central training (if run). The leakage columns are the attacks' AUCs. Figures are
+    rounded for reading.
     """
     rows: list[dict[str, object]] = []
     lifts = report.lift
     for task, m in report.tasks.items():
         lift, leak = lifts[task], report.leakage[task]
         rows.append({
-            "task": task, "AUC": _auc(m["auc"]), "log loss": f"{m['logloss']:.4f}",
+            "task": task, "AUC": _auc(m["auc"]),
+            **({"GAUC": _auc(m["gauc"])} if "gauc" in m else {}),
+            "log loss": f"{m['logloss']:.4f}", "predicted / observed": _rates(m),
             "label party alone": _auc(lift["label_only"]),
             **({"central": _auc(lift["central"])} if report.central is not None else {}),
             "lift": "n/a" if lift["lift"] is None else f"{lift['lift']:+.4f}",

@@ -25,6 +25,8 @@ from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.config import Config, EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL
 from splitrec_core.errors import InputError
+from splitrec_core.event_matrix import People
+from splitrec_core.events import event_alignment
 from splitrec_core.export import ExportedParty
 from splitrec_core.io import atomic_path, write_parquet
 from splitrec_core.validate import ID, ValidatedParty, validate_party
@@ -53,7 +55,7 @@ def validate_new_rows(party: str, version_folder: Path, path: Path, out_dir: Pat
     manifest = ExportedParty.manifest_of(version_folder)
     spec = PartyConfig(name=party, file=str(path), id_column=manifest["id_column"],
                        categorical=manifest["inputs"]["categorical"],
-                       numeric=manifest["inputs"]["numeric"])
+                       numeric=manifest["inputs"]["numeric"], events=manifest.get("events", False))
     try:
         return validate_party(spec, path, out_dir, normalize=normalize, engine=engine)
     except InputError as error:
@@ -66,8 +68,6 @@ def _embeddings(export: ExportedParty, validated: Path, aligned: Path) -> Iterat
     """The party's embeddings of its aligned rows, `CHUNK_ROWS` at a time, in the common order."""
     table = pq.read_table(validated).to_pandas()
     rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()
-    if table.columns.empty:  # a label party without features: Parquet kept no row count
-        table = pd.DataFrame(index=pd.RangeIndex(rows.max() + 1 if len(rows) else 0))
     for start in range(0, len(rows), CHUNK_ROWS):
         yield export.embed(table.iloc[rows[start:start + CHUNK_ROWS]])
 
@@ -84,25 +84,55 @@ def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedPa
     """The label party: embed its own rows, take the others' embeddings, apply the top, write.
 
     It writes `out` = its own IDs and one probability column per task. Each embedding received
-    must hold the chunk's rows at the cut width, all finite.
+    must hold the chunk's people at the cut width, all finite. A label party that holds events
+    scores each event of the aligned people: its own columns per event, the others' embedding
+    of the event's person; `out` then also says each event's `row` in its file.
     """
     export = ExportedParty.load(version_folder)
     top = export.manifest["top"]
     parties, tasks = top["parties"], top["tasks"]
-    probabilities = []
     widths = dict(zip(parties, export.top_widths(), strict=True))
-    for own in _embeddings(export, validated.table, aligned):
+    rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()  # people, by position
+    events = (None if validated.events is None
+              else _events_by_person(validated.events, pq.read_table(aligned)))
+    table = _own_rows(validated.table, int(rows.max()) + 1 if len(rows) else 0)
+    probabilities, scored, whose = [], [], []
+    for start in range(0, len(rows), CHUNK_ROWS):
+        people = np.arange(start, min(start + CHUNK_ROWS, len(rows)))
+        mine, person = rows[people], np.arange(len(people))  # our rows; each one's person
+        if events is not None:
+            event_rows, person = events[1].rows(people)
+            mine = events[0][event_rows]
+        own = export.embed(table.iloc[mine])
         hs = {p: own if p == channel.me else receive_array(
                   channel, Kind.EVAL_EMBEDDING, p,
-                  Due(np.float32, widths[p], rows=len(own), finite=True))
+                  Due(np.float32, widths[p], rows=len(people), finite=True))[person]
               for p in parties}
         probabilities.append(export.predict([hs[p] for p in parties]))
-    rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()
-    ids = pq.read_table(validated.ids).column(ID).take(pa.array(rows))
+        scored.append(mine)
+        whose.append(rows[people][person])
     stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, len(tasks)))
-    columns = {export.manifest["id_column"]: ids} | {f"p:{t}": stacked[:, j]
-                                                    for j, t in enumerate(tasks)}
+    ids = pq.read_table(validated.ids).column(ID).take(pa.array(np.concatenate([rows[:0], *whose])))
+    columns = {export.manifest["id_column"]: ids}
+    columns |= {"row": np.concatenate([rows[:0], *scored])} if events is not None else {}
+    columns |= {f"p:{t}": stacked[:, j] for j, t in enumerate(tasks)}
     return write_parquet(pa.table(columns), out)
+
+
+def _own_rows(validated: Path, people: int) -> pd.DataFrame:
+    """The label party's typed rows (an empty frame of `people` rows if it has no columns)."""
+    table = pq.read_table(validated).to_pandas()
+    if table.columns.empty:  # a label party without features: Parquet kept no row count
+        return pd.DataFrame(index=pd.RangeIndex(people))
+    return table
+
+
+def _events_by_person(events: Path, aligned: pa.Table) -> tuple[np.ndarray, People]:
+    """The rows of the aligned people's events, person by person in common order, grouped."""
+    alignment, _ = event_alignment(aligned, events)
+    order = np.argsort(alignment.column("position").to_numpy(), kind="stable")
+    rows = alignment.column("row").to_numpy()[order]
+    return rows, People.of_positions(alignment.column("position").to_numpy()[order])
 
 
 def score_local(version_folders: dict[str, Path], validated: dict[str, ValidatedParty],

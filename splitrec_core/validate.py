@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from splitrec_core.config import EngineConfig, PartyConfig, TaskConfig
 from splitrec_core.engine import LOCAL, in_order, party_executor
 from splitrec_core.errors import InputError
+from splitrec_core.events import PERSON, people_of, split_by_person
 from splitrec_core.io import atomic_path, undone_on_failure, write_parquet
 
 SPLITS = ("train", "test")
@@ -37,13 +38,16 @@ class ValidatedParty:
     """Where a party's checked data went.
 
     Its files hold its IDs alone (for PSI), its typed columns, and at the label party the
-    train/test split alone (so a feature change does not re-run PSI).
+    train/test split alone (so a feature change does not re-run PSI). A label party that holds
+    events has one ID per person in `ids` and its split per person, and `events` holds each
+    row's person (`splitrec_core.events`).
     """
 
     ids: Path
     table: Path
     split: Path | None
     rows: int
+    events: Path | None = None
 
 
 def _partitions(path: Path, columns: list[str]) -> Iterator[pd.DataFrame | _RowGroup]:
@@ -192,8 +196,8 @@ def _after(normalize: Sequence[str]) -> str:
 
 
 def reject_duplicates(path: Path, column: str, ids: pa.ChunkedArray,
-                      normalize: Sequence[str] = ()) -> None:
-    """Reject an ID held by more than one row of the whole file.
+                      normalize: Sequence[str] = (), party: str = "") -> None:
+    """Reject an ID held by more than one row of the whole file (of `party`, named in the error).
 
     The IDs are sorted in Arrow and each compared with the next: ten million IDs cost a sorted copy
     and its order, not ten million Python strings nor a hash table of them (several times their
@@ -205,8 +209,11 @@ def reject_duplicates(path: Path, column: str, ids: pa.ChunkedArray,
         repeated = pc.unique(ordered[1:].filter(same_as_next))
         rows = pd.Series(pc.is_in(ids, value_set=repeated).to_numpy(zero_copy_only=False))
         sample = sorted(repeated.to_pylist())[:3]
+        owner = f"party '{party}': " if party else ""
         raise InputError(path, column,
-                         f"duplicate IDs{_after(normalize)} in {_examples(rows)}: {sample}")
+                         f"{owner}{len(repeated)} duplicate ID(s){_after(normalize)} in "
+                         f"{_examples(rows)}: {sample}; only a label party with events = true "
+                         f"may hold many rows per ID")
 
 
 def to_numeric(path: Path, column: str, values: pd.Series) -> pd.Series:
@@ -303,7 +310,9 @@ def validate_party(
 ) -> ValidatedParty:
     """Check a party's table and write `ids.parquet` and `validated.parquet` into `out_dir`.
 
-    `tasks` is given for the label party only: their label columns must be 0/1. `normalize`
+    `tasks` is given for the label party only: their label columns must be 0/1. A party with
+    `events` may hold many rows per ID: `ids.parquet` then holds each ID once, `events.parquet`
+    each row's person, and the split must agree across a person's rows. `normalize`
     names the ID normalisations (see `NORMALIZERS`). The written table keeps the input's row
     order, so row i of both files is the same person. Partitions are checked on the party's
     `engine`; nothing is replaced unless every check passes.
@@ -323,13 +332,21 @@ def validate_party(
         all_ids = pa.chunked_array(ids, pa.string())
         if not len(all_ids):
             raise InputError(path, None, "file has no rows")
-        reject_duplicates(path, party.id_column, all_ids, normalize)
+        person, events_file = None, None
+        if party.events:  # PSI and the split go by person
+            people, person = people_of(all_ids)
+            events_file = write_parquet(pa.table({PERSON: person}), out_dir / "events.parquet")
+        else:
+            reject_duplicates(path, party.id_column, all_ids, normalize, party.name)
+            people = all_ids
         split_file = None
         if party.split_column:
             split = pa.chunked_array(splits, pa.string())
             if not pc.any(pc.equal(split, "train")).as_py():
                 raise InputError(path, party.split_column, "no training rows")
+            if person is not None:
+                split = split_by_person(path, party.split_column, split, person, people)
             split_file = write_parquet(pa.table({"split": split}), out_dir / "split.parquet")
-        ids_file = write_parquet(pa.table({ID: all_ids}), out_dir / "ids.parquet")
+        ids_file = write_parquet(pa.table({ID: people}), out_dir / "ids.parquet")
     return ValidatedParty(ids=ids_file, table=out_dir / "validated.parquet", split=split_file,
-                          rows=len(all_ids))
+                          rows=len(all_ids), events=events_file)

@@ -10,22 +10,23 @@ from prefect.logging import get_run_logger
 from splitrec_core.align import Alignment
 from splitrec_core.config import Config
 from splitrec_core.evaluate import Report, evaluate
+from splitrec_core.features import PartyFeatures
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 
 
 @task(name="evaluate", task_run_name="evaluate", **task_options())
-def evaluate_run(cfg: Config, label_test: Path, alignment: Alignment, training: TrainResult,
-                 label_only: TrainResult, workdir: Path,
+def evaluate_run(cfg: Config, label_features: PartyFeatures, alignment: Alignment,
+                 training: TrainResult, label_only: TrainResult, workdir: Path,
                  central: TrainResult | None = None) -> Path:
     """Write `report/metrics.json` (`publish_report` shows it in the UI)."""
-    names = cfg.task_names
+    names, label_test = cfg.task_names, label_features.test
     report = Report.of(
         evaluate(training.predictions, label_test, names), alignment, training,
         evaluate(label_only.predictions, label_test, names),
         evaluate(central.predictions, label_test, names) if central else None,
-        label_has_features=bool(cfg.label.feature_columns))
+        label_has_features=bool(cfg.label.feature_columns), label_features=label_features)
     for note in report.notes:
         get_run_logger().warning(note)
     return report.save(Workspace(workdir).report / "metrics.json")

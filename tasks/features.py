@@ -14,7 +14,10 @@ from tasks._common import task_options
 
 @task(name="build_features", task_run_name="features-{party}", **task_options(("parties",)))
 def build_party_features(cfg: Config, party: str, validated: Path, aligned: Path,
-                         workdir: Path) -> PartyFeatures:
-    """Fit and write one party's features to Parquet, using its own training rows only."""
+                         workdir: Path, events: Path | None = None) -> PartyFeatures:
+    """Fit and write one party's features to Parquet, using its own training rows only.
+
+    `events`: at a label party that holds events, each row's person (from validation).
+    """
     return build_features(cfg.party(party), validated, aligned, Workspace(workdir).features(party),
-                          cfg.party(party).engine)
+                          cfg.party(party).engine, events)

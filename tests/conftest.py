@@ -76,7 +76,7 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
                             engines=cfg.engines)
     return {party.name: build_features(party, validated[party.name].table,
                                        alignment.files[party.name], space.features(party.name),
-                                       party.engine)
+                                       party.engine, validated[party.name].events)
             for party in cfg.parties}
 
 

@@ -33,3 +33,20 @@ def data_synthetic(workdir: Path = Path("runs/synthetic"), rows: int = 20_000, s
     suffix = ".parquet" if parquet else ".csv"
     for party, path in write_parties(workdir / "data", rows, seed, suffix=suffix).items():
         typer.echo(f"{party}: {path}")
+
+
+@data_app.command("events")
+def data_events(workdir: Path = Path("runs/events"), events: int = 1_000_000,
+                users: int = 100_000, seed: int = 0) -> None:
+    """Write a shop's events and two partners' people under WORKDIR/data (data/events.toml).
+
+    The shop holds EVENTS impressions (click, conversion) of USERS people; the media partner and
+    the bank one row per person. Ground truth and sizes: splitrec_core/datasets/events.py.
+    """
+    from splitrec_core.datasets.events import write_events
+
+    if users <= 0 or events < users:
+        raise typer.BadParameter("needs at least one person, and one event per person",
+                                 param_hint="--users/--events")
+    for party, path in write_events(workdir / "data", events, users, seed).items():
+        typer.echo(f"{party}: {path}")

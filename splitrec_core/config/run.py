@@ -133,9 +133,18 @@ class Config(RunSettings, Roster):
         for party in self.parties:
             if party.name != self.label_party and party.split_column is not None:
                 raise ValueError(f"only the label party has a split_column, not '{party.name}'")
+            if party.name != self.label_party and party.events:
+                raise ValueError(f"only the label party may hold events (many rows per ID), not "
+                                 f"'{party.name}': a feature party holds one row per person")
             if party.name != self.label_party and not party.is_peer and not party.feature_columns:
                 raise ValueError(f"feature party '{party.name}' declares no feature columns "
                                  f"(categorical or numeric); only the label party may hold none")
+        if label.events and self.training.stream_buffer:
+            raise ValueError("events at the label party are read whole: set training."
+                             "stream_buffer = 0")
+        if label.events and self.training.xla:
+            raise ValueError("events at the label party: a batch's events vary in number, and "
+                             "XLA compiles a step per shape; set training.xla = false")
         return self
 
     def variants(self, source: Path | str = "<config>") -> list[tuple[dict[str, object], Config]]:

@@ -34,6 +34,11 @@ class PartyConfig(Strict):
     categorical: list[str] = []
     numeric: list[str] = []
     split_column: str | None = None
+    events: bool = Field(
+        default=False, description="the label party only: its file holds events, any number of "
+                                   "rows per ID (e.g. impressions with item columns); PSI aligns "
+                                   "the distinct IDs, training batches users and the split is "
+                                   "by user")
     engine: EngineConfig = EngineConfig()
 
     @property
@@ -81,13 +86,19 @@ class BottomConfig(Strict):
 class TopConfig(Strict):
     """What every party shares of the model: the cut width every bottom ends in, and the top.
 
-    The top is the MMoE (with parties apart, it is set in the federation file).
+    The top is an MMoE or a PLE (with parties apart, it is set in the federation file).
     """
 
     cut_dim: int = Field(default=32, ge=1, description="width of each party's embedding h_p")
-    num_experts: int = Field(default=8, ge=1)
+    kind: Literal["mmoe", "ple"] = Field(
+        default="mmoe", description="mmoe: experts shared by all tasks, a gate per task (Ma et "
+                                    "al. 2018); ple: shared and task-specific experts over "
+                                    "levels of progressive extraction (Tang et al. 2020)")
+    num_experts: int = Field(default=8, ge=1, description="experts (ple: shared experts per level)")
     expert_units: int = Field(default=16, ge=1)
     tower_units: int = Field(default=8, ge=1)
+    task_experts: int = Field(default=2, ge=1, description="ple: each task's own experts per level")
+    levels: int = Field(default=2, ge=1, description="ple: extraction levels")
 
 
 class ModelConfig(BottomConfig, TopConfig):

@@ -24,13 +24,17 @@ class CentralTrainer:
         weighting: combines the per-task losses.
         learning_rate: a rate or a schedule.
         xla: compile the training step with XLA.
+        spread: the first party's rows are events, the others' people, and the model takes each
+            event's person last (`composed_model`).
     """
 
     def __init__(self, bottoms: dict[str, keras.Model], top: keras.Model, weighting: TaskWeighting,
-                 learning_rate: float | LearningRateSchedule, xla: bool = False) -> None:
+                 learning_rate: float | LearningRateSchedule, xla: bool = False,
+                 spread: bool = False) -> None:
         self.bottoms = list(bottoms.values())
         self.top = top
-        self.model = model = composed_model(bottoms, top)  # inputs [cats, nums] per party
+        self.spread = spread
+        self.model = model = composed_model(bottoms, top, spread)  # [cats, nums] per party
         self.weighting = weighting
         self.variables = [*model.trainable_variables, *weighting.trainable_variables]
         self.optimizer = adam(learning_rate, self.variables)
@@ -76,4 +80,6 @@ class CentralTrainer:
         """Each task's mean gate weight per expert on these rows."""
         hs = [bottom(inputs[2 * i : 2 * i + 2], training=False)
               for i, bottom in enumerate(self.bottoms)]
+        if self.spread:
+            hs = [hs[0], *(tf.gather(h, inputs[-1]) for h in hs[1:])]
         return mean_gate_weights(self.top, hs)

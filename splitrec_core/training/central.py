@@ -14,10 +14,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pyarrow as pa
+import tensorflow as tf
 
 from splitrec_core.config import Config
 from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
+from splitrec_core.event_matrix import People, event_batches
 from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
 from splitrec_core.io import write_json, write_parquet
 from splitrec_core.results import TrainResult
@@ -38,7 +40,9 @@ class CentralRun:
     """What central training starts from.
 
     Each party's matrices, the same freshly seeded models as split training, and the plan of
-    epochs.
+    epochs. When the label party holds events, `people` groups its train and test rows by
+    person, and the composed model spreads each other party's embedding of a person to that
+    person's events, as split training does (`composed_model`).
     """
 
     train: dict[str, FeatureMatrix]
@@ -46,15 +50,57 @@ class CentralRun:
     bottoms: dict[str, keras.Model]
     top: keras.Model
     plan: Plan
+    label: str
+    people: dict[str, People] | None = None
 
     @classmethod
     def load(cls, cfg: Config, features: dict[str, PartyFeatures]) -> CentralRun:
         """Read the matrices of the parties in `features` and build their models."""
-        order = party_order(cfg, features)
+        order, label = party_order(cfg, features), cfg.label_party
         train = {p: FeatureMatrix.read(features[p].train) for p in order}
+        people = None
+        if cfg.label.events:
+            people = {split: People.of_positions(FeatureMatrix.positions(path))
+                      for split, path in (("train", features[label].train),
+                                          ("test", features[label].test))}
+        plan = Plan.of(cfg.training, len(people["train"]) if people else len(train[label]))
         return cls(train, {p: FeatureMatrix.read(features[p].test) for p in order},
                    {p: build_bottom(cfg, p, Transform.load(features[p].transform)) for p in order},
-                   build_top(cfg, order), Plan.of(cfg.training, len(train[cfg.label_party])))
+                   build_top(cfg, order), plan, label, people)
+
+    @property
+    def spread(self) -> bool:
+        """Whether other parties' embeddings are spread to the label party's events."""
+        return self.people is not None and len(self.bottoms) > 1
+
+    def inputs(self, split: str, people: np.ndarray) -> list[np.ndarray]:
+        """The model's inputs for `people` (rows of the `split` "train" or "test")."""
+        data = self.train if split == "train" else self.test
+        if self.people is None:
+            return [m[people] for p in self.bottoms for m in (data[p].cats, data[p].nums)]
+        rows, person = self.people[split].rows(people)
+        inputs = [m[rows if p == self.label else people]
+                  for p in self.bottoms for m in (data[p].cats, data[p].nums)]
+        return inputs + ([person.astype(np.int32)] if self.spread else [])
+
+    def labels(self, split: str, people: np.ndarray, tasks: list[str]) -> np.ndarray:
+        """The label party's labels of `people`'s rows (with events, of their events)."""
+        data = (self.train if split == "train" else self.test)[self.label]
+        rows = people if self.people is None else self.people[split].rows(people)[0]
+        return data.task_labels(tasks)[rows]
+
+    def batches(self, epoch: int, tasks: list[str]) -> list[tuple[tf.Tensor, ...]]:
+        """Every batch of `epoch` as split training draws it: the model's inputs, then labels."""
+        train = [(self.train[p].cats, self.train[p].nums) for p in self.bottoms]
+        labels = self.train[self.label].task_labels(tasks)
+        if self.people is None:
+            return self.plan.batch_tensors(epoch, *(m for pair in train for m in pair), labels)
+        own = event_batches(self.plan, epoch, self.people["train"], *train[0], labels)
+        others = self.plan.batch_tensors(epoch, *(m for pair in train[1:] for m in pair))
+        if not self.spread:
+            return [(cats, nums, y) for cats, nums, y, _ in own]
+        return [(cats, nums, *theirs, person, y)
+                for (cats, nums, y, person), theirs in zip(own, others, strict=True)]
 
 
 def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path) -> TrainResult:
@@ -66,19 +112,16 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
     """
     set_op_threads(cfg.training.xla)
     run = CentralRun.load(cfg, features)
-    label, plan = cfg.label_party, run.plan
+    plan, tasks = run.plan, cfg.task_names
     trainer = CentralTrainer(run.bottoms, run.top, task_weighting(cfg),
-                             plan.learning_rate(cfg.training), cfg.training.xla)
+                             plan.learning_rate(cfg.training), cfg.training.xla,
+                             spread=run.spread)
 
-    def inputs(data: dict[str, FeatureMatrix]) -> list[np.ndarray]:
-        return [m for p in run.bottoms for m in (data[p].cats, data[p].nums)]
+    def probabilities(split: str, people: np.ndarray) -> np.ndarray:
+        predicted = (trainer.predict(run.inputs(split, chunk)).numpy()
+                     for chunk in eval_batches(people))
+        return np.concatenate([np.zeros((0, len(tasks)), np.float32), *predicted])
 
-    def probabilities(data: dict[str, FeatureMatrix], rows: np.ndarray) -> np.ndarray:
-        predicted = (trainer.predict([m[chunk] for m in inputs(data)]).numpy()
-                     for chunk in eval_batches(rows))
-        return np.concatenate([np.zeros((0, len(cfg.tasks)), np.float32), *predicted])
-
-    labels = run.train[label].task_labels(cfg.task_names)
     history, best = History(), BestWeights(trainer.models)
     start_all = time.perf_counter()
     trainer.trace(plan.batch_sizes)
@@ -86,9 +129,10 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
     start_all, cpu_at_start = time.perf_counter(), process_cpu_s()
     for epoch in range(plan.epochs):
         start, losses = time.perf_counter(), []
-        for *batch, batch_labels in plan.batch_tensors(epoch, *inputs(run.train), labels):
+        for *batch, batch_labels in run.batches(epoch, tasks):
             losses.append(trainer.step(batch, batch_labels).numpy())
-        val_auc = (auc_per_task(labels[plan.validation], probabilities(run.train, plan.validation))
+        val_auc = (auc_per_task(run.labels("train", plan.validation, tasks),
+                                probabilities("train", plan.validation))
                    if len(plan.validation) else [])
         history.record(losses, val_auc, trainer.gate_usage(batch).numpy(),
                        trainer.weighting.effective_weights().numpy(), start)
@@ -99,10 +143,11 @@ def train_central(cfg: Config, features: dict[str, PartyFeatures], out_dir: Path
             break
     best.restore()
     seconds, cpu_s = time.perf_counter() - start_all, process_cpu_s() - cpu_at_start
-    test = probabilities(run.test, np.arange(len(run.test[label])))
+    tested = len(run.people["test"]) if run.people else len(run.test[run.label])
+    test = probabilities("test", np.arange(tested))
     models = {"pooled": save_model(trainer.model, out_dir / "model.keras")}
     trained = TrainedRun(history, test, len(plan.fit), startup_s, seconds, cpu_s, models)
-    return write_result(cfg, trained, label_test=features[label].test, out_dir=out_dir)
+    return write_result(cfg, trained, label_test=features[run.label].test, out_dir=out_dir)
 
 
 def train_label_alone(cfg: Config, features: PartyFeatures, out_dir: Path) -> TrainResult:

@@ -23,6 +23,7 @@ from splitrec_core.channel.expect import Due, check_array
 from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
 from splitrec_core.epochs import History, Plan
+from splitrec_core.event_matrix import EventMatrix
 from splitrec_core.features import FeatureMatrix, Transform
 from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.model import TaskWeighting, bottom_model, top_model
@@ -234,7 +235,7 @@ class LoopSettings:
     """What a party's training loop runs on besides its trainer and its channel.
 
     Attributes:
-        train: its training rows (read whole, or streamed).
+        train: its training rows (read whole, or streamed; the label party's events).
         test: its test rows, embedded or scored after the last epoch.
         plan: the epochs every party shares (batches, validation rows, patience).
         checkpoints: where it keeps the state to resume from.
@@ -245,8 +246,8 @@ class LoopSettings:
             `bottom_epoch`); the label party does not read it.
     """
 
-    train: FeatureMatrix | StreamedFeatures
-    test: FeatureMatrix | StreamedFeatures
+    train: FeatureMatrix | StreamedFeatures | EventMatrix
+    test: FeatureMatrix | StreamedFeatures | EventMatrix
     plan: Plan
     checkpoints: Checkpoints
     start_epoch: int = 0

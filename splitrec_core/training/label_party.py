@@ -20,6 +20,7 @@ from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import Due, check_array
 from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
+from splitrec_core.event_matrix import EventMatrix, Spread, spread_of
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.streaming import StreamedFeatures
@@ -41,15 +42,17 @@ class LabelOutcome:
     trained_cpu_s: float  # its process's CPU seconds then (`process_cpu_s`)
 
 
-def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor, tf.Tensor]],
+def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
                 embeddings: list[Inbox], gradients: list[Outbox], audit: LeakageAudit,
                 ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
     """One epoch of the label party, ending with the outboxes flushed.
 
-    Per batch (`cats`, `nums`, `labels`), it takes every feature party's embedding from its
-    inbox, trains on the batch and puts each feature party's dL/dh in its outbox
-    (`LabelTrainer.train_batch`). The audit sees each gradient as its feature party unpacks it
-    (float16 or int8 rounding included), so its figures are those of what crosses.
+    Per batch (`cats`, `nums`, `labels`, and with events each event's person in the batch), it
+    takes every feature party's embedding of the batch's people from its inbox, trains on the
+    batch (with events, each person's embedding spread to its events) and puts each feature
+    party's dL/dh per person in its outbox (`LabelTrainer.train_batch`). The audit sees each
+    gradient as its feature party unpacks it (float16 or int8 rounding included), so its figures
+    are those of what crosses, against whether each person has a positive event.
 
     Returns the per-task losses of each batch, and the last batch's own columns and received
     embeddings (to measure gate use on).
@@ -59,13 +62,15 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, tf.Ten
     def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
         delivered = []
         for outbox, grad in zip(gradients, grads, strict=True):
-            sent = grad.numpy()
+            sent = spread.to_people(grad).numpy()
             outbox.put(sent)
             delivered.append(np.asarray(outbox.wire.as_received(sent)))
-        audit.observe(delivered, labels.numpy())
+        audit.observe(delivered, spread.labels_of_people(labels.numpy()))
 
-    for cats, nums, labels in batches:
-        received = [inbox.take(len(labels)) for inbox in embeddings]  # (waits)
+    for cats, nums, labels, *events in batches:
+        spread = Spread.of(events[0]) if events else Spread(len(labels))
+        received = [spread.to_events(inbox.take(spread.people))  # (waits)
+                    for inbox in embeddings]
         losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
     for outbox in gradients:
         outbox.flush()
@@ -133,20 +138,21 @@ def _cut_widths(trainer: LabelTrainer, followers: list[str]) -> dict[str, int]:
     return {f: h.shape[1] for f, h in zip(followers, trainer.top.inputs[1:], strict=True)}
 
 
-def _predict(channel: Channel, trainer: LabelTrainer, data: FeatureMatrix | StreamedFeatures,
-             followers: list[str], kind: Kind, wire: Wire) -> np.ndarray:
-    """Probabilities `[rows, tasks]` of every row of `data`.
+def _predict(channel: Channel, trainer: LabelTrainer,
+             data: FeatureMatrix | StreamedFeatures | EventMatrix, followers: list[str],
+             kind: Kind, wire: Wire) -> np.ndarray:
+    """Probabilities `[rows, tasks]` of every row (or event) of `data`.
 
     They come from our columns and the followers' embeddings of `kind`, each checked to hold
-    the chunk's rows at the cut width, all finite.
+    the chunk's people at the cut width, all finite.
     """
     predicted = [np.zeros((0, trainer.top.outputs[0].shape[1]), np.float32)]
     widths = _cut_widths(trainer, followers)
     for chunk in data.chunks(EVAL_BATCH):
-        received = []
+        received, spread = [], spread_of(chunk)
         for f in followers:
             h = unpacked(wire, channel.recv(kind, f), f, kind)
             check_array(h, f, kind, Due(np.float32, widths[f], rows=len(chunk), finite=True))
-            received.append(h)
+            received.append(spread.to_events(h))
         predicted.append(trainer.predict(chunk.cats, chunk.nums, received).numpy())
     return np.concatenate(predicted)

@@ -20,6 +20,7 @@ from splitrec_core.config import Config
 from splitrec_core.cpu import CpuSpan, process_cpu_s, this_process
 from splitrec_core.entropy import private_seed
 from splitrec_core.epochs import Plan
+from splitrec_core.event_matrix import EventMatrix
 from splitrec_core.features import PartyFeatures, Transform
 from splitrec_core.provenance import fingerprint
 from splitrec_core.streaming import open_features
@@ -94,7 +95,9 @@ class PartyJob:
         """Train this party's part over `channel`, from the epoch all agree on, and save it."""
         cfg, training = self.cfg, self.cfg.training
         set_op_threads(training.xla, side_by_side=training.embed_ahead > 0)
-        train, test = (open_features(path, training.stream_buffer)
+        events = self.party == cfg.label_party and cfg.label.events
+        train, test = (EventMatrix.read(path) if events
+                       else open_features(path, training.stream_buffer)
                        for path in (self.files.train, self.files.test))
         plan = Plan.of(training, len(train))
         steps = StepSettings(plan.learning_rate(training), training.xla,

@@ -331,7 +331,8 @@ def test_a_failed_party_flow_names_the_step_and_the_party(federation, prefect_ap
 
     # Assert: the failure hook read the run's files and named the step and the party
     APILogHandler().flush()  # logs reach the API in batches: send what is queued
-    with pytest.raises(InputError, match=r"bank\.csv, column 'user_id': duplicate IDs"):
+    with pytest.raises(InputError,
+                       match=r"bank\.csv, column 'user_id': party 'bank': 1 duplicate ID\(s\)"):
         state.result()
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(

@@ -284,7 +284,8 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path, prefect_api):
 
     # Assert
     assert duplicate.returncode == 2, duplicate.stderr[-2000:]
-    assert f"error: {media}, column 'user_id': duplicate IDs in 2 row(s)" in duplicate.stderr
+    assert (f"error: {media}, column 'user_id': party 'media': 1 duplicate ID(s) in 2 row(s)"
+            in duplicate.stderr)
     assert "Traceback" not in duplicate.stderr + duplicate.stdout
     assert not (tmp_path / "parties" / "media" / "validated").exists()
 
@@ -339,7 +340,7 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
         state.result()
     [message] = received
     assert " of synthetic failed at step validate at party bank: " in message["text"]
-    assert "duplicate IDs in 2 row(s)" in message["text"]
+    assert "party 'bank': 1 duplicate ID(s) in 2 row(s)" in message["text"]
     with get_client(sync_client=True) as client:
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
             any_=[state.state_details.flow_run_id])))

@@ -34,7 +34,8 @@ def test_scores_that_barely_vary_still_plot():
 def _report(**changes) -> Report:
     """A two-task run's report with hand-written figures."""
     fields = dict(
-        tasks={"buys": {"auc": 0.75, "logloss": 0.5, "positives": 40, "rows": 100},
+        tasks={"buys": {"auc": 0.75, "logloss": 0.5, "predicted_rate": 0.42,
+                        "observed_rate": 0.4, "positives": 40, "rows": 100},
                "clicks": {"auc": None, "logloss": 0.1, "positives": 0, "rows": 100}},
         intersection=500, train_rows=400, test_rows=100,
         channel={"psi_blinded": {"bytes": 500_000, "messages": 10},
@@ -58,7 +59,8 @@ VERDICT = Verdict("abc", "v0", False, ["buys test AUC 0.7500 against the champio
                  "clicks": {"auc": None, "logloss": 0.1, "positives": 0, "rows": 100}},
      "label_has_features": False, "promotion": VERDICT},
     {"psi_protocol": "rr22"},
-], ids=["split-only", "central-and-verdict", "rr22"])
+    {"events": {"kept": 900, "dropped": 12}},
+], ids=["split-only", "central-and-verdict", "rr22", "events"])
 def test_metrics_json_reads_back_as_the_report_it_was(tmp_path: Path, changes):
     # Prepare
     report = _report(**changes)
@@ -109,8 +111,8 @@ def test_the_terminal_summary_reads_the_report(tmp_path: Path):
                              tmp_path / "export").splitlines()
 
     # Assert
-    assert lines[1].split() == ["buys", "0.7500", "0.5000", "0.7000", "+0.0500",
-                                "0.610", "/", "0.520"]
+    assert lines[1].split() == ["buys", "0.7500", "0.5000", "0.4200", "/", "0.4000", "0.7000",
+                                "+0.0500", "0.610", "/", "0.520"]
     assert lines[2].split()[:2] == ["clicks", "n/a"]
     assert lines[3] == ("sent between parties: 1.5 MB in 30 messages (PSI 0.5 MB); 3 epochs, "
                         "kept 2, 1,234 rows/s, 4.86 CPU s per 1,000 rows")
@@ -130,3 +132,20 @@ def test_a_run_aligned_by_rr22_says_what_its_feature_parties_learned(tmp_path: P
     assert any("each feature party learned which of its IDs it shares with the label party"
                in note for note in saved["notes"])
     assert not any("RR22" in note for note in _report().notes)
+
+
+def test_a_run_on_events_shows_gauc_and_the_dropped_events(tmp_path: Path):
+    # Prepare: the label party held events; GAUC measured per task
+    report = _report(events={"kept": 900, "dropped": 12})
+    report.tasks["buys"]["gauc"] = 0.66
+    report.tasks["clicks"]["gauc"] = None
+
+    # Execute
+    lines = terminal_summary(report, tmp_path / "metrics.json", tmp_path / "export").splitlines()
+
+    # Assert
+    assert lines[0].split()[:4] == ["task", "AUC", "GAUC", "log"]
+    assert lines[1].split()[:3] == ["buys", "0.7500", "0.6600"]
+    assert any(line.startswith("note: the label party holds events: 900 of its events belong "
+                               "to people in the intersection and were used; 12 (of people "
+                               "outside it) were dropped") for line in lines)

@@ -52,7 +52,7 @@ def _set(column: str, row: int, value: object):
     ("party", "change", "column", "problem"),
     [
         ("bank", _set("user_id", 5, lambda f: f.loc[3, "user_id"]),
-         "user_id", r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[3, 5\]"),
+         "user_id", r"party 'bank': 1 duplicate ID\(s\) in 2 row\(s\), e.g. row\(s\) \[3, 5\]"),
         ("media", _set("user_id", 7, None),
          "user_id", r"null IDs in 1 row\(s\), e.g. row\(s\) \[7\]"),
         ("bank", _set("balance", 2, "12,5k"),
@@ -128,7 +128,7 @@ def test_ids_are_normalised_in_the_configured_order(tmp_path: Path):
 
 def test_duplicates_after_normalisation_are_reported(tmp_path: Path):
     with pytest.raises(InputError,
-                       match=r"duplicate IDs after normalisation \['strip', 'lower'\] "
+                       match=r"duplicate ID\(s\) after normalisation \['strip', 'lower'\] "
                              r"in 2 row\(s\), e.g. row\(s\) \[0, 2\] .*\['ann@x.com'\]"):
         _ids_only(tmp_path, ["Ann@x.com", "bob", " ann@X.COM "], ["strip", "lower"])
 
@@ -190,7 +190,7 @@ def test_problems_in_a_later_partition_name_the_file_s_own_rows(tmp_path: Path):
 
     # Execute / Assert
     with pytest.raises(InputError,
-                       match=r"duplicate IDs in 2 row\(s\), e.g. row\(s\) \[10, 2300\]"):
+                       match=r"duplicate ID\(s\) in 2 row\(s\), e.g. row\(s\) \[10, 2300\]"):
         validate_party(party, tmp_path / "duplicate.parquet", tmp_path / "out")
     with pytest.raises(InputError, match=r"non-numeric value 'n/a' .* row\(s\) \[2000\]"):
         validate_party(party, tmp_path / "bad.parquet", tmp_path / "out")
