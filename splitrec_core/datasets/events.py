@@ -6,7 +6,8 @@ holds a row per person describing its tastes; a bank holds a row per person desc
 means. Neither partner sees an item, and the shop sees neither trait:
 
 - each person has latent tastes `t` (3 numbers) and means `w`; each item a latent profile `v`
-  (3 numbers), a category (the largest part of `v`), a popularity and a price;
+  (3 numbers), a category (the largest part of `v`), a popularity and a price; the catalogue
+  has an item per 500 events (50 to 2,000 items), so each item is seen often enough to learn;
 - P(click) = sigmoid(2 t·v + popularity - 2.5 + 0.3 (evening));
 - P(conversion | click) = sigmoid(1.5 w - 0.8 log(price / 20) + 0.5 t·v - 0.5), a conversion
   is a click that converted: the tasks are correlated, and conversion is rare;
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 from splitrec_core.io import atomic_path
 
 TASKS = ("click", "conversion")
-ITEMS = 2_000
+EVENTS_PER_ITEM = 500  # the catalogue grows with the traffic, from 50 items to 2,000
 CATEGORIES = ("books", "games", "garden")  # an item's category: the largest part of its profile
 PARTY_COLUMNS = {
     "shop": ["user_id", "split", "item", "category", "price", "hour", *TASKS],
@@ -48,15 +49,15 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _items(seed: int) -> pd.DataFrame:
+def _items(seed: int, count: int) -> pd.DataFrame:
     """The catalogue: each item's latent profile, category, popularity and price."""
     rng = np.random.default_rng([seed, 0x17E5])
-    profile = rng.normal(size=(ITEMS, 3)) / np.sqrt(3)
+    profile = rng.normal(size=(count, 3)) / np.sqrt(3)
     return pd.DataFrame({
-        "item": [f"i{j:05d}" for j in range(ITEMS)],
+        "item": [f"i{j:05d}" for j in range(count)],
         "category": np.array(CATEGORIES)[np.argmax(profile, axis=1)],
-        "popularity": rng.normal(scale=0.5, size=ITEMS),
-        "price": np.round(np.exp(rng.normal(3.0, 0.8, size=ITEMS)), 2),
+        "popularity": rng.normal(scale=0.5, size=count),
+        "price": np.round(np.exp(rng.normal(3.0, 0.8, size=count)), 2),
         **{f"v{k}": profile[:, k] for k in range(3)},
     })
 
@@ -72,7 +73,7 @@ def _block(users: int, first: int, mean_events: float, items: pd.DataFrame, seed
 
     counts = rng.geometric(1 / mean_events, size=users)
     person = np.repeat(np.arange(users), counts)
-    shown = rng.integers(0, ITEMS, size=len(person))
+    shown = rng.integers(0, len(items), size=len(person))
     profile = items[["v0", "v1", "v2"]].to_numpy()[shown]
     match = np.sum(tastes[person] * profile, axis=1)
     hour = rng.integers(0, 24, size=len(person))
@@ -122,7 +123,7 @@ def write_events(out_dir: Path, events: int = 1_000_000, users: int = 100_000, s
     if users <= 0 or events < users:
         raise ValueError(f"need at least one person and one event each: users={users}, "
                          f"events={events}")
-    items = _items(seed)
+    items = _items(seed, int(np.clip(events // EVENTS_PER_ITEM, 50, 2_000)))
     paths = {party: out_dir / f"{party}.parquet" for party in PARTY_COLUMNS}
     with ExitStack() as files:
         writers: dict[str, pq.ParquetWriter] = {}
