@@ -46,7 +46,8 @@ def _prefect_server(home: Path, workdir: Path) -> Iterator[str]:
     port = free_ports(1)[0]
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env |= {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1"}  # the runner looks for runs every second
     bin_dir = Path(sys.executable).parent
     server = subprocess.Popen([str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
                                "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
@@ -70,7 +71,7 @@ def _prefect_server(home: Path, workdir: Path) -> Iterator[str]:
 def _run(name: str, parameters: dict) -> object:
     from prefect.deployments import run_deployment
 
-    run = run_deployment(name, parameters=parameters, timeout=600)
+    run = run_deployment(name, parameters=parameters, timeout=600, poll_interval=1)
     assert run.state.is_completed(), f"{name}: {run.state}"
     return run
 
