@@ -1,10 +1,10 @@
 """MMoE against PLE: test AUC per task of split training, over several seeds, per dataset.
 
-Each config's parties are validated, aligned and engineered once (census fetched, or the events
-federation drawn, if its files are missing); then split training runs for each top (`[model]
-kind`) and seed (`[training] seed`: initial weights, batch order, validation rows), parties on
-threads. Prints each run and, per top, the median over seeds (GAUC too when the label party
-holds events).
+Each config's parties are validated, aligned and engineered once (`benchmarks/train.py`'s
+`prepare`: census fetched, or the events federation drawn, if its files are missing); then
+split training runs for each top (`[model] kind`) and seed (`[training] seed`: initial
+weights, batch order, validation rows), parties on threads. Prints each run and, per top, the
+median over seeds (GAUC too when the label party holds events).
 
     python benchmarks/models.py --configs data/census.toml data/events.toml --seeds 7 8 9
 """
@@ -31,33 +31,6 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
-    """The config's parties → validated → aligned → features, its data made if missing."""
-    from splitrec_core.align import PsiFiles, align_local
-    from splitrec_core.datasets.census import prepare_census
-    from splitrec_core.datasets.events import write_events
-    from splitrec_core.features import build_features
-    from splitrec_core.validate import validate_party
-    from splitrec_core.workspace import Workspace
-
-    if not all(cfg.party_file(p, workdir).exists() for p in cfg.parties):
-        if cfg.label.events:
-            write_events(workdir / "data")
-        else:
-            prepare_census(workdir / "data")
-    space = Workspace(workdir)
-    validated = {p.name: validate_party(p, cfg.party_file(p, workdir), space.validated(p.name),
-                                        cfg.tasks if p.name == cfg.label_party else None,
-                                        cfg.psi.normalize)
-                 for p in cfg.parties}
-    alignment = align_local({n: PsiFiles(v.ids, space.aligned(n)) for n, v in validated.items()},
-                            cfg.psi, label_party=cfg.label_party,
-                            split_file=validated[cfg.label_party].split)
-    return {p.name: build_features(p, validated[p.name].table, alignment.files[p.name],
-                                   space.features(p.name), events=validated[p.name].events)
-            for p in cfg.parties}
-
-
 def main() -> None:
     """Run the benchmark as the command line asks."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -70,7 +43,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the runs here")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.path.insert(0, str(REPO))
+    sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+
+    from train import prepare
 
     from splitrec_core.config import load_config
     from splitrec_core.evaluate import evaluate

@@ -85,9 +85,13 @@ def in_fresh_process(function, *args):
 
 
 def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
-    """Census parties → validated → aligned → features, skipped where the files already exist."""
+    """The config's parties → validated → aligned → features, skipped where the files exist.
+
+    Its data is made if missing: census fetched, or the events federation drawn.
+    """
     from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.datasets.census import prepare_census
+    from splitrec_core.datasets.events import write_events
     from splitrec_core.features import PartyFeatures, build_features
     from splitrec_core.validate import validate_party
     from splitrec_core.workspace import Workspace
@@ -100,7 +104,8 @@ def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
     if all(p.exists() for f in files.values() for p in f.paths):
         return files
     if not all(cfg.party_file(p, workdir).exists() for p in cfg.parties):
-        prepare_census(workdir / "data")
+        make_data = write_events if cfg.label.events else prepare_census
+        make_data(workdir / "data")
     validated = {p.name: validate_party(p, cfg.party_file(p, workdir), space.validated(p.name),
                                         cfg.tasks if p.name == cfg.label_party else None,
                                         cfg.psi.normalize)
@@ -108,10 +113,10 @@ def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
     alignment = align_local({n: PsiFiles(v.ids, space.aligned(n)) for n, v in validated.items()},
                             cfg.psi, label_party=cfg.label_party,
                             split_file=validated[cfg.label_party].split)
-    for party in cfg.parties:
-        build_features(party, validated[party.name].table, alignment.files[party.name],
-                       space.features(party.name))
-    return files
+    return {party.name: build_features(party, validated[party.name].table,
+                                       alignment.files[party.name], space.features(party.name),
+                                       events=validated[party.name].events)
+            for party in cfg.parties}
 
 
 def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
