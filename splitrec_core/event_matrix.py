@@ -7,7 +7,7 @@ per-person gradients, summed over the person's events (`Spread.to_people`): the 
 gather. That sum is what the chain rule gives, so split training computes what central training
 on the pooled events does. How many events a person has never crosses as such; the gradient a
 feature party gets for a person is a sum over that person's events, so its size grows with
-them (the README's privacy model says so).
+them (the README's Events section says so).
 """
 
 from __future__ import annotations
