@@ -95,7 +95,7 @@ def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedPa
     rows = pq.read_table(aligned, columns=["row"]).column(0).to_numpy()  # people, by position
     events = (None if validated.events is None
               else _events_by_person(validated.events, pq.read_table(aligned)))
-    table = _own_rows(validated.table, int(rows.max()) + 1 if len(rows) else 0)
+    table = _own_rows(validated.table, validated.rows)
     probabilities, scored, whose = [], [], []
     for start in range(0, len(rows), CHUNK_ROWS):
         people = np.arange(start, min(start + CHUNK_ROWS, len(rows)))
@@ -119,11 +119,11 @@ def label_scoring(channel: Channel, version_folder: Path, validated: ValidatedPa
     return write_parquet(pa.table(columns), out)
 
 
-def _own_rows(validated: Path, people: int) -> pd.DataFrame:
-    """The label party's typed rows (an empty frame of `people` rows if it has no columns)."""
+def _own_rows(validated: Path, rows: int) -> pd.DataFrame:
+    """The label party's typed rows (`rows` of them: an empty frame if it has no columns)."""
     table = pq.read_table(validated).to_pandas()
     if table.columns.empty:  # a label party without features: Parquet kept no row count
-        return pd.DataFrame(index=pd.RangeIndex(people))
+        return pd.DataFrame(index=pd.RangeIndex(rows))
     return table
 
 
