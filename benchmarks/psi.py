@@ -2,7 +2,8 @@
 
 Each measurement runs in a fresh process so its peak memory is its own. Every leader holds n IDs;
 every follower holds n IDs of which half are the leader's (the same half for all followers), so
-the intersection is n/2.
+the intersection is n/2. splitrec's runs also check that every party holds exactly those IDs,
+in one common order (so ECDH and RR22 are checked against the same truth).
 
     python benchmarks/psi.py                                  # 100k and 1M, 2 and 3 parties
     python benchmarks/psi.py --n 100000 --parties 2 --json out.json
@@ -76,12 +77,33 @@ def write_inputs(folder: Path, sets: list[list[str]]) -> tuple[dict, Path]:
     return files, split
 
 
+def check_alignment(files: dict, n: int) -> None:
+    """Stop unless every party holds exactly the shared IDs, in one common order.
+
+    The shared IDs are the leader's first n/2, which are also every follower's first n/2 rows,
+    so a party's rows sorted by position must be the same list at every party and hold 0..n/2-1.
+    """
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    orders = {}
+    for name, party in files.items():
+        aligned = pq.read_table(party.aligned, columns=["row", "position"]).to_pandas()
+        orders[name] = aligned.sort_values("position")["row"].to_numpy()
+    leader = orders["leader"]
+    if not np.array_equal(np.sort(leader), np.arange(n // 2)):
+        raise SystemExit("leader: the aligned rows are not the shared IDs")
+    for name, rows in orders.items():
+        if not np.array_equal(rows, leader):
+            raise SystemExit(f"{name}: its rows are not in the leader's order")
+
+
 def run_splitrec(sets: list[list[str]], on_dask: bool = False, protocol: str = "ecdh") -> dict:
     """Align `sets` (the leader's first) with splitrec's PSI; its seconds, intersection, bytes."""
     from splitrec_core.align import align_local
     from splitrec_core.config import EngineConfig, PsiConfig
 
-    names = party_names(len(sets))
+    names, n = party_names(len(sets)), len(sets[0])
     workers = max(1, (os.cpu_count() or 1) // len(names))
     engines = ({name: EngineConfig(kind="dask", workers=workers) for name in names} if on_dask
                else None)
@@ -92,6 +114,7 @@ def run_splitrec(sets: list[list[str]], on_dask: bool = False, protocol: str = "
         psi = PsiConfig(domain="benchmark", protocol=protocol, rr22_reveal_pairwise=True)
         result = align_local(files, psi, label_party="leader", split_file=split, engines=engines)
         seconds = time.perf_counter() - start
+        check_alignment(files, n)
     return {"seconds": seconds, "intersection": result.intersection,
             "bytes": sum(v["bytes"] for v in result.channel.values()),
             "bytes_by_kind": {k: v["bytes"] for k, v in result.channel.items()}}
@@ -132,7 +155,7 @@ def run_flight(sets: list[list[str]], inbox_mb: int) -> dict:
     from splitrec_core.channel.processes import run_in_processes
     from splitrec_core.config import PsiConfig
 
-    names, psi = party_names(len(sets)), PsiConfig(domain="benchmark")
+    names, psi, n = party_names(len(sets)), PsiConfig(domain="benchmark"), len(sets[0])
     with tempfile.TemporaryDirectory() as tmp:
         files, split = write_inputs(Path(tmp), sets)
         del sets
@@ -144,6 +167,7 @@ def run_flight(sets: list[list[str]], inbox_mb: int) -> dict:
         seats = loopback_seats(names, Path(tmp) / "credentials", "psi",
                                limits=Limits(inbox_bytes=inbox_mb * MB))
         outcomes = run_in_processes(jobs, seats)
+        check_alignment(files, n)
         shared = pq.read_metadata(files["leader"].aligned).num_rows
     sent = {kind: sum(o["sent"].get(kind, {"bytes": 0})["bytes"] for o in outcomes.values())
             for kind in sorted({k for o in outcomes.values() for k in o["sent"]})}

@@ -1,5 +1,10 @@
 """What one peer has sent and this party has not taken yet: in the order sent, and bounded.
 
+`Incoming` is one peer's side of a transport (a Flight stream, a process pipe): a thread of the
+transport reads the stream and `deliver`s each message into the peer's `PeerInbox`; the party
+`take`s them. Every transport with a stream per peer reads it this way, so none depends on its
+socket buffers for the argument below.
+
 The bound: the messages waiting hold at most `Limits.inbox_bytes`, or one message if that one is
 larger (so at most the larger of the bound and the maximum message size). The thread that reads
 the peer's stream (`put`) waits while the next message would not fit, so it stops reading; the
@@ -31,6 +36,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
+
+from splitrec_core.channel.base import (
+    Kind,
+    Limits,
+    PeerError,
+    ProtocolError,
+    expect_kind,
+    split_frame,
+)
 
 
 class PeerInbox:
@@ -93,3 +108,69 @@ class PeerInbox:
         with self._changed:
             self.closed = True
             self._changed.notify_all()
+
+
+@dataclass
+class Incoming:
+    """One peer's stream as this party receives it: its inbox, and why the stream ended if it did.
+
+    The transport's reading thread `deliver`s what arrives (or `fail`s the stream); the party
+    `take`s messages in the order sent.
+    """
+
+    peer: str
+    limits: Limits = Limits()
+    patience_s: float = 600.0  # how long what waits in the inbox may go untaken
+    inbox: PeerInbox = field(init=False)
+    failure: str | None = None  # why the stream is over, if it is
+    violation: ProtocolError | None = None  # what the peer sent that ended it, if it did
+
+    def __post_init__(self) -> None:
+        self.inbox = PeerInbox(self.limits.inbox_bytes, self.patience_s)
+
+    def deliver(self, message: memoryview) -> bool:
+        """Put a message from the peer in the inbox, waiting while the inbox is full.
+
+        False if the stream must end: the message has no kind or is over the maximum size, or
+        it could not be put (the stream failed, or nothing was taken for `patience_s`).
+        """
+        try:
+            kind, payload = split_frame(message)
+            self.limits.check_incoming(kind, self.peer, payload.nbytes)
+        except ValueError as error:
+            self.fail(ProtocolError(f"{self.peer} sent {error}"))
+            return False
+        except ProtocolError as error:
+            self.fail(error)
+            return False
+        if not self.inbox.put(kind, payload):
+            self.fail(f"sent more than was taken from it within {self.patience_s:.0f} s (is "
+                      f"the party that should take it stuck?), so its stream was closed")
+            return False
+        return True
+
+    def fail(self, why: str | ProtocolError) -> None:
+        """Mark the stream over for `why` (the first reason stays) and wake whoever waits."""
+        if self.failure is None:
+            self.failure = str(why)
+            if isinstance(why, ProtocolError):
+                self.violation = why
+        self.inbox.close()
+
+    def take(self, me: str, kind: Kind, timeout_s: float, where: str) -> memoryview:
+        """The payload of the peer's next message, which must be of `kind`.
+
+        `me` is this party, `where` the peer as errors name it. A peer that broke the protocol,
+        a stream that ended and a wait past `timeout_s` are errors naming the peer.
+        """
+        arrived = self.inbox.take(timeout_s)
+        if arrived is None:
+            if self.violation is not None:
+                raise ProtocolError(f"{self.violation} where '{kind.value}' was due")
+            if self.failure:
+                raise PeerError(f"{me} lost {where} while waiting for '{kind.value}': "
+                                f"{self.failure}")
+            raise PeerError(f"{me} waited {timeout_s:.0f} s for '{kind.value}' from {where}")
+        got, payload = arrived
+        expect_kind(self.peer, kind, got)
+        return payload

@@ -1,9 +1,9 @@
 """Parties in separate processes on one machine, over a pipe between every pair.
 
 Each party has its own interpreter and TensorFlow runtime, so no party waits on another's
-Python. Every pair of parties shares a duplex pipe (a socket pair: no feeder thread, so a
-message costs one write and one read); a message is framed as `channel.base` says: the kind, a
-newline and the Arrow IPC bytes. Each party counts what it sends and what it receives. What a
+Python. Every pair of parties shares a duplex pipe (a socket pair: a message costs one write,
+and one read by the thread that moves it into the receiver's inbox); a message is framed as
+`channel.base` says: the kind, a newline and the Arrow IPC bytes. Each party counts what it sends and what it receives. What a
 party logs (its `splitrec_core` loggers: per-epoch lines, for one) comes back to the parent's
 loggers of the same names, so it reaches the parent's terminal, its flow run's log and its
 handlers.
@@ -35,12 +35,11 @@ from splitrec_core.channel.base import (
     Limits,
     PeerError,
     ProtocolError,
-    expect_kind,
     frame,
     payload_size,
     received_table,
-    split_frame,
 )
+from splitrec_core.channel.inbox import Incoming
 from splitrec_core.channel.local import POLL_S, RECV_TIMEOUT_S
 
 _LOST_PEER = ("PeerError", "ChannelAborted", "EOFError", "BrokenPipeError", "ConnectionResetError")
@@ -52,13 +51,20 @@ T = TypeVar("T")
 class ProcessChannel(CountingChannel):
     """Party `me`'s endpoint: one pipe to each other party; counts what it sends and receives.
 
-    A pipe holds what its socket buffers hold: a sender waits until the receiver reads, so
-    nothing piles up unread.
+    A thread per pipe reads what the peer sends into the peer's bounded inbox (`Incoming`), as
+    Flight's links do: a sender waits only while that inbox is full. A pipe alone holds no more
+    than its socket buffers, so two parties sending each other a large message at once (a
+    feature party embedding ahead while the label party returns gradients) would both wait for
+    ever.
     """
 
     def __init__(self, me: str, pipes: dict[str, Connection], limits: Limits = Limits()) -> None:
         super().__init__(me, limits)
         self._pipes = pipes
+        self._incoming = {peer: Incoming(peer, limits, RECV_TIMEOUT_S) for peer in pipes}
+        for peer, pipe in pipes.items():
+            threading.Thread(target=_read_pipe, args=(pipe, self._incoming[peer]), daemon=True,
+                             name=f"pipe-{me}-from-{peer}").start()
 
     def send(self, kind: Kind, to: str, table: pa.Table) -> None:
         """Send `table` to party `to`."""
@@ -68,24 +74,7 @@ class ProcessChannel(CountingChannel):
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
         """Receive the next message from `frm`, which must be of `kind`."""
-        pipe = self._pipes[frm]
-        if not pipe.poll(RECV_TIMEOUT_S):
-            raise TimeoutError(f"{self.me} waited {RECV_TIMEOUT_S:.0f}s for '{kind.value}' "
-                               f"from {frm}")
-        try:  # (a longer message is not read, and the pipe is of no further use)
-            message = pipe.recv_bytes(self.limits.max_message_bytes + KIND_HEAD)
-        except OSError as error:
-            if "bad message length" not in str(error):
-                raise
-            raise ProtocolError(f"{frm} sent a message over the maximum message size of "
-                                f"{self.limits.max_message_bytes >> 20} MB where "
-                                f"'{kind.value}' was due") from None
-        try:
-            arrived, payload = split_frame(memoryview(message))
-        except ValueError as error:
-            raise ProtocolError(f"{frm} sent {error} where '{kind.value}' was due") from None
-        expect_kind(frm, kind, arrived)
-        self.limits.check_incoming(arrived, frm, payload.nbytes)
+        payload = self._incoming[frm].take(self.me, kind, RECV_TIMEOUT_S, frm)
         self._received.add(kind, payload.nbytes)
         return received_table(frm, kind, payload)
 
@@ -93,6 +82,25 @@ class ProcessChannel(CountingChannel):
         """Close the pipes to the other parties (the process ends next)."""
         for pipe in self._pipes.values():
             pipe.close()
+
+
+def _read_pipe(pipe: Connection, incoming: Incoming) -> None:
+    """Deliver each message arriving on `pipe` to `incoming` until the pipe or the stream ends.
+
+    A message over the maximum size is not read (the pipe is then of no further use).
+    """
+    limit = incoming.limits.max_message_bytes
+    try:
+        while incoming.deliver(memoryview(pipe.recv_bytes(limit + KIND_HEAD))):
+            pass
+    except EOFError:
+        incoming.fail("ended the session")
+    except OSError as error:
+        if "bad message length" not in str(error):
+            incoming.fail(f"broke the pipe: {error}")
+        else:
+            incoming.fail(ProtocolError(f"{incoming.peer} sent a message over the maximum "
+                                        f"message size of {limit >> 20} MB"))
 
 
 def pipe_channels(names: list[str], limits: Limits = Limits(),

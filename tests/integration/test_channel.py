@@ -143,6 +143,27 @@ def _takes_an_embedding(channel: Channel) -> None:
     channel.recv(Kind.EMBEDDING, "a")
 
 
+def _sends_big_then_takes(channel: Channel) -> float:
+    """Send the peer 8 MiB, then take the 8 MiB it sent at the same time: their sum."""
+    mine, theirs = ((Kind.EMBEDDING, Kind.GRADIENT) if channel.me == "a"
+                    else (Kind.GRADIENT, Kind.EMBEDDING))
+    peer = "b" if channel.me == "a" else "a"
+    channel.send(mine, peer, array_table(np.ones((2 * MB, 1), np.float32)))
+    return float(table_array(channel.recv(theirs, peer)).sum())
+
+
+@pytest.mark.timeout(300)
+def test_two_parties_sending_each_other_more_than_a_socket_holds_at_once_both_get_through(
+        run_parties: Runner):
+    # A feature party embedding ahead sends while the label party returns gradients; with no
+    # reader but the party itself, two pipes' socket buffers (a few hundred KiB) filled both
+    # ways and both parties waited for ever (parties_in = "processes" with embed_ahead = 1)
+    outcomes, traffic = run_parties({"a": _sends_big_then_takes, "b": _sends_big_then_takes})
+
+    assert outcomes == {"a": 2 * MB, "b": 2 * MB}
+    assert traffic["embedding"]["messages"] == traffic["gradient"]["messages"] == 1
+
+
 def test_messages_arrive_whole_and_in_order_and_are_counted(run_parties: Runner):
     # Execute
     outcomes, traffic = run_parties({"a": _sender, "b": _receiver})

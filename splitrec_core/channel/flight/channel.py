@@ -24,16 +24,13 @@ from pyarrow import flight
 from splitrec_core.channel.base import (
     CountingChannel,
     Kind,
-    Limits,
     PeerError,
     ProtocolError,
-    expect_kind,
     frame,
     payload_size,
     received_table,
-    split_frame,
 )
-from splitrec_core.channel.inbox import PeerInbox
+from splitrec_core.channel.inbox import Incoming
 
 if TYPE_CHECKING:
     from splitrec_core.channel.flight.endpoint import FlightEndpoint
@@ -43,7 +40,7 @@ BYE = b"bye"       # the last, from the party that was dialed: it is done with t
 
 
 @dataclass
-class Link:
+class Link(Incoming):
     """Our side of the stream with one peer in one session: its inbox and the way out to it.
 
     The stream's writer is used by the party's thread (to send) and by the thread reading the
@@ -52,19 +49,10 @@ class Link:
     call.
     """
 
-    peer: str
-    limits: Limits = Limits()
-    patience_s: float = 600.0  # how long what waits in the inbox may go untaken
-    inbox: PeerInbox = field(init=False)
-    failure: str | None = None  # why the stream is over, if it is
-    violation: ProtocolError | None = None  # what the peer sent that ended it, if it did
     connected: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The stream's writer while it is up (on a stream we dialed, a `FlightStreamWriter`)
     writer: flight.MetadataRecordBatchWriter | None = None
-
-    def __post_init__(self) -> None:
-        self.inbox = PeerInbox(self.limits.inbox_bytes, self.patience_s)
 
     def attach(self, writer: flight.MetadataRecordBatchWriter) -> None:
         """Start writing to the peer through `writer`: the stream is up."""
@@ -89,34 +77,9 @@ class Link:
                 except (flight.FlightError, pa.ArrowException, OSError):
                     pass  # the peer is gone already; there is nothing left to tell it
 
-    def deliver(self, message: memoryview) -> bool:
-        """Put a message from the peer in the inbox, waiting while the inbox is full.
-
-        False if the stream must end: the message has no kind or is over the maximum size, or
-        it could not be put (the link failed, or nothing was taken for `patience_s`).
-        """
-        try:
-            kind, payload = split_frame(message)
-            self.limits.check_incoming(kind, self.peer, payload.nbytes)
-        except ValueError as error:
-            self.fail(ProtocolError(f"{self.peer} sent {error}"))
-            return False
-        except ProtocolError as error:
-            self.fail(error)
-            return False
-        if not self.inbox.put(kind, payload):
-            self.fail(f"sent more than was taken from it within {self.patience_s:.0f} s (is "
-                      f"the party that should take it stuck?), so its stream was closed")
-            return False
-        return True
-
     def fail(self, why: str | ProtocolError) -> None:
-        """Mark the stream over for `why` (the first reason stays) and wake whoever waits."""
-        if self.failure is None:
-            self.failure = str(why)
-            if isinstance(why, ProtocolError):
-                self.violation = why
-        self.inbox.close()
+        """Mark the stream over (see `Incoming.fail`), waking a party waiting for it to connect."""
+        super().fail(why)
         self.connected.set()
 
 
@@ -224,18 +187,8 @@ class FlightChannel(CountingChannel):
 
     def recv(self, kind: Kind, frm: str) -> pa.Table:
         """Receive the next message from `frm`, which must be of `kind`."""
-        link, timeouts = self._links[frm], self._endpoint.timeouts
-        arrived = link.inbox.take(timeouts.recv_s)
-        if arrived is None:
-            if link.violation is not None:
-                raise link.violation
-            if link.failure:
-                raise PeerError(f"{self.me} lost {self._endpoint.where(frm)} while waiting for "
-                                f"'{kind.value}': {link.failure}")
-            raise PeerError(f"{self.me} waited {timeouts.recv_s:.0f} s for '{kind.value}' from "
-                            f"{self._endpoint.where(frm)}")
-        got, payload = arrived
-        expect_kind(frm, kind, got)
+        payload = self._links[frm].take(self.me, kind, self._endpoint.timeouts.recv_s,
+                                        self._endpoint.where(frm))
         self._received.add(kind, payload.nbytes)
         return received_table(frm, kind, payload)
 
