@@ -17,8 +17,8 @@ def endpoint(view: PartyView) -> FlightEndpoint:
     key = (view.federation.hash(), view.me)
     if key not in _ENDPOINTS:
         _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), view.peers,
-                                         view.token_hashes, view.federation.hash(), view.timeouts())
-        _ENDPOINTS[key].limits = Limits.of(view.federation.channel)
+                                         view.token_hashes, view.federation.hash(), view.timeouts(),
+                                         Limits.of(view.federation.channel))
         atexit.register(_ENDPOINTS[key].close)
     return _ENDPOINTS[key]
 

@@ -78,15 +78,15 @@ class FlightEndpoint:
     """Party `me`'s Flight server plus the sessions (run stages) it takes part in.
 
     `peers` maps every other party to its address (`host:port`); `token_hashes` maps them to the
-    SHA-256 of their tokens, from the federation file.
+    SHA-256 of their tokens, from the federation file; `limits` bound the messages its sessions
+    carry (the federation's), from before its server takes the first stream.
     """
 
     def __init__(self, me: str, listen: str, security: Security, peers: dict[str, str],
                  token_hashes: dict[str, str], federation_hash: str,
-                 timeouts: Timeouts = Timeouts()) -> None:
+                 timeouts: Timeouts = Timeouts(), limits: Limits = Limits()) -> None:
         self.me, self.security, self.peers = me, security, dict(peers)
-        self.federation_hash, self.timeouts = federation_hash, timeouts
-        self.limits = Limits()  # of the messages its sessions carry: the federation's, if set
+        self.federation_hash, self.timeouts, self.limits = federation_hash, timeouts, limits
         self._links: dict[tuple[str, str], Link] = {}
         self._lock = threading.Lock()
         # a list: keep every message sent

@@ -39,8 +39,7 @@ class LoopbackSeat:
         peers = {p: self.dial.get(p, a) for p, a in self.addresses.items() if p != self.me}
         endpoint = FlightEndpoint(self.me, self.addresses[self.me],
                                   Security.from_files(self.credentials), peers, self.token_hashes,
-                                  LOOPBACK_FEDERATION, self.timeouts)
-        endpoint.limits = self.limits
+                                  LOOPBACK_FEDERATION, self.timeouts, self.limits)
         return endpoint.sole_channel(self.session, self.order)
 
 
