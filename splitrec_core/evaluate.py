@@ -144,7 +144,7 @@ class Report:
     label_has_features: bool = True
     promotion: Verdict | None = None
     psi_protocol: str = "ecdh"
-    events: dict[str, int] | None = None
+    events: dict[str, float] | None = None
 
     @classmethod
     def of(cls, tasks: dict[str, TaskMetrics], alignment: Alignment, training: TrainResult,
@@ -155,10 +155,13 @@ class Report:
 
         The test metrics are the split model's, the label party's alone and (if trained) those
         of all columns pooled. `label_features` says how many events the label party kept and
-        dropped, if it holds events.
+        dropped, if it holds events; the leakage audit's activity attack goes beside them.
         """
-        events = (None if label_features is None or label_features.events is None else
-                  {"kept": label_features.events, "dropped": label_features.dropped_events})
+        events: dict[str, float] | None = None
+        if label_features is not None and label_features.events is not None:
+            events = {"kept": label_features.events, "dropped": label_features.dropped_events}
+            if training.activity_auc is not None:
+                events["activity_auc"] = training.activity_auc
         return cls(tasks, alignment.intersection, alignment.train_rows, alignment.test_rows,
                    ChannelStats.merge(alignment.channel, training.channel), training.speed,
                    training.leakage, label_only, central, label_has_features,
@@ -181,6 +184,11 @@ class Report:
                          f"{self.events['dropped']:,} (of people outside it) were dropped. AUC "
                          f"and log loss are over events, GAUC averages each person's AUC, "
                          f"weighted by its events; the rows above count people")
+            if "activity_auc" in self.events:
+                notes.append(f"a person's gradient sums its events, so its norm tells how active "
+                             f"the person is: guessing from it who has more events than the "
+                             f"median person scores AUC {self.events['activity_auc']:.3f} "
+                             f"(0.5: not at all; gradient_noise blunts it)")
         if self.psi_protocol == "rr22":
             notes.append("PSI ran RR22 (spu), a pair per feature party with the label party "
                          "receiving: each feature party learned which of its IDs it shares with "

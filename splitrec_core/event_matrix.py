@@ -52,6 +52,12 @@ class Spread:
             return per_event
         return tf.math.unsorted_segment_sum(per_event, self.segments, self.people)
 
+    def events_per_person(self) -> np.ndarray | None:
+        """How many events each person of the batch has; None when each row is a person."""
+        if self.segments is None:
+            return None
+        return np.bincount(np.asarray(self.segments), minlength=self.people)
+
     def labels_of_people(self, labels: np.ndarray) -> np.ndarray:
         """Per person and task, whether any of its events is positive."""
         if self.segments is None:

@@ -6,6 +6,10 @@ gradients of same-class examples point the same way (cosine attack: similarity t
 one example the attacker knows is positive). The label party, which knows both what it sent and
 the labels, scores both attacks on the gradients of the last epoch run. Each is reported as
 max(AUC, 1 - AUC), since an attacker can flip the sign: 0.5 means nothing leaks.
+
+With events at the label party a person's gradient is the sum over its events, so its norm also
+tells how active the person is: the activity attack guesses from the norm whether a person has
+more events than the median person.
 """
 
 from __future__ import annotations
@@ -34,21 +38,36 @@ class LeakageAudit:
     def __init__(self, tasks: list[str], seed: int = 0) -> None:
         self.tasks = tasks
         self.seed = seed
-        self._sent: list[tuple[list[np.ndarray], np.ndarray]] = []
+        self._sent: list[tuple[list[np.ndarray], np.ndarray, np.ndarray | None]] = []
 
-    def observe(self, gradients: list[np.ndarray], labels: np.ndarray) -> None:
+    def observe(self, gradients: list[np.ndarray], labels: np.ndarray,
+                events: np.ndarray | None = None) -> None:
         """Keep one batch.
 
-        `gradients[f]` is [batch, d] as sent to follower f; `labels` is [batch, tasks].
+        `gradients[f]` is [batch, d] as sent to follower f; `labels` is [batch, tasks];
+        `events`, with events at the label party, is each person's number of events.
         """
-        self._sent.append((gradients, labels))
+        self._sent.append((gradients, labels, events))
+
+    def activity_auc(self) -> float | None:
+        """The activity attack's AUC, worst case over feature parties; None without events."""
+        batches = [(gradients, events) for gradients, _, events in self._sent
+                   if events is not None]
+        if not batches:
+            return None
+        counts = np.concatenate([events for _, events in batches])
+        active = counts > np.median(counts)
+        aucs = [attack_auc(np.concatenate([np.linalg.norm(g[f], axis=1) for g, _ in batches]),
+                           active)
+                for f in range(len(batches[0][0]))]
+        return round(max(aucs, default=0.5), 4)
 
     def report(self) -> dict[str, dict[str, float]]:
         """Per task, the worst case over feature parties of each attack's AUC."""
         rng = np.random.default_rng(self.seed)
         norm: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         cosine: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
-        for gradients, labels in self._sent:
+        for gradients, labels, _ in self._sent:
             for f, grad in enumerate(gradients):
                 norms = np.linalg.norm(grad, axis=1)
                 unit = grad / np.maximum(norms, 1e-12)[:, None]

@@ -27,6 +27,7 @@ class TrainResult:
     channel: dict[str, dict[str, int]]
     leakage: dict[str, dict[str, float]]
     resumed_after_epoch: int = 0
+    activity_auc: float | None = None  # with events: the leakage audit's activity attack
 
     @property
     def speed(self) -> dict[str, float | int]:

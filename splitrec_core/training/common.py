@@ -271,6 +271,7 @@ class TrainedRun:
         models: the saved models by name.
         channel: traffic per message kind.
         leakage: the leakage audit of the gradients the label party sent.
+        activity_auc: with events, the audit's activity attack (None otherwise).
         resumed_after_epoch: the epoch every party had checkpointed (0: from scratch).
     """
 
@@ -283,6 +284,7 @@ class TrainedRun:
     models: dict[str, Path]
     channel: dict[str, dict[str, int]] = field(default_factory=dict)
     leakage: dict[str, dict[str, float]] = field(default_factory=dict)
+    activity_auc: float | None = None
     resumed_after_epoch: int = 0
 
 
@@ -316,5 +318,6 @@ def write_result(cfg: Config, run: TrainedRun, *, label_test: Path, out_dir: Pat
         best_epoch=run.history.best_epoch,
         channel=run.channel,
         leakage=run.leakage,
+        activity_auc=run.activity_auc,
         resumed_after_epoch=run.resumed_after_epoch,
     )

@@ -40,6 +40,7 @@ class LabelOutcome:
     fit_rows: int  # rows fitted per epoch (the training rows less the validation rows)
     trained_at: float  # wall clock when the last epoch ended (before scoring the test rows)
     trained_cpu_s: float  # its process's CPU seconds then (`process_cpu_s`)
+    activity_auc: float | None = None  # with events: the activity attack (`LeakageAudit`)
 
 
 def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
@@ -65,7 +66,8 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
             sent = spread.to_people(grad).numpy()
             outbox.put(sent)
             delivered.append(np.asarray(outbox.wire.as_received(sent)))
-        audit.observe(delivered, spread.labels_of_people(labels.numpy()))
+        audit.observe(delivered, spread.labels_of_people(labels.numpy()),
+                      spread.events_per_person())
 
     for cats, nums, labels, *events in batches:
         spread = Spread.of(events[0]) if events else Spread(len(labels))
@@ -130,7 +132,7 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
     best.restore()
     probabilities = _predict(channel, trainer, run.test, followers, Kind.EVAL_EMBEDDING, wire)
     return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at,
-                        trained_cpu_s)
+                        trained_cpu_s, audit.activity_auc())
 
 
 def _cut_widths(trainer: LabelTrainer, followers: list[str]) -> dict[str, int]:

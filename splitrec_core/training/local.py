@@ -78,5 +78,6 @@ def label_result(cfg: Config, label_test: Path, outcomes: dict[str, PartyOutcome
                      startup_s=ready - started, train_s=trained.trained_at - ready,
                      cpu_s=total_cpu_s(o.cpu for o in outcomes.values()), models=models,
                      channel=channel, leakage=trained.leakage,
+                     activity_auc=trained.activity_auc,
                      resumed_after_epoch=label.resumed_after_epoch)
     return write_result(cfg, run, label_test=label_test, out_dir=out_dir)

@@ -67,7 +67,10 @@ def test_what_crosses_is_per_person_and_dropped_events_are_counted(events_run):
 
     # Assert: the people PSI found, the events kept and dropped at the shop
     assert report["psi"]["intersection"] == len(shared)
+    activity = report["events"].pop("activity_auc")
     assert report["events"] == {"kept": int(kept.sum()), "dropped": int((~kept).sum())}
+    # the audit's activity attack: without noise gradient norms tell the active (0.8096 here)
+    assert activity > 0.7
     test_events = raw["shop"][kept & (raw["shop"]["split"] == "test")]
     assert report["tasks"]["click"]["rows"] == len(test_events)
 
