@@ -2,7 +2,9 @@
 
 Trains the split MMoE on census (features prepared once, as in `benchmarks/train.py`) at each
 noise level and prints, per task, the test AUC and the leakage audit (norm and cosine attack AUC
-of a feature party on the gradients of the last epoch run; 0.5 = nothing leaks).
+of a feature party on the gradients of the last epoch run; 0.5 = nothing leaks). With events at
+the label party (`--config data/events.toml`) also the activity attack (gradient norm as a guess
+of more events than the median person).
 
     python benchmarks/privacy.py --noise 0 1e-4 1e-3 --json out.json
 """
@@ -51,19 +53,21 @@ def main() -> None:
         rows.append({"gradient_noise": noise, "epochs_run": result.epochs_run,
                      "best_epoch": result.best_epoch,
                      "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
-                     "leakage": result.leakage})
+                     "leakage": result.leakage, "activity_auc": result.activity_auc})
         print(f"  noise {noise:g}: {rows[-1]}", file=sys.stderr, flush=True)
 
     print(f"Privacy trade-off on {base.name}: at most {base.training.epochs} epochs (early "
           f"stopping), gradient noise std on dL/dh returned to feature parties; "
           f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     header = " ".join(f"{t[:14] + ' ' + k:>22}" for t in tasks for k in ("AUC", "norm", "cosine"))
-    print(f"{'noise':>8} {'epochs':>6} {header}")
+    events = rows[0]["activity_auc"] is not None
+    print(f"{'noise':>8} {'epochs':>6} {header}" + (f" {'activity':>9}" if events else ""))
     for row in rows:
         cells = " ".join(
             f"{v:>22.4f}" for t in tasks for v in (row["auc"][t], row["leakage"][t]["norm_auc"],
                                                    row["leakage"][t]["cosine_auc"]))
-        print(f"{row['gradient_noise']:>8g} {row['epochs_run']:>6} {cells}")
+        activity = f" {row['activity_auc']:>9.4f}" if events else ""
+        print(f"{row['gradient_noise']:>8g} {row['epochs_run']:>6} {cells}{activity}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
