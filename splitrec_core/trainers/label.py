@@ -124,10 +124,11 @@ class LabelTrainer:
 
     def _gradients(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
                    labels: tf.Tensor) -> tuple[tf.Tensor, list[tf.Tensor], list[tf.Tensor]]:
-        """Per-task losses, dL/dh for every received h (noised), and its own variables' gradients.
+        """Per-task losses, dL/dh for every received h, and its own variables' gradients.
 
         Stepping is a separate call (`apply`): the label party returns dL/dh first and steps
-        while the feature parties step their bottoms.
+        while the feature parties step their bottoms. The privacy noise is not added here but on
+        what crosses (`noised`).
         """
         with tf.GradientTape() as tape:
             tape.watch(received)
@@ -135,10 +136,18 @@ class LabelTrainer:
             per_task = task_losses(labels, logits)
             loss = self.weighting(per_task)
         grads = tape.gradient(loss, [*received, *self.variables])
-        sent = grads[: len(received)]
-        if self.gradient_noise > 0:
-            sent = [g + self._rng.normal(tf.shape(g), stddev=self.gradient_noise) for g in sent]
-        return per_task, sent, grads[len(received) :]
+        return per_task, grads[: len(received)], grads[len(received) :]
+
+    def noised(self, sent: tf.Tensor) -> tf.Tensor:
+        """`sent`, a dL/dh about to cross, with the privacy noise: once per row that crosses.
+
+        With events a row is a person, its gradient the sum over its events: noise added per
+        event would sum too, its spread growing with the person's events, and tell a feature
+        party who is active.
+        """
+        if self.gradient_noise <= 0:
+            return sent
+        return sent + self._rng.normal(tf.shape(sent), stddev=self.gradient_noise)
 
     def _apply(self, grads: list[tf.Tensor]) -> None:
         """Step this party's variables on gradients from `gradients`."""

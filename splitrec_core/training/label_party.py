@@ -51,7 +51,7 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
     Per batch (`cats`, `nums`, `labels`, and with events each event's person in the batch), it
     takes every feature party's embedding of the batch's people from its inbox, trains on the
     batch (with events, each person's embedding spread to its events) and puts each feature
-    party's dL/dh per person in its outbox (`LabelTrainer.train_batch`). The audit sees each
+    party's dL/dh per person, noised (`LabelTrainer.noised`), in its outbox. The audit sees each
     gradient as its feature party unpacks it (float16 or int8 rounding included), so its figures
     are those of what crosses, against whether each person has a positive event.
 
@@ -63,7 +63,7 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
     def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
         delivered = []
         for outbox, grad in zip(gradients, grads, strict=True):
-            sent = spread.to_people(grad).numpy()
+            sent = trainer.noised(spread.to_people(grad)).numpy()
             outbox.put(sent)
             delivered.append(np.asarray(outbox.wire.as_received(sent)))
         audit.observe(delivered, spread.labels_of_people(labels.numpy()),
