@@ -65,13 +65,13 @@ def party_pipeline(files: PartyFiles, *, run_id: str | None = None, invite: bool
     # 6. Export our own part; 7. register it as version `run_id` (the label party judges it)
     exported = export_model(cfg, party, models["bottom"], features.transform, root,
                             models.get("top"))
-    register_with_peers(view, run_id, exported, report, root)
-    if report is None:
+    metrics = register_with_peers(view, run_id, exported, report, root)
+    if metrics is None:
         return None
 
     # 8. The report for people, at the label party: report.md, tables and plots in its UI
-    publish_report(cfg, report, training)
-    return str(report)
+    publish_report(cfg, metrics, training)
+    return str(metrics)
 
 
 @flow(name="party_score", log_prints=True, on_failure=[report_failure])

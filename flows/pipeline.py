@@ -82,8 +82,8 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
 
     # 7. Every party registers its part as one version; it becomes current if no worse
     version = register_version(cfg, training, exported, report, root)
-    promote_if_better(cfg, version, report, root)
+    metrics = promote_if_better(cfg, version, report, root)
 
     # 8. The report for people: report.md beside metrics.json, tables and plots in the UI
-    publish_report(cfg, report, training)
-    return str(report)
+    publish_report(cfg, metrics, training)
+    return str(metrics)

@@ -1,8 +1,8 @@
 """Whether a newly trained version may replace the champion.
 
 No task's test AUC may fall more than the configured margin below the champion's, and no attack of
-the leakage audit may reach the configured bound. The verdict gives its reasons in words, for the
-run report.
+the leakage audit may exceed the configured bound (so the default bound, 1.0, refuses nothing).
+The verdict gives its reasons in words, for the run report.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ def judge(version: str, candidate: dict[str, Any], champion_version: str | None,
             (fell if new < old - rules.promotion_margin else held).append(line)
     for task, attacks in candidate["leakage"].items():
         worst_name, worst = max(attacks.items(), key=lambda item: item[1])
-        if worst >= rules.max_leakage_auc:
+        if worst > rules.max_leakage_auc:
             leaks.append(f"{task} leaks: the {worst_name.removesuffix('_auc')} attack reaches "
-                         f"AUC {worst:.3f}, at or above the bound {rules.max_leakage_auc}")
+                         f"AUC {worst:.3f}, above the bound {rules.max_leakage_auc}")
     if fell:
         fell.append(f"more than the promotion margin {rules.promotion_margin} below")
     if fell or leaks:

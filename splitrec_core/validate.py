@@ -278,7 +278,7 @@ class _Checks:
                           *([("split", pa.string())] if self.party.split_column else []),
                           *((f"label:{t.name}", pa.int8()) for t in self.tasks)])
 
-    def __call__(self, partition: pd.DataFrame | _RowGroup) -> tuple[pa.Table, pa.Array]:
+    def __call__(self, partition: pd.DataFrame | _RowGroup) -> tuple[pa.Table, pa.ChunkedArray]:
         """The partition's typed columns and normalised IDs; a problem raises `InputError`."""
         path, party = self.path, self.party
         frame = partition.read() if isinstance(partition, _RowGroup) else partition
@@ -294,7 +294,10 @@ class _Checks:
             typed[f"label:{task.name}"] = to_label(path, task.column, frame[task.column])
         table = pa.Table.from_pandas(pd.DataFrame(typed, index=frame.index), self.schema,
                                      preserve_index=False)
-        return table, pa.Array.from_pandas(ids, type=pa.string())
+        # pandas' Arrow-backed strings come as one array or as several (a CSV chunk over 2^18
+        # rows), so the IDs are always handed on chunked
+        arrow = pa.Array.from_pandas(ids, type=pa.string())
+        return table, arrow if isinstance(arrow, pa.ChunkedArray) else pa.chunked_array([arrow])
 
 
 _MEMORY = pa.default_cpu_memory_manager()
@@ -318,7 +321,7 @@ def validate_party(
     `engine`; nothing is replaced unless every check passes.
     """
     checks = _Checks(path, party, tuple(tasks or ()), tuple(normalize))
-    ids: list[pa.Array] = []
+    ids: list[pa.ChunkedArray] = []
     splits: list[pa.ChunkedArray] = []
     with undone_on_failure(out_dir), atomic_path(out_dir / "validated.parquet") as tmp, \
             pq.ParquetWriter(tmp, checks.schema) as writer, party_executor(engine) as executor:
@@ -327,9 +330,9 @@ def validate_party(
             writer.write_table(table)
             # Kept apart from the partition: from a worker, every array is a view into the one
             # message that brought the whole partition, which would stay in memory with it
-            ids.append(partition_ids.copy_to(_MEMORY))
+            ids.append(_own_copy(partition_ids))
             splits += [_own_copy(table.column("split"))] if party.split_column else []
-        all_ids = pa.chunked_array(ids, pa.string())
+        all_ids = pa.chunked_array([chunk for part in ids for chunk in part.chunks], pa.string())
         if not len(all_ids):
             raise InputError(path, None, "file has no rows")
         person, events_file = None, None

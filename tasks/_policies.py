@@ -1,7 +1,8 @@
-"""Cache keys from content.
+"""Cache keys from content, and cached results that still hold.
 
 A key covers the bytes of the files a task reads, the core library's source, and the inputs (of
-the config, only the sections the task reads).
+the config, only the sections the task reads). A cached result names the files the task wrote
+(aligned rows, features, models); it is used only while those files are as the task left them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
+from prefect.filesystems import LocalFileSystem
+from prefect.results import ResultRecord, get_default_result_storage
 from prefect.utilities.hashing import hash_objects
 
 from splitrec_core.provenance import core_source_digest
@@ -99,12 +102,57 @@ class ConfigSections(CachePolicy):
         return hash_objects({s: settings[s] for s in self.sections}, raise_on_failure=True)
 
 
+def _files(value: Any) -> Iterator[Path]:
+    """Every file a result names, those inside the folders it names included."""
+    for path in _paths(value):
+        yield from (p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+
+
+def _untouched_since(result: Any, stored_ns: int) -> bool:
+    """Whether every file `result` names exists and was last written before `stored_ns`."""
+    try:
+        return all(path.stat().st_mtime_ns <= stored_ns for path in _files(result))
+    except FileNotFoundError:
+        return False
+
+
+@dataclass
+class OutputsUntouched(CachePolicy):
+    """`keyed_by`'s key, whose cached result is dropped if a file it names was since rewritten.
+
+    Another run in the same workdir (another config, or this one with other settings) may have
+    rewritten the files a cached result names: handing them back would be handing back that run's
+    work. Every file is written to a temporary name and renamed, so a file newer than the result
+    record was written by someone else since; the record is then deleted, and the task runs again
+    under the same key. (Results in storage other than a local folder are not checked.)
+    """
+
+    keyed_by: CachePolicy = field(kw_only=True)
+
+    def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any],
+                    flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        """`keyed_by`'s key, after dropping its cached result if that no longer holds."""
+        key = self.keyed_by.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
+        storage = task_ctx.result_store.result_storage or get_default_result_storage()
+        if key is None or not isinstance(storage, LocalFileSystem):
+            return key
+        record = Path(storage.basepath).expanduser() / key
+        try:
+            stored_ns, content = record.stat().st_mtime_ns, record.read_bytes()
+        except FileNotFoundError:
+            return key
+        if not _untouched_since(ResultRecord.deserialize(content).result, stored_ns):
+            record.unlink(missing_ok=True)
+        return key
+
+
 def content_policy(config_sections: tuple[str, ...] | None = None) -> CachePolicy:
     """A pipeline task's policy: unchanged files, code and parameters mean a cache hit.
 
-    With `config_sections`, the `cfg` parameter counts only by those sections.
+    With `config_sections`, the `cfg` parameter counts only by those sections. A hit whose
+    output files were since rewritten is none (`OutputsUntouched`).
     """
     if config_sections is None:
-        return FileContent() + CoreSource() + TASK_SOURCE + INPUTS
-    return (FileContent() + CoreSource() + TASK_SOURCE + (INPUTS - "cfg")
-            + ConfigSections(sections=config_sections))
+        return OutputsUntouched(keyed_by=FileContent() + CoreSource() + TASK_SOURCE + INPUTS)
+    return OutputsUntouched(keyed_by=FileContent() + CoreSource() + TASK_SOURCE
+                            + (INPUTS - "cfg") + ConfigSections(sections=config_sections))

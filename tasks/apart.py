@@ -16,9 +16,9 @@ from prefect import task
 
 from splitrec_core.align import Alignment
 from splitrec_core.apart.jobs import Job
+from splitrec_core.evaluate import Report
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
-from splitrec_core.promotion import Verdict
 from splitrec_core.results import TrainResult
 from splitrec_core.scoring import Scored
 from splitrec_core.validate import ValidatedParty
@@ -68,19 +68,17 @@ def invite_parties(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[s
 
 @task(name="register", task_run_name="register-{run_id}",
       **uncached_task_options())
-def register_with_peers(view: PartyView, run_id: str, export: Path, report: Path | None,
-                        workdir: Path) -> Verdict:
+def register_with_peers(view: PartyView, run_id: str, export: Path, report: Report | None,
+                        workdir: Path) -> Path | None:
     """Register our part of the run's model as version `run_id`.
 
-    At the label party, judge it and add the verdict to the report. Every party always runs it
-    (never cached), so no party waits for one that skipped it.
+    At the label party, judge it and return `report/metrics.json` with the verdict. Every party
+    always runs it (never cached), so no party waits for one that skipped it.
     """
     from splitrec_core.apart.registry_protocol import register_apart
 
     verdict = register_apart(view, run_id, export, report, Workspace(workdir))
-    if report is not None:
-        record_verdict(report, verdict)
-    return verdict
+    return None if report is None else record_verdict(report, verdict, workdir)
 
 
 @task(name="score", task_run_name="score-{run_id}", **task_options())

@@ -19,8 +19,12 @@ from tasks._common import task_options
 @task(name="evaluate", task_run_name="evaluate", **task_options())
 def evaluate_run(cfg: Config, label_features: PartyFeatures, alignment: Alignment,
                  training: TrainResult, label_only: TrainResult, workdir: Path,
-                 central: TrainResult | None = None) -> Path:
-    """Write `report/metrics.json` (`publish_report` shows it in the UI)."""
+                 central: TrainResult | None = None) -> Report:
+    """Write `report/metrics.json` and return the report (`publish_report` shows it in the UI).
+
+    The report itself, not its file, is the cached result: the registry's verdict is added to
+    the file later in the run, and a result naming a file rewritten since is not reused.
+    """
     names, label_test = cfg.task_names, label_features.test
     report = Report.of(
         evaluate(training.predictions, label_test, names), alignment, training,
@@ -29,4 +33,5 @@ def evaluate_run(cfg: Config, label_features: PartyFeatures, alignment: Alignmen
         label_has_features=bool(cfg.label.feature_columns), label_features=label_features)
     for note in report.notes:
         get_run_logger().warning(note)
-    return report.save(Workspace(workdir).report / "metrics.json")
+    report.save(Workspace(workdir).report / "metrics.json")
+    return report

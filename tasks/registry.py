@@ -13,11 +13,12 @@ from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.provenance import fingerprint
 from splitrec_core.registry import SharedModel, version_manifest
 from splitrec_core.results import TrainResult
+from splitrec_core.workspace import Workspace
 from tasks._common import uncached_task_options
 
 
 @task(name="register", task_run_name="register", **uncached_task_options())
-def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path], report: Path,
+def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path], report: Report,
                      workdir: Path) -> str:
     """Register every party's export as one version; return its ID.
 
@@ -25,7 +26,7 @@ def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path
     registers nothing new.
     """
     version = fingerprint(cfg.model_dump(mode="json"), [training.predictions])[:12]
-    metrics = Report.load(report).version_metrics
+    metrics = report.version_metrics
     manifests = {p: version_manifest(cfg, cfg.hash(), metrics,
                                      cfg.party_file(cfg.party(p), workdir))
                  for p in exports}
@@ -33,10 +34,10 @@ def register_version(cfg: Config, training: TrainResult, exports: dict[str, Path
 
 
 @task(name="promote", task_run_name="promote", **uncached_task_options())
-def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) -> Verdict:
+def promote_if_better(cfg: Config, version: str, report: Report, workdir: Path) -> Path:
     """Make `version` the champion at every party if the promotion rule allows it.
 
-    The verdict and its reasons are added to the report.
+    Returns `report/metrics.json`, with the verdict and its reasons added.
     """
     model = SharedModel.of(cfg, workdir)
     verdict = judge_against_champion(model, version, cfg.registry)
@@ -45,10 +46,9 @@ def promote_if_better(cfg: Config, version: str, report: Path, workdir: Path) ->
     outcome = ("promoted to current" if verdict.promote
                else f"not promoted ({verdict.champion} stays current)")
     get_run_logger().info("version %s %s: %s", version, outcome, "; ".join(verdict.reasons))
-    record_verdict(report, verdict)
-    return verdict
+    return record_verdict(report, verdict, workdir)
 
 
-def record_verdict(report: Path, verdict: Verdict) -> None:
-    """Add the registry's verdict to the run's `metrics.json` (the report people read)."""
-    Report.load(report).with_verdict(verdict).save(report)
+def record_verdict(report: Report, verdict: Verdict, workdir: Path) -> Path:
+    """Write the run's `metrics.json` (the report people read) with the registry's verdict."""
+    return report.with_verdict(verdict).save(Workspace(workdir).report / "metrics.json")

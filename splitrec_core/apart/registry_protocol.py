@@ -50,7 +50,7 @@ def own_registry(view: PartyView, workdir: Workspace) -> Registry:
     return Registry(view.me, workdir.registry(view.me, view.federation.name))
 
 
-def register_apart(view: PartyView, run_id: str, export: Path, report: Path | None,
+def register_apart(view: PartyView, run_id: str, export: Path, report: Report | None,
                    workdir: Workspace) -> Verdict:
     """Register this party's export as version `run_id` of the federation's model.
 
@@ -71,7 +71,7 @@ def register_apart(view: PartyView, run_id: str, export: Path, report: Path | No
             send(channel, label, Registered(run_id))
             return judged.verdict
         assert report is not None  # the label party evaluated the run
-        metrics = Report.load(report).version_metrics
+        metrics = report.version_metrics
         registry.register(run_id, export, version_manifest(cfg, settings, metrics, view.data_file))
         verdict = judge_against_champion(registry, run_id, cfg.registry)
         for party in cfg.followers:

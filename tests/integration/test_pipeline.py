@@ -206,6 +206,32 @@ def test_changing_training_settings_keeps_the_alignment_and_features(first_run):
     assert report["training"]["epochs_run"] == 2
 
 
+def test_a_cache_hit_never_hands_back_files_another_config_rewrote(first_run):
+    # Prepare: another config over the same parties, which retrains in this workdir and so
+    # rewrites the trained models, the exports and the report synthetic.toml's results name
+    workdir, _, _ = first_run
+    shorter = workdir / "shorter-again.toml"
+    shorter.write_text(f'extends = "{SYNTHETIC_TOML}"\nname = "shorter"\n[training]\nepochs = 2\n')
+    retrained = {"train_split_mmoe", "train_label_only", "evaluate", "export-advertiser",
+                 "export-bank", "export-media", "register", "promote", "publish_report"}
+
+    # Execute: synthetic.toml, shorter.toml, synthetic.toml again, all in the same workdir
+    first, _ = _run(workdir)
+    _, shorter_states = _run(workdir, shorter)
+    again, again_states = _run(workdir)
+
+    # Assert: each config retrains what the other rewrote, and reuses what both read
+    for states in (shorter_states, again_states):
+        assert {n for n, s in states.items() if s == "Completed"} == retrained, states
+    history = json.loads((workdir / "parties" / "advertiser" / "trained" / "history.json")
+                         .read_text())
+    assert len(history["val_auc"]["income_50k"]) == again["training"]["epochs_run"] == 8
+    # retrained bit for bit: the same version, already the champion
+    assert again["tasks"] == first["tasks"]
+    assert again["promotion"]["version"] == first["promotion"]["version"]
+    assert again["promotion"]["reasons"] == ["it is already the champion"]
+
+
 def _cli(*args: str, home: Path, api: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run `splitrec` in a fresh process with its own Prefect home.
 

@@ -139,5 +139,9 @@ def test_a_version_that_leaks_past_the_bound_is_not_promoted():
     leaky = judge("v2", _manifest({"income": 0.96}, attack=0.93), "v1", _manifest({"income": 0.95}),
                   rules)
     assert not leaky.promote
-    assert leaky.reasons == [("income leaks: the norm attack reaches AUC 0.930, at or above the "
-                              "bound 0.8")]
+    assert leaky.reasons == ["income leaks: the norm attack reaches AUC 0.930, above the bound 0.8"]
+
+
+def test_the_default_bound_refuses_no_model_even_one_whose_attack_is_perfect():
+    perfect = judge("v1", _manifest({"income": 0.96}, attack=1.0), None, None, RegistryConfig())
+    assert (perfect.promote, perfect.reasons) == (True, ["no champion yet"])

@@ -195,3 +195,42 @@ def test_problems_in_a_later_partition_name_the_file_s_own_rows(tmp_path: Path):
     with pytest.raises(InputError, match=r"non-numeric value 'n/a' .* row\(s\) \[2000\]"):
         validate_party(party, tmp_path / "bad.parquet", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+#: one row past 2^18: pandas reads a CSV file in blocks of 2^18 rows, and the IDs of a partition
+#: of more than one block arrived in pieces (an AttributeError on 2026-12-07)
+PAST_A_READER_BLOCK = (1 << 18) + 1
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_file_past_every_block_of_the_readers_validates_whole(tmp_path: Path, suffix: str):
+    # Prepare: 262,145 people; Parquet in row groups of 100,000 (one partition each), CSV as one
+    # partition of pandas' blocks; the same ID in the first and the last row of a second file
+    rows = PAST_A_READER_BLOCK
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(rows)],
+                          "product": [f"p{i % 7}" for i in range(rows)],
+                          "balance": [float(i % 1000) for i in range(rows)]})
+    duplicate = frame.copy()
+    duplicate.loc[rows - 1, "user_id"] = "u0"
+    for name, table in (("bank", frame), ("duplicate", duplicate)):
+        if suffix == ".csv":
+            table.to_csv(tmp_path / f"{name}{suffix}", index=False)
+        else:
+            pq.write_table(pa.Table.from_pandas(table, preserve_index=False),
+                           tmp_path / f"{name}{suffix}", row_group_size=100_000)
+    party = PartyConfig(name="bank", file=f"bank{suffix}", id_column="user_id",
+                        categorical=["product"], numeric=["balance"])
+
+    # Execute
+    result = validate_party(party, tmp_path / f"bank{suffix}", tmp_path / "out")
+    with pytest.raises(InputError, match=rf"1 duplicate ID\(s\) in 2 row\(s\), e.g. row\(s\) "
+                                         rf"\[0, {rows - 1}\] .*: \['u0'\]"):
+        validate_party(party, tmp_path / f"duplicate{suffix}", tmp_path / "refused")
+
+    # Assert: every row, in the file's order
+    assert result.rows == rows
+    assert pq.read_table(result.ids).column("id").to_pylist() == frame["user_id"].tolist()
+    typed = pq.read_table(result.table)
+    assert typed.column("balance").to_pylist() == frame["balance"].tolist()
+    assert typed.column("product").to_pylist() == frame["product"].tolist()
+    assert not (tmp_path / "refused").exists()
