@@ -17,6 +17,7 @@ from tasks._common import on_run_cluster, party_task_runner
 from tasks.apart import (
     align_with_peers,
     invite_parties,
+    refuse_a_finished_run,
     register_with_peers,
     score_with_peers,
     train_with_peers,
@@ -42,7 +43,8 @@ def party_pipeline(files: PartyFiles, *, run_id: str | None = None, invite: bool
     cfg, party, root = view.config, files.party, files.workdir
     run_id = run_id or f"run-{flow_run.get_id()}"[:12]
 
-    # 0. The label party starts the run at the feature parties
+    # 0. A finished run's ID is not run again; the label party starts the run at the others
+    refuse_a_finished_run(view, run_id, root)
     if invite and party == cfg.label_party:
         invite_parties(view, run_id)
 

@@ -22,7 +22,12 @@ def score_pipeline(config_path: str, workdir: str, inputs: dict[str, str],
     """
     cfg = load_config(Path(config_path))
     root = Path(workdir).resolve()
-    missing = [p.name for p in cfg.parties if p.name not in inputs]
+    parties = [p.name for p in cfg.parties]
+    unknown = [name for name in inputs if name not in parties]
+    if unknown:
+        raise InputError(config_path, None, f"new rows given for {unknown}, which is no party "
+                                            f"of the config (its parties: {parties})")
+    missing = [name for name in parties if name not in inputs]
     if missing:
         raise InputError(config_path, None, f"no new rows given for {missing}")
 
@@ -34,5 +39,6 @@ def score_pipeline(config_path: str, workdir: str, inputs: dict[str, str],
     validated = {p: future.result() for p, future in checks.items()}
 
     # 3. PSI on the new IDs; 4. each party embeds at home, the label party's top scores
-    alignment = align_new_rows(cfg, {p: v.ids for p, v in validated.items()}, root)
+    alignment = align_new_rows(cfg, {p: v.ids for p, v in validated.items()},
+                               {p: Path(inputs[p]) for p in validated}, root)
     return str(score_rows(cfg, folders, validated, alignment, root).predictions)

@@ -46,21 +46,25 @@ class PsiFiles:
     """One party's files in PSI.
 
     Its validated IDs in, its aligned rows out, and where to keep its own IDs outside the
-    intersection (None: nowhere).
+    intersection (None: nowhere). An error about its IDs names `source`, the party's own file,
+    and `id_column`, its ID column there (by default the validated file and its column).
     """
 
     ids: Path
     aligned: Path
     unmatched: Path | None = None
+    source: Path | None = None
+    id_column: str = ID
 
     @classmethod
-    def in_run(cls, space: Workspace, party: str, ids: Path, psi: PsiConfig) -> PsiFiles:
-        """`party`'s files in the run folder `space`.
+    def in_run(cls, space: Workspace, party: str, ids: Path, psi: PsiConfig,
+               source: Path | None = None, id_column: str = ID) -> PsiFiles:
+        """`party`'s files in the run folder `space`, its IDs from `source`'s `id_column`.
 
         Its unmatched IDs are kept there too if `psi.write_unmatched` says so.
         """
         unmatched = space.unmatched(party) if psi.write_unmatched else None
-        return cls(ids, space.aligned(party), unmatched)
+        return cls(ids, space.aligned(party), unmatched, source, id_column)
 
 
 def _id_chunks(path: Path, chunk: int) -> Iterator[list[str]]:
@@ -183,8 +187,10 @@ def align_local(
     try:
         hub.run(jobs)
     except EmptyIntersection:
+        columns = {f.id_column for f in files.values()}
         raise InputError(
-            ", ".join(str(f.ids) for f in files.values()), ID,
+            ", ".join(str(f.source or f.ids) for f in files.values()),
+            columns.pop() if len(columns) == 1 else None,
             f"empty intersection: no ID is held by all of {list(files)}",
         ) from None
     aligned = pq.read_table(files[label_party].aligned)

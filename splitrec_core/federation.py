@@ -262,7 +262,8 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
                            ) -> dict[str, tuple[Path, Path]]:
     """Split a one-process config into a trial federation on `host`.
 
-    The label party listens on `base_port`, the others in config order on the ports after it.
+    The label party listens on `base_port`, the others in config order on the ports after it,
+    each on `host` alone (a trial is not reachable from other hosts).
     For each party a folder `out_dir/<party>/` with its copy of `federation.toml`, its private
     `party.toml`, its data file and its credentials (a fresh CA for all). Returns party →
     (federation file, private file). What a real federation's parties each write for
@@ -286,7 +287,7 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
     shared = tomli_w.dumps(federation.model_dump(mode="json", exclude_none=True))
     written = {}
     for party in cfg.parties:
-        folder = out_dir / party.name
+        folder, port = out_dir / party.name, base_port + order.index(party.name)
         data = folder / "data" / data_files[party.name].name
         data.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(data_files[party.name], data)
@@ -295,6 +296,7 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
             party=party.name, file=str(data.relative_to(folder)), id_column=party.id_column,
             categorical=party.categorical, numeric=party.numeric,
             split_column=party.split_column, events=party.events, engine=party.engine,
+            listen=f"{host}:{port}",
             bottom=BottomConfig(embedding_dim=cfg.model.embedding_dim,
                                 bottom_units=cfg.model.bottom_units))
         federation_file = write_bytes(shared.encode(), folder / "federation.toml")

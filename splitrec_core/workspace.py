@@ -45,8 +45,12 @@ class Workspace:
         return self.party(name) / "scoring"
 
     def scores(self, label: str) -> Path:
-        """The label party's predictions for new rows, a file per model version."""
+        """The label party's predictions for new rows: `scores_file`, one per scoring run."""
         return self.party(label) / "scores"
+
+    def scores_file(self, label: str, version: str, run: str) -> Path:
+        """The predictions of scoring run `run` with `version`; no run replaces another's."""
+        return self.scores(label) / f"{version}-{run}.parquet"
 
     def export(self, name: str) -> Path:
         """The party's servable export."""

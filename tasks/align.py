@@ -17,6 +17,7 @@ from tasks._common import task_options
 def align_ids(cfg: Config, ids: dict[str, Path], split: Path, workdir: Path) -> Alignment:
     """Intersect all parties' IDs and give each its rows in one common order."""
     space = Workspace(workdir)
-    files = {p: PsiFiles.in_run(space, p, path, cfg.psi) for p, path in ids.items()}
+    files = {p: PsiFiles.in_run(space, p, path, cfg.psi, cfg.party_file(cfg.party(p), workdir),
+                                cfg.party(p).id_column) for p, path in ids.items()}
     return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=split,
                        hub=LocalHub(limits=Limits.of(cfg.channel)), engines=cfg.engines)

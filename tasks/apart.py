@@ -28,6 +28,17 @@ from tasks.registry import record_verdict
 from tasks.train import epoch_progress
 
 
+@task(name="check_run_id", task_run_name="check_run_id-{run_id}", **uncached_task_options())
+def refuse_a_finished_run(view: PartyView, run_id: str, workdir: Path) -> None:
+    """Stop before any work if run `run_id` already ran to its end here (a new run needs a new ID).
+
+    Bad input: it is not retried.
+    """
+    from splitrec_core.apart.registry_protocol import refuse_a_finished_run as refuse
+
+    refuse(view, run_id, Workspace(workdir))
+
+
 @task(name="psi_align", task_run_name="psi_align-{run_id}", **task_options())
 def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
                      workdir: Path) -> Alignment:

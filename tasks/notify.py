@@ -62,4 +62,25 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
             f"{state.message}")
     logger.error(line)
     if cfg.notify.block:
-        Block.load(cfg.notify.block).notify(body=line, subject=f"splitrec: {cfg.name} run failed")
+        notify(cfg.notify.block, line, f"splitrec: {cfg.name} run failed", logger)
+
+
+def notify(block: str, body: str, subject: str, logger: Any) -> None:
+    """Send `body` through the notification `block`; if it cannot, say so in one log line.
+
+    A missing block or an unreachable receiver must not bury the failure being reported under a
+    traceback of its own.
+    """
+    try:
+        notifier = Block.load(block)
+    except ValueError as exc:
+        kind, _, name = block.partition("/")
+        logger.error("no message sent: notify.block '%s' cannot be loaded (%s). Make it in the "
+                     "UI (Blocks → + → the %s block type, named '%s') or from Python, e.g. "
+                     "SlackWebhook(url=...).save('%s')", block, exc, kind, name, name)
+        return
+    try:
+        notifier.notify(body=body, subject=subject)
+    except Exception as exc:  # noqa: BLE001 - whatever the receiver did, the run's failure stands
+        logger.error("no message sent: notify.block '%s' failed: %s: %s", block,
+                     type(exc).__name__, exc)

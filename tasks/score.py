@@ -10,6 +10,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
 from splitrec_core.align import Alignment, PsiFiles, align_local
 from splitrec_core.channel import Limits, LocalHub
@@ -40,10 +41,12 @@ def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
 
 @task(name="psi_align_new_rows", task_run_name="psi_align_new_rows",
       **task_options(("label_party", "psi")))
-def align_new_rows(cfg: Config, ids: dict[str, Path], workdir: Path) -> Alignment:
-    """Intersect the parties' new IDs (no train/test flag crosses)."""
+def align_new_rows(cfg: Config, ids: dict[str, Path], rows: dict[str, Path],
+                   workdir: Path) -> Alignment:
+    """Intersect the parties' new IDs, read from their new `rows` (no train/test flag crosses)."""
     space = Workspace(workdir)
-    files = {p: PsiFiles(path, space.scoring(p) / "aligned.parquet") for p, path in ids.items()}
+    files = {p: PsiFiles(path, space.scoring(p) / "aligned.parquet", None, rows[p],
+                         cfg.party(p).id_column) for p, path in ids.items()}
     return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=None,
                        hub=LocalHub(limits=Limits.of(cfg.channel)), engines=cfg.engines)
 
@@ -53,10 +56,11 @@ def score_rows(cfg: Config, version_folders: dict[str, Path], validated: dict[st
                alignment: Alignment, workdir: Path) -> Scored:
     """Score the aligned rows.
 
-    The predictions go to the label party's `scores/<version>.parquet`.
+    The predictions go to the label party's `scores/<version>-score-<flow run>.parquet`.
     """
     version = version_folders[cfg.label_party].name
-    out = Workspace(workdir).scores(cfg.label_party) / f"{version}.parquet"
+    run = f"score-{flow_run.get_id()}"[:14]
+    out = Workspace(workdir).scores_file(cfg.label_party, version, run)
     scored = score_local(version_folders, validated, alignment.files, cfg.label_party, out,
                          LocalHub(limits=Limits.of(cfg.channel)))
     get_run_logger().info("scored %d rows with version %s at %.0f rows/s: %s", scored.rows,

@@ -6,6 +6,8 @@ This package assembles `app` from its command modules: `run` (every party in thi
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from flows.cli import data, models, party, run
@@ -16,6 +18,23 @@ set_environment_defaults()  # before any command imports Prefect
 
 app = typer.Typer(cls=ExitCodes, help="Vertically federated split MMoE, orchestrated by Prefect.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import version
+
+        typer.echo(f"splitrec {version('splitrec')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(show_version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the installed version and exit.")] = False) -> None:
+    """The options before any command (`--version`)."""
+
+
 app.add_typer(run.commands)
 app.add_typer(party.commands)
 app.add_typer(data.data_app, name="data")

@@ -50,6 +50,21 @@ def own_registry(view: PartyView, workdir: Workspace) -> Registry:
     return Registry(view.me, workdir.registry(view.me, view.federation.name))
 
 
+def refuse_a_finished_run(view: PartyView, run_id: str, workdir: Workspace) -> None:
+    """Stop at once if run `run_id` already ran to its end at this party.
+
+    A run registers its model as version `run_id`, and the registry keeps the first part
+    registered under a name: a second run under that ID would report, export and register
+    different models. A run cut short has registered nothing yet, so it resumes under its ID.
+    """
+    registry = own_registry(view, workdir)
+    if registry.holds(run_id):
+        raise InputError(registry.folder(run_id), None,
+                         f"run ID '{run_id}' already ran to its end: party '{view.me}' holds "
+                         f"its model as version '{run_id}'. Every run needs a new --run-id "
+                         f"(only a run cut short resumes under its own)")
+
+
 def register_apart(view: PartyView, run_id: str, export: Path, report: Report | None,
                    workdir: Workspace) -> Verdict:
     """Register this party's export as version `run_id` of the federation's model.

@@ -64,6 +64,6 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
             return None
         started = time.perf_counter()
         out = label_scoring(channel, part, validated, aligned,
-                            workdir.scores(me) / f"{version}.parquet")
+                            workdir.scores_file(me, version, run_id))
         seconds = time.perf_counter() - started
         return Scored(out, pq.read_metadata(out).num_rows, seconds, party_traffic(channel))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
@@ -236,6 +237,15 @@ class ScheduleConfig(Strict):
     cron: str = "0 3 * * 1"
     timezone: str = "UTC"
 
+    @field_validator("cron")
+    @classmethod
+    def _cron_line(cls, line: str) -> str:
+        """Refuse what Prefect's cron schedules refuse, so serving never fails on it later."""
+        if not croniter.is_valid(line) or any(f.lower() in ("r", "h") for f in line.split()):
+            raise ValueError(f"'{line}' is not a cron line: five fields, minute hour day month "
+                             f"weekday (e.g. '0 3 * * 1', Mondays 03:00)")
+        return line
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
@@ -275,3 +285,11 @@ class NotifyConfig(Strict):
         default=None, description="a Prefect notification block as '<block type>/<name>' (e.g. "
                                   "'slack-webhook/ops', made in the UI under Blocks), told when "
                                   "a run fails")
+
+    @field_validator("block")
+    @classmethod
+    def _type_and_name(cls, block: str | None) -> str | None:
+        kind, _, name = (block or "x/x").partition("/")
+        if not kind or not name or "/" in name:
+            raise ValueError(f"'{block}' is not '<block type>/<name>' (e.g. 'slack-webhook/ops')")
+        return block

@@ -424,3 +424,15 @@ def test_the_distributed_demo_runs_three_organisations_each_with_its_own_prefect
     assert refused.returncode == 2
     assert "nothing to roll back to" in refused.stderr
 
+    # the finished run's ID is refused before any work: its version is registered already
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    again = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "party", "run", str(out / "bank" / "federation.toml"),
+         "--party", "bank", "--run-id", verdict["version"], "--workdir", str(out / "bank" / "run")],
+        cwd=REPO, capture_output=True, text=True, timeout=HANG_GUARD_S, check=False,
+        env=env | {"PREFECT_HOME": str(out / "bank" / ".prefect-home")})
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert (f"run ID '{verdict['version']}' already ran to its end: party 'bank' holds its model "
+            f"as version '{verdict['version']}'") in again.stderr
+    assert "Traceback" not in again.stderr
+

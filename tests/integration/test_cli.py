@@ -35,6 +35,14 @@ def test_a_malformed_option_is_bad_input_one_line_and_exit_2():
     assert result.stderr == "error: --input: expected PARTY=FILE, got ['bank']\n"
 
 
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    result = CliRunner().invoke(app, ["--version"])
+
+    assert (result.exit_code, result.stdout) == (0, f"splitrec {version('splitrec')}\n")
+
+
 def test_another_partys_private_file_is_bad_input_one_line_and_exit_2(trial):
     # Prepare: the bank's folder, run as the media
     federation, private = trial["bank"]

@@ -373,6 +373,59 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
     assert message["text"] in [log.message for log in logs]
 
 
+def test_an_empty_intersection_names_the_parties_own_files_and_id_column(tmp_path: Path,
+                                                                         prefect_api):
+    from flows.pipeline import train_pipeline
+    from splitrec_core.datasets.synthetic import write_parties
+
+    files = write_parties(tmp_path / "data", 500, seed=2)
+    media = pd.read_csv(files["media"])
+    media.assign(user_id="stranger-" + media["user_id"].astype(str)).to_csv(files["media"],
+                                                                            index=False)
+
+    with pytest.raises(InputError) as caught:
+        train_pipeline(str(SYNTHETIC_TOML), str(tmp_path))
+
+    assert str(caught.value) == (
+        f"{files['advertiser']}, {files['bank']}, {files['media']}, column 'user_id': empty "
+        f"intersection: no ID is held by all of ['advertiser', 'bank', 'media']")
+
+
+def test_a_notification_block_that_does_not_exist_costs_one_line_that_says_how_to_make_it(
+        tmp_path: Path, prefect_api):
+    # Prepare: the README's example block, never made; a bank file with a duplicate ID
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
+
+    from flows.pipeline import train_pipeline
+    from splitrec_core.datasets.synthetic import write_parties
+
+    config = tmp_path / "notify.toml"
+    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[notify]\nblock = "slack-webhook/ops"\n')
+    write_parties(tmp_path / "data", 500, seed=2)
+    bank = tmp_path / "data" / "bank.csv"
+    frame = pd.read_csv(bank)
+    frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
+    frame.to_csv(bank, index=False)
+
+    # Execute
+    state = train_pipeline(str(config), str(tmp_path), return_state=True)
+
+    # Assert: the failure, then one line on the block; no traceback of the hook
+    APILogHandler().flush()
+    with pytest.raises(InputError):
+        state.result()
+    with get_client(sync_client=True) as client:
+        logs = [log.message for log in client.read_logs(LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))]
+    [line] = [m for m in logs if "notify.block" in m]
+    assert line.startswith("no message sent: notify.block 'slack-webhook/ops' cannot be loaded")
+    assert "Blocks → + → the slack-webhook block type, named 'ops'" in line
+    assert not [m for m in logs if "Traceback" in m or "error was encountered while running hook"
+                in m]
+
+
 def test_a_config_error_stops_the_cli_before_prefect_starts(tmp_path: Path):
     # Prepare: a config naming an unknown label party, run into a workdir of its own
     bad_config = tmp_path / "bad.toml"

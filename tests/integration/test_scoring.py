@@ -54,7 +54,8 @@ def test_scoring_the_test_rows_reproduces_the_pipelines_predictions(trained, tmp
 
     current = json.loads((trained / "parties" / "advertiser" / "models" / "synthetic"
                           / "aliases.json").read_text())["current"]
-    assert scores == trained / "parties" / "advertiser" / "scores" / f"{current}.parquet"
+    assert scores.parent == trained / "parties" / "advertiser" / "scores"
+    assert scores.name.startswith(f"{current}-score-")
     scored = pq.read_table(scores).to_pandas().set_index("user_id")
     expected = trained_predictions(trained, "advertiser", "user_id")
     assert sorted(scored.index) == sorted(expected.index)  # every test row, and only those
@@ -75,8 +76,11 @@ def test_unseen_categories_and_missing_values_are_scored_as_in_training(trained,
             frame.loc[frame.index[:50], "product"] = np.nan
         return frame
 
+    plain = Path(score_pipeline(str(SYNTHETIC_TOML), str(trained),
+                                _new_rows(trained, tmp_path / "plain")))
+    plain_bytes = plain.read_bytes()
     scores = Path(score_pipeline(str(SYNTHETIC_TOML), str(trained),
-                                 _new_rows(trained, tmp_path, unseen)))
+                                 _new_rows(trained, tmp_path / "unseen", unseen)))
 
     scored = pq.read_table(scores).to_pandas().set_index("user_id")
     expected = trained_predictions(trained, "advertiser", "user_id")
@@ -85,6 +89,8 @@ def test_unseen_categories_and_missing_values_are_scored_as_in_training(trained,
     moved = (scored.loc[expected.index] - expected).abs().max(axis=1)
     assert (moved > 1e-4).sum() >= 50  # the changed rows score differently ...
     assert (moved < 1e-5).sum() >= len(expected) - 150  # ... the others exactly as before
+    # a file per scoring run: the same version's earlier scores are still there, as they were
+    assert scores != plain and plain.read_bytes() == plain_bytes
 
 
 def test_a_file_without_a_column_the_model_takes_names_the_party_and_column(trained, tmp_path):
@@ -97,6 +103,17 @@ def test_a_file_without_a_column_the_model_takes_names_the_party_and_column(trai
                                          r"version \w+: declared column is missing"):
         score_pipeline(str(SYNTHETIC_TOML), str(trained),
                        _new_rows(trained, tmp_path, drop_balance))
+
+
+def test_new_rows_for_a_party_the_config_does_not_have_name_it(trained, tmp_path):
+    from flows.score import score_pipeline
+
+    files = _new_rows(trained, tmp_path)
+    files["advertizer"] = files.pop("advertiser")  # a typo
+
+    with pytest.raises(InputError, match=r"new rows given for \['advertizer'\], which is no "
+                                         r"party of the config \(its parties: \['advertiser', "):
+        score_pipeline(str(SYNTHETIC_TOML), str(trained), files)
 
 
 def test_a_label_party_without_features_scores_on_the_feature_parties_embeddings(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,24 @@ def test_rr22_without_spu_installed_is_a_config_error_that_says_how_to_install_i
     with pytest.raises(InputError, match=r"key 'psi.protocol': .*protocol 'rr22' needs "
                                          r"SecretFlow's spu.*pip install 'splitrec\[rr22\]'"):
         parse_config(_settings() | {"psi": {"protocol": "rr22", "rr22_reveal_pairwise": True}})
+
+
+@pytest.mark.parametrize("line", ["every monday", "0 25 * * *", "0 3 * *", "H 3 * * *", ""])
+def test_a_schedule_that_is_no_cron_line_is_a_config_error(line: str):
+    with pytest.raises(InputError,
+                       match=rf"key 'schedule.cron': '{re.escape(line)}' is not a cron line"):
+        parse_config(_settings() | {"schedule": {"cron": line}})
+
+
+@pytest.mark.parametrize("line", ["0 3 * * 1", "*/15 6-18 * * MON-FRI", "@daily", "0 3 L * *"])
+def test_every_cron_line_the_config_accepts_is_one_prefect_serves(line: str):
+    from prefect.client.schemas.schedules import CronSchedule
+
+    schedule = parse_config(_settings() | {"schedule": {"cron": line}}).schedule
+    assert CronSchedule(cron=schedule.cron, timezone=schedule.timezone).cron == line
+
+
+def test_a_notification_block_is_named_by_its_type_and_name():
+    with pytest.raises(InputError, match=r"key 'notify.block': 'ops' is not '<block type>/<name>'"):
+        parse_config(_settings() | {"notify": {"block": "ops"}})
+    assert parse_config(_settings() | {"notify": {"block": "slack-webhook/ops"}}).notify.block

@@ -51,8 +51,10 @@ def test_every_shared_section_round_trips_through_a_trial_federation(tmp_path: P
                                 tmp_path / "trial" / p.name / "party.toml", p.name)
              for p in cfg.parties}
 
-    # Assert: every shared section, the model and each party's own columns arrive whole
+    # Assert: every shared section, the model and each party's own columns arrive whole; each
+    # party listens on 127.0.0.1 alone, as `party trial --help` says
     for name, view in views.items():
+        assert view.listen == f"127.0.0.1:{50051 + cfg.order.index(name)}", name
         assert shared_settings(view.config) == shared_settings(cfg), name
         assert view.config.model == cfg.model, name
         assert view.config.order == cfg.order, name
