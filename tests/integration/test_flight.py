@@ -123,3 +123,16 @@ def test_a_party_whose_peer_is_down_gives_up_within_the_timeout_naming_it(federa
     label.close()
     with pytest.raises(PeerError, match=rf"label at {address} did not answer within 3 s"):
         _bank_joins(label, bank, hashes)
+
+
+def test_a_port_another_process_holds_is_one_line_naming_the_party_and_address(federation):
+    # Prepare: the label party's endpoint already listens on its port
+    from splitrec_core.errors import InputError
+
+    label, bank, hashes = federation
+
+    # Execute / Assert: a second endpoint on that port is refused in words, not gRPC's
+    with pytest.raises(InputError, match=rf"^bank's listen address 127.0.0.1:{label.port}: "
+                                         r"cannot listen there: another process holds the port"):
+        FlightEndpoint("bank", f"127.0.0.1:{label.port}", bank, {"label": "127.0.0.1:1"},
+                       hashes, "federation-hash", QUICK)

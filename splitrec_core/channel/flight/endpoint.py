@@ -20,6 +20,7 @@ from splitrec_core.channel.base import Kind, Limits, PeerError
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.auth import Security, TokenCheck
 from splitrec_core.channel.flight.channel import ACK, FlightChannel, Link, first_line, pump
+from splitrec_core.errors import InputError
 
 START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
 # (a training run, a scoring run or a move of the registry's aliases: the request's "job")
@@ -95,7 +96,14 @@ class FlightEndpoint:
         # (train, score, models), says how it went
         self.on_start: Callable[[str, str, str], str] | None = None
         known = {p: h for p, h in token_hashes.items() if p != me}
-        self._server = _Server(self, security.location(listen).uri.decode(), security, known)
+        try:
+            self._server = _Server(self, security.location(listen).uri.decode(), security, known)
+        except pa.ArrowException:  # gRPC says no more than "Server did not start properly"
+            raise InputError(f"{me}'s listen address {listen}", None,
+                             "cannot listen there: another process holds the port (`ss -ltnp` "
+                             "shows which), or the host is not this machine's. Free it, or "
+                             "give the party another port in every copy of federation.toml "
+                             "(and in its party.toml's listen)") from None
         self.port = self._server.port
 
     def link(self, session: str, peer: str) -> Link:
