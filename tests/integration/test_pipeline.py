@@ -316,16 +316,38 @@ def test_cli_reports_bad_input_and_exits_2(tmp_path: Path, prefect_api):
     assert not (tmp_path / "parties" / "media" / "validated").exists()
 
 
-def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
-        tmp_path: Path, prefect_api):
-    # Prepare: a webhook receiver on 127.0.0.1 behind a notification block the config names,
-    # and a bank file with a duplicate ID
-    from http.server import BaseHTTPRequestHandler, HTTPServer
+def _failed_run_telling(block: str, workdir: Path) -> tuple[object, list[str]]:
+    """Run the pipeline with `[notify] block` on a bank file with a duplicate ID.
 
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    Returns the run's final state and its log lines.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.logging.handlers import APILogHandler
 
     from flows.pipeline import train_pipeline
     from splitrec_core.datasets.synthetic import write_parties
+
+    config = workdir / "notify.toml"
+    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[notify]\nblock = "{block}"\n')
+    bank = write_parties(workdir / "data", 500, seed=2)["bank"]
+    frame = pd.read_csv(bank)
+    frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
+    frame.to_csv(bank, index=False)
+    state = train_pipeline(str(config), str(workdir), return_state=True)
+    APILogHandler().flush()  # logs reach the API in batches: send what is queued
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
+            any_=[state.state_details.flow_run_id])))
+    return state, [log.message for log in logs]
+
+
+def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
+        tmp_path: Path, prefect_api):
+    # Prepare: a webhook receiver on 127.0.0.1 behind a notification block the config names
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     received: list[dict] = []
 
@@ -343,34 +365,18 @@ def test_a_failed_run_names_the_step_and_party_and_tells_the_notification_block(
     CustomWebhookNotificationBlock(name="ops", url=f"http://127.0.0.1:{server.server_port}/",
                                    json_data={"text": "{{body}}"}).save("splitrec-ops",
                                                                          overwrite=True)
-    config = tmp_path / "notify.toml"
-    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n'
-                      '[notify]\nblock = "custom-webhook/splitrec-ops"\n')
-    write_parties(tmp_path / "data", 500, seed=2)
-    bank = tmp_path / "data" / "bank.csv"
-    frame = pd.read_csv(bank)
-    frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
-    frame.to_csv(bank, index=False)
 
-    # Execute
-    state = train_pipeline(str(config), str(tmp_path), return_state=True)
+    # Execute: a bank file with a duplicate ID
+    state, logs = _failed_run_telling("custom-webhook/splitrec-ops", tmp_path)
     server.shutdown()
 
     # Assert: one message, the same line in the run's log
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
-
-    APILogHandler().flush()  # logs reach the API in batches: send what is queued
     with pytest.raises(InputError):
         state.result()
     [message] = received
     assert " of synthetic failed at step validate at party bank: " in message["text"]
     assert "party 'bank': 1 duplicate ID(s) in 2 row(s)" in message["text"]
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(
-            any_=[state.state_details.flow_run_id])))
-    assert message["text"] in [log.message for log in logs]
+    assert message["text"] in logs
 
 
 def test_an_empty_intersection_names_the_parties_own_files_and_id_column(tmp_path: Path,
@@ -393,32 +399,12 @@ def test_an_empty_intersection_names_the_parties_own_files_and_id_column(tmp_pat
 
 def test_a_notification_block_that_does_not_exist_costs_one_line_that_says_how_to_make_it(
         tmp_path: Path, prefect_api):
-    # Prepare: the README's example block, never made; a bank file with a duplicate ID
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogHandler
-
-    from flows.pipeline import train_pipeline
-    from splitrec_core.datasets.synthetic import write_parties
-
-    config = tmp_path / "notify.toml"
-    config.write_text(f'extends = "{SYNTHETIC_TOML}"\n[notify]\nblock = "slack-webhook/ops"\n')
-    write_parties(tmp_path / "data", 500, seed=2)
-    bank = tmp_path / "data" / "bank.csv"
-    frame = pd.read_csv(bank)
-    frame.loc[4, "user_id"] = frame.loc[1, "user_id"]
-    frame.to_csv(bank, index=False)
-
-    # Execute
-    state = train_pipeline(str(config), str(tmp_path), return_state=True)
+    # Execute: the README's example block, never made, told of a failed run
+    state, logs = _failed_run_telling("slack-webhook/ops", tmp_path)
 
     # Assert: the failure, then one line on the block; no traceback of the hook
-    APILogHandler().flush()
     with pytest.raises(InputError):
         state.result()
-    with get_client(sync_client=True) as client:
-        logs = [log.message for log in client.read_logs(LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[state.state_details.flow_run_id])))]
     [line] = [m for m in logs if "notify.block" in m]
     assert line.startswith("no message sent: notify.block 'slack-webhook/ops' cannot be loaded")
     assert "Blocks → + → the slack-webhook block type, named 'ops'" in line
