@@ -289,7 +289,9 @@ class NotifyConfig(Strict):
     @field_validator("block")
     @classmethod
     def _type_and_name(cls, block: str | None) -> str | None:
-        kind, _, name = (block or "x/x").partition("/")
+        if block is None:
+            return None
+        kind, _, name = block.partition("/")
         if not kind or not name or "/" in name:
             raise ValueError(f"'{block}' is not '<block type>/<name>' (e.g. 'slack-webhook/ops')")
         return block
