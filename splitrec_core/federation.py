@@ -13,6 +13,7 @@ count) when they connect; a mismatch stops every party.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -156,9 +157,13 @@ class PartyView:
 
     @property
     def listen(self) -> str:
-        """Where its endpoint listens: `listen`, else every interface at its address's port."""
-        port = split_address(self.federation.member(self.me).address)[1]
-        return self.private.listen or f"0.0.0.0:{port}"
+        """Where its endpoint listens: `listen`, else its address's port.
+
+        On a loopback address (a trial on one machine) it listens on the loopback alone, else on
+        every interface (the address may be a name, or a relay's, that this host cannot bind).
+        """
+        host, port = split_address(self.federation.member(self.me).address)
+        return self.private.listen or f"{'127.0.0.1' if _is_loopback(host) else '0.0.0.0'}:{port}"
 
     @property
     def peers(self) -> dict[str, str]:
@@ -257,13 +262,21 @@ class PartyFiles(Strict):
         return load_party(self.federation, self.private, self.party)
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether `host` names this machine's loopback (`localhost`, 127.0.0.0/8, ::1)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Path,
                            base_port: int, host: str = "127.0.0.1",
                            ) -> dict[str, tuple[Path, Path]]:
     """Split a one-process config into a trial federation on `host`.
 
-    The label party listens on `base_port`, the others in config order on the ports after it,
-    each on `host` alone (a trial is not reachable from other hosts).
+    The label party listens on `base_port`, the others in config order on the ports after it
+    (on 127.0.0.1 alone, the default for a loopback address: `PartyView.listen`).
     For each party a folder `out_dir/<party>/` with its copy of `federation.toml`, its private
     `party.toml`, its data file and its credentials (a fresh CA for all). Returns party →
     (federation file, private file). What a real federation's parties each write for
@@ -287,7 +300,7 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
     shared = tomli_w.dumps(federation.model_dump(mode="json", exclude_none=True))
     written = {}
     for party in cfg.parties:
-        folder, port = out_dir / party.name, base_port + order.index(party.name)
+        folder = out_dir / party.name
         data = folder / "data" / data_files[party.name].name
         data.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(data_files[party.name], data)
@@ -296,7 +309,6 @@ def write_trial_federation(cfg: Config, data_files: dict[str, Path], out_dir: Pa
             party=party.name, file=str(data.relative_to(folder)), id_column=party.id_column,
             categorical=party.categorical, numeric=party.numeric,
             split_column=party.split_column, events=party.events, engine=party.engine,
-            listen=f"{host}:{port}",
             bottom=BottomConfig(embedding_dim=cfg.model.embedding_dim,
                                 bottom_units=cfg.model.bottom_units))
         federation_file = write_bytes(shared.encode(), folder / "federation.toml")

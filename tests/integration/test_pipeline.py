@@ -408,8 +408,9 @@ def test_a_notification_block_that_does_not_exist_costs_one_line_that_says_how_t
     [line] = [m for m in logs if "notify.block" in m]
     assert line.startswith("no message sent: notify.block 'slack-webhook/ops' cannot be loaded")
     assert "Blocks → + → the slack-webhook block type, named 'ops'" in line
-    assert not [m for m in logs if "Traceback" in m or "error was encountered while running hook"
-                in m]
+    # (the run's own failure comes with Prefect's traceback of the InputError, as ever)
+    assert not [m for m in logs if "while running hook" in m]
+    assert not [m for m in logs if "Traceback" in m and "notify" in m]
 
 
 def test_a_config_error_stops_the_cli_before_prefect_starts(tmp_path: Path):

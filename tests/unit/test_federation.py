@@ -82,3 +82,23 @@ def test_reading_a_federation_file_does_not_load_flight():
     # Assert: Flight loads with the endpoint, not with the federation file's reader
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_a_party_listens_on_the_loopback_only_when_its_address_is_one(tmp_path: Path):
+    # Prepare: a trial federation, then the bank's address moved to a host name
+    write_parties(tmp_path / "data", 200, seed=0)
+    result = CliRunner().invoke(app, ["party", "trial", str(SYNTHETIC_TOML), "--data-workdir",
+                                      str(tmp_path), "--out", str(tmp_path / "trial")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "trial" / "bank"
+    shared = read_toml(folder / "federation.toml")
+    trial = load_party(folder / "federation.toml", folder / "party.toml", "bank").listen
+    for member in shared["parties"]:
+        member["address"] = member["address"].replace("127.0.0.1", "bank.example.org")
+    (folder / "federation.toml").write_text(tomli_w.dumps(shared))
+
+    # Execute
+    apart = load_party(folder / "federation.toml", folder / "party.toml", "bank").listen
+
+    # Assert
+    assert (trial, apart) == ("127.0.0.1:50052", "0.0.0.0:50052")
