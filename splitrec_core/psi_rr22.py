@@ -89,8 +89,8 @@ class Rr22Link:
 
     `pairs` maps each feature party to its pair's addresses. Without `credentials` the link is
     plaintext (parties in one process, or a federation marked insecure). `listen_host`, if set,
-    is where this party's end listens instead of its address's host (as its Flight endpoint
-    does: every interface unless its private file says otherwise).
+    is where this party's end listens instead of its address's host (where its Flight endpoint
+    listens: `PartyView.listen`).
     """
 
     pairs: Mapping[str, PairLink]
