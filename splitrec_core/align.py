@@ -19,13 +19,13 @@ import pyarrow.parquet as pq
 from splitrec_core import psi_rr22
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table
 from splitrec_core.channel.expect import Due, receive_array
+from splitrec_core.columns import ID
 from splitrec_core.config import EngineConfig, PsiConfig
 from splitrec_core.engine import LOCAL, party_executor
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_parquet
 from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
 from splitrec_core.psi_rr22 import Rr22Link
-from splitrec_core.validate import ID
 from splitrec_core.workspace import Workspace
 
 

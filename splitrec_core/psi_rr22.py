@@ -29,7 +29,6 @@ the kernel, and the channel counts it as `psi_rr22` beside its own messages.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -58,21 +57,14 @@ import pyarrow.parquet as pq
 from splitrec_core.certs import PartyCredentials
 from splitrec_core.channel import Channel, Kind, PeerError, array_table
 from splitrec_core.channel.expect import Due, receive_array
+from splitrec_core.columns import ID
 from splitrec_core.psi import EmptyIntersection, receive_positions, shuffled_order
-from splitrec_core.validate import ID
 
 _log = logging.getLogger(__name__)
 
-INSTALL_HINT = ("protocol 'rr22' needs SecretFlow's spu library, which is not installed here: "
-                "pip install 'splitrec[rr22]' (Python 3.11 on x86-64 Linux; it pins numpy < 2)")
 KEY, ROW = "key", "row"
 SESSION_BYTES = 16
 _HANDSHAKE_FAILED = "Fail to SSL_do_handshake"  # what brpc logs when TLS refuses a peer
-
-
-def spu_missing() -> bool:
-    """Whether spu cannot be imported here (then `rr22` cannot run)."""
-    return importlib.util.find_spec("spu") is None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table
 from splitrec_core.channel.expect import Due, receive_array
+from splitrec_core.columns import ID
 from splitrec_core.config import Config, EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL
 from splitrec_core.errors import InputError
@@ -29,7 +30,7 @@ from splitrec_core.event_matrix import People
 from splitrec_core.events import event_alignment
 from splitrec_core.export import ExportedParty
 from splitrec_core.io import atomic_path, write_parquet
-from splitrec_core.validate import ID, ValidatedParty, validate_party
+from splitrec_core.validate import ValidatedParty, validate_party
 from splitrec_core.workspace import Workspace
 
 CHUNK_ROWS = 65_536  # rows embedded and sent per message

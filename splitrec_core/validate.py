@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from splitrec_core.columns import ID
 from splitrec_core.config import EngineConfig, PartyConfig, TaskConfig
 from splitrec_core.engine import LOCAL, in_order, party_executor
 from splitrec_core.errors import InputError
@@ -28,7 +29,6 @@ from splitrec_core.events import PERSON, people_of, split_by_person
 from splitrec_core.io import atomic_path, undone_on_failure, write_parquet
 
 SPLITS = ("train", "test")
-ID = "id"
 PARTITION_ROWS = 1_000_000  # rows of a CSV file checked at once
 UNREADABLE = (OSError, ValueError, pa.ArrowException, UnicodeDecodeError)
 

@@ -20,4 +20,5 @@ def align_ids(cfg: Config, ids: dict[str, Path], split: Path, workdir: Path) -> 
     files = {p: PsiFiles.in_run(space, p, path, cfg.psi, cfg.party_file(cfg.party(p), workdir),
                                 cfg.party(p).id_column) for p, path in ids.items()}
     return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=split,
-                       hub=LocalHub(limits=Limits.of(cfg.channel)), engines=cfg.engines)
+                       hub=LocalHub(limits=Limits.in_mb(**cfg.channel.model_dump())),
+                       engines=cfg.engines)

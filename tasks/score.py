@@ -48,7 +48,8 @@ def align_new_rows(cfg: Config, ids: dict[str, Path], rows: dict[str, Path],
     files = {p: PsiFiles(path, space.scoring(p) / "aligned.parquet", None, rows[p],
                          cfg.party(p).id_column) for p, path in ids.items()}
     return align_local(files, cfg.psi, label_party=cfg.label_party, split_file=None,
-                       hub=LocalHub(limits=Limits.of(cfg.channel)), engines=cfg.engines)
+                       hub=LocalHub(limits=Limits.in_mb(**cfg.channel.model_dump())),
+                       engines=cfg.engines)
 
 
 @task(name="score", task_run_name="score", **task_options(("label_party",)))
@@ -62,7 +63,7 @@ def score_rows(cfg: Config, version_folders: dict[str, Path], validated: dict[st
     run = f"score-{flow_run.get_id()}"[:14]
     out = Workspace(workdir).scores_file(cfg.label_party, version, run)
     scored = score_local(version_folders, validated, alignment.files, cfg.label_party, out,
-                         LocalHub(limits=Limits.of(cfg.channel)))
+                         LocalHub(limits=Limits.in_mb(**cfg.channel.model_dump())))
     get_run_logger().info("scored %d rows with version %s at %.0f rows/s: %s", scored.rows,
                           version, scored.rows / scored.seconds, out)
     return scored

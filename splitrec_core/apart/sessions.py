@@ -18,7 +18,7 @@ def endpoint(view: PartyView) -> FlightEndpoint:
     if key not in _ENDPOINTS:
         _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), view.peers,
                                          view.token_hashes, view.federation.hash(), view.timeouts(),
-                                         Limits.of(view.federation.channel))
+                                         Limits.in_mb(**view.federation.channel.model_dump()))
         atexit.register(_ENDPOINTS[key].close)
     return _ENDPOINTS[key]
 

@@ -9,15 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from splitrec_core.errors import InputError
-
-if TYPE_CHECKING:
-    from splitrec_core.config import ChannelConfig
 
 
 class Kind(StrEnum):
@@ -113,9 +110,9 @@ class Limits:
     inbox_bytes: int = 16 * MB         # what waits to be taken from one peer (or one message)
 
     @classmethod
-    def of(cls, channel: ChannelConfig) -> Limits:
-        """The limits a run's `[channel]` settings give."""
-        return cls(channel.max_message_mb * MB, channel.inbox_mb * MB)
+    def in_mb(cls, max_message_mb: int, inbox_mb: int) -> Limits:
+        """The limits in MiB, as a run's `[channel]` section gives them (its keys, by name)."""
+        return cls(max_message_mb * MB, inbox_mb * MB)
 
     def check_outgoing(self, kind: Kind, to: str, nbytes: int) -> None:
         """Refuse to send `to` a message of `kind` that is larger than a peer may receive.

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from splitrec_core.extras import RR22_INSTALL_HINT, spu_missing
+
 
 class Strict(BaseModel):
     """A config section that rejects keys it does not know, so a typo is an error, not a default."""
@@ -206,10 +208,8 @@ class PsiConfig(Strict):
     @field_validator("protocol")
     @classmethod
     def _protocol_can_run(cls, protocol: str) -> str:
-        from splitrec_core.psi_rr22 import INSTALL_HINT, spu_missing
-
         if protocol == "rr22" and spu_missing():
-            raise ValueError(INSTALL_HINT)
+            raise ValueError(RR22_INSTALL_HINT)
         return protocol
 
 
@@ -217,7 +217,7 @@ class ChannelConfig(Strict):
     """How large a message between parties may be, and what a party holds of a peer's unread ones.
 
     Every party must have the same (parties apart: it is in the federation file). The defaults
-    are `channel.base.Limits`'.
+    are `channel.base.Limits`', which takes these keys by name (`Limits.in_mb`).
     """
 
     max_message_mb: int = Field(

@@ -26,7 +26,7 @@ from splitrec_core.training.party import PartyJob, PartyOutcome
 def _run_jobs(cfg: Config, jobs: dict[str, PartyJob], hub: LocalHub | None,
               ) -> tuple[dict[str, PartyOutcome], dict[str, dict[str, int]]]:
     """Run the jobs as `training.parties_in` says; their outcomes and the traffic of all."""
-    placement, limits = cfg.training.parties_in, Limits.of(cfg.channel)
+    placement, limits = cfg.training.parties_in, Limits.in_mb(**cfg.channel.model_dump())
     if placement != "threads" and hub is not None:
         raise ValueError("a LocalHub carries parties on threads, not in processes")
     if placement == "threads":

@@ -21,7 +21,8 @@ from splitrec_core.certs import make_trial_credentials
 from splitrec_core.channel import LocalHub, PeerError
 from splitrec_core.config import PsiConfig
 from splitrec_core.errors import InputError
-from splitrec_core.psi_rr22 import PairLink, Rr22Link, loopback_pairs, spu_missing
+from splitrec_core.extras import spu_missing
+from splitrec_core.psi_rr22 import PairLink, Rr22Link, loopback_pairs
 from tests.integration import test_apart as apart
 
 federation = apart.federation  # the synthetic trial federation of the parties-apart tests

@@ -19,7 +19,8 @@ from pyarrow import flight
 from splitrec_core.channel.base import Kind, Limits, PeerError
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.auth import Security, TokenCheck
-from splitrec_core.channel.flight.channel import ACK, FlightChannel, Link, first_line, pump
+from splitrec_core.channel.flight.channel import FlightChannel
+from splitrec_core.channel.flight.stream import ACK, Link, first_line, pump
 from splitrec_core.errors import InputError
 
 START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
