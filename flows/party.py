@@ -26,7 +26,7 @@ from tasks.evaluate import evaluate_run
 from tasks.export import export_model
 from tasks.features import build_party_features
 from tasks.notify import report_failure
-from tasks.report import publish_report
+from tasks.report import draw_plots, publish_report
 from tasks.train import train_label_only
 from tasks.validate import validate_input
 
@@ -72,7 +72,7 @@ def party_pipeline(files: PartyFiles, *, run_id: str | None = None, invite: bool
         return None
 
     # 8. The report for people, at the label party: report.md, tables and plots in its UI
-    publish_report(cfg, metrics, training)
+    publish_report(cfg, metrics, draw_plots(cfg, training))
     return str(metrics)
 
 

@@ -19,7 +19,7 @@ from tasks.export import export_model
 from tasks.features import build_party_features
 from tasks.notify import report_failure
 from tasks.registry import promote_if_better, register_version
-from tasks.report import publish_report
+from tasks.report import draw_plots, publish_report
 from tasks.train import train_centralized, train_label_only, train_split
 from tasks.validate import validate_input
 
@@ -85,5 +85,5 @@ def train_pipeline(config_path: str = "data/census.toml", workdir: str = "runs/c
     metrics = promote_if_better(cfg, version, report, root)
 
     # 8. The report for people: report.md beside metrics.json, tables and plots in the UI
-    publish_report(cfg, metrics, training)
+    publish_report(cfg, metrics, draw_plots(cfg, training))
     return str(metrics)

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-from sklearn.metrics import log_loss, roc_auc_score
 
 from splitrec_core.align import Alignment
 from splitrec_core.channel import ChannelStats
@@ -30,6 +29,10 @@ def task_metrics(labels: np.ndarray, probabilities: np.ndarray,
     NaN), and `undefined_auc` says why. Calibration is the mean predicted probability beside
     the observed rate of positives.
     """
+    # here, not at the top: scikit-learn (with SciPy) loads slowly, and a run whose every step
+    # is cached imports this module but never needs it
+    from sklearn.metrics import log_loss, roc_auc_score
+
     positives = int(labels.sum())
     metrics: TaskMetrics = {
         "auc": (float(roc_auc_score(labels, probabilities)) if 0 < positives < len(labels)

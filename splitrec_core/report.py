@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow.parquet as pq
+
+from splitrec_core.io import read_json
 
 if TYPE_CHECKING:
     from splitrec_core.evaluate import Report
@@ -110,7 +113,16 @@ def _png(figure: Any) -> str:
     return f"![plot](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})"
 
 
-def _plots(history: dict[str, Any], probabilities: dict[str, np.ndarray]) -> list[str]:
+def run_plots(history: Path, predictions: Path, tasks: list[str]) -> list[str]:
+    """The report's plots of a run's training `history` and test `predictions` (their files).
+
+    Each is a Markdown image: loss and validation AUC, gate use, test scores (`plots`).
+    """
+    table = pq.read_table(predictions, columns=[f"p:{t}" for t in tasks])
+    return plots(read_json(history), {t: table.column(f"p:{t}").to_numpy() for t in tasks})
+
+
+def plots(history: dict[str, Any], probabilities: dict[str, np.ndarray]) -> list[str]:
     """The report's plots, per task: loss and validation AUC, gate use, test scores.
 
     Loss and validation AUC are per epoch; gate use is per expert at the kept epoch; the test
@@ -162,13 +174,13 @@ def _markdown_table(rows: list[dict[str, object]]) -> list[str]:
             + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
 
 
-def markdown_report(name: str, report: Report, history: dict[str, Any],
-                    probabilities: dict[str, np.ndarray]) -> str:
+def markdown_report(name: str, report: Report, drawn: list[str]) -> str:
     """`report.md`: the tables of the terminal summary, the traffic, the verdict and the plots.
 
-    The traffic is per message kind; the verdict is the model registry's.
+    The traffic is per message kind; the verdict is the model registry's; `drawn` are
+    `run_plots`' three plots.
     """
-    curves, gates, scores = _plots(history, probabilities)
+    curves, gates, scores = drawn
     training = report.training
     sizes = (f"{report.intersection:,} people shared by every party "
              f"({report.train_rows:,} training, {report.test_rows:,} test). "

@@ -1,7 +1,7 @@
-"""Prefect task: the run report for people, as `report.md` and as artifacts on the run's page.
+"""Prefect tasks: the run report for people, as `report.md` and as artifacts on the run's page.
 
 `report.md` goes beside `metrics.json`; the artifacts on the flow run's page are tables, and the
-Markdown report with its plots.
+Markdown report with its plots, which are drawn once per trained model (a cached task).
 """
 
 from __future__ import annotations
@@ -9,16 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from splitrec_core.config import Config
 from splitrec_core.evaluate import Report
-from splitrec_core.io import read_json, write_bytes
-from splitrec_core.report import markdown_report, task_rows, traffic_rows
+from splitrec_core.io import write_bytes
+from splitrec_core.report import markdown_report, run_plots, task_rows, traffic_rows
 from splitrec_core.results import TrainResult
-from tasks._common import uncached_task_options
+from tasks._common import task_options, uncached_task_options
 
 
 def artifact_key(cfg: Config, what: str) -> str:
@@ -26,17 +25,21 @@ def artifact_key(cfg: Config, what: str) -> str:
     return f"{cfg.name}-{what}".lower().replace("_", "-")
 
 
+@task(name="draw_plots", task_run_name="draw_plots", **task_options(("tasks",)))
+def draw_plots(cfg: Config, training: TrainResult) -> list[str]:
+    """The report's plots of `training` (Markdown images): drawn again only for a new model."""
+    return run_plots(training.history, training.predictions, cfg.task_names)
+
+
 @task(name="publish_report", task_run_name="publish_report",
       **uncached_task_options())
-def publish_report(cfg: Config, report: Path, training: TrainResult) -> Path:
+def publish_report(cfg: Config, report: Path, plots: list[str]) -> Path:
     """Write `report.md` beside `report` and show its tables and plots on the flow run's page.
 
-    `report` is metrics.json, with the registry's verdict.
+    `report` is metrics.json, with the registry's verdict; `plots` are `draw_plots`'.
     """
     metrics = Report.load(report)
-    predictions = pq.read_table(training.predictions).to_pandas()
-    probabilities = {t.name: predictions[f"p:{t.name}"].to_numpy() for t in cfg.tasks}
-    markdown = markdown_report(cfg.name, metrics, read_json(training.history), probabilities)
+    markdown = markdown_report(cfg.name, metrics, plots)
     written = write_bytes(markdown.encode(), report.with_name("report.md"))
     create_table_artifact(task_rows(metrics), key=artifact_key(cfg, "metrics"),
                           description=f"Per task: test AUC and log loss, the label party alone, "

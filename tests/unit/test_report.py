@@ -11,7 +11,7 @@ import pytest
 from splitrec_core.evaluate import Report, VersionMetrics
 from splitrec_core.io import read_json
 from splitrec_core.promotion import Verdict
-from splitrec_core.report import _plots, terminal_summary
+from splitrec_core.report import plots, terminal_summary
 
 
 def test_scores_that_barely_vary_still_plot():
@@ -24,11 +24,11 @@ def test_scores_that_barely_vary_still_plot():
                "gate_mean": {"a": [[0.5, 0.5], [0.6, 0.4]], "b": [[0.5, 0.5], [0.5, 0.5]]}}
 
     # Execute
-    plots = _plots(history, {"a": np.linspace(0, 1, 1000, dtype=np.float32), "b": flat})
+    drawn = plots(history, {"a": np.linspace(0, 1, 1000, dtype=np.float32), "b": flat})
 
     # Assert: three PNGs, the score distributions among them
-    assert len(plots) == 3
-    assert all(p.startswith("![plot](data:image/png;base64,") for p in plots)
+    assert len(drawn) == 3
+    assert all(p.startswith("![plot](data:image/png;base64,") for p in drawn)
 
 
 def _report(**changes) -> Report:
