@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from splitrec_core.errors import InputError
@@ -29,6 +32,31 @@ def use_workdir_results(workdir: Path) -> None:
     So deleting a run folder also forgets its cache.
     """
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(workdir.resolve() / ".prefect"))
+
+
+def start_temporary_api() -> Callable[[], None]:
+    """Start Prefect's temporary API now, while the flow's modules load; returns the wait for it.
+
+    Without an API to talk to (no `PREFECT_API_URL`), the first flow run starts a temporary one in
+    a process of its own and waits for it. Started here, on a thread, its start-up overlaps with
+    importing the flow; the flow run then finds it running (Prefect keeps one per process).
+    Call the returned function before the flow runs: Prefect must not start a second one.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        return lambda: None
+
+    from prefect.server.api.server import SubprocessASGIServer  # here: a thread would import
+    # it only as fast as the flow's own imports leave it the interpreter
+
+    def start() -> None:
+        with contextlib.suppress(Exception):  # the flow run starts it again, and says why not
+            SubprocessASGIServer().start()
+
+    starting = threading.Thread(target=start, name="start-prefect-api", daemon=True)
+    starting.start()
+    return starting.join
 
 
 class _QuietInputErrors(logging.Filter):

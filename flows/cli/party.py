@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows.cli.bootstrap import quiet_prefect_input_errors, use_workdir_results
+from flows.cli.bootstrap import (
+    quiet_prefect_input_errors,
+    start_temporary_api,
+    use_workdir_results,
+)
 from flows.cli.options import Invite, RunId, needs_run_id, with_party_files
 from flows.cli.summary import print_summary
 
@@ -35,10 +39,12 @@ def party_run(files: PartyFiles, run_id: RunId = None, invite: Invite = False) -
     """Run our part of the pipeline; the other parties run theirs on their own hosts."""
     needs_run_id(run_id, invite)
     view = _prepared(files)
+    api_started = start_temporary_api()
     from flows.party import party_flows
 
     quiet_prefect_input_errors()
     pipeline, _ = party_flows(view.config.party(files.party).engine)
+    api_started()
     report = pipeline(files, run_id=run_id, invite=invite)
     if report:
         print_summary(Path(report))
@@ -62,10 +68,12 @@ def party_score(files: PartyFiles,
     """
     needs_run_id(run_id, invite)
     view = _prepared(files)
+    api_started = start_temporary_api()
     from flows.party import party_flows
 
     quiet_prefect_input_errors()
     _, score_flow = party_flows(view.config.party(files.party).engine)
+    api_started()
     predictions = score_flow(files, rows=str(rows.resolve()) if rows else None, run_id=run_id,
                              model=model, invite=invite)
     typer.echo(f"predictions: {predictions}" if predictions else

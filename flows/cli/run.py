@@ -8,7 +8,11 @@ from typing import Annotated
 
 import typer
 
-from flows.cli.bootstrap import quiet_prefect_input_errors, use_workdir_results
+from flows.cli.bootstrap import (
+    quiet_prefect_input_errors,
+    start_temporary_api,
+    use_workdir_results,
+)
 from flows.cli.options import Workdir
 from flows.cli.summary import print_summary
 from splitrec_core.errors import InputError
@@ -37,11 +41,13 @@ def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: objec
     """
     root = _checked_workdir(config, workdir, sweeping=name == "sweep")
     use_workdir_results(root)
+    api_started = start_temporary_api()
     module, function = {"train_pipeline": ("flows.pipeline", "train_pipeline"),
                         "sweep": ("flows.sweep", "sweep"),
                         "score": ("flows.score", "score_pipeline")}[name]
     flow = getattr(importlib.import_module(module), function)
     quiet_prefect_input_errors()
+    api_started()
     return Path(flow(str(config), str(root), **parameters))
 
 
