@@ -117,7 +117,6 @@ def test_a_feature_party_that_never_comes_is_named_after_the_timeout(tmp_path: P
     # Prepare: the label party alone, its one feature party never started
     files, split = _prepare(tmp_path, {"a": ["1", "2", "3"], "b": ["2", "3"]})
     link = Rr22Link(loopback_pairs(["b"]), timeout_s=2)
-    started = time.monotonic()
 
     # Execute
     with pytest.raises(PeerError, match=r"RR22 PSI: b did not connect at 127\.0\.0\.1:\d+ "
@@ -125,8 +124,7 @@ def test_a_feature_party_that_never_comes_is_named_after_the_timeout(tmp_path: P
         label_side(LocalHub().channel("a"), files["a"], RR22, followers=["b"],
                    split_file=split, rr22=link)
 
-    # Assert: named within the timeout and the worker's start, nothing written
-    assert time.monotonic() - started < 15
+    # Assert: named with its address and the timeout, nothing written
     assert not files["a"].aligned.exists()
     assert list(files["a"].aligned.parent.iterdir()) == []  # spu's files are gone too
 
