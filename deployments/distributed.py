@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--data-workdir", type=Path, default=Path("runs/census"),
                         help="where `splitrec data census` put the parties' files")
     parser.add_argument("--out", type=Path, default=Path("runs/distributed"))
-    parser.add_argument("--base-port", type=int, default=50051)
+    parser.add_argument("--base-port", type=int, default=20051)
     args = parser.parse_args()
     splitrec = Path(sys.executable).with_name("splitrec")
 

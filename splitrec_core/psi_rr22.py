@@ -35,7 +35,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +56,7 @@ import pyarrow.parquet as pq
 from splitrec_core.certs import PartyCredentials
 from splitrec_core.channel import Channel, Kind, PeerError, array_table
 from splitrec_core.channel.expect import Due, receive_array
+from splitrec_core.channel.flight.addresses import free_ports
 from splitrec_core.columns import ID
 from splitrec_core.psi import EmptyIntersection, receive_positions, shuffled_order
 
@@ -103,12 +103,13 @@ def federation_pairs(label: str, followers: list[str], hosts: Mapping[str, str],
 
 
 def loopback_pairs(followers: list[str]) -> dict[str, PairLink]:
-    """Pairs on 127.0.0.1 at ports free now, for parties that run in one process."""
-    def free_port() -> int:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            return int(probe.getsockname()[1])
-    return {f: PairLink(f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+    """Pairs on 127.0.0.1 at ports free now, for parties that run in one process.
+
+    The ports are outside those the OS gives outgoing connections (`free_port_block`): spu
+    dials its peer's port until it listens, and on loopback could otherwise connect to itself.
+    """
+    ports = iter(free_ports(2 * len(followers)))
+    return {f: PairLink(f"127.0.0.1:{next(ports)}", f"127.0.0.1:{next(ports)}")
             for f in followers}
 
 

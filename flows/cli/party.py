@@ -102,7 +102,11 @@ def party_serve(files: PartyFiles) -> None:
 def party_trial(config: Path, data_workdir: Annotated[Path, typer.Option(
                     help="Where the config's data files are (as for `splitrec run`).")],
                 out: Annotated[Path, typer.Option(help="One folder per party goes here.")],
-                base_port: int = 50051) -> None:
+                base_port: Annotated[int, typer.Option(
+                    help="The label party's port; the others' follow. Keep it below 32768, where "
+                         "Linux picks outgoing ports: a party dialing its own host's port in that "
+                         "range before the peer listens can connect to itself.")] = 20051,
+                ) -> None:
     """Split a one-process CONFIG into a trial federation on 127.0.0.1.
 
     Per party a folder with its federation.toml copy, its private party.toml, its data file and

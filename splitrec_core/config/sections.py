@@ -197,10 +197,12 @@ class PsiConfig(Strict):
                                    "party learns which of its IDs it shares with the label party, "
                                    "not only those every party shares")
     rr22_port: int = Field(
-        default=39400, ge=1024, le=65000,
+        default=29400, ge=1024, le=65000,
         description="rr22, parties apart: pair i (feature parties in federation order) listens "
                     "on this port + 2i at the label party's host and + 2i + 1 at the feature "
-                    "party's")
+                    "party's; below the ports the OS gives outgoing connections (Linux: from "
+                    "32768), where a party on the same host dialing before its peer listens "
+                    "could connect to itself")
     rr22_timeout_s: float = Field(
         default=120.0, gt=0, description="rr22: how long a party waits for its pair's peer to "
                                          "connect or answer before it stops, naming the peer")

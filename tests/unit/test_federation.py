@@ -54,7 +54,7 @@ def test_every_shared_section_round_trips_through_a_trial_federation(tmp_path: P
     # Assert: every shared section, the model and each party's own columns arrive whole; each
     # party listens on 127.0.0.1 alone, as `party trial --help` says
     for name, view in views.items():
-        assert view.listen == f"127.0.0.1:{50051 + cfg.order.index(name)}", name
+        assert view.listen == f"127.0.0.1:{20051 + cfg.order.index(name)}", name
         assert shared_settings(view.config) == shared_settings(cfg), name
         assert view.config.model == cfg.model, name
         assert view.config.order == cfg.order, name
@@ -101,4 +101,4 @@ def test_a_party_listens_on_the_loopback_only_when_its_address_is_one(tmp_path: 
     apart = load_party(folder / "federation.toml", folder / "party.toml", "bank").listen
 
     # Assert
-    assert (trial, apart) == ("127.0.0.1:50052", "0.0.0.0:50052")
+    assert (trial, apart) == ("127.0.0.1:20052", "0.0.0.0:20052")

@@ -5,8 +5,10 @@ Nothing here needs `pyarrow.flight`: reading a federation file uses it without l
 
 from __future__ import annotations
 
+import random
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -27,26 +29,34 @@ class Timeouts:
     backoff_max_s: float = 10.0  # ... up to this
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` ports nobody listens on now (the OS picks them; a race is possible but rare)."""
-    sockets = [socket.socket() for _ in range(count)]
+def outgoing_ports() -> range:
+    """The ports the OS gives outgoing connections (Linux: `ip_local_port_range`).
+
+    Elsewhere Linux's default, below the BSDs' and Windows' (49152 up).
+    """
     try:
-        for sock in sockets:
-            sock.bind((host, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+#: the lowest port chosen for a party to listen on (below: the well-known services)
+LOWEST_CHOSEN_PORT = 20000
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
-    """A port p with p .. p + count - 1 free now, for a trial federation's parties.
+    """A port p with p .. p + count - 1 free now, for parties that will listen on them.
 
-    `splitrec party trial --base-port` gives its parties consecutive ports. Checked, not
-    reserved: a race with another program is possible but rare.
+    Chosen below the ports the OS gives outgoing connections: a party that dials a port in
+    that range on its own host before the listener is up can be given that very port as its
+    source, and connect to itself (TCP's simultaneous open; on loopback about once in ten
+    thousand attempts, which a retrying dialer reaches). Checked, not reserved: a race with
+    another program is possible but rare.
     """
-    for _ in range(50):
-        base = free_ports(1, host)[0]
+    highest = min(outgoing_ports().start, 65536) - count
+    for _ in range(100):
+        base = random.randint(LOWEST_CHOSEN_PORT, highest)  # noqa: S311 - not a secret
         sockets = [socket.socket() for _ in range(count)]
         try:
             for offset, sock in enumerate(sockets):
@@ -57,4 +67,14 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
         finally:
             for sock in sockets:
                 sock.close()
-    raise RuntimeError(f"no {count} consecutive free ports on {host}")
+    raise RuntimeError(f"no {count} consecutive free ports on {host} between "
+                       f"{LOWEST_CHOSEN_PORT} and {highest + count - 1}")
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different ports nobody listens on now, chosen as `free_port_block` chooses them."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port_block(1, host)) not in ports:
+            ports.append(port)
+    return ports
