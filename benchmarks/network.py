@@ -82,18 +82,21 @@ def run_across(profile: str, jobs: dict[str, Callable], label: str, session: str
 
 def psi_across(cfg, workdir: Path, profile: str) -> dict:
     """Census PSI on the validated IDs in `workdir`, across `profile`'s link."""
-    from splitrec_core.align import PsiFiles, feature_side, label_side
+    from splitrec_core.psi import PsiFiles, feature_side, label_side
+    from splitrec_core.psi.ecdh import Ecdh
     from splitrec_core.workspace import Workspace
 
     space, out, label = Workspace(workdir), workdir / "network" / profile / "psi", cfg.label_party
     files = {p: PsiFiles(space.validated(p) / "ids.parquet", out / p / "aligned.parquet")
              for p in cfg.order}
-    jobs = {label: Timed(partial(label_side, files=files[label], psi=cfg.psi,
-                                 followers=cfg.followers, engine=cfg.party(label).engine,
+    jobs = {label: Timed(partial(label_side, files=files[label],
+                                 protocol=Ecdh(cfg.psi, cfg.party(label).engine),
+                                 followers=cfg.followers,
                                  split_file=space.validated(label) / "split.parquet"))}
     for party in cfg.followers:
-        jobs[party] = Timed(partial(feature_side, files=files[party], psi=cfg.psi, leader=label,
-                                    engine=cfg.party(party).engine))
+        jobs[party] = Timed(partial(feature_side, files=files[party],
+                                    protocol=Ecdh(cfg.psi, cfg.party(party).engine),
+                                    leader=label))
     outcomes, relay_cpu_s = run_across(profile, jobs, label, "psi")
     sent = sum(counts["bytes"] for _, _, traffic in outcomes.values()
                for counts in traffic.values())

@@ -65,7 +65,7 @@ def write_inputs(folder: Path, sets: list[list[str]]) -> tuple[dict, Path]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from splitrec_core.align import PsiFiles
+    from splitrec_core.psi import PsiFiles
 
     files = {}
     for name, values in zip(party_names(len(sets)), sets, strict=True):
@@ -100,8 +100,8 @@ def check_alignment(files: dict, n: int) -> None:
 
 def run_splitrec(sets: list[list[str]], on_dask: bool = False, protocol: str = "ecdh") -> dict:
     """Align `sets` (the leader's first) with splitrec's PSI; its seconds, intersection, bytes."""
-    from splitrec_core.align import align_local
     from splitrec_core.config import EngineConfig, PsiConfig
+    from splitrec_core.psi import align_local
 
     names, n = party_names(len(sets)), len(sets[0])
     workers = max(1, (os.cpu_count() or 1) // len(names))
@@ -148,21 +148,23 @@ def run_flight(sets: list[list[str]], inbox_mb: int) -> dict:
     """Align `sets` with a process per party over Flight with mutual TLS on loopback."""
     import pyarrow.parquet as pq
 
-    from splitrec_core.align import feature_side, label_side
     from splitrec_core.channel import Limits
     from splitrec_core.channel.base import MB
     from splitrec_core.channel.flight.loopback import loopback_seats
     from splitrec_core.channel.processes import run_in_processes
     from splitrec_core.config import PsiConfig
+    from splitrec_core.psi import feature_side, label_side
+    from splitrec_core.psi.ecdh import Ecdh
 
     names, psi, n = party_names(len(sets)), PsiConfig(domain="benchmark"), len(sets[0])
     with tempfile.TemporaryDirectory() as tmp:
         files, split = write_inputs(Path(tmp), sets)
         del sets
-        jobs = {"leader": Measured(partial(label_side, files=files["leader"], psi=psi,
-                                           followers=names[1:], split_file=split))}
+        jobs = {"leader": Measured(partial(label_side, files=files["leader"],
+                                           protocol=Ecdh(psi), followers=names[1:],
+                                           split_file=split))}
         for name in names[1:]:
-            jobs[name] = Measured(partial(feature_side, files=files[name], psi=psi,
+            jobs[name] = Measured(partial(feature_side, files=files[name], protocol=Ecdh(psi),
                                           leader="leader"))
         seats = loopback_seats(names, Path(tmp) / "credentials", "psi",
                                limits=Limits(inbox_bytes=inbox_mb * MB))

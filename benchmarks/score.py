@@ -32,8 +32,8 @@ def main() -> None:
     import pyarrow.parquet as pq
     from train import cpu_model
 
-    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.config import load_config
+    from splitrec_core.psi import PsiFiles, align_local
     from splitrec_core.registry import SharedModel
     from splitrec_core.scoring import (
         score_local,

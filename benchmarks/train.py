@@ -89,10 +89,10 @@ def prepare(cfg, workdir: Path) -> dict:  # party -> PartyFeatures
 
     Its data is made if missing: census fetched, or the events federation drawn.
     """
-    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.datasets.census import prepare_census
     from splitrec_core.datasets.events import write_events
     from splitrec_core.features import PartyFeatures, build_features
+    from splitrec_core.psi import PsiFiles, align_local
     from splitrec_core.validate import validate_party
     from splitrec_core.workspace import Workspace
 

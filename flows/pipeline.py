@@ -10,9 +10,9 @@ from pathlib import Path
 
 from prefect import flow
 
-from splitrec_core.align import Alignment
 from splitrec_core.config import Config, load_config, with_changes
 from splitrec_core.features import PartyFeatures
+from splitrec_core.psi import Alignment
 from tasks.align import align_ids
 from tasks.evaluate import evaluate_run
 from tasks.export import export_model

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from splitrec_core.align import Alignment
 from splitrec_core.channel import ChannelStats
 from splitrec_core.features import FeatureMatrix, PartyFeatures
 from splitrec_core.io import read_json, write_json
 from splitrec_core.promotion import Verdict
+from splitrec_core.psi import Alignment
 from splitrec_core.results import TrainResult
 
 TaskMetrics = dict[str, float | int | None]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from prefect import task
 
-from splitrec_core.align import Alignment, PsiFiles, align_local
 from splitrec_core.channel import Limits, LocalHub
 from splitrec_core.config import Config
+from splitrec_core.psi import Alignment, PsiFiles, align_local
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 

@@ -12,9 +12,9 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
-from splitrec_core.align import Alignment, PsiFiles, align_local
 from splitrec_core.channel import Limits, LocalHub
 from splitrec_core.config import Config
+from splitrec_core.psi import Alignment, PsiFiles, align_local
 from splitrec_core.registry import SharedModel
 from splitrec_core.scoring import Scored, score_local, validate_new_rows
 from splitrec_core.validate import ValidatedParty

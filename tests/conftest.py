@@ -58,8 +58,8 @@ def synthetic_run(tmp_path: Path) -> Path:
 
 def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeatures]:
     """Validate, align and engineer every party's features with the core library (no Prefect)."""
-    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.features import build_features
+    from splitrec_core.psi import PsiFiles, align_local
     from splitrec_core.validate import validate_party
     from splitrec_core.workspace import Workspace
 

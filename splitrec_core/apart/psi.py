@@ -5,13 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-from splitrec_core.align import Alignment, PsiFiles, feature_side, label_side
 from splitrec_core.apart.sessions import party_traffic, session
 from splitrec_core.channel.flight.addresses import split_address
 from splitrec_core.errors import InputError
 from splitrec_core.federation import PartyView
-from splitrec_core.psi import EmptyIntersection
-from splitrec_core.psi_rr22 import Rr22Link, federation_pairs
+from splitrec_core.psi import (
+    Alignment,
+    EmptyIntersection,
+    PsiFiles,
+    feature_side,
+    label_side,
+    psi_protocol,
+)
+from splitrec_core.psi.rr22_links import Rr22Link, federation_pairs
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
 
@@ -34,16 +40,15 @@ def align_apart(view: PartyView, run_id: str, validated: ValidatedParty, workdir
     """This party's side of PSI; the label party also sends the train/test flag."""
     cfg, me = view.config, view.me
     files = PsiFiles.in_run(workdir, me, validated.ids, cfg.psi)
-    rr22 = rr22_link(view) if cfg.psi.protocol == "rr22" else None
+    protocol = psi_protocol(cfg.psi, cfg.party(me).engine, lambda: rr22_link(view))
     with session(view, run_id, "psi") as channel:
         try:
             if me == cfg.label_party:
                 assert validated.split is not None  # the label party's validation writes it
-                label_side(channel, files, cfg.psi, followers=cfg.followers,
-                           split_file=validated.split, engine=cfg.party(me).engine, rr22=rr22)
+                label_side(channel, files, protocol, followers=cfg.followers,
+                           split_file=validated.split)
             else:
-                feature_side(channel, files, cfg.psi, leader=cfg.label_party,
-                             engine=cfg.party(me).engine, rr22=rr22)
+                feature_side(channel, files, protocol, leader=cfg.label_party)
         except EmptyIntersection:  # bad input: no retry can fix it
             raise InputError(view.data_file, cfg.party(me).id_column,
                              f"empty intersection: no ID is held by all of "

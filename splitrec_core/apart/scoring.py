@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
-from splitrec_core.align import PsiFiles, feature_side, label_side
 from splitrec_core.apart.messages import ScoreWith, receive, send
 from splitrec_core.apart.psi import rr22_link
 from splitrec_core.apart.registry_protocol import own_registry
 from splitrec_core.apart.sessions import party_traffic, session
 from splitrec_core.errors import InputError
 from splitrec_core.federation import PartyView
-from splitrec_core.psi import EmptyIntersection
+from splitrec_core.psi import (
+    EmptyIntersection,
+    PsiFiles,
+    feature_side,
+    label_side,
+    psi_protocol,
+)
 from splitrec_core.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -47,15 +52,14 @@ def score_apart(view: PartyView, run_id: str, model: str, rows: Path, workdir: W
         part = registry.folder(registry.resolve(version))
         validated = validate_new_rows(me, part, rows, folder / "validated", cfg.psi.normalize,
                                       cfg.party(me).engine)
-        rr22 = rr22_link(view) if cfg.psi.protocol == "rr22" else None
+        protocol = psi_protocol(cfg.psi, cfg.party(me).engine, lambda: rr22_link(view))
         try:
             if me == label:
-                label_side(channel, PsiFiles(validated.ids, aligned), cfg.psi,
-                           followers=followers, split_file=None, engine=cfg.party(me).engine,
-                           rr22=rr22)
+                label_side(channel, PsiFiles(validated.ids, aligned), protocol,
+                           followers=followers, split_file=None)
             else:
-                feature_side(channel, PsiFiles(validated.ids, aligned), cfg.psi, leader=label,
-                             split=False, engine=cfg.party(me).engine, rr22=rr22)
+                feature_side(channel, PsiFiles(validated.ids, aligned), protocol, leader=label,
+                             split=False)
         except EmptyIntersection:
             raise InputError(rows, cfg.party(me).id_column, "empty intersection: no new ID is "
                              f"held by all of {view.federation.order}") from None

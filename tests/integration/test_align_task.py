@@ -14,7 +14,7 @@ from tests.conftest import SYNTHETIC_TOML
 
 def test_scalar_never_reaches_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api):
     # Prepare: a recognisable scalar, and the PSI task run with result persistence on
-    import splitrec_core.psi as psi
+    import splitrec_core.psi.points as psi
     from splitrec_core.config import load_config
     from tasks.align import align_ids
 

@@ -20,7 +20,7 @@ from distributed import WorkerPlugin
 from splitrec_core.config import EngineConfig, load_config
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.features import build_features
-from splitrec_core.psi import Blinder, hash_to_points
+from splitrec_core.psi.points import Blinder, hash_to_points
 from splitrec_core.validate import validate_party
 from tests.conftest import SYNTHETIC_TOML, prepare_features
 

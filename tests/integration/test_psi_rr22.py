@@ -16,13 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 import tomli_w
 
-from splitrec_core.align import PsiFiles, align_local, feature_side, label_side
 from splitrec_core.certs import make_trial_credentials
 from splitrec_core.channel import LocalHub, PeerError
 from splitrec_core.config import PsiConfig
 from splitrec_core.errors import InputError
 from splitrec_core.extras import spu_missing
-from splitrec_core.psi_rr22 import PairLink, Rr22Link, loopback_pairs
+from splitrec_core.psi import PsiFiles, align_local, feature_side, label_side
+from splitrec_core.psi.rr22 import Rr22
+from splitrec_core.psi.rr22_links import PairLink, Rr22Link, loopback_pairs
 from tests.integration import test_apart as apart
 
 federation = apart.federation  # the synthetic trial federation of the parties-apart tests
@@ -121,8 +122,8 @@ def test_a_feature_party_that_never_comes_is_named_after_the_timeout(tmp_path: P
     # Execute
     with pytest.raises(PeerError, match=r"RR22 PSI: b did not connect at 127\.0\.0\.1:\d+ "
                                         r"within 2 s"):
-        label_side(LocalHub().channel("a"), files["a"], RR22, followers=["b"],
-                   split_file=split, rr22=link)
+        label_side(LocalHub().channel("a"), files["a"], Rr22(RR22, link), followers=["b"],
+                   split_file=split)
 
     # Assert: named with its address and the timeout, nothing written
     assert not files["a"].aligned.exists()
@@ -156,10 +157,11 @@ def test_a_peer_without_a_certificate_of_the_federations_ca_is_refused_and_named
 
     # Execute
     out = _run_pair({
-        "a": lambda: label_side(hub.channel("a"), files["a"], RR22, followers=["b"],
-                                split_file=split, rr22=Rr22Link(pairs, 20, ours["a"])),
-        "b": lambda: feature_side(hub.channel("b"), files["b"], RR22, leader="a",
-                                  rr22=Rr22Link(pairs, 20, stranger)),
+        "a": lambda: label_side(hub.channel("a"), files["a"],
+                                Rr22(RR22, Rr22Link(pairs, 20, ours["a"])), followers=["b"],
+                                split_file=split),
+        "b": lambda: feature_side(hub.channel("b"), files["b"],
+                                  Rr22(RR22, Rr22Link(pairs, 20, stranger)), leader="a"),
     })
 
     # Assert: each side names the other
@@ -178,10 +180,11 @@ def test_parties_with_the_federations_certificates_align_over_tls(tmp_path: Path
 
     # Execute
     out = _run_pair({
-        "a": lambda: label_side(hub.channel("a"), files["a"], RR22, followers=["b"],
-                                split_file=split, rr22=Rr22Link(pairs, 20, creds["a"])),
-        "b": lambda: feature_side(hub.channel("b"), files["b"], RR22, leader="a",
-                                  rr22=Rr22Link(pairs, 20, creds["b"])),
+        "a": lambda: label_side(hub.channel("a"), files["a"],
+                                Rr22(RR22, Rr22Link(pairs, 20, creds["a"])), followers=["b"],
+                                split_file=split),
+        "b": lambda: feature_side(hub.channel("b"), files["b"],
+                                  Rr22(RR22, Rr22Link(pairs, 20, creds["b"])), leader="a"),
     })
 
     # Assert
@@ -257,12 +260,14 @@ def test_no_raw_id_crosses_and_the_socket_count_is_what_crossed(tmp_path: Path):
 
     # Execute
     out = _run_pair({
-        "a": lambda: label_side(hub.channel("a"), files["a"], RR22, followers=["b"],
-                                split_file=split,
-                                rr22=Rr22Link({"b": PairLink(real.label, to_b.address)}, 20)),
-        "b": lambda: feature_side(hub.channel("b"), files["b"], RR22, leader="a",
-                                  rr22=Rr22Link({"b": PairLink(to_label.address, real.feature)},
-                                                20)),
+        "a": lambda: label_side(
+            hub.channel("a"), files["a"],
+            Rr22(RR22, Rr22Link({"b": PairLink(real.label, to_b.address)}, 20)),
+            followers=["b"], split_file=split),
+        "b": lambda: feature_side(
+            hub.channel("b"), files["b"],
+            Rr22(RR22, Rr22Link({"b": PairLink(to_label.address, real.feature)}, 20)),
+            leader="a"),
     })
     to_label.close()
     to_b.close()

@@ -47,8 +47,8 @@ def test_census_split_mmoe_matches_central(tmp_path: Path):
     # Execute: score 10,000 of the test people again with the registered version, from new
     # files (the label party's without split and labels; a day's batch: the people scored;
     # all of them: benchmarks/score.py)
-    from splitrec_core.align import PsiFiles, align_local
     from splitrec_core.config import load_config
+    from splitrec_core.psi import PsiFiles, align_local
     from splitrec_core.registry import SharedModel
     from splitrec_core.scoring import (
         score_local,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 
 from splitrec_core.channel.flight.addresses import free_port_block, free_ports, outgoing_ports
-from splitrec_core.psi_rr22 import loopback_pairs
+from splitrec_core.psi.rr22_links import loopback_pairs
 
 
 def _listenable(port: int) -> bool:

@@ -11,11 +11,11 @@ import pytest
 from nacl.bindings import crypto_scalarmult
 from nacl.utils import random as random_bytes
 
-from splitrec_core.align import PsiFiles, align_local
 from splitrec_core.channel import Kind, LocalHub
 from splitrec_core.config import PsiConfig
 from splitrec_core.errors import InputError
-from splitrec_core.psi import Blinder, comparison_bytes, hash_to_points, match
+from splitrec_core.psi import PsiFiles, align_local
+from splitrec_core.psi.points import Blinder, comparison_bytes, hash_to_points, match
 
 
 def _write_ids(folder: Path, name: str, ids: list[str]) -> Path:
@@ -44,7 +44,7 @@ def _align(tmp_path: Path, sets: dict[str, list[str]], hub: LocalHub | None = No
 
 def test_blinding_commutes(monkeypatch: pytest.MonkeyPatch):
     # Prepare
-    import splitrec_core.psi as psi
+    import splitrec_core.psi.points as psi
 
     points = hash_to_points(["alice", "bob"], "d")
     a, b = random_bytes(32), random_bytes(32)
@@ -183,7 +183,7 @@ def test_only_points_cross_and_are_counted(tmp_path: Path):
 
 def test_blinded_lists_are_shuffled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # Prepare: pin the scalar so the test can compute what an unshuffled list would be
-    import splitrec_core.psi as psi
+    import splitrec_core.psi.points as psi
 
     scalar = b"\x01" * 32
     monkeypatch.setattr(psi, "random_bytes", lambda size: scalar)

@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitrec_core.channel import LocalHub
-from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
+from splitrec_core.psi.ecdh import run_follower, run_leader
+from splitrec_core.psi.positions import EmptyIntersection
 
 ids = st.text(min_size=1, max_size=12).filter(lambda s: s.strip() != "")
 universe = st.lists(ids, min_size=1, max_size=60, unique=True)

@@ -6,7 +6,7 @@ import pytest
 
 
 def test_scalars_are_fresh_per_party_and_run(monkeypatch: pytest.MonkeyPatch):
-    import splitrec_core.psi as psi
+    import splitrec_core.psi.points as psi
 
     drawn: list[bytes] = []
     real = psi.random_bytes

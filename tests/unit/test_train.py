@@ -192,7 +192,7 @@ def test_leakage_audit_sees_leaks_and_strong_noise_hides_them(tmp_path):
 def test_a_label_party_without_features_trains_on_the_feature_parties_embeddings(
         tmp_path: Path, synthetic_cfg: Config):
     # Prepare: the synthetic federation, the advertiser declaring no feature columns
-    from splitrec_core.align import Alignment
+    from splitrec_core.psi import Alignment
     from splitrec_core.training.central import train_central, train_label_alone
     from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace

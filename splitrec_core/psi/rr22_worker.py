@@ -1,6 +1,6 @@
 """One party's side of one RR22 PSI pair, in a process of its own.
 
-Run as `python -m splitrec_core.rr22_worker SPEC`.
+Run as `python -m splitrec_core.psi.rr22_worker SPEC`.
 
 SecretFlow's `spu` library runs the protocol (`spu.psi.psi_execute`, `PROTOCOL_RR22`) over its
 own brpc link. It runs apart from the party's pipeline process for three reasons: spu brings its
@@ -8,7 +8,7 @@ own gRPC/brpc, protobuf and abseil, which should not share a process with Tensor
 Arrow Flight's; a pair that hangs can be killed without killing the party; and a party runs one
 pair per feature party at once, each on its own port.
 
-SPEC is a JSON file written by `psi_rr22.run_pair`. The result is a JSON file beside it: the
+SPEC is a JSON file written by `rr22_pair.run_pair`. The result is a JSON file beside it: the
 bytes this process sent and received at its TCP sockets, read from the kernel (`TCP_INFO`) just
 before the link closes, since spu's link does not expose its own counters to Python. The worker
 ends itself if the party that started it is gone. This module imports only spu and the

@@ -1,4 +1,4 @@
-"""Row alignment: PSI (ECDH or RR22), then the label party's train/test flag per common position.
+"""Row alignment: PSI (ECDH or RR22, `protocol`), then the label party's train/test flag.
 
 Each party ends with `aligned.parquet` in its own workspace: `row` (its local row), `position` (the
 common order) and `is_train`. The split flag comes from the label party over the channel, so a
@@ -7,25 +7,25 @@ feature party can fit its transforms on training rows only without seeing anythi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from splitrec_core import psi_rr22
 from splitrec_core.channel import Channel, Kind, LocalHub, array_table
 from splitrec_core.channel.expect import Due, receive_array
 from splitrec_core.columns import ID
 from splitrec_core.config import EngineConfig, PsiConfig
-from splitrec_core.engine import LOCAL, party_executor
+from splitrec_core.engine import LOCAL
 from splitrec_core.errors import InputError
 from splitrec_core.io import write_parquet
-from splitrec_core.psi import EmptyIntersection, run_follower, run_leader
-from splitrec_core.psi_rr22 import Rr22Link
+from splitrec_core.psi.positions import EmptyIntersection
+from splitrec_core.psi.protocol import PsiProtocol, psi_protocol
+from splitrec_core.psi.rr22_links import Rr22Link, loopback_pairs
 from splitrec_core.workspace import Workspace
 
 
@@ -67,17 +67,6 @@ class PsiFiles:
         return cls(ids, space.aligned(party), unmatched, source, id_column)
 
 
-def _id_chunks(path: Path, chunk: int) -> Iterator[list[str]]:
-    """Stream a party's IDs from Parquet, `chunk` at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk, columns=[ID]):
-        yield batch.column(0).to_pylist()
-
-
-def _count(path: Path) -> int:
-    """How many IDs a party's Parquet file holds (from its footer)."""
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 def _write_aligned(rows: np.ndarray, is_train: np.ndarray, path: Path) -> Path:
     table = pa.table({
         "row": rows.astype(np.int64),
@@ -95,40 +84,13 @@ def _write_unmatched(ids_file: Path, shared_rows: np.ndarray, out: Path) -> Path
     return write_parquet(ids.filter(pa.array(outside)), out)
 
 
-def _leader_rows(channel: Channel, files: PsiFiles, psi: PsiConfig, followers: list[str],
-                 engine: EngineConfig, rr22: Rr22Link | None) -> np.ndarray:
-    if psi.protocol == "rr22":
-        assert rr22 is not None  # the caller sets up the pairs' links for rr22
-        with psi_rr22.scratch_folder(files.aligned.parent) as scratch:
-            return psi_rr22.run_leader(channel, files.ids, followers, rr22, psi.chunk_size,
-                                       scratch)
-    with party_executor(engine) as executor:
-        return run_leader(channel, _id_chunks(files.ids, psi.chunk_size), followers, psi.domain,
-                          psi.chunk_size, _count(files.ids), executor)
-
-
-def _follower_rows(channel: Channel, files: PsiFiles, psi: PsiConfig, leader: str,
-                   engine: EngineConfig, rr22: Rr22Link | None) -> np.ndarray:
-    if psi.protocol == "rr22":
-        assert rr22 is not None
-        with psi_rr22.scratch_folder(files.aligned.parent) as scratch:
-            return psi_rr22.run_follower(channel, files.ids, leader, rr22, psi.chunk_size,
-                                         scratch)
-    with party_executor(engine) as executor:
-        return run_follower(channel, _id_chunks(files.ids, psi.chunk_size), leader, psi.domain,
-                            psi.chunk_size, _count(files.ids), executor)
-
-
-def label_side(
-    channel: Channel, files: PsiFiles, psi: PsiConfig, *, followers: list[str],
-    split_file: Path | None, engine: EngineConfig = LOCAL, rr22: Rr22Link | None = None,
-) -> Path:
+def label_side(channel: Channel, files: PsiFiles, protocol: PsiProtocol, *,
+               followers: list[str], split_file: Path | None) -> Path:
     """The label party leads PSI, then sends every follower the train flag per common position.
 
-    Under ECDH it blinds on its `engine`; under RR22 it runs a pair over each of `rr22`'s links.
     With no `split_file` (for scoring) no flag is sent and no row is a training row.
     """
-    rows = _leader_rows(channel, files, psi, followers, engine, rr22)
+    rows = protocol.leader_rows(channel, files.ids, followers, files.aligned.parent)
     is_train = np.zeros(len(rows), bool)
     if split_file is not None:
         split = pq.read_table(split_file).column("split").to_numpy(zero_copy_only=False)
@@ -144,16 +106,13 @@ def label_side(
     return _write_aligned(rows, is_train, files.aligned)
 
 
-def feature_side(
-    channel: Channel, files: PsiFiles, psi: PsiConfig, *, leader: str, split: bool = True,
-    engine: EngineConfig = LOCAL, rr22: Rr22Link | None = None,
-) -> Path:
+def feature_side(channel: Channel, files: PsiFiles, protocol: PsiProtocol, *, leader: str,
+                 split: bool = True) -> Path:
     """A feature party follows PSI and receives the train flag per common position.
 
-    Under ECDH it blinds on its `engine`; under RR22 it runs its pair over `rr22`'s link. With
-    `split` false (for scoring) no flag comes.
+    With `split` false (for scoring) no flag comes.
     """
-    rows = _follower_rows(channel, files, psi, leader, engine, rr22)
+    rows = protocol.follower_rows(channel, files.ids, leader, files.aligned.parent)
     is_train = (receive_array(channel, Kind.SPLIT_MASK, leader, Due(np.bool_, rows=len(rows)))
                 if split else np.zeros(len(rows), bool))
     if files.unmatched:
@@ -174,16 +133,15 @@ def align_local(
     engines = engines or {}
     hub = hub or LocalHub()
     followers = [p for p in files if p != label_party]
-    rr22 = (Rr22Link(psi_rr22.loopback_pairs(followers), psi.rr22_timeout_s)
-            if psi.protocol == "rr22" else None)
+    pairs = cache(lambda: Rr22Link(loopback_pairs(followers), psi.rr22_timeout_s))  # one for all
+    protocols = {p: psi_protocol(psi, engines.get(p, LOCAL), pairs) for p in files}
     jobs: dict[str, Callable[[], Path]] = {
-        label_party: partial(label_side, hub.channel(label_party), files[label_party], psi,
-                             followers=followers, split_file=split_file,
-                             engine=engines.get(label_party, LOCAL), rr22=rr22),
+        label_party: partial(label_side, hub.channel(label_party), files[label_party],
+                             protocols[label_party], followers=followers, split_file=split_file),
     }
     for p in followers:
-        jobs[p] = partial(feature_side, hub.channel(p), files[p], psi, leader=label_party,
-                          split=split_file is not None, engine=engines.get(p, LOCAL), rr22=rr22)
+        jobs[p] = partial(feature_side, hub.channel(p), files[p], protocols[p], leader=label_party,
+                          split=split_file is not None)
     try:
         hub.run(jobs)
     except EmptyIntersection:
