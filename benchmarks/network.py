@@ -109,8 +109,8 @@ def train_across(cfg, features: dict, out: Path, profile: str) -> dict:
     from splitrec_core.channel import ChannelStats
     from splitrec_core.channel.processes import own_cores
     from splitrec_core.evaluate import evaluate
-    from splitrec_core.training.common import party_order
     from splitrec_core.training.local import label_result
+    from splitrec_core.training.models import party_order
     from splitrec_core.training.party import PartyJob
 
     shutil.rmtree(out, ignore_errors=True)  # no checkpoints of an earlier run to resume from

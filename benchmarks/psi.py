@@ -149,7 +149,7 @@ def run_flight(sets: list[list[str]], inbox_mb: int) -> dict:
     import pyarrow.parquet as pq
 
     from splitrec_core.channel import Limits
-    from splitrec_core.channel.base import MB
+    from splitrec_core.channel.contract import MB
     from splitrec_core.channel.flight.loopback import loopback_seats
     from splitrec_core.channel.processes import run_in_processes
     from splitrec_core.config import PsiConfig

@@ -132,15 +132,15 @@ def per_batch_ms(cfg, features: dict, xla: bool, side_by_side: bool = False,
     import numpy as np
 
     from splitrec_core.channel import Kind, LocalHub, array_table, table_array
-    from splitrec_core.trainers import (
+    from splitrec_core.training.central import CentralRun
+    from splitrec_core.training.models import task_weighting
+    from splitrec_core.training.steps import (
         BottomTrainer,
         CentralTrainer,
         LabelTrainer,
         StepSettings,
         set_op_threads,
     )
-    from splitrec_core.training.central import CentralRun
-    from splitrec_core.training.common import task_weighting
 
     def ms(call) -> float:
         call()

@@ -29,7 +29,7 @@ class ExitCodes(TyperGroup):
         except Exception as error:
             # A PeerError comes from the channel, so only a command that loaded it can raise one
             # (`splitrec --help` and a typo in an option never load pyarrow)
-            base = sys.modules.get("splitrec_core.channel.base")
+            base = sys.modules.get("splitrec_core.channel.contract")
             if base is None or not isinstance(error, base.PeerError):
                 raise
             _exit(error, code=1)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from splitrec_core.channel.base import Channel, Kind, ProtocolError, table_array
+from splitrec_core.channel.contract import Channel, Kind, ProtocolError
+from splitrec_core.channel.framing import table_array
 
 
 @dataclass(frozen=True)

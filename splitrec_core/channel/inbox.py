@@ -38,14 +38,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from splitrec_core.channel.base import (
-    Kind,
-    Limits,
-    PeerError,
-    ProtocolError,
-    expect_kind,
-    split_frame,
-)
+from splitrec_core.channel.contract import Kind, Limits, PeerError, ProtocolError, expect_kind
+from splitrec_core.channel.framing import split_frame
 
 
 class PeerInbox:

@@ -13,15 +13,9 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import (
-    ChannelStats,
-    CountingChannel,
-    Kind,
-    Limits,
-    expect_kind,
-    payload_bytes,
-    received_table,
-)
+from splitrec_core.channel.contract import ChannelStats, Kind, Limits, expect_kind
+from splitrec_core.channel.counting import CountingChannel
+from splitrec_core.channel.framing import payload_bytes, received_table
 
 RECV_TIMEOUT_S = 600.0
 POLL_S = 0.2

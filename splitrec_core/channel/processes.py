@@ -2,9 +2,9 @@
 
 Each party has its own interpreter and TensorFlow runtime, so no party waits on another's Python.
 Every pair of parties shares a duplex pipe (a socket pair: a message costs one write, and one read
-by the thread that moves it into the receiver's inbox); a message is framed as `channel.base` says:
-the kind, a newline and the Arrow IPC bytes. Each party counts what it sends and what it receives.
-What a party logs (its `splitrec_core` loggers: per-epoch lines, for one) comes back to the
+by the thread that moves it into the receiver's inbox); a message is framed as `channel.framing`
+says: the kind, a newline and the Arrow IPC bytes. Each party counts what it sends and what it
+receives. What a party logs (its `splitrec_core` loggers: per-epoch lines, for one) comes back to the
 parent's loggers of the same names, so it reaches the parent's terminal, its flow run's log and its
 handlers.
 """
@@ -27,18 +27,9 @@ from typing import TypeVar
 
 import pyarrow as pa
 
-from splitrec_core.channel.base import (
-    KIND_HEAD,
-    Channel,
-    CountingChannel,
-    Kind,
-    Limits,
-    PeerError,
-    ProtocolError,
-    frame,
-    payload_size,
-    received_table,
-)
+from splitrec_core.channel.contract import Channel, Kind, Limits, PeerError, ProtocolError
+from splitrec_core.channel.counting import CountingChannel
+from splitrec_core.channel.framing import KIND_HEAD, frame, payload_size, received_table
 from splitrec_core.channel.inbox import Incoming
 from splitrec_core.channel.local import POLL_S, RECV_TIMEOUT_S
 

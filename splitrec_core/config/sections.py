@@ -219,7 +219,7 @@ class ChannelConfig(Strict):
     """How large a message between parties may be, and what a party holds of a peer's unread ones.
 
     Every party must have the same (parties apart: it is in the federation file). The defaults
-    are `channel.base.Limits`', which takes these keys by name (`Limits.in_mb`).
+    are `channel.contract.Limits`', which takes these keys by name (`Limits.in_mb`).
     """
 
     max_message_mb: int = Field(

@@ -23,16 +23,9 @@ from splitrec_core.event_matrix import People, event_batches
 from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
 from splitrec_core.io import write_json, write_parquet
 from splitrec_core.results import TrainResult
-from splitrec_core.trainers import CentralTrainer, set_op_threads
-from splitrec_core.training.common import (
-    TrainedRun,
-    build_bottom,
-    build_top,
-    party_order,
-    save_model,
-    task_weighting,
-    write_result,
-)
+from splitrec_core.training.models import build_bottom, build_top, party_order, task_weighting
+from splitrec_core.training.runs import TrainedRun, save_model, write_result
+from splitrec_core.training.steps import CentralTrainer, set_op_threads
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,13 @@ from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import receive_row
 from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import DECISION, EVAL_BATCH, BestWeights, Decision
-from splitrec_core.trainers import BottomTrainer
-from splitrec_core.training.common import Inbox, LoopSettings, Outbox
+from splitrec_core.training.runs import LoopSettings
+from splitrec_core.training.steps import BottomTrainer
+from splitrec_core.training.wire import BatchesIn, BatchesOut
 
 
 def bottom_epoch(trainer: BottomTrainer, batches: Iterable[tuple[tf.Tensor, tf.Tensor]],
-                 embeddings: Outbox, gradients: Inbox, ahead: int = 0) -> None:
+                 embeddings: BatchesOut, gradients: BatchesIn, ahead: int = 0) -> None:
     """One epoch of a bottom: embed each batch, hand it over, step on the gradient that returns.
 
     Each batch is (`cats`, `nums`); its embedding goes in the `embeddings` outbox. While a
@@ -68,8 +69,8 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
         best.load(checkpoints.restore(run.start_epoch, [trainer.bottom], [trainer.optimizer]))
     batches = run.train.batches(plan, run.start_epoch)
     validation = run.train.take(plan.validation)
-    embeddings = Outbox(partial(channel.send, Kind.EMBEDDING, leader), wire, run.per_message)
-    gradients = Inbox(channel, Kind.GRADIENT, leader, trainer.bottom.output_shape[-1], wire,
+    embeddings = BatchesOut(partial(channel.send, Kind.EMBEDDING, leader), wire, run.per_message)
+    gradients = BatchesIn(channel, Kind.GRADIENT, leader, trainer.bottom.output_shape[-1], wire,
                       run.per_message)
     for epoch in range(run.start_epoch, plan.epochs):
         bottom_epoch(trainer, batches, embeddings, gradients, run.ahead)

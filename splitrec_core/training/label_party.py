@@ -24,8 +24,9 @@ from splitrec_core.event_matrix import EventMatrix, Spread, spread_of
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy import LeakageAudit
 from splitrec_core.streaming import StreamedFeatures
-from splitrec_core.trainers import LabelTrainer
-from splitrec_core.training.common import Inbox, LoopSettings, Outbox, Wire, unpacked
+from splitrec_core.training.runs import LoopSettings
+from splitrec_core.training.steps import LabelTrainer
+from splitrec_core.training.wire import BatchesIn, BatchesOut, Wire, unpacked
 
 _log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class LabelOutcome:
 
 
 def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
-                embeddings: list[Inbox], gradients: list[Outbox], audit: LeakageAudit,
+                embeddings: list[BatchesIn], gradients: list[BatchesOut], audit: LeakageAudit,
                 ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
     """One epoch of the label party, ending with the outboxes flushed.
 
@@ -99,9 +100,9 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
         best.load(saved)
     batches = run.train.batches(plan, run.start_epoch, tasks)
     validation = run.train.take(plan.validation)
-    embeddings = [Inbox(channel, Kind.EMBEDDING, f, width, wire, run.per_message)
+    embeddings = [BatchesIn(channel, Kind.EMBEDDING, f, width, wire, run.per_message)
                   for f, width in _cut_widths(trainer, followers).items()]
-    gradients = [Outbox(partial(channel.send, Kind.GRADIENT, f), wire, run.per_message)
+    gradients = [BatchesOut(partial(channel.send, Kind.GRADIENT, f), wire, run.per_message)
                  for f in followers]
     for epoch in range(run.start_epoch, plan.epochs):
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)

@@ -19,8 +19,9 @@ from splitrec_core.config import Config
 from splitrec_core.cpu import total_cpu_s
 from splitrec_core.features import PartyFeatures
 from splitrec_core.results import TrainResult
-from splitrec_core.training.common import TrainedRun, party_order, write_result
+from splitrec_core.training.models import party_order
 from splitrec_core.training.party import PartyJob, PartyOutcome
+from splitrec_core.training.runs import TrainedRun, write_result
 
 
 def _run_jobs(cfg: Config, jobs: dict[str, PartyJob], hub: LocalHub | None,

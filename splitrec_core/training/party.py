@@ -24,17 +24,12 @@ from splitrec_core.event_matrix import EventMatrix
 from splitrec_core.features import PartyFeatures, Transform
 from splitrec_core.provenance import fingerprint
 from splitrec_core.streaming import open_features
-from splitrec_core.trainers import BottomTrainer, LabelTrainer, StepSettings, set_op_threads
-from splitrec_core.training.common import (
-    LoopSettings,
-    Wire,
-    build_bottom,
-    build_top,
-    save_model,
-    task_weighting,
-)
 from splitrec_core.training.feature_party import feature_loop
 from splitrec_core.training.label_party import LabelOutcome, label_loop
+from splitrec_core.training.models import build_bottom, build_top, task_weighting
+from splitrec_core.training.runs import LoopSettings, save_model
+from splitrec_core.training.steps import BottomTrainer, LabelTrainer, StepSettings, set_op_threads
+from splitrec_core.training.wire import Wire
 
 
 @dataclass(frozen=True)

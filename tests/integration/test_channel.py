@@ -30,10 +30,11 @@ from splitrec_core.channel import (
     array_table,
     table_array,
 )
-from splitrec_core.channel.base import MB, ipc_bytes
+from splitrec_core.channel.contract import MB
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.channel import FlightChannel
 from splitrec_core.channel.flight.loopback import loopback_seats
+from splitrec_core.channel.framing import ipc_bytes
 from splitrec_core.channel.local import ChannelAborted
 from splitrec_core.channel.processes import pipe_channels, run_in_processes
 from splitrec_core.errors import InputError

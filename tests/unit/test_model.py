@@ -20,7 +20,7 @@ from splitrec_core.model import (
     task_losses,
     top_model,
 )
-from splitrec_core.trainers import BottomTrainer, CentralTrainer, LabelTrainer, StepSettings
+from splitrec_core.training.steps import BottomTrainer, CentralTrainer, LabelTrainer, StepSettings
 
 CFG = ModelConfig(embedding_dim=3, bottom_units=[8], cut_dim=4, num_experts=3, expert_units=5,
                   tower_units=2)

@@ -16,12 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from splitrec_core.channel.base import ipc_bytes
+from splitrec_core.channel.framing import ipc_bytes
 from splitrec_core.config import Config
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import Report, evaluate
-from splitrec_core.training.common import Wire
+from splitrec_core.training.wire import Wire
 from tests.conftest import found_in, prepare_features, raw_values, with_training
 
 

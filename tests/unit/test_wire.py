@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 from splitrec_core.channel import Kind, LocalHub
-from splitrec_core.channel.base import ipc_bytes
-from splitrec_core.training.common import Inbox, Outbox, Wire
+from splitrec_core.channel.framing import ipc_bytes
+from splitrec_core.training.wire import BatchesIn, BatchesOut, Wire
 
 INT8 = Wire("int8")
 
@@ -130,13 +130,13 @@ def test_int8_batches_stacked_in_one_message_come_apart_as_sent_alone():
     sender, receiver = hub.channel("a"), hub.channel("b")
     rows = _rows(2)
     batches = [rows[:300], rows[300:556], rows[556:700]]
-    outbox = Outbox(partial(sender.send, Kind.EMBEDDING, "b"), INT8, per_message=2)
+    outbox = BatchesOut(partial(sender.send, Kind.EMBEDDING, "b"), INT8, per_message=2)
 
     # Execute
     for batch in batches:
         outbox.put(batch)
     outbox.flush()
-    inbox = Inbox(receiver, Kind.EMBEDDING, "a", width=32, wire=INT8, per_message=2)
+    inbox = BatchesIn(receiver, Kind.EMBEDDING, "a", width=32, wire=INT8, per_message=2)
     got = [inbox.take(len(batch)) for batch in batches]
     inbox.end_epoch()
 

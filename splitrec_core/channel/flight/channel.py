@@ -16,15 +16,8 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 from pyarrow import flight
 
-from splitrec_core.channel.base import (
-    CountingChannel,
-    Kind,
-    Limits,
-    PeerError,
-    frame,
-    payload_size,
-    received_table,
-)
+from splitrec_core.channel.contract import Kind, Limits, PeerError
+from splitrec_core.channel.counting import CountingChannel
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.stream import (
     ACK,
@@ -35,6 +28,7 @@ from splitrec_core.channel.flight.stream import (
     pump,
     read_with_deadline,
 )
+from splitrec_core.channel.framing import frame, payload_size, received_table
 
 T = TypeVar("T")
 

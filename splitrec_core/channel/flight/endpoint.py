@@ -16,7 +16,7 @@ from typing import TypeVar
 import pyarrow as pa
 from pyarrow import flight
 
-from splitrec_core.channel.base import Kind, Limits, PeerError
+from splitrec_core.channel.contract import Kind, Limits, PeerError
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.auth import Security, TokenCheck
 from splitrec_core.channel.flight.channel import FlightChannel

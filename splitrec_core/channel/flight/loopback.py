@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from splitrec_core.certs import PartyCredentials, make_trial_credentials
-from splitrec_core.channel.base import Limits
+from splitrec_core.channel.contract import Limits
 from splitrec_core.channel.flight.addresses import Timeouts, free_ports
 from splitrec_core.channel.flight.auth import Security
 from splitrec_core.channel.flight.channel import FlightChannel

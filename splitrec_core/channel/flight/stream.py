@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from pyarrow import flight
 
-from splitrec_core.channel.base import PeerError, ProtocolError
+from splitrec_core.channel.contract import PeerError, ProtocolError
 from splitrec_core.channel.inbox import Incoming
 
 ACK = b"accepted"  # the first message on a stream: the peer let us in

@@ -1,7 +1,8 @@
-"""What a channel is: typed messages between named parties, counted per kind.
+"""What a channel is: typed messages between named parties, counted per kind, within limits.
 
-Every channel counts bytes and messages per kind. The framing the byte-stream transports share
-(process pipes, Flight) is here too.
+Only the `Kind`s listed here may cross; every channel counts bytes and messages per kind
+(`ChannelStats`); `Limits` bound a message and what a party holds of a peer's. A peer that
+does not answer is a `PeerError`; one that breaks the protocol a `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-import numpy as np
 import pyarrow as pa
 
 from splitrec_core.errors import InputError
@@ -173,117 +173,3 @@ class Channel(Protocol):
 
     def close(self) -> None:
         """Let go of the connections to the other parties (the channel is not used again)."""
-
-
-class CountingChannel:
-    """What every transport's channel keeps alike: party `me`, its limits, its traffic both ways.
-
-    A transport adds each message it sends to `_sent` (refusing one over the maximum size) and
-    each it hands out to `_received`.
-    """
-
-    def __init__(self, me: str, limits: Limits = Limits()) -> None:
-        self.me, self.limits = me, limits
-        self._sent, self._received = ChannelStats(), ChannelStats()
-
-    def _count_outgoing(self, kind: Kind, to: str, nbytes: int) -> None:
-        """Count a message about to go `to`, once it is known to be small enough."""
-        self.limits.check_outgoing(kind, to, nbytes)
-        self._sent.add(kind, nbytes)
-
-    def sent(self) -> ChannelStats:
-        """What this party sent."""
-        return self._sent
-
-    def count_beside(self, kind: Kind, sent: int, received: int) -> None:
-        """Count traffic with a peer that crossed beside the channel (RR22 over spu's link).
-
-        One message each way: the bytes are what this party's sockets sent and received.
-        """
-        if sent:
-            self._sent.add(kind, sent)
-        if received:
-            self._received.add(kind, received)
-
-    def received(self) -> ChannelStats:
-        """What this party received."""
-        return self._received
-
-
-def payload_bytes(kind: Kind, table: pa.Table) -> pa.Buffer:
-    """`table` as the Arrow IPC stream a channel carries and counts.
-
-    Refuses a `kind` that is not a `Kind`: nothing else may cross.
-    """
-    if not isinstance(kind, Kind):
-        raise ValueError(f"unknown message kind {kind!r}")
-    return ipc_bytes(table)
-
-
-def ipc_bytes(table: pa.Table) -> pa.Buffer:
-    """`table` as one Arrow IPC stream: schema, batches, end marker (what a transport carries)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue()
-
-
-# The framing every byte-stream transport shares (process pipes, Flight): a message is its kind,
-# a newline and the Arrow IPC stream, so one stream carries tables of any schema.
-
-KIND_HEAD = 32  # a kind's name and its newline fit in this many bytes
-
-
-def frame(kind: Kind, table: pa.Table) -> bytes:
-    r"""The message that carries `table` as `kind`: `kind\n<Arrow IPC stream>`."""
-    payload = payload_bytes(kind, table)  # refuses a kind that is not a `Kind`, first
-    return kind.value.encode() + b"\n" + payload.to_pybytes()
-
-
-def split_frame(message: memoryview) -> tuple[str, memoryview]:
-    """A received message's kind, as its sender wrote it, and its payload.
-
-    The receiver checks the kind: a peer may send anything.
-    """
-    head = bytes(message[:KIND_HEAD])
-    end = head.find(b"\n")
-    if end < 0:
-        raise ValueError(f"a message without a kind line ({head!r}...)")
-    return head[:end].decode(errors="replace"), message[end + 1 :]
-
-
-def payload_size(message: bytes) -> int:
-    """The bytes of a framed message's payload: what the sender counts, as the receiver does."""
-    return split_frame(memoryview(message))[1].nbytes
-
-
-def read_table(payload: memoryview | pa.Buffer) -> pa.Table:
-    """The table a payload (an Arrow IPC stream) carries."""
-    return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
-
-
-def received_table(frm: str, kind: Kind, payload: memoryview | pa.Buffer) -> pa.Table:
-    """The table a message of `kind` from `frm` carries; bytes that are not one is an error."""
-    try:
-        return read_table(payload)
-    except (pa.ArrowException, ValueError) as error:
-        first = (str(error).strip() or type(error).__name__).splitlines()[0]
-        raise ProtocolError(f"{frm} sent '{kind.value}' that is not an Arrow IPC stream: "
-                            f"{first}") from None
-
-
-def array_table(array: np.ndarray, name: str = "value") -> pa.Table:
-    """Wrap a 1-D or 2-D numpy array as a one-column Arrow table (2-D as fixed-size lists)."""
-    if array.ndim == 1:
-        return pa.table({name: array})
-    flat = pa.array(np.ascontiguousarray(array).reshape(-1))
-    return pa.table({name: pa.FixedSizeListArray.from_arrays(flat, array.shape[1])})
-
-
-def table_array(table: pa.Table, name: str = "value") -> np.ndarray:
-    """Inverse of `array_table`."""
-    column = table.column(name).combine_chunks()
-    if pa.types.is_fixed_size_list(column.type):
-        width = column.type.list_size
-        return column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-    return column.to_numpy(zero_copy_only=False)

@@ -8,7 +8,7 @@ import keras
 import tensorflow as tf
 
 from splitrec_core.model import TaskWeighting, mean_gate_weights, task_losses
-from splitrec_core.trainers.common import (
+from splitrec_core.training.steps.common import (
     StepSettings,
     adam,
     input_specs,

@@ -16,9 +16,9 @@ is start-up, as tracing is. Privacy noise comes from a generator seeded privatel
 (`entropy.private_seed`), never from the shared seed.
 """
 
-from splitrec_core.trainers.bottom import BottomTrainer
-from splitrec_core.trainers.central import CentralTrainer
-from splitrec_core.trainers.common import StepSettings, set_op_threads
-from splitrec_core.trainers.label import LabelTrainer
+from splitrec_core.training.steps.bottom import BottomTrainer
+from splitrec_core.training.steps.central import CentralTrainer
+from splitrec_core.training.steps.common import StepSettings, set_op_threads
+from splitrec_core.training.steps.label import LabelTrainer
 
 __all__ = ["BottomTrainer", "CentralTrainer", "LabelTrainer", "StepSettings", "set_op_threads"]

@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras.optimizers.schedules import LearningRateSchedule
 
 from splitrec_core.model import TaskWeighting, composed_model, mean_gate_weights, task_losses
-from splitrec_core.trainers.common import adam, undone, zeros
+from splitrec_core.training.steps.common import adam, undone, zeros
 
 
 class CentralTrainer:

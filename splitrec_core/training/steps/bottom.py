@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from splitrec_core.trainers.common import (
+from splitrec_core.training.steps.common import (
     StepSettings,
     adam,
     input_specs,
