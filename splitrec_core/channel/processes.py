@@ -4,9 +4,9 @@ Each party has its own interpreter and TensorFlow runtime, so no party waits on 
 Every pair of parties shares a duplex pipe (a socket pair: a message costs one write, and one read
 by the thread that moves it into the receiver's inbox); a message is framed as `channel.framing`
 says: the kind, a newline and the Arrow IPC bytes. Each party counts what it sends and what it
-receives. What a party logs (its `splitrec_core` loggers: per-epoch lines, for one) comes back to the
-parent's loggers of the same names, so it reaches the parent's terminal, its flow run's log and its
-handlers.
+receives. What a party logs (its `splitrec_core` loggers: per-epoch lines, for one) comes back
+to the parent's loggers of the same names, so it reaches the parent's terminal, its flow run's
+log and its handlers.
 """
 
 from __future__ import annotations
