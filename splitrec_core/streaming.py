@@ -3,11 +3,12 @@
 That way its memory holds a few row groups, not its whole table.
 
 Every party's `train.parquet` holds the same people in the same (common-position) order, cut
-into row groups at the same rows (`features.ROW_GROUP_ROWS`). An epoch visits the row groups in
-an order drawn from the shared seed, and shuffles the fitting rows of `stream_buffer` groups at a
-time with the same generator: every party draws the same batches without a message. The batch
-sizes are those of in-memory training (full batches, then the remainder), so the traced steps
-are the same; the order differs from central training's, which shuffles all rows at once.
+into row groups at the same rows (`features.build.ROW_GROUP_ROWS`). An epoch visits the row
+groups in an order drawn from the shared seed, and shuffles the fitting rows of `stream_buffer`
+groups at a time with the same generator: every party draws the same batches without a message.
+The batch sizes are those of in-memory training (full batches, then the remainder), so the
+traced steps are the same; the order differs from central training's, which shuffles all rows
+at once.
 """
 
 from __future__ import annotations

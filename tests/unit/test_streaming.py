@@ -60,7 +60,7 @@ def test_split_training_on_streamed_features_learns(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch):
     # Prepare: synthetic parties whose features are written in row groups of 500 rows; the
     # config with every party streaming one row group at a time
-    import splitrec_core.features as features_module
+    import splitrec_core.features.build as features_module
     from splitrec_core.training.local import train_split_local
     from splitrec_core.workspace import Workspace
 
