@@ -157,7 +157,7 @@ def _bank(tmp_path: Path, suffix: str, rows: int = 2500):
 
 def test_a_file_in_partitions_validates_as_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # Prepare: the same people as CSV (read 700 rows at a time) and as Parquet (3 row groups)
-    import splitrec_core.validate as validate
+    import splitrec_core.validate.readers as validate
 
     monkeypatch.setattr(validate, "PARTITION_ROWS", 700)
     party, csv = _bank(tmp_path, ".csv")
