@@ -28,7 +28,7 @@ from splitrec_core.provenance import code_version, file_sha256
 from splitrec_core.workspace import Workspace
 
 if TYPE_CHECKING:  # the registry is read without loading what evaluation needs
-    from splitrec_core.evaluate import VersionMetrics
+    from splitrec_core.report.metrics import VersionMetrics
 
 ALIASES = ("current", "candidate")
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from prefect import task
 
 from splitrec_core.apart.jobs import Job
-from splitrec_core.evaluate import Report
 from splitrec_core.features import PartyFeatures
 from splitrec_core.federation import PartyView
 from splitrec_core.psi import Alignment
+from splitrec_core.report import Report
 from splitrec_core.results import TrainResult
 from splitrec_core.scoring import Scored
 from splitrec_core.validate import ValidatedParty

@@ -8,9 +8,10 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from splitrec_core.config import Config
-from splitrec_core.evaluate import Report, evaluate
+from splitrec_core.evaluate import evaluate
 from splitrec_core.features import PartyFeatures
 from splitrec_core.psi import Alignment
+from splitrec_core.report import Report
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options

@@ -8,10 +8,10 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from splitrec_core.config import Config
-from splitrec_core.evaluate import Report
 from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.provenance import fingerprint
 from splitrec_core.registry import SharedModel, version_manifest
+from splitrec_core.report import Report
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
 from tasks._common import uncached_task_options

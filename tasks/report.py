@@ -13,9 +13,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from splitrec_core.config import Config
-from splitrec_core.evaluate import Report
 from splitrec_core.io import write_bytes
-from splitrec_core.report import markdown_report, run_plots, task_rows, traffic_rows
+from splitrec_core.report import Report, markdown_report, run_plots, task_rows, traffic_rows
 from splitrec_core.results import TrainResult
 from tasks._common import task_options, uncached_task_options
 

@@ -9,8 +9,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from splitrec_core.config import Config
-from splitrec_core.evaluate import evaluate, sweep_table
+from splitrec_core.evaluate import evaluate
 from splitrec_core.io import atomic_path, write_json
+from splitrec_core.report import sweep_table
 from splitrec_core.workspace import Workspace
 from tasks._common import task_options
 from tasks.report import artifact_key

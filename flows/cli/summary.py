@@ -12,7 +12,6 @@ def print_summary(report: Path) -> None:
 
     Where things are: the report and the exported models beside it.
     """
-    from splitrec_core.evaluate import Report
-    from splitrec_core.report import terminal_summary
+    from splitrec_core.report import Report, terminal_summary
 
     typer.echo(terminal_summary(Report.load(report), report, report.parent.parent / "export"))

@@ -16,9 +16,9 @@ import pyarrow as pa
 
 from splitrec_core.channel import Channel, Kind, PeerError, ProtocolError
 from splitrec_core.channel.expect import receive_row
-from splitrec_core.evaluate import VersionMetrics
 from splitrec_core.promotion import Verdict
 from splitrec_core.registry import Aliases
+from splitrec_core.report.metrics import VersionMetrics
 
 
 class RegistryMessage(Protocol):

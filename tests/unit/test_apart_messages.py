@@ -20,9 +20,9 @@ from splitrec_core.apart.messages import (
     send,
 )
 from splitrec_core.channel import Kind, LocalHub, PeerError
-from splitrec_core.evaluate import VersionMetrics
 from splitrec_core.promotion import Verdict
 from splitrec_core.registry import Aliases
+from splitrec_core.report.metrics import VersionMetrics
 
 VERDICT = Verdict("v2", "v1", True, ["auc up"])
 VERDICT_JSON = {"version": "v2", "champion": "v1", "promote": True, "reasons": ["auc up"]}

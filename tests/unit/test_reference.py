@@ -34,7 +34,6 @@ from splitrec_core.config import (
     TrainingConfig,
 )
 from splitrec_core.config.sections import BottomConfig
-from splitrec_core.evaluate import Report
 from splitrec_core.federation import (
     CredentialFiles,
     Federation,
@@ -43,6 +42,7 @@ from splitrec_core.federation import (
     TimeoutConfig,
 )
 from splitrec_core.promotion import Verdict
+from splitrec_core.report import Report
 from tests.conftest import REPO
 
 REFERENCE = REPO / "docs" / "reference.md"

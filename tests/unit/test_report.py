@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitrec_core.evaluate import Report, VersionMetrics
 from splitrec_core.io import read_json
 from splitrec_core.promotion import Verdict
-from splitrec_core.report import plots, terminal_summary
+from splitrec_core.report import Report, VersionMetrics, plots, terminal_summary
 
 
 def test_scores_that_barely_vary_still_plot():
