@@ -22,7 +22,7 @@ from splitrec_core.cpu import process_cpu_s
 from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.event_matrix import EventMatrix, Spread, spread_of
 from splitrec_core.features import FeatureMatrix
-from splitrec_core.privacy import LeakageAudit
+from splitrec_core.leakage import LeakageAudit
 from splitrec_core.streaming import StreamedFeatures
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import LabelTrainer
