@@ -13,6 +13,7 @@ person. What crosses between parties stays per person:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,39 @@ def event_alignment(aligned: pa.Table, events: Path) -> tuple[pa.Table, int]:
     table = pa.table({"row": kept, "position": position[person[kept]],
                       "is_train": is_train[person[kept]]})
     return table, len(person) - len(kept)
+
+
+@dataclass(frozen=True)
+class People:
+    """Which rows of an event table belong to which person.
+
+    The rows are grouped by person; person i's are rows `starts[i]` to `starts[i + 1]`.
+    """
+
+    starts: np.ndarray
+
+    @classmethod
+    def of_positions(cls, positions: np.ndarray) -> People:
+        """The people of rows sorted by common position (each position one person)."""
+        changes = np.flatnonzero(np.diff(positions)) + 1
+        return cls(np.concatenate([[0], changes, [len(positions)]]).astype(np.int64)
+                   if len(positions) else np.zeros(1, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Events per person."""
+        return np.diff(self.starts)
+
+    def rows(self, people: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of `people` (person by person, in that order), and each row's index in it."""
+        counts = self.counts[people]
+        segments = np.repeat(np.arange(len(people)), counts)
+        first = np.cumsum(counts) - counts
+        return np.repeat(self.starts[people] - first, counts) + np.arange(counts.sum()), segments
+
+    def person_of_rows(self) -> np.ndarray:
+        """Each row's person."""
+        return np.repeat(np.arange(len(self)), self.counts)

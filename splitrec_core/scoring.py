@@ -26,8 +26,7 @@ from splitrec_core.columns import ID
 from splitrec_core.config import Config, EngineConfig, PartyConfig
 from splitrec_core.engine import LOCAL
 from splitrec_core.errors import InputError
-from splitrec_core.event_matrix import People
-from splitrec_core.events import event_alignment
+from splitrec_core.events import People, event_alignment
 from splitrec_core.export import ExportedParty
 from splitrec_core.io import atomic_path, write_parquet
 from splitrec_core.validate import ValidatedParty, validate_party
