@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from splitrec_core.config import Config
+from splitrec_core.config import Config, RegistryConfig
 from splitrec_core.errors import InputError
 from splitrec_core.io import atomic_path, read_json, write_json
-from splitrec_core.provenance import code_version, file_sha256
+from splitrec_core.promotion import Verdict, judge_against_champion
+from splitrec_core.provenance import code_version, file_sha256, fingerprint
 from splitrec_core.workspace import Workspace
 
 if TYPE_CHECKING:  # the registry is read without loading what evaluation needs
@@ -222,3 +223,25 @@ def version_manifest(cfg: Config, settings_hash: str, metrics: VersionMetrics,
         "leakage": metrics.leakage,
         "privacy": cfg.privacy.model_dump(mode="json"),
     }
+
+
+def register_run(cfg: Config, predictions: Path, exports: dict[str, Path],
+                 metrics: VersionMetrics, workdir: Path) -> str:
+    """Register every party's export of a run as one version of `cfg`'s model; its ID.
+
+    The ID is taken from the settings and the run's test `predictions`, so a rerun that trained
+    the same model registers nothing new. Each party's manifest records `metrics`.
+    """
+    version = fingerprint(cfg.model_dump(mode="json"), [predictions])[:12]
+    manifests = {p: version_manifest(cfg, cfg.hash(), metrics,
+                                     cfg.party_file(cfg.party(p), workdir))
+                 for p in exports}
+    return SharedModel.of(cfg, workdir).register(version, exports, manifests)
+
+
+def promote_if_no_worse(model: SharedModel, version: str, rules: RegistryConfig) -> Verdict:
+    """Judge `version` against the champion; make it current at every party if `rules` allow."""
+    verdict = judge_against_champion(model, version, rules)
+    if verdict.promote:
+        model.promote(version)
+    return verdict

@@ -1,4 +1,10 @@
-"""What every pipeline task shares: the retry rule and the task options."""
+"""What every pipeline task shares: its retry rule, and the task runner of a party's flow.
+
+Each task states its own policy in its `@task`: `RETRIES` retries after `BACKOFF` (with
+`JITTER`), unless `retry_unless_bad_input` says a retry cannot help; a cache keyed by content
+(`tasks._policies.content_policy`), or none for a task that changes or reads changing state
+(the registry, the run's artifacts).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -15,7 +20,10 @@ from splitrec_core.channel import ProtocolError
 from splitrec_core.config import EngineConfig
 from splitrec_core.engine import on_cluster
 from splitrec_core.errors import InputError
-from tasks._policies import content_policy
+
+RETRIES = 2
+BACKOFF = exponential_backoff(backoff_factor=2)  # 2 s, then 4 s
+JITTER = 0.5
 
 
 def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
@@ -30,31 +38,6 @@ def retry_unless_bad_input(task: Any, task_run: Any, state: Any) -> bool:
     except BaseException:  # noqa: BLE001 - any other failure may be transient
         return True
     return True
-
-
-def uncached_task_options() -> dict[str, Any]:
-    """Decorator arguments for a task that must run every time.
-
-    Such a task changes state (the model registry, the run's artifacts) or reads state that
-    changes (a registry alias).
-    """
-    return task_options() | {"cache_policy": NO_CACHE, "persist_result": False}
-
-
-def task_options(config_sections: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """Decorator arguments for a pipeline task.
-
-    `config_sections` names the top-level sections of the config it reads, if not all of it (they
-    alone then key its cache).
-    """
-    return {
-        "retries": 2,
-        "retry_delay_seconds": exponential_backoff(backoff_factor=2),
-        "retry_jitter_factor": 0.5,
-        "retry_condition_fn": retry_unless_bad_input,
-        "cache_policy": content_policy(config_sections),
-        "persist_result": True,
-    }
 
 
 def party_task_runner(engine: EngineConfig) -> TaskRunner:

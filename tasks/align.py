@@ -1,4 +1,4 @@
-"""Prefect task: align every party's rows with ECDH PSI."""
+"""Prefect task: align every party's rows with PSI (the config's protocol)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from splitrec_core.channel import Limits, LocalHub
 from splitrec_core.config import Config
 from splitrec_core.psi import Alignment, PsiFiles, align_local
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options
+from tasks._common import BACKOFF, JITTER, RETRIES, retry_unless_bad_input
+from tasks._policies import content_policy
 
 
-@task(name="psi_align", task_run_name="psi_align", **task_options(("label_party", "psi")))
+@task(name="psi_align", task_run_name="psi_align",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(("label_party", "psi")), persist_result=True)
 def align_ids(cfg: Config, ids: dict[str, Path], split: Path, workdir: Path) -> Alignment:
     """Intersect all parties' IDs and give each its rows in one common order."""
     space = Workspace(workdir)

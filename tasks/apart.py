@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from splitrec_core.apart.jobs import Job
 from splitrec_core.features import PartyFeatures
@@ -23,12 +24,16 @@ from splitrec_core.results import TrainResult
 from splitrec_core.scoring import Scored
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options, uncached_task_options
+from tasks._common import BACKOFF, JITTER, RETRIES, retry_unless_bad_input
+from tasks._policies import content_policy
+from tasks._progress import epoch_progress
 from tasks.registry import record_verdict
-from tasks.train import epoch_progress
 
 
-@task(name="check_run_id", task_run_name="check_run_id-{run_id}", **uncached_task_options())
+@task(name="check_run_id", task_run_name="check_run_id-{run_id}",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE, persist_result=False)
 def refuse_a_finished_run(view: PartyView, run_id: str, workdir: Path) -> None:
     """Stop before any work if run `run_id` already ran to its end here (a new run needs a new ID).
 
@@ -39,7 +44,10 @@ def refuse_a_finished_run(view: PartyView, run_id: str, workdir: Path) -> None:
     refuse(view, run_id, Workspace(workdir))
 
 
-@task(name="psi_align", task_run_name="psi_align-{run_id}", **task_options())
+@task(name="psi_align", task_run_name="psi_align-{run_id}",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(), persist_result=True)
 def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
                      workdir: Path) -> Alignment:
     """This party's side of ECDH PSI with the federation's other parties."""
@@ -48,7 +56,10 @@ def align_with_peers(view: PartyView, run_id: str, validated: ValidatedParty,
     return align_apart(view, run_id, validated, Workspace(workdir))
 
 
-@task(name="train_split_mmoe", task_run_name="train_split_mmoe-{run_id}", **task_options())
+@task(name="train_split_mmoe", task_run_name="train_split_mmoe-{run_id}",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(), persist_result=True)
 def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
                      workdir: Path) -> tuple[dict[str, Path], TrainResult | None]:
     """This party's part of split training; a retry resumes from the last common epoch.
@@ -66,7 +77,10 @@ def train_with_peers(view: PartyView, run_id: str, features: PartyFeatures,
     return models, result
 
 
-@task(name="start_run", task_run_name="start_{job}_run-{run_id}", **task_options())
+@task(name="start_run", task_run_name="start_{job}_run-{run_id}",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(), persist_result=True)
 def invite_parties(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[str, str]:
     """The label party asks every serving feature party to start its part of a run.
 
@@ -78,7 +92,9 @@ def invite_parties(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[s
 
 
 @task(name="register", task_run_name="register-{run_id}",
-      **uncached_task_options())
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE, persist_result=False)
 def register_with_peers(view: PartyView, run_id: str, export: Path, report: Report | None,
                         workdir: Path) -> Path | None:
     """Register our part of the run's model as version `run_id`.
@@ -92,7 +108,10 @@ def register_with_peers(view: PartyView, run_id: str, export: Path, report: Repo
     return None if report is None else record_verdict(report, verdict, workdir)
 
 
-@task(name="score", task_run_name="score-{run_id}", **task_options())
+@task(name="score", task_run_name="score-{run_id}",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(), persist_result=True)
 def score_with_peers(view: PartyView, run_id: str, model: str, rows: Path,
                      workdir: Path) -> Scored | None:
     """Our part of scoring `rows` with the version the label party names (`model`).

@@ -14,10 +14,14 @@ from splitrec_core.psi import Alignment
 from splitrec_core.report import Report
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options
+from tasks._common import BACKOFF, JITTER, RETRIES, retry_unless_bad_input
+from tasks._policies import content_policy
 
 
-@task(name="evaluate", task_run_name="evaluate", **task_options())
+@task(name="evaluate", task_run_name="evaluate",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(), persist_result=True)
 def evaluate_run(cfg: Config, label_features: PartyFeatures, alignment: Alignment,
                  training: TrainResult, label_only: TrainResult, workdir: Path,
                  central: TrainResult | None = None) -> Report:

@@ -8,10 +8,14 @@ from prefect import task
 
 from splitrec_core.config import Config
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options
+from tasks._common import BACKOFF, JITTER, RETRIES, retry_unless_bad_input
+from tasks._policies import content_policy
 
 
-@task(name="export", task_run_name="export-{party}", **task_options())
+@task(name="export", task_run_name="export-{party}",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(), persist_result=True)
 def export_model(cfg: Config, party: str, bottom: Path, transform: Path, workdir: Path,
                  top: Path | None = None) -> Path:
     """Write the party's SavedModel, transform and manifest (and the top at the label party)."""

@@ -11,12 +11,14 @@ from pathlib import Path
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from splitrec_core.config import Config
 from splitrec_core.io import write_bytes
 from splitrec_core.report import Report, markdown_report, run_plots, task_rows, traffic_rows
 from splitrec_core.results import TrainResult
-from tasks._common import task_options, uncached_task_options
+from tasks._common import BACKOFF, JITTER, RETRIES, retry_unless_bad_input
+from tasks._policies import content_policy
 
 
 def artifact_key(cfg: Config, what: str) -> str:
@@ -24,14 +26,19 @@ def artifact_key(cfg: Config, what: str) -> str:
     return f"{cfg.name}-{what}".lower().replace("_", "-")
 
 
-@task(name="draw_plots", task_run_name="draw_plots", **task_options(("tasks",)))
+@task(name="draw_plots", task_run_name="draw_plots",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(("tasks",)), persist_result=True)
 def draw_plots(cfg: Config, training: TrainResult) -> list[str]:
     """The report's plots of `training` (Markdown images): drawn again only for a new model."""
     return run_plots(training.history, training.predictions, cfg.task_names)
 
 
 @task(name="publish_report", task_run_name="publish_report",
-      **uncached_task_options())
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE, persist_result=False)
 def publish_report(cfg: Config, report: Path, plots: list[str]) -> Path:
     """Write `report.md` beside `report` and show its tables and plots on the flow run's page.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
@@ -19,18 +20,23 @@ from splitrec_core.registry import SharedModel
 from splitrec_core.scoring import Scored, score_local, validate_new_rows
 from splitrec_core.validate import ValidatedParty
 from splitrec_core.workspace import Workspace
-from tasks._common import task_options, uncached_task_options
+from tasks._common import BACKOFF, JITTER, RETRIES, retry_unless_bad_input
+from tasks._policies import content_policy
 
 
 @task(name="pick_version", task_run_name="pick-version-{model}",
-      **uncached_task_options())
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE, persist_result=False)
 def pick_version(cfg: Config, model: str, workdir: Path) -> dict[str, Path]:
     """Every party's folder of the version `model` names (an alias is read now, never cached)."""
     return SharedModel.of(cfg, workdir).parts(model)
 
 
 @task(name="validate_new_rows", task_run_name="validate-new-rows-{party}",
-      **task_options(("psi",)))
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(("psi",)), persist_result=True)
 def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
                    workdir: Path) -> ValidatedParty:
     """Check `party`'s new rows against the columns its part of the version takes."""
@@ -40,7 +46,9 @@ def check_new_rows(cfg: Config, party: str, version_folder: Path, rows: Path,
 
 
 @task(name="psi_align_new_rows", task_run_name="psi_align_new_rows",
-      **task_options(("label_party", "psi")))
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(("label_party", "psi")), persist_result=True)
 def align_new_rows(cfg: Config, ids: dict[str, Path], rows: dict[str, Path],
                    workdir: Path) -> Alignment:
     """Intersect the parties' new IDs, read from their new `rows` (no train/test flag crosses)."""
@@ -52,7 +60,10 @@ def align_new_rows(cfg: Config, ids: dict[str, Path], rows: dict[str, Path],
                        engines=cfg.engines)
 
 
-@task(name="score", task_run_name="score", **task_options(("label_party",)))
+@task(name="score", task_run_name="score",
+      retries=RETRIES, retry_delay_seconds=BACKOFF, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_unless_bad_input,
+      cache_policy=content_policy(("label_party",)), persist_result=True)
 def score_rows(cfg: Config, version_folders: dict[str, Path], validated: dict[str, ValidatedParty],
                alignment: Alignment, workdir: Path) -> Scored:
     """Score the aligned rows.

@@ -6,7 +6,7 @@ import atexit
 
 from splitrec_core.channel import Channel, ChannelStats, Limits
 from splitrec_core.channel.flight.channel import FlightChannel
-from splitrec_core.channel.flight.endpoint import FlightEndpoint
+from splitrec_core.channel.flight.endpoint import FlightEndpoint, Members
 from splitrec_core.federation import PartyView
 
 _ENDPOINTS: dict[tuple[str, str], FlightEndpoint] = {}
@@ -16,8 +16,9 @@ def endpoint(view: PartyView) -> FlightEndpoint:
     """This party's Flight endpoint, started on first use and kept up for the process's life."""
     key = (view.federation.hash(), view.me)
     if key not in _ENDPOINTS:
-        _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), view.peers,
-                                         view.token_hashes, view.federation.hash(), view.timeouts(),
+        members = Members(view.peers, view.token_hashes, view.federation.hash())
+        _ENDPOINTS[key] = FlightEndpoint(view.me, view.listen, view.security(), members,
+                                         view.timeouts(),
                                          Limits.in_mb(**view.federation.channel.model_dump()))
         atexit.register(_ENDPOINTS[key].close)
     return _ENDPOINTS[key]

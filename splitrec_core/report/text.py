@@ -65,7 +65,7 @@ def _text_table(rows: list[dict[str, object]]) -> list[str]:
                      for r in rows]
 
 
-def _verdict_line(verdict: Verdict) -> str:
+def verdict_line(verdict: Verdict) -> str:
     """The registry's verdict in one line."""
     outcome = ("promoted to current" if verdict.promote
                else f"not promoted, {verdict.champion} stays current")
@@ -88,7 +88,7 @@ def terminal_summary(report: Report, metrics_file: Path, exports: Path) -> str:
                  f"{training['rows_per_s']:,.0f} rows/s, "
                  f"{training['cpu_s_per_1k_rows']:.3g} CPU s per 1,000 rows")
     if report.promotion is not None:
-        lines.append(_verdict_line(report.promotion))
+        lines.append(verdict_line(report.promotion))
     lines.extend(f"note: {note}" for note in report.notes)
     lines.append(f"report: {metrics_file} and {metrics_file.with_name('report.md')}; "
                  f"exports: {exports}/<party>")

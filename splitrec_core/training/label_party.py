@@ -109,11 +109,7 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
         losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit)
         if epoch + 1 < plan.epochs:
             batches = run.train.batches(plan, epoch + 1, tasks)
-        val_auc = []
-        if len(validation):
-            val_auc = auc_per_task(validation.task_labels(tasks),
-                                   _predict(channel, trainer, validation, followers,
-                                            Kind.VALIDATION_EMBEDDING, wire))
+        val_auc = _validation_auc(channel, trainer, validation, followers, tasks, wire)
         history.record(losses, val_auc,
                        trainer.gate_usage(cats, nums, last).numpy(),
                        trainer.weighting.effective_weights().numpy(), started)
@@ -134,6 +130,17 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
     probabilities = _predict(channel, trainer, run.test, followers, Kind.EVAL_EMBEDDING, wire)
     return LabelOutcome(history, probabilities, audit.report(), len(plan.fit), trained_at,
                         trained_cpu_s, audit.activity_auc())
+
+
+def _validation_auc(channel: Channel, trainer: LabelTrainer,
+                    validation: FeatureMatrix | EventMatrix, followers: list[str],
+                    tasks: list[str], wire: Wire) -> list[float]:
+    """Per task, the validation rows' AUC (none without validation rows)."""
+    if not len(validation):
+        return []
+    return auc_per_task(validation.task_labels(tasks),
+                        _predict(channel, trainer, validation, followers,
+                                 Kind.VALIDATION_EMBEDDING, wire))
 
 
 def _cut_widths(trainer: LabelTrainer, followers: list[str]) -> dict[str, int]:

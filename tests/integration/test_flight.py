@@ -17,7 +17,7 @@ from splitrec_core.certs import make_trial_credentials
 from splitrec_core.channel import Kind, PeerError, array_table, table_array
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.auth import Security
-from splitrec_core.channel.flight.endpoint import FlightEndpoint
+from splitrec_core.channel.flight.endpoint import FlightEndpoint, Members
 
 QUICK = Timeouts(connect_s=3, recv_s=3, backoff_s=0.1)
 ORDER = ["label", "bank"]
@@ -29,8 +29,8 @@ def federation(tmp_path: Path):
     credentials = make_trial_credentials({p: ["127.0.0.1"] for p in ORDER}, tmp_path / "ours")
     security = {p: Security.from_files(c) for p, c in credentials.items()}
     hashes = {p: c.token_sha256() for p, c in credentials.items()}
-    label = FlightEndpoint("label", "127.0.0.1:0", security["label"], {"bank": "127.0.0.1:1"},
-                           hashes, "federation-hash", QUICK)
+    label = FlightEndpoint("label", "127.0.0.1:0", security["label"],
+                           Members({"bank": "127.0.0.1:1"}, hashes, "federation-hash"), QUICK)
     yield label, security["bank"], hashes
     label.close()
 
@@ -39,7 +39,8 @@ def _bank_joins(label: FlightEndpoint, security: Security, hashes: dict[str, str
                 federation_hash: str = "federation-hash", session: str = "s",
                 talk: bool = False) -> None:
     bank = FlightEndpoint("bank", "127.0.0.1:0", security,
-                          {"label": f"127.0.0.1:{label.port}"}, hashes, federation_hash, QUICK)
+                          Members({"label": f"127.0.0.1:{label.port}"}, hashes, federation_hash),
+                          QUICK)
     try:
         with bank.channel(session, ORDER) as channel:
             if talk:  # echo one message back
@@ -134,5 +135,5 @@ def test_a_port_another_process_holds_is_one_line_naming_the_party_and_address(f
     # Execute / Assert: a second endpoint on that port is refused in words, not gRPC's
     with pytest.raises(InputError, match=rf"^bank's listen address 127.0.0.1:{label.port}: "
                                          r"cannot listen there: another process holds the port"):
-        FlightEndpoint("bank", f"127.0.0.1:{label.port}", bank, {"label": "127.0.0.1:1"},
-                       hashes, "federation-hash", QUICK)
+        FlightEndpoint("bank", f"127.0.0.1:{label.port}", bank,
+                       Members({"label": "127.0.0.1:1"}, hashes, "federation-hash"), QUICK)

@@ -136,7 +136,7 @@ def test_each_epoch_moves_the_training_progress_artifact(prefect_api):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    from tasks.train import EpochProgress
+    from tasks._progress import EpochProgress
 
     @flow
     def two_epochs_of_eight() -> None:

@@ -1,7 +1,8 @@
-"""The code's shape stays one a newcomer can walk: the library's imports run one way.
+"""The code's shape stays one a newcomer can walk: imports one way, small modules and functions.
 
 `splitrec_core`'s imports form no cycle (every import counts: under TYPE_CHECKING and inside
-functions too) and never reach Prefect.
+functions too) and never reach Prefect; no module of the library, the tasks or the flows is
+over 300 lines, and no function there over 50 lines or 7 parameters.
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO
+
+CODE = ("splitrec_core", "tasks", "flows", "deployments")
+MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS = 300, 50, 7
 
 
 def _modules(package: str) -> dict[str, Path]:
@@ -93,3 +99,27 @@ def test_the_cycle_check_finds_a_cycle():
 def test_the_library_never_imports_prefect():
     for module, path in _modules("splitrec_core").items():
         assert not [n for n in _imported(module, path) if n.split(".")[0] == "prefect"], module
+
+
+@pytest.mark.parametrize("package", CODE)
+def test_no_module_is_over_300_lines(package: str):
+    long = {str(p.relative_to(REPO)): n for p in _modules(package).values()
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+@pytest.mark.parametrize("package", CODE)
+def test_no_function_is_over_50_lines_or_7_parameters(package: str):
+    large = []
+    for path in _modules(package).values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                args = node.args
+                names = [a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]]
+                count = (len(names) + bool(args.vararg) + bool(args.kwarg)
+                         - (names[:1] in (["self"], ["cls"])))
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES or count > MAX_PARAMETERS:
+                    large.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: "
+                                 f"{lines} lines, {count} parameters")
+    assert large == []

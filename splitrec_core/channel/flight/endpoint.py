@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pyarrow as pa
@@ -76,19 +77,33 @@ class _Server(flight.FlightServerBase):
         return [endpoint.on_start(caller, str(request["job"]), str(request["run_id"])).encode()]
 
 
+@dataclass(frozen=True)
+class Members:
+    """Whom an endpoint talks to: the federation's other parties, as its file names them.
+
+    `addresses` maps every other party to its address (`host:port`), `token_hashes` every party
+    to the SHA-256 of its token; `federation_hash` is the file's, which a peer's must equal.
+    """
+
+    addresses: dict[str, str]
+    token_hashes: dict[str, str]
+    federation_hash: str
+
+
 class FlightEndpoint:
     """Party `me`'s Flight server plus the sessions (run stages) it takes part in.
 
-    `peers` maps every other party to its address (`host:port`); `token_hashes` maps them to the
-    SHA-256 of their tokens, from the federation file; `limits` bound the messages its sessions
-    carry (the federation's), from before its server takes the first stream.
+    It listens at `listen` and talks to the federation's other `members`; `limits` bound the
+    messages its sessions carry (the federation's), from before its server takes the first
+    stream.
     """
 
-    def __init__(self, me: str, listen: str, security: Security, peers: dict[str, str],
-                 token_hashes: dict[str, str], federation_hash: str,
+    def __init__(self, me: str, listen: str, security: Security, members: Members,
                  timeouts: Timeouts = Timeouts(), limits: Limits = Limits()) -> None:
-        self.me, self.security, self.peers = me, security, dict(peers)
-        self.federation_hash, self.timeouts, self.limits = federation_hash, timeouts, limits
+        self.me, self.security, self.peers = me, security, dict(members.addresses)
+        self.federation_hash, self.timeouts, self.limits = (members.federation_hash, timeouts,
+                                                            limits)
+        token_hashes = members.token_hashes
         self._links: dict[tuple[str, str], Link] = {}
         self._lock = threading.Lock()
         # a list: keep every message sent

@@ -10,7 +10,7 @@ from splitrec_core.channel.contract import Limits
 from splitrec_core.channel.flight.addresses import Timeouts, free_ports
 from splitrec_core.channel.flight.auth import Security
 from splitrec_core.channel.flight.channel import FlightChannel
-from splitrec_core.channel.flight.endpoint import FlightEndpoint
+from splitrec_core.channel.flight.endpoint import FlightEndpoint, Members
 
 LOOPBACK_FEDERATION = "loopback-trial"  # what a one-host trial's parties compare on connecting
 
@@ -38,8 +38,9 @@ class LoopbackSeat:
         """Start this party's endpoint and open its channel; closing the channel stops both."""
         peers = {p: self.dial.get(p, a) for p, a in self.addresses.items() if p != self.me}
         endpoint = FlightEndpoint(self.me, self.addresses[self.me],
-                                  Security.from_files(self.credentials), peers, self.token_hashes,
-                                  LOOPBACK_FEDERATION, self.timeouts, self.limits)
+                                  Security.from_files(self.credentials),
+                                  Members(peers, self.token_hashes, LOOPBACK_FEDERATION),
+                                  self.timeouts, self.limits)
         return endpoint.sole_channel(self.session, self.order)
 
 
