@@ -45,7 +45,7 @@ from deployments.distributed import print_failure, start_parties  # noqa: E402
 from splitrec_core.channel.flight.addresses import free_port_block  # noqa: E402
 from splitrec_core.config import load_config  # noqa: E402
 from splitrec_core.datasets.synthetic import write_parties  # noqa: E402
-from splitrec_core.entropy import PIN_VARIABLE  # noqa: E402
+from splitrec_core.privacy.entropy import PIN_VARIABLE  # noqa: E402
 
 #: Prefect task-run names (before the first "-") -> the stage they belong to
 STAGES = {"validate": "validate", "psi_align": "psi", "features": "features",

@@ -8,7 +8,7 @@ person. What crosses between parties stays per person:
   person has; each event then takes its person's common position (`event_alignment`), and an
   event whose person is outside the intersection is dropped, and counted, at the label party.
 - The split is by person (`split_by_person`): a person's events are all training or all test.
-- Training draws its batches over people (`splitrec_core.event_matrix`).
+- Training draws its batches over people (`splitrec_core.training.event_matrix`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from prefect.filesystems import LocalFileSystem
 from prefect.results import ResultRecord, get_default_result_storage
 from prefect.utilities.hashing import hash_objects
 
-from splitrec_core.provenance import core_source_digest
+from splitrec_core.registry.provenance import core_source_digest
 
 _BLOCK = 1 << 20
 

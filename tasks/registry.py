@@ -9,8 +9,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from splitrec_core.config import Config
-from splitrec_core.promotion import Verdict
 from splitrec_core.registry import SharedModel, promote_if_no_worse, register_run
+from splitrec_core.registry.promotion import Verdict
 from splitrec_core.report import Report, verdict_line
 from splitrec_core.results import TrainResult
 from splitrec_core.workspace import Workspace

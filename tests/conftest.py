@@ -18,8 +18,8 @@ import pytest  # noqa: E402
 
 from splitrec_core.config import Config, load_config  # noqa: E402
 from splitrec_core.datasets.synthetic import write_parties  # noqa: E402
-from splitrec_core.entropy import PIN_VARIABLE  # noqa: E402
 from splitrec_core.features import PartyFeatures  # noqa: E402
+from splitrec_core.privacy.entropy import PIN_VARIABLE  # noqa: E402
 
 # Every test draws the same PSI orders and privacy noise on every run (and so do the processes it
 # starts), so each trained figure reproduces exactly: see splitrec_core/entropy.py.

@@ -16,8 +16,8 @@ import pyarrow as pa
 
 from splitrec_core.channel import Channel, Kind, PeerError, ProtocolError
 from splitrec_core.channel.expect import receive_row
-from splitrec_core.promotion import Verdict
 from splitrec_core.registry import Aliases
+from splitrec_core.registry.promotion import Verdict
 from splitrec_core.report.metrics import VersionMetrics
 
 

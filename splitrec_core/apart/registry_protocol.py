@@ -39,8 +39,8 @@ from splitrec_core.channel import Channel
 from splitrec_core.errors import InputError
 from splitrec_core.federation import PartyView
 from splitrec_core.io import read_json, write_json
-from splitrec_core.promotion import Verdict, judge_against_champion
 from splitrec_core.registry import Aliases, Registry, version_manifest
+from splitrec_core.registry.promotion import Verdict, judge_against_champion
 from splitrec_core.report import Report
 from splitrec_core.workspace import Workspace
 

@@ -16,7 +16,7 @@ from splitrec_core.features.transform import CAT, LABEL, NUM
 if TYPE_CHECKING:
     import tensorflow as tf
 
-    from splitrec_core.epochs import Plan
+    from splitrec_core.training.epochs import Plan
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ def composed_model(bottoms: dict[str, keras.Model], top: keras.Model,
     Its inputs are `[cats, nums]` per party. With `spread`, the first party's rows are events
     (a label party that holds events), every other party's rows are people, and a last input
     gives each event's person: the others' embeddings are gathered to the events, as split
-    training spreads them (`splitrec_core.event_matrix`), so both take the same steps.
+    training spreads them (`splitrec_core.training.event_matrix`), so both take the same steps.
     """
     inputs, hs = [], []
     for name, bottom in bottoms.items():

@@ -6,7 +6,7 @@ import numpy as np
 
 from splitrec_core.channel import Channel, Kind, ProtocolError
 from splitrec_core.channel.expect import Due, receive_array
-from splitrec_core.entropy import private_generator
+from splitrec_core.privacy.entropy import private_generator
 
 
 class EmptyIntersection(ValueError):

@@ -10,8 +10,8 @@ from splitrec_core.channel import ChannelStats
 from splitrec_core.evaluate import TaskMetrics, undefined_auc
 from splitrec_core.features import PartyFeatures
 from splitrec_core.io import read_json, write_json
-from splitrec_core.promotion import Verdict
 from splitrec_core.psi import Alignment
+from splitrec_core.registry.promotion import Verdict
 from splitrec_core.results import TrainResult
 
 

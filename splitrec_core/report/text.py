@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from splitrec_core.promotion import Verdict
+    from splitrec_core.registry.promotion import Verdict
     from splitrec_core.report.metrics import Report
 
 MB = 1e6

@@ -18,12 +18,12 @@ import tensorflow as tf
 
 from splitrec_core.config import Config
 from splitrec_core.cpu import process_cpu_s
-from splitrec_core.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
-from splitrec_core.event_matrix import event_batches
 from splitrec_core.events import People
 from splitrec_core.features import FeatureMatrix, PartyFeatures, Transform
 from splitrec_core.io import write_json, write_parquet
 from splitrec_core.results import TrainResult
+from splitrec_core.training.epochs import BestWeights, History, Plan, auc_per_task, eval_batches
+from splitrec_core.training.event_matrix import event_batches
 from splitrec_core.training.models import build_bottom, build_top, party_order, task_weighting
 from splitrec_core.training.runs import TrainedRun, save_model, write_result
 from splitrec_core.training.steps import CentralTrainer, set_op_threads

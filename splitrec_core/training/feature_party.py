@@ -15,7 +15,7 @@ import tensorflow as tf
 from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import receive_row
 from splitrec_core.cpu import process_cpu_s
-from splitrec_core.epochs import DECISION, EVAL_BATCH, BestWeights, Decision
+from splitrec_core.training.epochs import DECISION, EVAL_BATCH, BestWeights, Decision
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import BottomTrainer
 from splitrec_core.training.wire import BatchesIn, BatchesOut

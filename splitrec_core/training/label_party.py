@@ -19,13 +19,13 @@ import tensorflow as tf
 from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import Due, check_array
 from splitrec_core.cpu import process_cpu_s
-from splitrec_core.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
-from splitrec_core.event_matrix import EventMatrix, Spread, spread_of
 from splitrec_core.features import FeatureMatrix
-from splitrec_core.leakage import LeakageAudit
-from splitrec_core.streaming import StreamedFeatures
+from splitrec_core.privacy.leakage import LeakageAudit
+from splitrec_core.training.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
+from splitrec_core.training.event_matrix import EventMatrix, Spread, spread_of
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import LabelTrainer
+from splitrec_core.training.streaming import StreamedFeatures
 from splitrec_core.training.wire import BatchesIn, BatchesOut, Wire, unpacked
 
 _log = logging.getLogger(__name__)

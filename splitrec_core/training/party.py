@@ -15,20 +15,20 @@ import pyarrow as pa
 
 from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import Due, receive_array
-from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
 from splitrec_core.cpu import CpuSpan, process_cpu_s, this_process
-from splitrec_core.entropy import private_seed
-from splitrec_core.epochs import Plan
-from splitrec_core.event_matrix import EventMatrix
 from splitrec_core.features import PartyFeatures, Transform
-from splitrec_core.provenance import fingerprint
-from splitrec_core.streaming import open_features
+from splitrec_core.privacy.entropy import private_seed
+from splitrec_core.registry.provenance import fingerprint
+from splitrec_core.training.checkpoint import Checkpoints
+from splitrec_core.training.epochs import Plan
+from splitrec_core.training.event_matrix import EventMatrix
 from splitrec_core.training.feature_party import feature_loop
 from splitrec_core.training.label_party import LabelOutcome, label_loop
 from splitrec_core.training.models import build_bottom, build_top, task_weighting
 from splitrec_core.training.runs import LoopSettings, save_model
 from splitrec_core.training.steps import BottomTrainer, LabelTrainer, StepSettings, set_op_threads
+from splitrec_core.training.streaming import open_features
 from splitrec_core.training.wire import Wire
 
 

@@ -9,14 +9,14 @@ import keras
 import numpy as np
 import pyarrow as pa
 
-from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import Config
-from splitrec_core.epochs import History, Plan
-from splitrec_core.event_matrix import EventMatrix
 from splitrec_core.features import FeatureMatrix
 from splitrec_core.io import atomic_path, write_json, write_parquet
 from splitrec_core.results import TrainResult
-from splitrec_core.streaming import StreamedFeatures
+from splitrec_core.training.checkpoint import Checkpoints
+from splitrec_core.training.epochs import History, Plan
+from splitrec_core.training.event_matrix import EventMatrix
+from splitrec_core.training.streaming import StreamedFeatures
 from splitrec_core.training.wire import FLOAT32, Wire
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from splitrec_core.config import load_config
 from splitrec_core.datasets.events import write_events
-from splitrec_core.epochs import Plan
 from splitrec_core.scoring import trained_predictions
+from splitrec_core.training.epochs import Plan
 from tests.conftest import REPO
 from tests.unit.test_train import _embedding_bytes
 

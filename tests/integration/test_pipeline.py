@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 from splitrec_core.config import load_config
-from splitrec_core.epochs import Plan
 from splitrec_core.errors import InputError
+from splitrec_core.training.epochs import Plan
 from tests.conftest import REPO, SYNTHETIC_TOML
 
 PARTY_STEPS = ("validate", "features", "export")

@@ -87,7 +87,7 @@ def _common_order(workdir: Path) -> list[int]:
 def test_psi_orders_are_fresh_unless_a_test_pins_them(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch):
     # Execute: twice pinned to one value, once to another, twice as a real party runs (unpinned)
-    from splitrec_core.entropy import PIN_VARIABLE, pinned
+    from splitrec_core.privacy.entropy import PIN_VARIABLE, pinned
 
     assert os.environ[PIN_VARIABLE]  # the test session pins it
     with pinned("one"):

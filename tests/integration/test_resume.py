@@ -11,9 +11,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from splitrec_core.checkpoint import Checkpoints
 from splitrec_core.config import load_config
 from splitrec_core.datasets.synthetic import write_parties
+from splitrec_core.training.checkpoint import Checkpoints
 from splitrec_core.training.local import train_split_local
 from splitrec_core.training.party import PartyJob
 from tests.conftest import REPO, SYNTHETIC_TOML, prepare_features, with_training

@@ -20,8 +20,8 @@ from splitrec_core.apart.messages import (
     send,
 )
 from splitrec_core.channel import Kind, LocalHub, PeerError
-from splitrec_core.promotion import Verdict
 from splitrec_core.registry import Aliases
+from splitrec_core.registry.promotion import Verdict
 from splitrec_core.report.metrics import VersionMetrics
 
 VERDICT = Verdict("v2", "v1", True, ["auc up"])

@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from splitrec_core.checkpoint import Checkpoints
-from splitrec_core.provenance import fingerprint
+from splitrec_core.registry.provenance import fingerprint
+from splitrec_core.training.checkpoint import Checkpoints
 
 
 def _model_and_optimizer(seed: int) -> tuple[keras.layers.Dense, keras.optimizers.Adam]:

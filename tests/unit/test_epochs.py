@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from splitrec_core.config import TrainingConfig
-from splitrec_core.epochs import (
+from splitrec_core.training.epochs import (
     BestWeights,
     Decision,
     History,

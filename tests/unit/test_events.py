@@ -13,12 +13,12 @@ import tensorflow as tf
 from sklearn.metrics import roc_auc_score
 
 from splitrec_core.config import PartyConfig, TaskConfig, TrainingConfig
-from splitrec_core.epochs import Plan
 from splitrec_core.errors import InputError
 from splitrec_core.evaluate import grouped_auc
-from splitrec_core.event_matrix import EventMatrix, Spread, event_batches
 from splitrec_core.events import People, event_alignment
 from splitrec_core.features import FeatureMatrix
+from splitrec_core.training.epochs import Plan
+from splitrec_core.training.event_matrix import EventMatrix, Spread, event_batches
 from splitrec_core.validate import validate_party
 
 SHOP = PartyConfig(name="shop", file="shop.csv", id_column="user", split_column="split",

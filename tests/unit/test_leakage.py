@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitrec_core.leakage import LeakageAudit, attack_auc
+from splitrec_core.privacy.leakage import LeakageAudit, attack_auc
 
 
 def _gradients(labels: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:

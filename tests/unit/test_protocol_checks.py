@@ -27,8 +27,8 @@ from splitrec_core.channel import (
     table_array,
 )
 from splitrec_core.datasets.synthetic import write_parties
-from splitrec_core.epochs import Plan
 from splitrec_core.psi.ecdh import run_follower, run_leader
+from splitrec_core.training.epochs import Plan
 from splitrec_core.training.party import PartyJob
 from tests.conftest import SYNTHETIC_TOML, prepare_features, with_training
 

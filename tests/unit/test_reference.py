@@ -41,7 +41,7 @@ from splitrec_core.federation import (
     PrivateParty,
     TimeoutConfig,
 )
-from splitrec_core.promotion import Verdict
+from splitrec_core.registry.promotion import Verdict
 from splitrec_core.report import Report
 from tests.conftest import REPO
 

@@ -13,8 +13,8 @@ import pytest
 
 from splitrec_core.config import RegistryConfig
 from splitrec_core.errors import InputError
-from splitrec_core.promotion import judge
 from splitrec_core.registry import Aliases, Registry, SharedModel
+from splitrec_core.registry.promotion import judge
 
 PARTIES = ("advertiser", "bank", "media")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from splitrec_core.io import read_json
-from splitrec_core.promotion import Verdict
+from splitrec_core.registry.promotion import Verdict
 from splitrec_core.report import Report, VersionMetrics, plots, terminal_summary
 
 

@@ -14,10 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from splitrec_core.config import TrainingConfig, load_config
-from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
 from splitrec_core.features import FeatureMatrix
-from splitrec_core.streaming import StreamedFeatures
+from splitrec_core.training.epochs import Plan
+from splitrec_core.training.streaming import StreamedFeatures
 from tests.conftest import SYNTHETIC_TOML, prepare_features, with_training, write_parties
 
 

@@ -19,9 +19,9 @@ import pytest
 from splitrec_core.channel.framing import ipc_bytes
 from splitrec_core.config import Config
 from splitrec_core.datasets.synthetic import write_parties
-from splitrec_core.epochs import Plan
 from splitrec_core.evaluate import evaluate
 from splitrec_core.report import Report
+from splitrec_core.training.epochs import Plan
 from splitrec_core.training.wire import Wire
 from tests.conftest import found_in, prepare_features, raw_values, with_training
 

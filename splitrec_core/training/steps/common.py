@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 from keras.optimizers.schedules import LearningRateSchedule
 
-from splitrec_core.entropy import private_seed
+from splitrec_core.privacy.entropy import private_seed
 
 
 def set_op_threads(xla: bool, side_by_side: bool = False) -> None:

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING
 from splitrec_core.config import Config, RegistryConfig
 from splitrec_core.errors import InputError
 from splitrec_core.io import atomic_path, read_json, write_json
-from splitrec_core.promotion import Verdict, judge_against_champion
-from splitrec_core.provenance import code_version, file_sha256, fingerprint
+from splitrec_core.registry.promotion import Verdict, judge_against_champion
+from splitrec_core.registry.provenance import code_version, file_sha256, fingerprint
 from splitrec_core.workspace import Workspace
 
 if TYPE_CHECKING:  # the registry is read without loading what evaluation needs

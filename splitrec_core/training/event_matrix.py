@@ -24,7 +24,7 @@ from splitrec_core.events import People
 from splitrec_core.features import FeatureMatrix
 
 if TYPE_CHECKING:
-    from splitrec_core.epochs import Plan
+    from splitrec_core.training.epochs import Plan
 
 
 @dataclass(frozen=True)

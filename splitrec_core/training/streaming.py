@@ -20,8 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import tensorflow as tf
 
-from splitrec_core.epochs import Plan
 from splitrec_core.features import FeatureMatrix
+from splitrec_core.training.epochs import Plan
 
 STREAM = 0x57EA  # keeps the streamed order's generator apart from every other use of the seed
 
