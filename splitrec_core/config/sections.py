@@ -127,7 +127,7 @@ class TrainingConfig(Strict):
         default="threads", description="how `run` places the parties on this machine: threads of "
                                        "one process, a process each (own interpreter and runtime), "
                                        "or a process each talking Arrow Flight with mutual TLS on "
-                                       "127.0.0.1, as parties on their own hosts do")
+                                       "127.0.0.1, as parties apart do")
     own_cores: bool = Field(
         default=False, description="with parties_in = \"processes\" or \"flight\": the label "
                                    "party's process runs on half the cores, the others share the "

@@ -1,8 +1,8 @@
 """Every party's part of split training on this machine.
 
 The parties run on threads of this process over a `LocalHub`, in a process each over pipes, or
-in a process each over Arrow Flight with mutual TLS on 127.0.0.1 (as parties on their own hosts
-talk). The same `PartyJob` runs in every mode.
+in a process each over Arrow Flight with mutual TLS on 127.0.0.1 (as parties apart talk). The
+same `PartyJob` runs in every mode.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-r"""Parties on their own hosts: Arrow Flight with mutual TLS and a bearer token per party.
+r"""Parties apart: Arrow Flight with mutual TLS and a bearer token per party.
 
 Every party runs one `FlightEndpoint` (a Flight server at its address). For each stage of a run
 the parties open a `FlightChannel`: of every pair that talks, the party later in the order dials
