@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 WORKDIR ?= runs/census
+TEST_WORKERS ?= 2
 
 .PHONY: install demo demo-distributed test test-fast lint ui bench-psi clean
 
@@ -26,13 +27,14 @@ demo-distributed: install
 	$(BIN)/splitrec data census --workdir $(WORKDIR)
 	$(BIN)/python deployments/distributed.py --config data/census.toml --data-workdir $(WORKDIR) --out runs/distributed
 
-## Every test: tests/unit, tests/integration (processes, Prefect, Flight), tests/slow (census).
+## Every test: tests/unit, tests/integration (processes, Prefect, Flight), tests/slow (census);
+## a file at a time on each of TEST_WORKERS workers (pytest-xdist).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## The unit tests only: no Prefect API, Flight, Dask or party processes; synthetic data.
 test-fast: install
-	$(BIN)/python -m pytest tests/unit
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile tests/unit
 
 ## ruff: pyflakes, pycodestyle, import order, docstrings (Google convention); mypy on
 ## splitrec_core (its settings are in pyproject.toml). CI runs both first.
