@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +26,20 @@ def set_environment_defaults() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "splitrec_core")
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM (a service manager's stop, `kill`) stop the command as Ctrl-C does.
+
+    Python's default for SIGTERM ends the process at once, so nothing cleans up: the temporary
+    Prefect API a party started kept running. As a `KeyboardInterrupt`, every `finally` and
+    exit handler runs, as after Ctrl-C.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def use_workdir_results(workdir: Path) -> None:
@@ -59,20 +75,35 @@ def start_temporary_api() -> Callable[[], None]:
     return starting.join
 
 
-class _QuietInputErrors(logging.Filter):
-    """Drop the traceback from log records about bad input: the user needs the message only."""
+def _expected(error: BaseException | None) -> bool:
+    """Whether `error` is one the user needs as a line, not a traceback.
+
+    Bad input (`InputError`) and a peer that failed or broke the protocol (`PeerError`,
+    `ProtocolError`: they name the peer and what it did).
+    """
+    if isinstance(error, InputError):
+        return True
+    contract = sys.modules.get("splitrec_core.channel.contract")  # loaded if a channel was
+    return contract is not None and isinstance(error, contract.PeerError)
+
+
+class _QuietExpectedErrors(logging.Filter):
+    """Drop the traceback from log records about expected errors: the message says it all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Keep every record; strip the traceback from one about an `InputError`."""
-        if record.exc_info and isinstance(record.exc_info[1], InputError):
+        """Keep every record; strip the traceback from one about an expected error."""
+        if record.exc_info and _expected(record.exc_info[1]):
             record.exc_info, record.exc_text = None, None
         return True
 
 
-def quiet_prefect_input_errors() -> None:
-    """Keep tracebacks of bad input out of Prefect's log handlers (after Prefect is imported)."""
+def quiet_expected_errors() -> None:
+    """Keep tracebacks of bad input and failing peers out of Prefect's log handlers.
+
+    Call after Prefect is imported.
+    """
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
                if name.startswith("prefect")]
     for logger in [logging.getLogger("prefect"), *loggers]:
         for handler in logger.handlers:
-            handler.addFilter(_QuietInputErrors())
+            handler.addFilter(_QuietExpectedErrors())

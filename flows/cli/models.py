@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from flows.cli.options import Invite, RunId, Workdir, needs_run_id, with_party_files
+from flows.cli.options import (
+    Invite,
+    RunId,
+    Workdir,
+    needs_run_id,
+    plain_run_id,
+    with_party_files,
+)
 from splitrec_core.errors import InputError
 
 if TYPE_CHECKING:
@@ -146,6 +153,7 @@ def party_models_rollback(files: PartyFiles, run_id: RunId = None, invite: Invit
 @party_models_app.command("follow")
 @with_party_files
 def party_models_follow(files: PartyFiles, run_id: Annotated[str, typer.Option(
+                            callback=plain_run_id,
                             help="The move's ID, as the label party passed it.")]) -> None:
     """Feature party not serving: take part in the label party's promote or rollback."""
     _move_apart(files, run_id, False, None)

@@ -21,9 +21,22 @@ PrivateFile = Annotated[Path | None, typer.Option(
     help="Our private party file (default: party.toml beside FEDERATION).")]
 PartyWorkdir = Annotated[Path | None, typer.Option(
     help="Our run folder (default: run beside FEDERATION).")]
+
+
+def plain_run_id(value: str | None) -> str | None:
+    """A run ID becomes a folder name at every party: refuse one that is not a plain name.
+
+    As bad input: one line, exit code 2.
+    """
+    from splitrec_core.names import plain_name
+
+    return None if value is None else plain_name(value, "--run-id")
+
+
 RunId = Annotated[str | None, typer.Option(
+    callback=plain_run_id,
     help="The run's ID, new for every run; every party of the run passes the same one (with "
-         "--invite the label party makes one).")]
+         "--invite the label party makes one): 1 to 64 letters, digits, '.', '_' or '-'.")]
 Invite = Annotated[bool, typer.Option(
     help="Label party: first start the run at every serving feature party.")]
 

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flows.cli.bootstrap import (
-    quiet_prefect_input_errors,
+    quiet_expected_errors,
     start_temporary_api,
+    stop_on_sigterm,
     use_workdir_results,
 )
 from flows.cli.options import Invite, RunId, needs_run_id, with_party_files
@@ -26,10 +27,11 @@ commands = typer.Typer()
 def _prepared(files: PartyFiles) -> PartyView:
     """Our view, read before Prefect starts (a bad file fails in a second).
 
-    Our cached results are kept in our run folder.
+    Our cached results are kept in our run folder; SIGTERM stops us as Ctrl-C does.
     """
     view = files.load()
     use_workdir_results(files.workdir)
+    stop_on_sigterm()
     return view
 
 
@@ -42,7 +44,7 @@ def party_run(files: PartyFiles, run_id: RunId = None, invite: Invite = False) -
     api_started = start_temporary_api()
     from flows.party import party_flows
 
-    quiet_prefect_input_errors()
+    quiet_expected_errors()
     pipeline, _ = party_flows(view.config.party(files.party).engine)
     api_started()
     report = pipeline(files, run_id=run_id, invite=invite)
@@ -71,7 +73,7 @@ def party_score(files: PartyFiles,
     api_started = start_temporary_api()
     from flows.party import party_flows
 
-    quiet_prefect_input_errors()
+    quiet_expected_errors()
     _, score_flow = party_flows(view.config.party(files.party).engine)
     api_started()
     predictions = score_flow(files, rows=str(rows.resolve()) if rows else None, run_id=run_id,

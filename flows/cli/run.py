@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from flows.cli.bootstrap import (
-    quiet_prefect_input_errors,
+    quiet_expected_errors,
     start_temporary_api,
     use_workdir_results,
 )
@@ -46,7 +46,7 @@ def _run_flow(name: str, config: Path, workdir: Path | None, **parameters: objec
                         "sweep": ("flows.sweep", "sweep"),
                         "score": ("flows.score", "score_pipeline")}[name]
     flow = getattr(importlib.import_module(module), function)
-    quiet_prefect_input_errors()
+    quiet_expected_errors()
     api_started()
     return Path(flow(str(config), str(root), **parameters))
 

@@ -39,6 +39,7 @@ from splitrec_core.channel import Channel
 from splitrec_core.errors import InputError
 from splitrec_core.federation import PartyView
 from splitrec_core.io import read_json, write_json
+from splitrec_core.names import plain_name
 from splitrec_core.registry import Aliases, Registry, version_manifest
 from splitrec_core.registry.promotion import Verdict, judge_against_champion
 from splitrec_core.report import Report
@@ -58,7 +59,7 @@ def refuse_a_finished_run(view: PartyView, run_id: str, workdir: Workspace) -> N
     different models. A run cut short has registered nothing yet, so it resumes under its ID.
     """
     registry = own_registry(view, workdir)
-    if registry.holds(run_id):
+    if registry.holds(plain_name(run_id, "run ID")):
         raise InputError(registry.folder(run_id), None,
                          f"run ID '{run_id}' already ran to its end: party '{view.me}' holds "
                          f"its model as version '{run_id}'. Every run needs a new --run-id "

@@ -13,6 +13,7 @@ from splitrec_core.apart.jobs import Job
 from splitrec_core.apart.sessions import endpoint
 from splitrec_core.channel.flight.endpoint import FlightEndpoint
 from splitrec_core.federation import PartyView
+from splitrec_core.names import plain_name
 
 
 def invite(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[str, str]:
@@ -37,6 +38,7 @@ def accept_runs(view: PartyView, jobs: Mapping[Job, Callable[[str], object]]) ->
         if caller != label:
             raise PermissionError(f"{caller} asked {view.me} to start a run: only the label "
                                   f"party {label} starts runs")
+        plain_name(run_id, f"the run ID {caller} sent")
         job = Job.named(name)
         if job is None or job not in jobs:
             why = " (its party.toml names no score_input)" if job == Job.SCORE else ""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import atexit
 
 from splitrec_core.channel import Channel, ChannelStats, Limits
-from splitrec_core.channel.flight.channel import FlightChannel
+from splitrec_core.channel.flight.channel import FlightChannel, dialers
 from splitrec_core.channel.flight.endpoint import FlightEndpoint, Members
 from splitrec_core.federation import PartyView
+from splitrec_core.names import plain_name
 
 _ENDPOINTS: dict[tuple[str, str], FlightEndpoint] = {}
 
@@ -29,8 +30,10 @@ def session(view: PartyView, run_id: str, stage: str) -> FlightChannel:
 
     Nothing passes between feature parties, so they never connect.
     """
-    return endpoint(view).channel(f"{run_id}/{stage}", view.federation.order,
-                                  hub=view.federation.label_party)
+    run_id = plain_name(run_id, "run ID")
+    ours, order, hub = endpoint(view), view.federation.order, view.federation.label_party
+    ours.expect(run_id, dialers(view.me, order, hub))  # a peer may reach a stage before us
+    return ours.channel(f"{run_id}/{stage}", order, hub=hub)
 
 
 def party_traffic(channel: Channel) -> dict[str, dict[str, int]]:

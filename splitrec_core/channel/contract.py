@@ -95,6 +95,29 @@ class ProtocolError(PeerError):
     """
 
 
+class RunStopped(ProtocolError):
+    """A peer stopped the run for a reason a retry cannot mend, and said which.
+
+    It stopped because a party broke the protocol or because of bad input; told so, the other
+    parties stop at once instead of retrying a stage the peer will not join again.
+    """
+
+
+def stop_reason(error: BaseException | None) -> str | None:
+    """What a party tells its peers when `error` stops its part of a run; None: just goodbye.
+
+    Only what a retry cannot mend. A protocol violation names a party and a message kind; bad
+    input is this party's own files, so its details stay here.
+    """
+    if isinstance(error, RunStopped):
+        return None  # a peer's stop reached us: the peer has told every party itself
+    if isinstance(error, ProtocolError):
+        return str(error).splitlines()[0][:500]
+    if isinstance(error, InputError):
+        return "bad input (this party's own files or settings: its log says which)"
+    return None
+
+
 MB = 1 << 20
 
 

@@ -63,10 +63,13 @@ def read_table(payload: memoryview | pa.Buffer) -> pa.Table:
 
 
 def received_table(frm: str, kind: Kind, payload: memoryview | pa.Buffer) -> pa.Table:
-    """The table a message of `kind` from `frm` carries; bytes that are not one is an error."""
+    """The table a message of `kind` from `frm` carries; bytes that are not one is an error.
+
+    pyarrow raises a bare `OSError` for some bytes (a negative length): that too is the peer's.
+    """
     try:
         return read_table(payload)
-    except (pa.ArrowException, ValueError) as error:
+    except (pa.ArrowException, ValueError, OSError) as error:
         first = (str(error).strip() or type(error).__name__).splitlines()[0]
         raise ProtocolError(f"{frm} sent '{kind.value}' that is not an Arrow IPC stream: "
                             f"{first}") from None

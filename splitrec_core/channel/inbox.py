@@ -38,7 +38,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from splitrec_core.channel.contract import Kind, Limits, PeerError, ProtocolError, expect_kind
+from splitrec_core.channel.contract import (
+    Kind,
+    Limits,
+    PeerError,
+    ProtocolError,
+    RunStopped,
+    expect_kind,
+)
 from splitrec_core.channel.framing import split_frame
 
 
@@ -159,6 +166,8 @@ class Incoming:
         """
         arrived = self.inbox.take(timeout_s)
         if arrived is None:
+            if isinstance(self.violation, RunStopped):
+                raise self.violation
             if self.violation is not None:
                 raise ProtocolError(f"{self.violation} where '{kind.value}' was due")
             if self.failure:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from splitrec_core.config import Config, RegistryConfig
 from splitrec_core.errors import InputError
 from splitrec_core.io import atomic_path, read_json, write_json
+from splitrec_core.names import is_plain_name, plain_name
 from splitrec_core.registry.promotion import Verdict, judge_against_champion
 from splitrec_core.registry.provenance import code_version, file_sha256, fingerprint
 from splitrec_core.workspace import Workspace
@@ -73,8 +74,11 @@ class Registry:
         return self.root / "aliases.json"
 
     def folder(self, version: str) -> Path:
-        """Where the party's part of `version` lives (its export and `version.json`)."""
-        return self.root / version
+        """Where the party's part of `version` lives (its export and `version.json`).
+
+        A version's name may come from a peer: one that is not a plain name is refused.
+        """
+        return self.root / plain_name(version, f"model version of {self.party}")
 
     def holds(self, version: str) -> bool:
         """Whether the party has registered its part of `version`."""
@@ -95,7 +99,8 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Every registered version, oldest first."""
-        found = [p.name for p in self.root.glob("*") if self.holds(p.name)]
+        found = [p.name for p in self.root.glob("*")
+                 if is_plain_name(p.name) and self.holds(p.name)]
         return sorted(found, key=lambda v: (str(self.manifest(v).get("registered_at", "")), v))
 
     def manifest(self, version: str) -> dict[str, object]:

@@ -248,3 +248,15 @@ def test_the_psi_leader_takes_every_followers_list_before_it_sends_its_own():
     first_send = blinded.index(("send", "f1"))
     assert blinded[:first_send] == [("recv", "f1")] * 6 + [("recv", "f2")] * 6  # 5 chunks + end
     assert {op for op, _ in blinded[first_send:]} == {"send"}
+
+
+def test_bytes_pyarrow_reads_as_a_negative_length_are_the_senders_protocol_error():
+    # pyarrow raises a bare OSError for these, which a stage would retry as a network failure
+    from splitrec_core.channel.framing import received_table
+
+    payload = memoryview(b"\xff\xff\xff\xff" + (-7).to_bytes(4, "little", signed=True) + bytes(16))
+
+    with pytest.raises(ProtocolError, match=r"^bank sent 'embedding' that is not an Arrow IPC "
+                                            r"stream: Invalid IPC message: negative metadata "
+                                            r"length$"):
+        received_table("bank", Kind.EMBEDDING, payload)

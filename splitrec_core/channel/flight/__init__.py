@@ -9,14 +9,15 @@ metadata (`kind\n<IPC bytes>`): one stream carries tables of any schema, and the
 equal the other channels'.
 
 Who may connect: a peer whose certificate the federation's CA signed (mutual TLS) and whose
-bearer token hashes to the SHA-256 the federation file lists for it; both must be in the same
-session of the same federation (the federation file's hash). Plaintext only with
+bearer token hashes to the SHA-256 the federation file lists for it, with the same federation
+file (its hash), into a session the party expects it in (`server`). Plaintext only with
 `insecure = True`. A peer that does not come within `connect_s`, or a message that does not come
 within `recv_s`, stops the stage with an error naming the peer, never a hang.
 
 One job a module: `addresses` (where parties listen, how long to wait; no Flight needed),
-`auth` (credentials and the bearer-token check), `endpoint` (the server, dialing with backoff,
-starting a run), `channel` (one session's streams), `loopback` (a trial federation on this
-machine). This file imports none of them, so reading addresses and timeouts does not load
+`auth` (credentials and the bearer-token check), `server` (who it lets in, and the one line a
+refusal is), `endpoint` (the sessions a party expects, dialing with backoff, starting a run),
+`stream` (one stream's link and pump), `channel` (one session's streams), `loopback` (a trial
+federation on this machine). This file imports none of them, so reading addresses and timeouts does not load
 `pyarrow.flight`.
 """

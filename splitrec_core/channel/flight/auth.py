@@ -46,27 +46,30 @@ class Security:
 
 
 class Caller(flight.ServerMiddleware):
-    """The party a call's bearer token belongs to."""
+    """The party a call's bearer token belongs to; None (and why) if it belongs to none."""
 
-    def __init__(self, party: str) -> None:
-        self.party = party
+    def __init__(self, party: str | None, why: str = "") -> None:
+        self.party, self.why = party, why
 
 
 class TokenCheck(flight.ServerMiddlewareFactory):
-    """Refuses a call unless its bearer token hashes to a listed peer's token hash."""
+    """Names the listed peer whose token hashes to a call's bearer token.
+
+    It does not refuse the call itself: the server's handler does, where it knows the caller's
+    address to log (`server.Server`).
+    """
 
     def __init__(self, token_hashes: dict[str, str]) -> None:
         self._party_by_hash = {digest: party for party, digest in token_hashes.items()}
 
     def start_call(self, info: flight.CallInfo, headers: dict) -> Caller:
-        """The caller, named by its token; a call without a listed token is refused."""
+        """The caller, named by its token, or why it is no listed party."""
         values = headers.get("authorization", [])
-        value = (values[0].decode() if values and isinstance(values[0], bytes)
+        value = (values[0].decode(errors="replace") if values and isinstance(values[0], bytes)
                  else (values or [""])[0])
         if not value.startswith("Bearer "):
-            raise flight.FlightUnauthenticatedError("no bearer token")
+            return Caller(None, "no bearer token")
         party = self._party_by_hash.get(token_sha256(value.removeprefix("Bearer ")))
         if party is None:
-            raise flight.FlightUnauthenticatedError("the bearer token is not one of this "
-                                                    "federation's parties'")
+            return Caller(None, "the bearer token is not one of this federation's parties'")
         return Caller(party)

@@ -16,14 +16,14 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 from pyarrow import flight
 
-from splitrec_core.channel.contract import Kind, Limits, PeerError
+from splitrec_core.channel.contract import Kind, Limits, PeerError, stop_reason
 from splitrec_core.channel.counting import CountingChannel
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.stream import (
     ACK,
-    BYE,
     Link,
     first_line,
+    goodbye,
     hang_up,
     pump,
     read_with_deadline,
@@ -45,6 +45,9 @@ class SessionEndpoint(Protocol):
     def where(self, peer: str) -> str:
         """`peer` and its address, for messages."""
 
+    def expect(self, scope: str, callers: Iterable[str]) -> None:
+        """Let `callers` open streams in session `scope`."""
+
     def link(self, session: str, peer: str) -> Link:
         """The link to `peer` in `session`."""
 
@@ -60,6 +63,15 @@ class SessionEndpoint(Protocol):
         """Stop serving."""
 
 
+def dialers(me: str, order: list[str], hub: str | None = None) -> list[str]:
+    """The parties that open their streams to `me`.
+
+    Those later in `order`; with a `hub`, of those only the hub, or every one at the hub.
+    """
+    mine = order.index(me)
+    return [p for p in order[mine + 1 :] if hub in (None, p, me)]
+
+
 class FlightChannel(CountingChannel):
     """Party `me`'s view of one session over Flight; counts what it sends and receives."""
 
@@ -72,6 +84,7 @@ class FlightChannel(CountingChannel):
         self.then_close: SessionEndpoint | None = None  # an endpoint to stop with the channel
         mine = order.index(self.me)
         peers = [p for p in order if p != self.me and hub in (None, p, self.me)]
+        endpoint.expect(session, dialers(self.me, order, hub))
         try:
             for peer in peers:
                 if order.index(peer) < mine:
@@ -147,18 +160,18 @@ class FlightChannel(CountingChannel):
         """Per peer, the most bytes that ever waited in its inbox (at most the bound)."""
         return {peer: link.inbox.peak for peer, link in self._links.items()}
 
-    def close(self) -> None:
-        """End the session.
+    def close(self, why: str | None = None) -> None:
+        """End the session; `why` our part of the run stopped, if it stopped for good.
 
-        Tell the parties that dialed us goodbye; end our half of the streams we opened and wait
-        (up to `connect_s`) until the peer has read everything we sent. Nothing more is taken
-        from any inbox, so a peer blocked sending into a full one is refused now, not after
-        the inbox's patience.
+        Say goodbye (with `why`) to every peer: the parties that dialed us, and through the
+        streams we opened before ending our half of them, waiting (up to `connect_s`) until the
+        peer has read everything we sent. Nothing more is taken from any inbox, so a peer
+        blocked sending into a full one is refused now, not after the inbox's patience.
         """
         for peer, link in self._links.items():
+            with contextlib.suppress(PeerError, flight.FlightError, pa.ArrowException, OSError):
+                link.write(goodbye(why))
             if peer not in self._dialed:
-                with contextlib.suppress(PeerError, flight.FlightError, pa.ArrowException):
-                    link.write(BYE)
                 link.detach(done_writing=False)
             link.fail(f"was still sending when {self.me} closed the session")
         for peer, (client, reading) in self._dialed.items():
@@ -172,5 +185,6 @@ class FlightChannel(CountingChannel):
     def __enter__(self) -> FlightChannel:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> None:
+        """End the session; if an error a retry cannot mend ends it, tell the peers why."""
+        self.close(stop_reason(error))

@@ -1,8 +1,9 @@
 """A party's Flight endpoint: its server, the sessions it takes part in, and reaching a peer.
 
-The server accepts the streams later parties open and the one action, `start-run`, with which
-the label party asks a serving party to join a run. Dialing a peer retries with backoff while
-the peer is not up yet; every failure names the peer and what failed.
+Its server (`server`) accepts the streams later parties open in the sessions this party expects
+them in, and the one action, `start-run`, with which the label party asks a serving party to
+join a run. Dialing a peer retries with backoff while the peer is not up yet; every failure
+names the peer and what failed.
 """
 
 from __future__ import annotations
@@ -19,62 +20,14 @@ from pyarrow import flight
 
 from splitrec_core.channel.contract import Kind, Limits, PeerError
 from splitrec_core.channel.flight.addresses import Timeouts
-from splitrec_core.channel.flight.auth import Security, TokenCheck
+from splitrec_core.channel.flight.auth import Security
 from splitrec_core.channel.flight.channel import FlightChannel
-from splitrec_core.channel.flight.stream import ACK, Link, first_line, pump
+from splitrec_core.channel.flight.server import START_RUN, Refusal, Server
+from splitrec_core.channel.flight.stream import Link, first_line
 from splitrec_core.errors import InputError
 
-START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
-# (a training run, a scoring run or a move of the registry's aliases: the request's "job")
 T = TypeVar("T")
-
-
-class _Server(flight.FlightServerBase):
-    """A party's endpoint: accepts the streams that later parties open to it."""
-
-    def __init__(self, endpoint: FlightEndpoint, location: str, security: Security,
-                 token_hashes: dict[str, str]) -> None:
-        tls = {} if security.insecure else {
-            "tls_certificates": [flight.CertKeyPair(security.cert, security.key)],
-            "verify_client": True, "root_certificates": security.ca}
-        super().__init__(location, middleware={"auth": TokenCheck(token_hashes)}, **tls)
-        self._endpoint = endpoint
-
-    def do_exchange(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
-                    reader: flight.MetadataRecordBatchReader,
-                    writer: flight.MetadataRecordBatchWriter) -> None:
-        """Take a peer's stream into the session it names, once its federation file matches."""
-        caller = context.get_middleware("auth").party
-        hello = json.loads(descriptor.command)
-        endpoint = self._endpoint
-        if hello.get("federation") != endpoint.federation_hash:
-            why = (f"{caller}'s copy of the federation file differs from {endpoint.me}'s "
-                   f"(hash {str(hello.get('federation'))[:12]}… against "
-                   f"{endpoint.federation_hash[:12]}…)")
-            endpoint.link(hello["session"], caller).fail(why)  # tells our side, if it waits
-            raise flight.FlightServerError(why)
-        link = endpoint.incoming(hello["session"], caller)
-        writer.write_metadata(pa.py_buffer(ACK))
-        link.attach(writer)
-        try:
-            pump(reader, link)  # until the peer has sent everything, or the stream breaks
-        finally:
-            link.detach(done_writing=False)  # `writer` dies with this call
-
-    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
-        """Start this party's part of a run when the caller asks (`start-run`); its answer."""
-        caller = context.get_middleware("auth").party
-        endpoint = self._endpoint
-        if action.type != START_RUN:
-            raise flight.FlightServerError(f"{endpoint.me} knows no action {action.type!r}")
-        request = json.loads(action.body.to_pybytes())
-        if request.get("federation") != endpoint.federation_hash:
-            raise flight.FlightServerError(
-                f"{caller}'s copy of the federation file differs from {endpoint.me}'s")
-        if endpoint.on_start is None:
-            raise flight.FlightServerError(f"{endpoint.me} is not serving (`splitrec party "
-                                           f"serve`): start its part of the run by hand")
-        return [endpoint.on_start(caller, str(request["job"]), str(request["run_id"])).encode()]
+MAX_PENDING_PER_PEER = 2  # sessions a peer may open here before this party opens them
 
 
 @dataclass(frozen=True)
@@ -105,6 +58,8 @@ class FlightEndpoint:
                                                             limits)
         token_hashes = members.token_hashes
         self._links: dict[tuple[str, str], Link] = {}
+        # Who may open streams in a session (or, by its name and a "/", in the sessions of a run)
+        self._callers: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         # a list: keep every message sent
         self.recorded: list[tuple[Kind, str, bytes]] | None = None
@@ -113,7 +68,7 @@ class FlightEndpoint:
         self.on_start: Callable[[str, str, str], str] | None = None
         known = {p: h for p, h in token_hashes.items() if p != me}
         try:
-            self._server = _Server(self, security.location(listen).uri.decode(), security, known)
+            self._server = Server(self, security.location(listen).uri.decode(), security, known)
         except pa.ArrowException:  # gRPC says no more than "Server did not start properly"
             raise InputError(f"{me}'s listen address {listen}", None,
                              "cannot listen there: another process holds the port (`ss -ltnp` "
@@ -122,31 +77,64 @@ class FlightEndpoint:
                              "(and in its party.toml's listen)") from None
         self.port = self._server.port
 
+    def expect(self, scope: str, callers: Iterable[str]) -> None:
+        """Let `callers` open streams in session `scope`, and in every session `scope/…`.
+
+        A stream in any other session is refused: a peer cannot make this party hold messages
+        for sessions it never opens.
+        """
+        with self._lock:
+            self._callers[scope] = self._callers.get(scope, frozenset()) | frozenset(callers)
+
     def link(self, session: str, peer: str) -> Link:
-        """The link to `peer` in `session`, made on first use by either side."""
+        """The link to `peer` in `session`, made on first use by either side; ours from now on."""
         with self._lock:
             if (session, peer) not in self._links:
                 self._links[(session, peer)] = self._new_link(peer)
-            return self._links[(session, peer)]
+            link = self._links[(session, peer)]
+            link.claimed = True
+            return link
 
     def _new_link(self, peer: str) -> Link:
         """A link to `peer` with this endpoint's limits; what waits may go untaken `recv_s`."""
         return Link(peer, self.limits, self.timeouts.recv_s)
 
-    def incoming(self, session: str, peer: str) -> Link:
-        """The link for a stream `peer` opens to us.
+    def admit(self, session: str, caller: str) -> Link:
+        """The link for a stream `caller` opens to us in `session`, or a `server.Refusal`.
 
-        It is the one our channel waits on, or a fresh one if the peer had connected before (it
-        restarted, e.g. after its process was killed, and the old stream is over).
+        The caller must be one this party expects in `session`. The link is the one our channel
+        waits on, or a fresh one if the peer had connected before (it restarted, e.g. after its
+        process was killed, and the old stream is over). A peer ahead of us may open
+        `MAX_PENDING_PER_PEER` sessions before we do; beyond, it is told to dial again later.
         """
         with self._lock:
-            old = self._links.get((session, peer))
+            scopes = [s for s in self._callers if session == s or session.startswith(s + "/")]
+            if not scopes:
+                raise Refusal(f"{self.me} has no session {session!r} open",
+                              flight.FlightUnavailableError)
+            if not any(caller in self._callers[s] for s in scopes):
+                raise Refusal(f"{caller} is not a member of session {session!r} at {self.me}",
+                              flight.FlightUnauthorizedError)
+            old = self._links.get((session, caller))
             if old is not None and not old.connected.is_set():
                 return old
+            ahead = sum(1 for (_, peer), link in self._links.items()
+                        if peer == caller and not link.claimed)
+            if old is None and ahead >= MAX_PENDING_PER_PEER:
+                raise Refusal(f"{caller} opened {ahead} sessions {self.me} has not opened yet",
+                              flight.FlightUnavailableError)
             if old is not None:
                 old.fail("connected again (did it restart?)")
-            fresh = self._links[(session, peer)] = self._new_link(peer)
+            fresh = self._links[(session, caller)] = self._new_link(caller)
+            fresh.claimed = old is not None and old.claimed
             return fresh
+
+    def fail_waiting(self, session: str, caller: str, why: str) -> None:
+        """Tell our side of `session`, if it waits for `caller`, why `caller` cannot join."""
+        with self._lock:
+            link = self._links.get((session, caller))
+        if link is not None:
+            link.fail(why)
 
     def forget(self, session: str, links: Iterable[Link]) -> None:
         """Drop `links` of `session` (not newer ones a restarted peer has opened since)."""
@@ -237,14 +225,17 @@ class FlightEndpoint:
         channel.then_close = self
         return channel
 
-    def close(self, wait_s: float = 10.0) -> None:
-        """Stop serving: wait up to `wait_s` for streams still open.
+    def close(self, wait_s: float = 10.0, grace_s: float = 2.0) -> None:
+        """Stop serving: let streams still open end for `grace_s`, then cut their connections.
 
-        A hung peer cannot hold this process up.
+        A hung peer cannot hold this process up: after `wait_s` at most, it goes on.
         """
         stopping = threading.Thread(target=self._server.shutdown, daemon=True)
         stopping.start()
-        stopping.join(wait_s)
+        stopping.join(min(grace_s, wait_s))
+        if stopping.is_alive():
+            self._server.cut_open_streams()
+            stopping.join(max(0.0, wait_s - grace_s))
 
     def __enter__(self) -> FlightEndpoint:
         return self

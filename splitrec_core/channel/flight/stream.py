@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 from pyarrow import flight
 
-from splitrec_core.channel.contract import PeerError, ProtocolError
+from splitrec_core.channel.contract import PeerError, ProtocolError, RunStopped
 from splitrec_core.channel.inbox import Incoming
 
 ACK = b"accepted"  # the first message on a stream: the peer let us in
-BYE = b"bye"       # the last, from the party that was dialed: it is done with the session
+BYE = b"bye"       # the last: the party is done with the session (`bye`, `bye\n<why it stopped>`)
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Link(Incoming):
     lock: threading.Lock = field(default_factory=threading.Lock)
     # The stream's writer while it is up (on a stream we dialed, a `FlightStreamWriter`)
     writer: flight.MetadataRecordBatchWriter | None = None
+    claimed: bool = False  # our channel has taken it (a peer ahead of us may open it first)
 
     def attach(self, writer: flight.MetadataRecordBatchWriter) -> None:
         """Start writing to the peer through `writer`: the stream is up."""
@@ -50,6 +51,8 @@ class Link(Incoming):
         """Send the peer one message; a stream that is over is an error naming the peer."""
         with self.lock:
             if self.writer is None:
+                if isinstance(self.violation, RunStopped):
+                    raise self.violation
                 raise PeerError(f"{self.peer} {self.failure or 'is not connected'}")
             self.writer.write_metadata(pa.py_buffer(message))
 
@@ -79,12 +82,16 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link,
     try:
         while True:
             chunk = reader.read_chunk()
-            if chunk.app_metadata is None:
-                continue
+            if chunk.data is not None or chunk.app_metadata is None:
+                link.fail(ProtocolError(f"{link.peer} sent a Flight message without splitrec's "
+                                        f"framing (record-batch data, or no metadata)"))
+                if hang_up is not None:
+                    hang_up()
+                return
             message = memoryview(chunk.app_metadata)
-            if message == BYE:  # the peer we dialed is done: end our half too
-                link.fail("ended the session")
-                link.detach(done_writing=True)
+            if message[: len(BYE)] == BYE:  # the peer is done: end our half too
+                link.fail(farewell(link.peer, message))
+                link.detach(done_writing=hang_up is not None)  # (a stream we dialed)
             elif not link.deliver(message):
                 if hang_up is not None:
                     hang_up()
@@ -93,6 +100,17 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link,
         link.fail("ended the session")
     except (flight.FlightError, pa.ArrowException, OSError) as error:
         link.fail(f"broke the stream: {first_line(error)}")
+
+
+def goodbye(why: str | None) -> bytes:
+    """The last message of a session: BYE, with why our part of the run stopped if it did."""
+    return BYE if why is None else BYE + b"\n" + why.encode()
+
+
+def farewell(peer: str, message: memoryview) -> str | ProtocolError:
+    """What a peer's last message says: it ended the session, or it stopped the run and why."""
+    why = bytes(message[len(BYE) + 1 : len(BYE) + 1 + 1000]).decode(errors="replace")
+    return RunStopped(f"{peer} stopped the run: {why}") if why else "ended the session"
 
 
 def hang_up(writer: flight.FlightStreamWriter) -> None:

@@ -1,0 +1,245 @@
+"""A party's Flight server: who it lets in, and how it turns everyone else away.
+
+A call is let in only from a peer whose bearer token the federation file lists (`auth`), with
+the same federation file, into a session this party has opened (or a run it has started) and
+of which the caller is a member, and with no more than `MAX_STREAMS_PER_PEER` streams of that
+peer open at once. Everything else is a `Refusal`: the caller gets one line saying why (never
+this process's traceback) and this party logs it once, with the caller's address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import psutil
+import pyarrow as pa
+from pyarrow import flight
+
+from splitrec_core.channel.flight.auth import Security, TokenCheck
+from splitrec_core.channel.flight.stream import ACK, Link, pump
+
+log = logging.getLogger("splitrec_core.channel.flight")
+
+START_RUN = "start-run"  # the one action: the label party asks a serving party to join a run
+# (a training run, a scoring run or a move of the registry's aliases: the request's "job")
+MAX_STREAMS_PER_PEER = 4  # a run has one stream per stage open at a time; a restart one more
+T = TypeVar("T")
+
+
+class Refusal(Exception):
+    """Why the server turns a call away; `answer` is the Flight error the caller receives.
+
+    A caller told `FlightUnavailableError` dials again (with backoff, until `connect_s`): the
+    session it names may open here soon.
+    """
+
+    def __init__(self, why: str, answer: type[flight.FlightError] = flight.FlightServerError,
+                 ) -> None:
+        super().__init__(why)
+        self.answer = answer
+
+
+class Host(Protocol):
+    """What the server needs of the endpoint it serves (`endpoint.FlightEndpoint`)."""
+
+    me: str
+    federation_hash: str
+    on_start: Callable[[str, str, str], str] | None
+
+    def admit(self, session: str, caller: str) -> Link:
+        """The link for a stream `caller` opens in `session`, or a `Refusal`."""
+
+    def fail_waiting(self, session: str, caller: str, why: str) -> None:
+        """Tell our side of `session`, if it waits for `caller`, why `caller` cannot join."""
+
+
+def _answering(handler: Callable[..., T]) -> Callable[..., T]:
+    """Run a Flight handler; a refusal or any other error goes back as one line, logged here."""
+
+    @functools.wraps(handler)
+    def answer(server: Server, context: flight.ServerCallContext, *args: Any) -> T:
+        try:
+            return handler(server, context, *args)
+        except Refusal as refusal:
+            server.refused(context, handler.__name__, str(refusal))
+            raise refusal.answer(str(refusal)) from None
+        except Exception as error:  # noqa: BLE001 - a peer's request must not see our traceback
+            why = (str(error).strip() or type(error).__name__).splitlines()[0]
+            server.refused(context, handler.__name__, why)
+            raise flight.FlightServerError(why) from None
+
+    return answer
+
+
+def _hello(descriptor: flight.FlightDescriptor) -> tuple[str, str]:
+    """The session and federation hash a stream's descriptor names (a peer may send anything)."""
+    try:
+        hello = json.loads(descriptor.command)
+    except (TypeError, ValueError):
+        raise Refusal("its stream's descriptor is not the JSON hello splitrec sends") from None
+    if not (isinstance(hello, dict) and isinstance(hello.get("session"), str)
+            and isinstance(hello.get("federation"), str)):
+        raise Refusal("its hello does not name a session and a federation")
+    return hello["session"], hello["federation"]
+
+
+class Server(flight.FlightServerBase):
+    """A party's endpoint: accepts the streams later parties open to it, and `start-run`."""
+
+    def __init__(self, host: Host, location: str, security: Security,
+                 token_hashes: dict[str, str]) -> None:
+        tls = {} if security.insecure else {
+            "tls_certificates": [flight.CertKeyPair(security.cert, security.key)],
+            "verify_client": True, "root_certificates": security.ca}
+        super().__init__(location, middleware={"auth": TokenCheck(token_hashes)}, **tls)
+        self._host = host
+        self._streams: Counter[str] = Counter()  # open streams per caller
+        self._connections: Counter[str] = Counter()  # open streams per caller's address
+        self._lock = threading.Lock()
+
+    def cut_open_streams(self) -> int:
+        """Close the connections of every stream still open; how many connections were cut.
+
+        A stream's handler reads until its peer ends the stream, and pyarrow can neither cancel
+        a handler nor give `shutdown` a deadline: a peer that holds its stream open (or vanished
+        without closing it) would hold this process up, even at its exit. Shutting the
+        connection's socket down ends the read, so the handler returns.
+        """
+        with self._lock:
+            addresses = [address for address, n in self._connections.items() if n > 0]
+        return sum(cut_connection(address) for address in addresses)
+
+    def refused(self, context: flight.ServerCallContext, call: str, why: str) -> None:
+        """Log a refusal once, naming the caller (as its token says, if it has one) and address."""
+        caller = getattr(context.get_middleware("auth"), "party", None) or "a caller"
+        log.warning("%s refused %s from %s at %s: %s", self._host.me, call, caller,
+                    context.peer(), why)
+
+    def _caller(self, context: flight.ServerCallContext) -> str:
+        """The federation party whose token the call carries, else a refusal."""
+        auth = context.get_middleware("auth")
+        if auth is None or auth.party is None:
+            why = auth.why if auth is not None else "no bearer token"
+            raise Refusal(why, flight.FlightUnauthenticatedError)
+        return str(auth.party)
+
+    @_answering
+    def do_exchange(self, context: flight.ServerCallContext, descriptor: flight.FlightDescriptor,
+                    reader: flight.MetadataRecordBatchReader,
+                    writer: flight.MetadataRecordBatchWriter) -> None:
+        """Take a peer's stream into the session it names, once it may join it."""
+        caller, host = self._caller(context), self._host
+        session, federation = _hello(descriptor)
+        if federation != host.federation_hash:
+            why = (f"{caller}'s copy of the federation file differs from {host.me}'s (hash "
+                   f"{federation[:12]}… against {host.federation_hash[:12]}…)")
+            host.fail_waiting(session, caller, why)
+            raise Refusal(why)
+        with self._lock:
+            if self._streams[caller] >= MAX_STREAMS_PER_PEER:
+                raise Refusal(f"{caller} has {MAX_STREAMS_PER_PEER} streams open here already")
+            self._streams[caller] += 1
+            self._connections[context.peer()] += 1
+        try:
+            link = host.admit(session, caller)
+            writer.write_metadata(pa.py_buffer(ACK))
+            link.attach(writer)
+            try:
+                pump(reader, link)  # until the peer has sent everything, or the stream breaks
+            finally:
+                link.detach(done_writing=False)  # `writer` dies with this call
+        finally:
+            with self._lock:
+                self._streams[caller] -= 1
+                self._connections[context.peer()] -= 1
+
+    @_answering
+    def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
+        """Start this party's part of a run when the caller asks (`start-run`); its answer."""
+        caller, host = self._caller(context), self._host
+        if action.type != START_RUN:
+            raise Refusal(f"{host.me} knows no action {action.type!r}")
+        try:
+            request = json.loads(action.body.to_pybytes())
+            job, run_id, federation = request["job"], request["run_id"], request["federation"]
+        except (TypeError, ValueError, KeyError):
+            raise Refusal(f"its {START_RUN} request is not the JSON splitrec sends") from None
+        if federation != host.federation_hash:
+            raise Refusal(f"{caller}'s copy of the federation file differs from {host.me}'s")
+        if host.on_start is None:
+            raise Refusal(f"{host.me} is not serving (`splitrec party serve`): start its part "
+                          f"of the run by hand")
+        return [host.on_start(caller, str(job), str(run_id)).encode()]
+
+    # What splitrec does not offer: refused in one line, as any call from a stranger is
+    @_answering
+    def do_get(self, context: flight.ServerCallContext, *_: object) -> None:
+        """Not offered."""
+        self._not_offered(context, "DoGet")
+
+    @_answering
+    def do_put(self, context: flight.ServerCallContext, *_: object) -> None:
+        """Not offered."""
+        self._not_offered(context, "DoPut")
+
+    @_answering
+    def list_flights(self, context: flight.ServerCallContext, *_: object) -> None:
+        """Not offered."""
+        self._not_offered(context, "ListFlights")
+
+    @_answering
+    def get_flight_info(self, context: flight.ServerCallContext, *_: object) -> None:
+        """Not offered."""
+        self._not_offered(context, "GetFlightInfo")
+
+    @_answering
+    def get_schema(self, context: flight.ServerCallContext, *_: object) -> None:
+        """Not offered."""
+        self._not_offered(context, "GetSchema")
+
+    @_answering
+    def list_actions(self, context: flight.ServerCallContext, *_: object) -> None:
+        """Not offered."""
+        self._not_offered(context, "ListActions")
+
+    def _not_offered(self, context: flight.ServerCallContext, method: str) -> None:
+        self._caller(context)  # a stranger is refused as a stranger
+        raise Refusal(f"{self._host.me} offers no {method}")
+
+
+def cut_connection(address: str) -> int:
+    """Shut down this process's TCP connections to `address` (gRPC's `ipv4:host:port`).
+
+    How many were found. The socket belongs to gRPC, which sees its connection end.
+    """
+    host, _, port = address.removeprefix("ipv4:").removeprefix("ipv6:").rpartition(":")
+    try:
+        peer = (_unmapped(host.strip("[]")), int(port))
+        connections = psutil.Process().net_connections(kind="tcp")
+    except (ValueError, psutil.Error):
+        return 0
+    cut = 0
+    for connection in connections:
+        remote = connection.raddr
+        if remote and (_unmapped(remote.ip), remote.port) == peer and connection.fd >= 0:
+            with contextlib.suppress(OSError), socket.socket(fileno=os.dup(connection.fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+                cut += 1
+    return cut
+
+
+def _unmapped(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """`ip`, an IPv4 address that a dual-stack socket shows as IPv6 (`::ffff:a.b.c.d`) as IPv4."""
+    parsed = ipaddress.ip_address(ip)
+    mapped = getattr(parsed, "ipv4_mapped", None)
+    return mapped if mapped is not None else parsed
