@@ -35,6 +35,7 @@ from splitrec_core.channel.contract import RunStopped
 from splitrec_core.channel.flight.addresses import Timeouts, free_port_block
 from splitrec_core.channel.flight.auth import Security
 from splitrec_core.channel.flight.endpoint import FlightEndpoint, Members
+from splitrec_core.channel.flight.proof import ProofCheck, prove
 from splitrec_core.channel.flight.server import MAX_STREAMS_PER_PEER
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.federation import PartyFiles, write_trial_federation
@@ -59,14 +60,18 @@ def star(tmp_path: Path):
     label.close()
 
 
-def _client(port: int, security: Security, timeout: float | None = 10,
-            ) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
-    """A hand-written client holding `security`'s certificate and token; calls end at `timeout`."""
+def _client(port: int, security: Security, caller: str, called: str = "label",
+            timeout: float | None = 10) -> tuple[flight.FlightClient, flight.FlightCallOptions]:
+    """A hand-written client holding `security`'s certificate, key and token, as `caller`.
+
+    Its calls carry the token and the proof of the certificate's key splitrec's own client
+    sends; they end at `timeout`.
+    """
     client = flight.FlightClient(security.location(f"127.0.0.1:{port}"),
                                  tls_root_certs=security.ca, cert_chain=security.cert,
                                  private_key=security.key)
-    options = flight.FlightCallOptions(
-        headers=[(b"authorization", f"Bearer {security.token}".encode())], timeout=timeout)
+    options = flight.FlightCallOptions(headers=security.call_headers(caller, called),
+                                       timeout=timeout)
     return client, options
 
 
@@ -124,7 +129,7 @@ def test_a_run_id_the_label_party_sends_is_a_plain_name_or_nothing_runs(
 ])
 def test_every_refusal_is_one_line_to_the_peer_and_one_log_line_here(star, caplog, call, answer):
     label, security, _ = star
-    client, options = _client(label.port, security["bank"])
+    client, options = _client(label.port, security["bank"], "bank")
 
     with caplog.at_level(logging.WARNING, logger="splitrec_core.channel.flight"):
         with pytest.raises(flight.FlightError) as refused:
@@ -139,7 +144,8 @@ def test_every_refusal_is_one_line_to_the_peer_and_one_log_line_here(star, caplo
 
 def test_a_wrong_token_is_logged_with_the_callers_address(star, caplog):
     label, security, _ = star
-    client, options = _client(label.port, dataclasses.replace(security["bank"], token="guessed"))
+    guessing = dataclasses.replace(security["bank"], token="guessed")
+    client, options = _client(label.port, guessing, "bank")
 
     with caplog.at_level(logging.WARNING, logger="splitrec_core.channel.flight"):
         with pytest.raises(flight.FlightUnauthenticatedError):
@@ -153,7 +159,7 @@ def test_a_wrong_token_is_logged_with_the_callers_address(star, caplog):
 def test_streams_to_sessions_never_opened_are_refused_and_keep_nothing(star):
     # Prepare: a member opens 300 sessions the label party never opens, 1 MiB each
     label, security, _ = star
-    client, options = _client(label.port, security["bank"])
+    client, options = _client(label.port, security["bank"], "bank")
     rss = psutil.Process(os.getpid()).memory_info
     refused, start = 0, rss().rss
 
@@ -183,7 +189,7 @@ def test_a_feature_party_takes_no_stream_from_another_feature_party(tmp_path: Pa
                           Members({"label": "127.0.0.1:1", "media": "127.0.0.1:1"}, hashes,
                                   "federation-hash"), QUICK)
     bank.expect("run-1", [])
-    client, options = _client(bank.port, security["media"])
+    client, options = _client(bank.port, security["media"], "media", "bank")
 
     # Execute, assert
     try:
@@ -196,7 +202,7 @@ def test_a_feature_party_takes_no_stream_from_another_feature_party(tmp_path: Pa
 
 def test_a_peer_holds_at_most_so_many_streams_open(star):
     label, security, _ = star
-    client, options = _client(label.port, security["bank"])
+    client, options = _client(label.port, security["bank"], "bank")
     held = [_open(client, options, "run-1/psi") for _ in range(MAX_STREAMS_PER_PEER)]
     assert [bytes(first) for _, _, first in held] == [b"accepted"] * MAX_STREAMS_PER_PEER
 
@@ -265,7 +271,7 @@ def test_a_peer_that_holds_its_stream_open_cannot_keep_a_party_from_exiting(tmp_
     while not (tmp_path / "port").exists() and label.poll() is None:
         time.sleep(0.1)
     client, options = _client(int((tmp_path / "port").read_text()),
-                              Security.from_files(credentials["bank"]), timeout=None)
+                              Security.from_files(credentials["bank"]), "bank", timeout=None)
     held = _open(client, options, "run-1/train")  # writer and reader: the stream stays open
     assert bytes(held[2]) == b"accepted"
 
@@ -286,7 +292,7 @@ def test_a_peer_that_holds_its_stream_open_cannot_keep_a_party_from_exiting(tmp_
 def test_record_batch_data_ends_the_stream_as_a_protocol_violation(star):
     # Prepare: the bank opens its stream in a session the label party expects
     label, security, _ = star
-    client, options = _client(label.port, security["bank"])
+    client, options = _client(label.port, security["bank"], "bank")
     writer, _reader, first = _open(client, options, "run-1/psi")
     assert bytes(first) == b"accepted"
     link = label.link("run-1/psi", "bank")
@@ -304,3 +310,44 @@ def test_record_batch_data_ends_the_stream_as_a_protocol_violation(star):
                             "(record-batch data, or no metadata)")
     with contextlib.suppress(flight.FlightError):
         writer.close()
+
+
+def test_a_members_certificate_with_another_members_token_is_refused(star, caplog):
+    # Prepare: media has seen the label party's token (the label party called it); it tries it
+    # on bank, with its own certificate, to start a run there as the label party
+    _, security, hashes = star
+    as_label = dataclasses.replace(security["media"], token=security["label"].token)
+    bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
+                          Members({"label": "127.0.0.1:1", "media": "127.0.0.1:1"}, hashes,
+                                  "federation-hash"), QUICK)
+    started: list[str] = []
+    bank.on_start = lambda caller, job, run_id: started.append(run_id) or "started"
+    client, options = _client(bank.port, as_label, "label", "bank")
+    request = {"job": "train", "run_id": "run-2", "federation": "federation-hash"}
+
+    # Execute
+    try:
+        with caplog.at_level(logging.WARNING, logger="splitrec_core.channel.flight"):
+            with pytest.raises(flight.FlightUnauthenticatedError,
+                               match=r"^its token is label's, but its certificate is media's\."):
+                list(client.do_action(flight.Action("start-run", json.dumps(request).encode()),
+                                      options))
+    finally:
+        bank.close()
+
+    # Assert: nothing started, and bank logged who tried from where
+    assert started == []
+    [logged] = caplog.messages
+    assert logged.startswith("bank refused do_action from a caller at ipv4:127.0.0.1:")
+    assert logged.endswith(": its token is label's, but its certificate is media's")
+
+
+def test_a_proof_addressed_to_one_party_does_not_pass_at_another(star):
+    # label received bank's proof with bank's call; it replays both to media
+    _, security, _ = star
+    bank = security["bank"]
+    proof = prove(bank.cert, bank.key, "bank", "label")
+
+    assert ProofCheck(bank.ca, "label").why_not(proof, "bank") is None
+    assert ProofCheck(bank.ca, "media").why_not(proof, "bank") == (
+        "its proof is not signed by its certificate's key for this party now")

@@ -18,6 +18,6 @@ One job a module: `addresses` (where parties listen, how long to wait; no Flight
 `auth` (credentials and the bearer-token check), `server` (who it lets in, and the one line a
 refusal is), `endpoint` (the sessions a party expects, dialing with backoff, starting a run),
 `stream` (one stream's link and pump), `channel` (one session's streams), `loopback` (a trial
-federation on this machine). This file imports none of them, so reading addresses and timeouts does not load
-`pyarrow.flight`.
+federation on this machine), `proof` (what binds a caller's token to its certificate). This
+file imports none of them, so reading addresses and timeouts does not load `pyarrow.flight`.
 """

@@ -8,6 +8,7 @@ from pyarrow import flight
 
 from splitrec_core.certs import PartyCredentials, token_sha256
 from splitrec_core.channel.flight.addresses import split_address
+from splitrec_core.channel.flight.proof import HEADER, ProofCheck, prove
 from splitrec_core.errors import InputError
 
 
@@ -38,6 +39,14 @@ class Security:
         return cls(token=token, ca=files.ca.read_bytes(), cert=files.cert.read_bytes(),
                    key=files.key.read_bytes())
 
+    def call_headers(self, me: str, called: str) -> list[tuple[bytes, bytes]]:
+        """The headers of a call from party `me` to `called`: the token, and (TLS) the proof."""
+        headers = [(b"authorization", f"Bearer {self.token}".encode())]
+        if not self.insecure:
+            assert self.cert is not None and self.key is not None  # read with TLS
+            headers.append((HEADER.encode(), prove(self.cert, self.key, me, called).encode()))
+        return headers
+
     def location(self, address: str) -> flight.Location:
         """`host:port` as this party's scheme: TLS unless insecure."""
         host, port = split_address(address)
@@ -53,23 +62,32 @@ class Caller(flight.ServerMiddleware):
 
 
 class TokenCheck(flight.ServerMiddlewareFactory):
-    """Names the listed peer whose token hashes to a call's bearer token.
+    """Names the listed peer whose token hashes to a call's bearer token, if the call proves it.
 
-    It does not refuse the call itself: the server's handler does, where it knows the caller's
+    With TLS, the call must also carry that peer's proof of its certificate key (`proof`). It
+    does not refuse the call itself: the server's handler does, where it knows the caller's
     address to log (`server.Server`).
     """
 
-    def __init__(self, token_hashes: dict[str, str]) -> None:
+    def __init__(self, token_hashes: dict[str, str], proofs: ProofCheck | None = None) -> None:
         self._party_by_hash = {digest: party for party, digest in token_hashes.items()}
+        self._proofs = proofs
 
     def start_call(self, info: flight.CallInfo, headers: dict) -> Caller:
-        """The caller, named by its token, or why it is no listed party."""
-        values = headers.get("authorization", [])
-        value = (values[0].decode(errors="replace") if values and isinstance(values[0], bytes)
-                 else (values or [""])[0])
+        """The caller, named by its token and its proof, or why it is no listed party."""
+        value = _header(headers, "authorization")
         if not value.startswith("Bearer "):
             return Caller(None, "no bearer token")
         party = self._party_by_hash.get(token_sha256(value.removeprefix("Bearer ")))
         if party is None:
             return Caller(None, "the bearer token is not one of this federation's parties'")
-        return Caller(party)
+        why = None if self._proofs is None else self._proofs.why_not(_header(headers, HEADER),
+                                                                      party)
+        return Caller(None, why) if why else Caller(party)
+
+
+def _header(headers: dict, name: str) -> str:
+    """A call's first `name` header as text ("" if it has none)."""
+    values = headers.get(name, [])
+    first = values[0] if values else ""
+    return first.decode(errors="replace") if isinstance(first, bytes) else str(first)

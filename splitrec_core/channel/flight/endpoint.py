@@ -159,10 +159,9 @@ class FlightEndpoint:
         tls = {} if security.insecure else {"tls_root_certs": security.ca,
                                             "cert_chain": security.cert,
                                             "private_key": security.key}
-        options = flight.FlightCallOptions(
-            headers=[(b"authorization", f"Bearer {security.token}".encode())])
         deadline, pause = time.monotonic() + timeouts.connect_s, timeouts.backoff_s
         while True:
+            options = flight.FlightCallOptions(headers=security.call_headers(self.me, peer))
             client = flight.FlightClient(security.location(self.peers[peer]), **tls)
             try:
                 return client, call(client, options, deadline)

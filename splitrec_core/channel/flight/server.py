@@ -26,6 +26,7 @@ import pyarrow as pa
 from pyarrow import flight
 
 from splitrec_core.channel.flight.auth import Security, TokenCheck
+from splitrec_core.channel.flight.proof import ProofCheck
 from splitrec_core.channel.flight.stream import ACK, Link, pump
 
 log = logging.getLogger("splitrec_core.channel.flight")
@@ -101,7 +102,8 @@ class Server(flight.FlightServerBase):
         tls = {} if security.insecure else {
             "tls_certificates": [flight.CertKeyPair(security.cert, security.key)],
             "verify_client": True, "root_certificates": security.ca}
-        super().__init__(location, middleware={"auth": TokenCheck(token_hashes)}, **tls)
+        proofs = None if security.ca is None else ProofCheck(security.ca, host.me)
+        super().__init__(location, middleware={"auth": TokenCheck(token_hashes, proofs)}, **tls)
         self._host = host
         self._streams: Counter[str] = Counter()  # open streams per caller
         self._connections: Counter[str] = Counter()  # open streams per caller's address
