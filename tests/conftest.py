@@ -102,6 +102,16 @@ def burn_on_a_thread(cpu_s: float) -> float:
     return spent[0]
 
 
+def trial_security(parties: list[str], folder: Path) -> tuple[dict, dict[str, str]]:
+    """Fresh trial credentials on 127.0.0.1: each party's `Security`, and every token's hash."""
+    from splitrec_core.certs import make_trial_credentials
+    from splitrec_core.channel.flight.auth import Security
+
+    credentials = make_trial_credentials({p: ["127.0.0.1"] for p in parties}, folder)
+    return ({p: Security.from_files(c) for p, c in credentials.items()},
+            {p: c.token_sha256() for p, c in credentials.items()})
+
+
 def raw_values(data_dir: Path) -> set[bytes]:
     """What must never cross between parties, as bytes to search payloads for.
 

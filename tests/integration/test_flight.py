@@ -18,6 +18,7 @@ from splitrec_core.channel import Kind, PeerError, array_table, table_array
 from splitrec_core.channel.flight.addresses import Timeouts
 from splitrec_core.channel.flight.auth import Security
 from splitrec_core.channel.flight.endpoint import FlightEndpoint, Members
+from tests.conftest import trial_security
 
 QUICK = Timeouts(connect_s=3, recv_s=3, backoff_s=0.1)
 ORDER = ["label", "bank"]
@@ -26,9 +27,7 @@ ORDER = ["label", "bank"]
 @pytest.fixture
 def federation(tmp_path: Path):
     """The label party's endpoint, serving; the bank's credentials and token hashes."""
-    credentials = make_trial_credentials({p: ["127.0.0.1"] for p in ORDER}, tmp_path / "ours")
-    security = {p: Security.from_files(c) for p, c in credentials.items()}
-    hashes = {p: c.token_sha256() for p, c in credentials.items()}
+    security, hashes = trial_security(ORDER, tmp_path / "ours")
     label = FlightEndpoint("label", "127.0.0.1:0", security["label"],
                            Members({"bank": "127.0.0.1:1"}, hashes, "federation-hash"), QUICK)
     yield label, security["bank"], hashes

@@ -39,7 +39,7 @@ from splitrec_core.channel.flight.proof import ProofCheck, prove
 from splitrec_core.channel.flight.server import MAX_STREAMS_PER_PEER
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.federation import PartyFiles, write_trial_federation
-from tests.conftest import REPO
+from tests.conftest import REPO, trial_security
 
 QUICK = Timeouts(connect_s=2, recv_s=2, backoff_s=0.1, backoff_max_s=0.2)
 PARTIES = ["label", "bank", "media"]
@@ -49,9 +49,7 @@ MiB = 1 << 20
 @pytest.fixture
 def star(tmp_path: Path):
     """The label party's endpoint expecting bank and media in run `run-1`; every credential."""
-    credentials = make_trial_credentials({p: ["127.0.0.1"] for p in PARTIES}, tmp_path / "creds")
-    security = {p: Security.from_files(c) for p, c in credentials.items()}
-    hashes = {p: c.token_sha256() for p, c in credentials.items()}
+    security, hashes = trial_security(PARTIES, tmp_path / "creds")
     label = FlightEndpoint("label", "127.0.0.1:0", security["label"],
                            Members({"bank": "127.0.0.1:1", "media": "127.0.0.1:1"}, hashes,
                                    "federation-hash"), QUICK)
@@ -182,9 +180,7 @@ def test_streams_to_sessions_never_opened_are_refused_and_keep_nothing(star):
 
 def test_a_feature_party_takes_no_stream_from_another_feature_party(tmp_path: Path):
     # Prepare: bank's endpoint in run run-1 of a star, where nobody dials a feature party
-    credentials = make_trial_credentials({p: ["127.0.0.1"] for p in PARTIES}, tmp_path)
-    security = {p: Security.from_files(c) for p, c in credentials.items()}
-    hashes = {p: c.token_sha256() for p, c in credentials.items()}
+    security, hashes = trial_security(PARTIES, tmp_path / "creds")
     bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
                           Members({"label": "127.0.0.1:1", "media": "127.0.0.1:1"}, hashes,
                                   "federation-hash"), QUICK)

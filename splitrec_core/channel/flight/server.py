@@ -94,6 +94,17 @@ def _hello(descriptor: flight.FlightDescriptor) -> tuple[str, str]:
     return hello["session"], hello["federation"]
 
 
+def _not_offered(method: str) -> Callable[..., None]:
+    """A handler for the Flight `method` splitrec does not offer: a stranger is refused as one."""
+
+    def refuse(server: Server, context: flight.ServerCallContext, *_: object) -> None:
+        server.caller(context)
+        raise Refusal(f"{server.host.me} offers no {method}")
+
+    refuse.__name__ = refuse.__qualname__ = method  # as the refusal's log line names it
+    return _answering(refuse)
+
+
 class Server(flight.FlightServerBase):
     """A party's endpoint: accepts the streams later parties open to it, and `start-run`."""
 
@@ -104,7 +115,7 @@ class Server(flight.FlightServerBase):
             "verify_client": True, "root_certificates": security.ca}
         proofs = None if security.ca is None else ProofCheck(security.ca, host.me)
         super().__init__(location, middleware={"auth": TokenCheck(token_hashes, proofs)}, **tls)
-        self._host = host
+        self.host = host
         self._streams: Counter[str] = Counter()  # open streams per caller
         self._connections: Counter[str] = Counter()  # open streams per caller's address
         self._lock = threading.Lock()
@@ -124,10 +135,10 @@ class Server(flight.FlightServerBase):
     def refused(self, context: flight.ServerCallContext, call: str, why: str) -> None:
         """Log a refusal once, naming the caller (as its token says, if it has one) and address."""
         caller = getattr(context.get_middleware("auth"), "party", None) or "a caller"
-        log.warning("%s refused %s from %s at %s: %s", self._host.me, call, caller,
+        log.warning("%s refused %s from %s at %s: %s", self.host.me, call, caller,
                     context.peer(), why)
 
-    def _caller(self, context: flight.ServerCallContext) -> str:
+    def caller(self, context: flight.ServerCallContext) -> str:
         """The federation party whose token the call carries, else a refusal."""
         auth = context.get_middleware("auth")
         if auth is None or auth.party is None:
@@ -140,7 +151,7 @@ class Server(flight.FlightServerBase):
                     reader: flight.MetadataRecordBatchReader,
                     writer: flight.MetadataRecordBatchWriter) -> None:
         """Take a peer's stream into the session it names, once it may join it."""
-        caller, host = self._caller(context), self._host
+        caller, host = self.caller(context), self.host
         session, federation = _hello(descriptor)
         if federation != host.federation_hash:
             why = (f"{caller}'s copy of the federation file differs from {host.me}'s (hash "
@@ -168,7 +179,7 @@ class Server(flight.FlightServerBase):
     @_answering
     def do_action(self, context: flight.ServerCallContext, action: flight.Action) -> list[bytes]:
         """Start this party's part of a run when the caller asks (`start-run`); its answer."""
-        caller, host = self._caller(context), self._host
+        caller, host = self.caller(context), self.host
         if action.type != START_RUN:
             raise Refusal(f"{host.me} knows no action {action.type!r}")
         try:
@@ -184,39 +195,12 @@ class Server(flight.FlightServerBase):
         return [host.on_start(caller, str(job), str(run_id)).encode()]
 
     # What splitrec does not offer: refused in one line, as any call from a stranger is
-    @_answering
-    def do_get(self, context: flight.ServerCallContext, *_: object) -> None:
-        """Not offered."""
-        self._not_offered(context, "DoGet")
-
-    @_answering
-    def do_put(self, context: flight.ServerCallContext, *_: object) -> None:
-        """Not offered."""
-        self._not_offered(context, "DoPut")
-
-    @_answering
-    def list_flights(self, context: flight.ServerCallContext, *_: object) -> None:
-        """Not offered."""
-        self._not_offered(context, "ListFlights")
-
-    @_answering
-    def get_flight_info(self, context: flight.ServerCallContext, *_: object) -> None:
-        """Not offered."""
-        self._not_offered(context, "GetFlightInfo")
-
-    @_answering
-    def get_schema(self, context: flight.ServerCallContext, *_: object) -> None:
-        """Not offered."""
-        self._not_offered(context, "GetSchema")
-
-    @_answering
-    def list_actions(self, context: flight.ServerCallContext, *_: object) -> None:
-        """Not offered."""
-        self._not_offered(context, "ListActions")
-
-    def _not_offered(self, context: flight.ServerCallContext, method: str) -> None:
-        self._caller(context)  # a stranger is refused as a stranger
-        raise Refusal(f"{self._host.me} offers no {method}")
+    do_get = _not_offered("DoGet")
+    do_put = _not_offered("DoPut")
+    list_flights = _not_offered("ListFlights")
+    get_flight_info = _not_offered("GetFlightInfo")
+    get_schema = _not_offered("GetSchema")
+    list_actions = _not_offered("ListActions")
 
 
 def cut_connection(address: str) -> int:
