@@ -7,11 +7,14 @@ profile's one-way delay and bandwidth; `loopback` is no relay at all. Census fea
 prepared once into `--workdir` as benchmarks/train.py prepares them (reused on later runs); PSI
 here aligns the same validated IDs again, over the link.
 
-Prints per profile its PSI seconds (the label party's, from its channel being open to its rows
-aligned) and bytes, and per profile and setting the training seconds (the epochs, validation
+First, every run trains the model centrally (graph mode, one process): its best validation AUC
+per task − 0.001 is the target. Prints per profile its PSI seconds (the label party's, from its
+channel being open to its rows aligned) and bytes, and per profile and setting the time to
+target (wall and CPU seconds of every party until every task's validation AUC first reached the
+target, each over central training's own), the training seconds (the epochs, validation
 included, tracing not), epochs run, bytes per epoch, rows/s and test AUC per task, each beside
 loopback's when loopback was run too, and the relay's own CPU seconds (it shares the machine's
-cores with the parties). One run per invocation: take medians over several.
+cores with the parties). `--runs N` prints medians of N runs.
 
     python benchmarks/network.py --profiles loopback wan --epochs 2
     python benchmarks/network.py --wire float32 float16 --embed-ahead 0 1 \
@@ -42,6 +45,7 @@ SETTINGS = {"wire": "wire_dtype", "embed_ahead": "embed_ahead",  # option: train
 # from this benchmark's runs (benchmarks/RESULTS.md): enough batches in flight to cover the
 # round trip, no more (each one more makes the feature parties' bottoms staler).
 RECOMMENDED = {"lan": ("int8", 1, 1), "metro": ("int8", 1, 2), "wan": ("int8", 2, 2)}
+TARGET_MARGIN = 0.001  # trained: every task's validation AUC within this of central's best
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,11 @@ def psi_across(cfg, workdir: Path, profile: str) -> dict:
             "relay_cpu_s": relay_cpu_s}
 
 
-def train_across(cfg, features: dict, out: Path, profile: str) -> dict:
-    """Census split training on `features` across `profile`'s link; its figures and test AUC."""
+def train_across(cfg, features: dict, out: Path, profile: str, target: dict[str, float]) -> dict:
+    """Census split training on `features` across `profile`'s link.
+
+    Its figures, test AUC and time to `target` (validation AUC per task).
+    """
     from splitrec_core.channel import ChannelStats
     from splitrec_core.channel.processes import own_cores
     from splitrec_core.evaluate import evaluate
@@ -127,7 +134,47 @@ def train_across(cfg, features: dict, out: Path, profile: str) -> dict:
             "epochs_run": result.epochs_run, "rows_per_s": round(result.rows_per_s),
             "mb_per_epoch": round(sent / result.epochs_run / 1e6, 1),
             "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
-            "relay_cpu_s": relay_cpu_s}
+            "relay_cpu_s": relay_cpu_s, "to_target": to_accuracy(result, target)}
+
+
+def train_central_reference(cfg, features: dict, out: Path) -> dict:
+    """Central training (graph mode, one process): its figures and the target it sets.
+
+    The target per task is its best validation AUC − `TARGET_MARGIN`: what a split training
+    must reach on the same validation rows to count as trained.
+    """
+    from splitrec_core.evaluate import evaluate
+    from splitrec_core.training.central import train_central
+
+    shutil.rmtree(out, ignore_errors=True)
+    central = cfg.model_copy(update={"training": cfg.training.model_copy(update={"xla": False})})
+    result = train_central(central, features, out)
+    best = json.loads(result.history.read_text())["val_auc"]
+    target = {task: max(aucs) - TARGET_MARGIN for task, aucs in best.items()}
+    metrics = evaluate(result.predictions, features[cfg.label_party].test, cfg.task_names)
+    return {"seconds": round(result.train_s, 1), "epochs_run": result.epochs_run,
+            "rows_per_s": round(result.rows_per_s),
+            "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
+            "target": {t: round(v, 4) for t, v in target.items()},
+            "to_target": to_accuracy(result, target)}
+
+
+def to_accuracy(result, target: dict[str, float]) -> dict[str, float | int | None]:
+    """Wall and CPU seconds (every party) until the validation AUC of every task reached `target`.
+
+    Wall seconds sum the epochs' (validation included) up to the first epoch at the target. CPU
+    seconds are the run's CPU per second of training times those seconds: the run measures CPU
+    over all its epochs, and every epoch does the same work. None if it never got there.
+    """
+    history = json.loads(result.history.read_text())
+    aucs, seconds = history["val_auc"], history["seconds"]
+    for epoch in range(len(seconds)):
+        if all(aucs[task][epoch] >= level for task, level in target.items()):
+            wall = sum(seconds[: epoch + 1])
+            cpu_per_s = result.cpu_s_per_1k_rows * result.rows_per_s / 1000
+            return {"epoch": epoch + 1, "wall_s": round(wall, 1),
+                    "cpu_s": round(cpu_per_s * wall, 1)}
+    return {"epoch": None, "wall_s": None, "cpu_s": None}
 
 
 def with_training(cfg, changes: dict[str, Any]):
@@ -170,41 +217,77 @@ def medians(runs: list[dict]) -> dict:
     first = runs[0]
     if isinstance(first, dict):
         return {key: medians([run[key] for run in runs]) for key in first}
+    if any(run is None for run in runs):  # a run that never reached the target
+        return None
     if isinstance(first, (int, float)) and not isinstance(first, bool):
         return statistics.median(runs)
     return first
 
 
 def print_results(results: dict, tasks: list[str]) -> None:
-    """Print PSI per profile, then training per profile and setting, each beside loopback's."""
-    base = results.get("loopback")
+    """Print PSI per profile, then training per profile and setting, each beside loopback's.
+
+    Time to target: wall and CPU seconds (every party) until every task's validation AUC reached
+    central training's best − `TARGET_MARGIN`, and each over central training's own.
+    """
+    central = results["central"]
+    profiles = {p: row for p, row in results.items() if p != "central"}
+    base = profiles.get("loopback")
     print(f"{'profile':<9} {'PSI s':>7} {'x loopback':>10} {'PSI MB':>7} {'relay CPU s':>11}")
-    for profile, row in results.items():
+    for profile, row in profiles.items():
         ratio = f"{row['psi']['seconds'] / base['psi']['seconds']:.2f}" if base else "-"
         print(f"{profile:<9} {row['psi']['seconds']:>7} {ratio:>10} {row['psi']['mb']:>7} "
               f"{row['psi']['relay_cpu_s'] or '-':>11}")
-    print(f"\n{'profile':<9} {'setting':<24} {'train s':>7} {'x loopback':>10} {'epochs':>6} "
+    print(f"\n{'profile':<9} {'setting':<24} {'to target s':>11} {'x central':>9} "
+          f"{'CPU s':>6} {'x central':>9} {'train s':>7} {'x loopback':>10} {'epochs':>6} "
           f"{'MB/epoch':>8} {'rows/s':>7} {'relay CPU s':>11} "
           + " ".join(f"{t + ' AUC':>18}" for t in tasks))
-    for profile, row in results.items():
+    reference = central["to_target"]
+    print(f"{'-':<9} {'central (graph mode)':<24} {_figure(reference['wall_s']):>11} "
+          f"{'1.00':>9} {_figure(reference['cpu_s']):>6} {'1.00':>9} {central['seconds']:>7} "
+          f"{'-':>10} {central['epochs_run']:>6} {'-':>8} {central['rows_per_s']:>7} {'-':>11} "
+          + " ".join(f"{central['auc'][t]:>18}" for t in tasks))
+    for profile, row in profiles.items():
         for setting, trained in row["training"].items():
             twin = base and base["training"].get(setting)
             ratio = f"{trained['seconds'] / twin['seconds']:.2f}" if twin else "-"
-            print(f"{profile:<9} {setting:<24} {trained['seconds']:>7} {ratio:>10} "
-                  f"{trained['epochs_run']:>6} {trained['mb_per_epoch']:>8} "
+            reached = trained["to_target"]
+            print(f"{profile:<9} {setting:<24} {_figure(reached['wall_s']):>11} "
+                  f"{_ratio(reached['wall_s'], reference['wall_s']):>9} "
+                  f"{_figure(reached['cpu_s']):>6} "
+                  f"{_ratio(reached['cpu_s'], reference['cpu_s']):>9} {trained['seconds']:>7} "
+                  f"{ratio:>10} {trained['epochs_run']:>6} {trained['mb_per_epoch']:>8} "
                   f"{trained['rows_per_s']:>7} {trained['relay_cpu_s'] or '-':>11} "
                   + " ".join(f"{trained['auc'][t]:>18}" for t in tasks))
+    print("target, validation AUC: " + ", ".join(f"{t} {v}" for t, v in
+                                                   central["target"].items()))
+
+
+def _figure(value: float | None) -> str:
+    return "never" if value is None else f"{value}"
+
+
+def _ratio(value: float | None, reference: float | None) -> str:
+    return "-" if value is None or not reference else f"{value / reference:.2f}"
 
 
 def run_profiles(cfg, args: argparse.Namespace, settings: dict, features: dict) -> dict:
-    """One run: per profile, its PSI and then a training per setting; profile → figures."""
-    results: dict[str, dict] = {}
+    """One run: central training (the target), then per profile its PSI and each setting's.
+
+    Returns "central" and each profile → its figures.
+    """
+    from train import in_fresh_process
+
+    central = in_fresh_process(train_central_reference, cfg, features,
+                               args.workdir / "network" / "central")
+    print(f"central: {central}", file=sys.stderr, flush=True)
+    results: dict[str, dict] = {"central": central}
     for profile in args.profiles:
         results[profile] = {"psi": psi_across(cfg, args.workdir, profile), "training": {}}
         print(f"{profile}: PSI {results[profile]['psi']}", file=sys.stderr, flush=True)
         for name, setting in settings[profile].items():
             out = args.workdir / "network" / profile / name.replace(" ", "-")
-            trained = train_across(setting, features, out, profile)
+            trained = train_across(setting, features, out, profile, central["target"])
             results[profile]["training"][name] = trained
             print(f"{profile}, {name}: {trained}", file=sys.stderr, flush=True)
     return results
