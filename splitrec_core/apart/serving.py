@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 
 from splitrec_core.apart.jobs import Job
-from splitrec_core.apart.sessions import endpoint
+from splitrec_core.apart.sessions import endpoint, expect_run
 from splitrec_core.channel.flight.endpoint import FlightEndpoint
 from splitrec_core.federation import PartyView
 from splitrec_core.names import plain_name
@@ -23,6 +23,7 @@ def invite(view: PartyView, run_id: str, job: Job = Job.TRAIN) -> dict[str, str]
     reached within `connect_s` is an error naming it.
     """
     me = endpoint(view)
+    expect_run(me, view, run_id)  # a feature party may reach its first stage before we do
     return {p: me.start_run(p, run_id, job.value) for p in view.config.followers}
 
 

@@ -30,10 +30,17 @@ def session(view: PartyView, run_id: str, stage: str) -> FlightChannel:
 
     Nothing passes between feature parties, so they never connect.
     """
-    run_id = plain_name(run_id, "run ID")
-    ours, order, hub = endpoint(view), view.federation.order, view.federation.label_party
-    ours.expect(run_id, dialers(view.me, order, hub))  # a peer may reach a stage before us
-    return ours.channel(f"{run_id}/{stage}", order, hub=hub)
+    ours = endpoint(view)
+    expect_run(ours, view, run_id)  # a peer may reach a stage before us
+    return ours.channel(f"{run_id}/{stage}", view.federation.order,
+                        hub=view.federation.label_party)
+
+
+def expect_run(ours: FlightEndpoint, view: PartyView, run_id: str) -> None:
+    """Let the parties that dial us open streams in any stage of run `run_id` from now on."""
+    federation = view.federation
+    ours.expect(plain_name(run_id, "run ID"),
+                dialers(view.me, federation.order, federation.label_party))
 
 
 def party_traffic(channel: Channel) -> dict[str, dict[str, int]]:

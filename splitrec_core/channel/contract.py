@@ -106,13 +106,12 @@ class RunStopped(ProtocolError):
 def stop_reason(error: BaseException | None) -> str | None:
     """What a party tells its peers when `error` stops its part of a run; None: just goodbye.
 
-    Only what a retry cannot mend. A protocol violation names a party and a message kind; bad
-    input is this party's own files, so its details stay here.
+    Only what a retry cannot mend. A protocol violation names a party and a message kind (a
+    feature party's stop reaches the others only through the label party, which passes it on);
+    bad input is this party's own files, so its details stay here.
     """
-    if isinstance(error, RunStopped):
-        return None  # a peer's stop reached us: the peer has told every party itself
-    if isinstance(error, ProtocolError):
-        return str(error).splitlines()[0][:500]
+    if isinstance(error, ProtocolError):  # (a peer's stop too: the hub passes it on)
+        return (str(error).strip() or type(error).__name__).splitlines()[0][:500]
     if isinstance(error, InputError):
         return "bad input (this party's own files or settings: its log says which)"
     return None

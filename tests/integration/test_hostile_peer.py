@@ -202,7 +202,7 @@ def test_a_peer_holds_at_most_so_many_streams_open(star):
     held = [_open(client, options, "run-1/psi") for _ in range(MAX_STREAMS_PER_PEER)]
     assert [bytes(first) for _, _, first in held] == [b"accepted"] * MAX_STREAMS_PER_PEER
 
-    with pytest.raises(flight.FlightServerError,
+    with pytest.raises(flight.FlightUnavailableError,
                        match=rf"^bank has {MAX_STREAMS_PER_PEER} streams open here already\."):
         _open(client, options, "run-1/psi")
     for writer, _, _ in held:
@@ -347,3 +347,49 @@ def test_a_proof_addressed_to_one_party_does_not_pass_at_another(star):
     assert ProofCheck(bank.ca, "label").why_not(proof, "bank") is None
     assert ProofCheck(bank.ca, "media").why_not(proof, "bank") == (
         "its proof is not signed by its certificate's key for this party now")
+
+
+def test_a_party_that_dialed_tells_the_party_it_dialed_why_it_stops(star):
+    # Prepare: the bank (which dials) refuses the label party's gradient
+    label, security, hashes = star
+    order = ["label", "bank"]
+    bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
+                          Members({"label": f"127.0.0.1:{label.port}"}, hashes,
+                                  "federation-hash"), QUICK)
+
+    def bank_side() -> None:
+        with contextlib.suppress(ProtocolError), bank.channel("run-1/train", order) as channel:
+            channel.recv(Kind.GRADIENT, "label")
+            raise ProtocolError("label sent 'gradient'\nwith NaN\x1b[31m")
+
+    refusing = threading.Thread(target=bank_side)
+    refusing.start()
+
+    # Execute, assert: one printable line of the bank's reason reaches the label party
+    try:
+        with label.channel("run-1/train", order) as channel:
+            channel.send(Kind.GRADIENT, "bank", array_table(np.full((2, 4), np.nan)))
+            with pytest.raises(RunStopped, match=r"^bank stopped the run: label sent 'gradient'$"):
+                channel.recv(Kind.EMBEDDING, "bank")
+    finally:
+        refusing.join(10)
+        bank.close()
+
+
+def test_the_label_party_passes_a_stop_on_and_bad_input_stays_its_own():
+    from splitrec_core.channel.contract import stop_reason
+    from splitrec_core.errors import InputError
+
+    assert stop_reason(RunStopped("bank stopped the run: x")) == "bank stopped the run: x"
+    assert stop_reason(ProtocolError("")) == "ProtocolError"
+    assert stop_reason(InputError("advertiser.csv", "user_id", "3 duplicate IDs")) == (
+        "bad input (this party's own files or settings: its log says which)")
+    assert stop_reason(PeerError("bank did not answer")) is None  # a retry may mend it
+
+
+def test_a_call_without_a_proof_is_refused(star):
+    _, security, _ = star
+    assert ProofCheck(security["bank"].ca, "label").why_not(None, "bank") == (
+        "no proof that the caller holds bank's certificate key (x-splitrec-proof)")
+    assert ProofCheck(security["bank"].ca, "label").why_not("a.b", "bank") == (
+        "its x-splitrec-proof header is not one splitrec sends")

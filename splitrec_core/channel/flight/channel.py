@@ -63,6 +63,25 @@ class SessionEndpoint(Protocol):
         """Stop serving."""
 
 
+GOODBYE_S = 2.0  # how long our goodbye may wait for room in the stream (a peer that reads nothing)
+
+
+def say_goodbye(link: Link, why: str | None, wait_s: float) -> None:
+    """Write our goodbye (with `why`) to `link`'s peer, waiting for room at most `wait_s`.
+
+    A peer that stopped reading while blocked sending to us leaves no room in the stream; then
+    the goodbye is given up on (and the write ends when the link fails and the stream ends).
+    """
+
+    def write() -> None:
+        with contextlib.suppress(PeerError, flight.FlightError, pa.ArrowException, OSError):
+            link.write(goodbye(why))
+
+    writing = threading.Thread(target=write, daemon=True, name=f"goodbye-to-{link.peer}")
+    writing.start()
+    writing.join(wait_s)
+
+
 def dialers(me: str, order: list[str], hub: str | None = None) -> list[str]:
     """The parties that open their streams to `me`.
 
@@ -169,11 +188,10 @@ class FlightChannel(CountingChannel):
         blocked sending into a full one is refused now, not after the inbox's patience.
         """
         for peer, link in self._links.items():
-            with contextlib.suppress(PeerError, flight.FlightError, pa.ArrowException, OSError):
-                link.write(goodbye(why))
+            say_goodbye(link, why, GOODBYE_S)
+            link.fail(f"was still sending when {self.me} closed the session")
             if peer not in self._dialed:
                 link.detach(done_writing=False)
-            link.fail(f"was still sending when {self.me} closed the session")
         for peer, (client, reading) in self._dialed.items():
             self._links[peer].detach(done_writing=True)
             reading.join(self._endpoint.timeouts.connect_s)

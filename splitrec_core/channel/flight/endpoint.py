@@ -224,17 +224,23 @@ class FlightEndpoint:
         channel.then_close = self
         return channel
 
-    def close(self, wait_s: float = 10.0, grace_s: float = 2.0) -> None:
-        """Stop serving: let streams still open end for `grace_s`, then cut their connections.
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop serving: let streams still open end for `wait_s`, then cut their connections.
 
-        A hung peer cannot hold this process up: after `wait_s` at most, it goes on.
+        A hung peer cannot hold this process up: every link is failed first (a handler waiting
+        for room in an inbox lets go), and a stream still open after `wait_s` loses its
+        connection, so its handler's read ends too.
         """
+        with self._lock:
+            links = list(self._links.values())
+        for link in links:
+            link.fail(f"{self.me} stopped serving")
         stopping = threading.Thread(target=self._server.shutdown, daemon=True)
         stopping.start()
-        stopping.join(min(grace_s, wait_s))
+        stopping.join(wait_s)
         if stopping.is_alive():
             self._server.cut_open_streams()
-            stopping.join(max(0.0, wait_s - grace_s))
+            stopping.join(wait_s)
 
     def __enter__(self) -> FlightEndpoint:
         return self

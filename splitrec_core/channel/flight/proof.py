@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import NameOID
+
+from splitrec_core.errors import InputError
 
 HEADER = "x-splitrec-proof"
 FRESH_S = 300.0  # how far a caller's clock may be from ours
@@ -37,8 +40,11 @@ def prove(cert_pem: bytes, key_pem: bytes, caller: str, called: str) -> str:
         signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
     elif isinstance(key, rsa.RSAPrivateKey):
         signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        signature = key.sign(message)
     else:
-        raise ValueError(f"{caller}'s key is neither an EC nor an RSA key")
+        raise InputError(f"{caller}'s key", None, "is not an EC, RSA or Ed25519 key: a "
+                                                  "certificate key splitrec can sign with")
     return ".".join([base64.urlsafe_b64encode(cert_pem).decode(), str(at),
                      base64.urlsafe_b64encode(signature).decode()])
 
@@ -51,6 +57,12 @@ class ProofCheck:
 
     def why_not(self, value: str | None, party: str) -> str | None:
         """Why `value` does not prove the caller is `party` (None: it does)."""
+        try:
+            return self._why_not(value, party)
+        except Exception as error:  # noqa: BLE001 - a peer's header must not break the server
+            return f"its proof cannot be checked: {type(error).__name__}"
+
+    def _why_not(self, value: str | None, party: str) -> str | None:
         if not value:
             return f"no proof that the caller holds {party}'s certificate key ({HEADER})"
         try:
@@ -63,6 +75,8 @@ class ProofCheck:
             cert.verify_directly_issued_by(self._ca)
         except (ValueError, TypeError, InvalidSignature):
             return "the certificate in its proof is not the federation CA's"
+        if not cert.not_valid_before_utc <= datetime.now(UTC) <= cert.not_valid_after_utc:
+            return "the certificate in its proof is not valid now"
         names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
         if names != [party]:
             return f"its token is {party}'s, but its certificate is {', '.join(map(str, names))}'s"
@@ -80,8 +94,10 @@ def _verify(cert: x509.Certificate, signature: bytes, message: bytes) -> str | N
             key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
         elif isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ed25519.Ed25519PublicKey):
+            key.verify(signature, message)
         else:
-            return "the certificate in its proof has neither an EC nor an RSA key"
+            return "the certificate in its proof has no EC, RSA or Ed25519 key"
     except InvalidSignature:
         return "its proof is not signed by its certificate's key for this party now"
     return None

@@ -160,7 +160,8 @@ class Server(flight.FlightServerBase):
             raise Refusal(why)
         with self._lock:
             if self._streams[caller] >= MAX_STREAMS_PER_PEER:
-                raise Refusal(f"{caller} has {MAX_STREAMS_PER_PEER} streams open here already")
+                raise Refusal(f"{caller} has {MAX_STREAMS_PER_PEER} streams open here already",
+                              flight.FlightUnavailableError)  # one may end soon: dial again
             self._streams[caller] += 1
             self._connections[context.peer()] += 1
         try:
@@ -219,8 +220,10 @@ def cut_connection(address: str) -> int:
         remote = connection.raddr
         if remote and (_unmapped(remote.ip), remote.port) == peer and connection.fd >= 0:
             with contextlib.suppress(OSError), socket.socket(fileno=os.dup(connection.fd)) as sock:
-                sock.shutdown(socket.SHUT_RDWR)
-                cut += 1
+                ip, port_now = sock.getpeername()[:2]  # still that connection (fds are reused)
+                if (_unmapped(ip), port_now) == peer:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    cut += 1
     return cut
 
 

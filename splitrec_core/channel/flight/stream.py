@@ -89,7 +89,7 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link,
                     hang_up()
                 return
             message = memoryview(chunk.app_metadata)
-            if message[: len(BYE)] == BYE:  # the peer is done: end our half too
+            if message == BYE or message[: len(BYE) + 1] == BYE + b"\n":  # the peer is done
                 link.fail(farewell(link.peer, message))
                 link.detach(done_writing=hang_up is not None)  # (a stream we dialed)
             elif not link.deliver(message):
@@ -108,8 +108,12 @@ def goodbye(why: str | None) -> bytes:
 
 
 def farewell(peer: str, message: memoryview) -> str | ProtocolError:
-    """What a peer's last message says: it ended the session, or it stopped the run and why."""
-    why = bytes(message[len(BYE) + 1 : len(BYE) + 1 + 1000]).decode(errors="replace")
+    """What a peer's last message says: it ended the session, or it stopped the run and why.
+
+    The reason is the peer's text: one line of printable characters, at most 500, is kept.
+    """
+    text = bytes(message[len(BYE) + 1 : len(BYE) + 1 + 500]).decode(errors="replace")
+    why = "".join(c for c in text.split("\n", 1)[0] if c.isprintable())
     return RunStopped(f"{peer} stopped the run: {why}") if why else "ended the session"
 
 
