@@ -86,7 +86,7 @@ class PartyView:
         """Its credentials, read now (loading Flight: reading a federation file does not)."""
         from splitrec_core.channel.flight.auth import Security
 
-        return Security.from_files(self.credentials(), self.federation.insecure)
+        return Security.from_files(self.credentials(), self.federation.insecure, self.me)
 
     def timeouts(self) -> Timeouts:
         """The federation's timeouts."""

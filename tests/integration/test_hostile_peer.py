@@ -393,3 +393,12 @@ def test_a_call_without_a_proof_is_refused(star):
         "no proof that the caller holds bank's certificate key (x-splitrec-proof)")
     assert ProofCheck(security["bank"].ca, "label").why_not("a.b", "bank") == (
         "its x-splitrec-proof header is not one splitrec sends")
+
+
+def test_a_certificate_that_does_not_name_its_party_is_refused_when_read(tmp_path: Path):
+    from splitrec_core.errors import InputError
+
+    credentials = make_trial_credentials({"bank": ["127.0.0.1"]}, tmp_path)["bank"]
+    with pytest.raises(InputError, match=r"cert\.pem: the certificate names \['bank'\] as its "
+                                         r"common name, not 'media'"):
+        Security.from_files(credentials, party="media")

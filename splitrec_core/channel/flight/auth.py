@@ -8,7 +8,7 @@ from pyarrow import flight
 
 from splitrec_core.certs import PartyCredentials, token_sha256
 from splitrec_core.channel.flight.addresses import split_address
-from splitrec_core.channel.flight.proof import HEADER, ProofCheck, prove
+from splitrec_core.channel.flight.proof import HEADER, ProofCheck, common_names, prove
 from splitrec_core.errors import InputError
 
 
@@ -23,10 +23,12 @@ class Security:
     insecure: bool = False
 
     @classmethod
-    def from_files(cls, files: PartyCredentials, insecure: bool = False) -> Security:
+    def from_files(cls, files: PartyCredentials, insecure: bool = False,
+                   party: str | None = None) -> Security:
         """Read a party's credential files (with `insecure`, plaintext: the token alone).
 
-        A missing file is an error naming it.
+        A missing file is an error naming it, and so is a certificate that does not name
+        `party` as its common name (its peers would refuse every call: `proof`).
         """
         needed = [files.token] if insecure else [files.token, files.ca, files.cert, files.key]
         for path in needed:
@@ -36,8 +38,14 @@ class Security:
         token = files.token.read_text().strip()
         if insecure:
             return cls(token=token, insecure=True)
-        return cls(token=token, ca=files.ca.read_bytes(), cert=files.cert.read_bytes(),
-                   key=files.key.read_bytes())
+        cert = files.cert.read_bytes()
+        names = common_names(cert)
+        if party is not None and names != [party]:
+            raise InputError(files.cert, None, f"the certificate names {names or 'nobody'} as "
+                                               f"its common name, not '{party}': a party's "
+                                               f"peers know it by that name (`splitrec certs` "
+                                               f"makes such certificates)")
+        return cls(token=token, ca=files.ca.read_bytes(), cert=cert, key=files.key.read_bytes())
 
     def call_headers(self, me: str, called: str) -> list[tuple[bytes, bytes]]:
         """The headers of a call from party `me` to `called`: the token, and (TLS) the proof."""

@@ -38,7 +38,7 @@ class LoopbackSeat:
         """Start this party's endpoint and open its channel; closing the channel stops both."""
         peers = {p: self.dial.get(p, a) for p, a in self.addresses.items() if p != self.me}
         endpoint = FlightEndpoint(self.me, self.addresses[self.me],
-                                  Security.from_files(self.credentials),
+                                  Security.from_files(self.credentials, party=self.me),
                                   Members(peers, self.token_hashes, LOOPBACK_FEDERATION),
                                   self.timeouts, self.limits)
         return endpoint.sole_channel(self.session, self.order)

@@ -77,13 +77,22 @@ class ProofCheck:
             return "the certificate in its proof is not the federation CA's"
         if not cert.not_valid_before_utc <= datetime.now(UTC) <= cert.not_valid_after_utc:
             return "the certificate in its proof is not valid now"
-        names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        names = _common_names(cert)
         if names != [party]:
             return f"its token is {party}'s, but its certificate is {', '.join(map(str, names))}'s"
         if abs(time.time() - at) > FRESH_S:
             return (f"its proof is {abs(time.time() - at):.0f} s from {self._me}'s clock (at most "
                     f"{FRESH_S:.0f} s: are both clocks set?)")
         return _verify(cert, signature, _signed(party, self._me, at))
+
+
+def common_names(cert_pem: bytes) -> list[str]:
+    """The common names a certificate (PEM) gives its subject: a party's, one."""
+    return _common_names(x509.load_pem_x509_certificate(cert_pem))
+
+
+def _common_names(cert: x509.Certificate) -> list[str]:
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def _verify(cert: x509.Certificate, signature: bytes, message: bytes) -> str | None:
