@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 import tomllib
@@ -173,6 +174,15 @@ def test_nothing_arrives_sooner_than_the_delay_plus_its_size_over_the_bandwidth(
     assert took >= profile.one_way_s + size / (profile.bits_per_s / 8)
 
 
+def ended_early(running: dict[str, subprocess.Popen]) -> str:
+    """Every party's exit status and the end of its log, once one has ended before its time."""
+    for process in running.values():
+        if process.poll() is None:
+            process.kill()
+    return "\n".join(f"--- {party} (exit {process.wait()}):\n{process.communicate()[1][-2000:]}"
+                     for party, process in running.items())
+
+
 def last_epoch(folder: Path, party: str) -> int:
     """The last epoch `party` has checkpointed (0: none yet)."""
     return max(apart.checkpoints(folder, party), default=0)
@@ -250,7 +260,7 @@ def test_a_link_cut_mid_training_is_survived_and_the_run_resumes_from_the_common
         running = {p: apart.start_party(folder, p, "cut-1") for p, folder in folders.items()}
         deadline = time.monotonic() + apart.HANG_GUARD_S
         while min(last_epoch(folder, p) for p, folder in folders.items()) < 2:
-            assert running[label].poll() is None, running[label].communicate()[1][-2000:]
+            assert running[label].poll() is None, ended_early(running)
             assert time.monotonic() < deadline, "the parties never finished epoch 2"
             time.sleep(0.01)
         cut = relay.cut()
