@@ -402,3 +402,28 @@ def test_a_certificate_that_does_not_name_its_party_is_refused_when_read(tmp_pat
     with pytest.raises(InputError, match=r"cert\.pem: the certificate names \['bank'\] as its "
                                          r"common name, not 'media'"):
         Security.from_files(credentials, party="media")
+
+
+def test_a_stream_quiet_both_ways_past_a_messages_patience_is_cut(tmp_path: Path, caplog):
+    # Prepare: patience 1 s for a message and 1 s for a dial: a stream quiet for 2 s is cut
+    security, hashes = trial_security(PARTIES, tmp_path)
+    label = FlightEndpoint("label", "127.0.0.1:0", security["label"],
+                           Members({"bank": "127.0.0.1:1"}, hashes, "federation-hash"),
+                           Timeouts(connect_s=1, recv_s=1))
+    label.expect("run-1", ["bank"])
+    client, options = _client(label.port, security["bank"], "bank", timeout=None)
+
+    # Execute: the bank opens its stream and sends nothing
+    try:
+        with caplog.at_level(logging.WARNING, logger="splitrec_core.channel.flight"):
+            writer, reader, first = _open(client, options, "run-1/psi")
+            assert bytes(first) == b"accepted"
+            with pytest.raises(flight.FlightError):
+                reader.read_chunk()  # returns only when the stream ends
+    finally:
+        label.close()
+
+    # Assert: the label party cut it, and said so
+    [logged] = caplog.messages
+    assert logged.startswith("label cut the stream of bank at ipv4:127.0.0.1:")
+    assert logged.endswith(": nothing crossed it for 2 s")

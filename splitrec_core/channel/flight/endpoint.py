@@ -76,6 +76,15 @@ class FlightEndpoint:
                              "give the party another port in every copy of federation.toml "
                              "(and in its party.toml's listen)") from None
         self.port = self._server.port
+        self._closing = threading.Event()
+        threading.Thread(target=self._cut_idle_streams, daemon=True,
+                         name=f"flight-{me}-idle-streams").start()
+
+    def _cut_idle_streams(self) -> None:
+        """Until closing, cut the streams quiet for longer than a message may take and a dial."""
+        idle_s = self.timeouts.recv_s + self.timeouts.connect_s
+        while not self._closing.wait(min(idle_s / 4, 30.0)):
+            self._server.cut_idle_streams(idle_s)
 
     def expect(self, scope: str, callers: Iterable[str]) -> None:
         """Let `callers` open streams in session `scope`, and in every session `scope/…`.
@@ -231,6 +240,7 @@ class FlightEndpoint:
         for room in an inbox lets go), and a stream still open after `wait_s` loses its
         connection, so its handler's read ends too.
         """
+        self._closing.set()
         with self._lock:
             links = list(self._links.values())
         for link in links:

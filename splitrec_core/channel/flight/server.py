@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -118,6 +119,7 @@ class Server(flight.FlightServerBase):
         self.host = host
         self._streams: Counter[str] = Counter()  # open streams per caller
         self._connections: Counter[str] = Counter()  # open streams per caller's address
+        self._open: dict[int, tuple[str, Link]] = {}  # each open stream: its address, its link
         self._lock = threading.Lock()
 
     def cut_open_streams(self) -> int:
@@ -131,6 +133,22 @@ class Server(flight.FlightServerBase):
         with self._lock:
             addresses = [address for address, n in self._connections.items() if n > 0]
         return sum(cut_connection(address) for address in addresses)
+
+    def cut_idle_streams(self, idle_s: float) -> int:
+        """Cut every stream nothing has crossed, either way, for over `idle_s`; how many.
+
+        A run's stream is never that quiet: the party waiting on it gives up after `recv_s`.
+        """
+        now = time.monotonic()
+        with self._lock:
+            idle = [(address, link) for address, link in self._open.values()
+                    if now - link.last_heard > idle_s]
+        for address, link in idle:
+            log.warning("%s cut the stream of %s at %s: nothing crossed it for %.0f s",
+                        self.host.me, link.peer, address, idle_s)
+            link.fail(f"sent nothing for {idle_s:.0f} s, so its stream was cut")
+            cut_connection(address)
+        return len(idle)
 
     def refused(self, context: flight.ServerCallContext, call: str, why: str) -> None:
         """Log a refusal once, naming the caller (as its token says, if it has one) and address."""
@@ -168,10 +186,15 @@ class Server(flight.FlightServerBase):
             link = host.admit(session, caller)
             writer.write_metadata(pa.py_buffer(ACK))
             link.attach(writer)
+            stream = object()  # this call, while it lasts
+            with self._lock:
+                self._open[id(stream)] = (context.peer(), link)
             try:
                 pump(reader, link)  # until the peer has sent everything, or the stream breaks
             finally:
                 link.detach(done_writing=False)  # `writer` dies with this call
+                with self._lock:
+                    del self._open[id(stream)]
         finally:
             with self._lock:
                 self._streams[caller] -= 1

@@ -40,6 +40,7 @@ class Link(Incoming):
     # The stream's writer while it is up (on a stream we dialed, a `FlightStreamWriter`)
     writer: flight.MetadataRecordBatchWriter | None = None
     claimed: bool = False  # our channel has taken it (a peer ahead of us may open it first)
+    last_heard: float = field(default_factory=time.monotonic)  # when a message last crossed it
 
     def attach(self, writer: flight.MetadataRecordBatchWriter) -> None:
         """Start writing to the peer through `writer`: the stream is up."""
@@ -55,6 +56,7 @@ class Link(Incoming):
                     raise self.violation
                 raise PeerError(f"{self.peer} {self.failure or 'is not connected'}")
             self.writer.write_metadata(pa.py_buffer(message))
+            self.last_heard = time.monotonic()
 
     def detach(self, done_writing: bool) -> None:
         """Stop writing (telling the peer so, if `done_writing`: our half of the stream ends)."""
@@ -89,6 +91,7 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link,
                     hang_up()
                 return
             message = memoryview(chunk.app_metadata)
+            link.last_heard = time.monotonic()
             if message == BYE or message[: len(BYE) + 1] == BYE + b"\n":  # the peer is done
                 link.fail(farewell(link.peer, message))
                 link.detach(done_writing=hang_up is not None)  # (a stream we dialed)
