@@ -34,3 +34,15 @@ def test_ports_picked_for_listening_are_free_and_below_the_outgoing_range():
     assert all(port < outgoing_ports().start for port in picked), picked
     assert len(set(single)) == 6 and len(set(paired)) == 4
     assert all(_listenable(port) for port in picked)
+
+
+def test_ports_do_not_follow_randoms_seed_so_processes_that_trained_alike_choose_apart():
+    # Training seeds `random` (keras.utils.set_random_seed); two test workers that trained with
+    # the same seed chose the same ports and listened on each other's
+    import random
+
+    chosen = set()
+    for _ in range(5):
+        random.seed(7)
+        chosen.add(free_port_block(3))
+    assert len(chosen) > 1

@@ -43,6 +43,10 @@ def outgoing_ports() -> range:
 
 #: the lowest port chosen for a party to listen on (below: the well-known services)
 LOWEST_CHOSEN_PORT = 20000
+# Ports are drawn from the OS's randomness, not `random`'s global state: training seeds that
+# (keras.utils.set_random_seed), and two processes that trained with the same seed would then
+# choose the same ports
+_UNSEEDED = random.SystemRandom()
 
 
 def free_port_block(count: int, host: str = "127.0.0.1") -> int:
@@ -56,7 +60,7 @@ def free_port_block(count: int, host: str = "127.0.0.1") -> int:
     """
     highest = min(outgoing_ports().start, 65536) - count
     for _ in range(100):
-        base = random.randint(LOWEST_CHOSEN_PORT, highest)  # noqa: S311 - not a secret
+        base = _UNSEEDED.randint(LOWEST_CHOSEN_PORT, highest)
         sockets = [socket.socket() for _ in range(count)]
         try:
             for offset, sock in enumerate(sockets):
