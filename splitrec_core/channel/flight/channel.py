@@ -151,7 +151,7 @@ class FlightChannel(CountingChannel):
         if not link.connected.wait(self._endpoint.timeouts.connect_s):
             raise PeerError(f"{self._endpoint.where(peer)} did not connect to {self.me} within "
                             f"{self._endpoint.timeouts.connect_s:.0f} s: is it running?")
-        if link.failure:
+        if link.failure and not link.said_goodbye:  # (a peer done already left what it sent)
             raise PeerError(f"{peer}: {link.failure}")
         return link
 

@@ -40,6 +40,7 @@ class Link(Incoming):
     # The stream's writer while it is up (on a stream we dialed, a `FlightStreamWriter`)
     writer: flight.MetadataRecordBatchWriter | None = None
     claimed: bool = False  # our channel has taken it (a peer ahead of us may open it first)
+    said_goodbye: bool = False  # the peer ended its stream as agreed (what it sent stays to take)
     last_heard: float = field(default_factory=time.monotonic)  # when a message last crossed it
 
     def attach(self, writer: flight.MetadataRecordBatchWriter) -> None:
@@ -93,6 +94,7 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link,
             message = memoryview(chunk.app_metadata)
             link.last_heard = time.monotonic()
             if message == BYE or message[: len(BYE) + 1] == BYE + b"\n":  # the peer is done
+                link.said_goodbye = message == BYE
                 link.fail(farewell(link.peer, message))
                 link.detach(done_writing=hang_up is not None)  # (a stream we dialed)
             elif not link.deliver(message):
@@ -100,6 +102,7 @@ def pump(reader: flight.MetadataRecordBatchReader, link: Link,
                     hang_up()
                 return
     except StopIteration:
+        link.said_goodbye = link.failure is None or link.said_goodbye
         link.fail("ended the session")
     except (flight.FlightError, pa.ArrowException, OSError) as error:
         link.fail(f"broke the stream: {first_line(error)}")
