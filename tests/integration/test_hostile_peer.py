@@ -253,7 +253,7 @@ label.expect("run-1", ["bank"])
 (folder / "port").write_text(str(label.port))
 while not (folder / "go").exists():
     time.sleep(0.1)
-label.close()
+label.close(wait_s=1)  # a second for streams to end, then their connections are cut
 sys.exit(3)  # as after an error
 """
 
