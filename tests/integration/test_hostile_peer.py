@@ -73,6 +73,12 @@ def _client(port: int, security: Security, caller: str, called: str = "label",
     return client, options
 
 
+def _bank(security: dict, hashes: dict[str, str], peers: dict[str, str]) -> FlightEndpoint:
+    """The bank's own endpoint, knowing `peers` at their addresses."""
+    return FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
+                          Members(peers, hashes, "federation-hash"), QUICK)
+
+
 def _open(client: flight.FlightClient, options: flight.FlightCallOptions, session: str,
           federation: str = "federation-hash") -> tuple:
     """Open a stream in `session` and read the server's first answer (its ACK, or an error)."""
@@ -181,9 +187,7 @@ def test_streams_to_sessions_never_opened_are_refused_and_keep_nothing(star):
 def test_a_feature_party_takes_no_stream_from_another_feature_party(tmp_path: Path):
     # Prepare: bank's endpoint in run run-1 of a star, where nobody dials a feature party
     security, hashes = trial_security(PARTIES, tmp_path / "creds")
-    bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
-                          Members({"label": "127.0.0.1:1", "media": "127.0.0.1:1"}, hashes,
-                                  "federation-hash"), QUICK)
+    bank = _bank(security, hashes, {"label": "127.0.0.1:1", "media": "127.0.0.1:1"})
     bank.expect("run-1", [])
     client, options = _client(bank.port, security["media"], "media", "bank")
 
@@ -221,9 +225,7 @@ def test_a_party_that_stops_for_a_peers_fault_tells_the_others_why(star):
 
     refusing = threading.Thread(target=label_side)
     refusing.start()
-    bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
-                          Members({"label": f"127.0.0.1:{label.port}"}, hashes,
-                                  "federation-hash"), QUICK)
+    bank = _bank(security, hashes, {"label": f"127.0.0.1:{label.port}"})
 
     # Execute, assert: the bank hears why at once, as an error no retry can mend
     try:
@@ -313,9 +315,7 @@ def test_a_members_certificate_with_another_members_token_is_refused(star, caplo
     # on bank, with its own certificate, to start a run there as the label party
     _, security, hashes = star
     as_label = dataclasses.replace(security["media"], token=security["label"].token)
-    bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
-                          Members({"label": "127.0.0.1:1", "media": "127.0.0.1:1"}, hashes,
-                                  "federation-hash"), QUICK)
+    bank = _bank(security, hashes, {"label": "127.0.0.1:1", "media": "127.0.0.1:1"})
     started: list[str] = []
     bank.on_start = lambda caller, job, run_id: started.append(run_id) or "started"
     client, options = _client(bank.port, as_label, "label", "bank")
@@ -353,9 +353,7 @@ def test_a_party_that_dialed_tells_the_party_it_dialed_why_it_stops(star):
     # Prepare: the bank (which dials) refuses the label party's gradient
     label, security, hashes = star
     order = ["label", "bank"]
-    bank = FlightEndpoint("bank", "127.0.0.1:0", security["bank"],
-                          Members({"label": f"127.0.0.1:{label.port}"}, hashes,
-                                  "federation-hash"), QUICK)
+    bank = _bank(security, hashes, {"label": f"127.0.0.1:{label.port}"})
 
     def bank_side() -> None:
         with contextlib.suppress(ProtocolError), bank.channel("run-1/train", order) as channel:
