@@ -213,23 +213,33 @@ def test_a_peer_holds_at_most_so_many_streams_open(star):
         writer.close()
 
 
+STAGE_ORDER = ["label", "bank"]  # the two parties of the stop tests' session, run-1/train
+
+
+def _refusing(endpoint: FlightEndpoint, peer: str, due: Kind, why: str) -> threading.Thread:
+    """`endpoint`'s party on a thread: it takes `peer`'s first `due` and refuses it for `why`."""
+
+    def refuse() -> None:
+        with (contextlib.suppress(ProtocolError),
+              endpoint.channel("run-1/train", STAGE_ORDER) as channel):
+            channel.recv(due, peer)
+            raise ProtocolError(why)
+
+    refusing = threading.Thread(target=refuse)
+    refusing.start()
+    return refusing
+
+
 def test_a_party_that_stops_for_a_peers_fault_tells_the_others_why(star):
     # Prepare: the label party refuses the bank's embedding; the bank then waits for a gradient
     label, security, hashes = star
-    order = ["label", "bank"]
-
-    def label_side() -> None:
-        with contextlib.suppress(ProtocolError), label.channel("run-1/train", order) as channel:
-            channel.recv(Kind.EMBEDDING, "bank")
-            raise ProtocolError("bank sent 'embedding' with 8 NaN or infinite values (of 8)")
-
-    refusing = threading.Thread(target=label_side)
-    refusing.start()
+    refusing = _refusing(label, "bank", Kind.EMBEDDING,
+                         "bank sent 'embedding' with 8 NaN or infinite values (of 8)")
     bank = _bank(security, hashes, {"label": f"127.0.0.1:{label.port}"})
 
     # Execute, assert: the bank hears why at once, as an error no retry can mend
     try:
-        with bank.channel("run-1/train", order) as channel:
+        with bank.channel("run-1/train", STAGE_ORDER) as channel:
             channel.send(Kind.EMBEDDING, "label", array_table(np.full((2, 4), np.nan)))
             with pytest.raises(RunStopped, match=r"^label stopped the run: bank sent 'embedding' "
                                                  r"with 8 NaN or infinite values \(of 8\)$"):
@@ -352,20 +362,12 @@ def test_a_proof_addressed_to_one_party_does_not_pass_at_another(star):
 def test_a_party_that_dialed_tells_the_party_it_dialed_why_it_stops(star):
     # Prepare: the bank (which dials) refuses the label party's gradient
     label, security, hashes = star
-    order = ["label", "bank"]
     bank = _bank(security, hashes, {"label": f"127.0.0.1:{label.port}"})
-
-    def bank_side() -> None:
-        with contextlib.suppress(ProtocolError), bank.channel("run-1/train", order) as channel:
-            channel.recv(Kind.GRADIENT, "label")
-            raise ProtocolError("label sent 'gradient'\nwith NaN\x1b[31m")
-
-    refusing = threading.Thread(target=bank_side)
-    refusing.start()
+    refusing = _refusing(bank, "label", Kind.GRADIENT, "label sent 'gradient'\nwith NaN\x1b[31m")
 
     # Execute, assert: one printable line of the bank's reason reaches the label party
     try:
-        with label.channel("run-1/train", order) as channel:
+        with label.channel("run-1/train", STAGE_ORDER) as channel:
             channel.send(Kind.GRADIENT, "bank", array_table(np.full((2, 4), np.nan)))
             with pytest.raises(RunStopped, match=r"^bank stopped the run: label sent 'gradient'$"):
                 channel.recv(Kind.EMBEDDING, "bank")
