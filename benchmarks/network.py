@@ -40,11 +40,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"wire": "wire_dtype", "embed_ahead": "embed_ahead",  # option: training setting
-            "batches_per_message": "batches_per_message"}
+            "batches_per_message": "batches_per_message", "local_updates": "local_updates"}
 # The settings the README recommends per link (wire, embed_ahead, batches_per_message), chosen
 # from this benchmark's runs (benchmarks/RESULTS.md): enough batches in flight to cover the
 # round trip, no more (each one more makes the feature parties' bottoms staler).
-RECOMMENDED = {"lan": ("int8", 1, 1), "metro": ("int8", 1, 2), "wan": ("int8", 2, 2)}
+RECOMMENDED = {"lan": ("int8", 1, 1, False), "metro": ("int8", 1, 2, False),
+               "wan": ("int8", 2, 2, False)}
 TARGET_MARGIN = 0.001  # trained: every task's validation AUC within this of central's best
 
 
@@ -134,6 +135,7 @@ def train_across(cfg, features: dict, out: Path, profile: str, target: dict[str,
             "epochs_run": result.epochs_run, "rows_per_s": round(result.rows_per_s),
             "mb_per_epoch": round(sent / result.epochs_run / 1e6, 1),
             "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
+            "gauc": {t: round(m["gauc"], 4) for t, m in metrics.items() if "gauc" in m},
             "relay_cpu_s": relay_cpu_s, "to_target": to_accuracy(result, target)}
 
 
@@ -155,6 +157,7 @@ def train_central_reference(cfg, features: dict, out: Path) -> dict:
     return {"seconds": round(result.train_s, 1), "epochs_run": result.epochs_run,
             "rows_per_s": round(result.rows_per_s),
             "auc": {t: round(m["auc"], 4) for t, m in metrics.items()},
+            "gauc": {t: round(m["gauc"], 4) for t, m in metrics.items() if "gauc" in m},
             "target": {t: round(v, 4) for t, v in target.items()},
             "to_target": to_accuracy(result, target)}
 
@@ -183,9 +186,9 @@ def with_training(cfg, changes: dict[str, Any]):
     return cfg.model_copy(update={"training": training})
 
 
-def setting_name(wire: str, ahead: int, per_message: int) -> str:
+def setting_name(wire: str, ahead: int, per_message: int, local: bool) -> str:
     """How the tables name a training setting."""
-    return f"{wire} ahead {ahead} x{per_message}"
+    return f"{wire} ahead {ahead} x{per_message}{' local' if local else ''}"
 
 
 def settings_to_try(cfg, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -198,6 +201,7 @@ def settings_to_try(cfg, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """
     asked = {option: getattr(args, option) or [getattr(cfg.training, field)]
              for option, field in SETTINGS.items()}
+    asked["local_updates"] = [value in (True, "on") for value in asked["local_updates"]]
     combinations = list(itertools.product(*asked.values()))
     per_profile = {p: combinations for p in args.profiles}
     if args.recommended:
@@ -235,6 +239,8 @@ def print_results(results: dict, tasks: list[str]) -> None:
     base = profiles.get("loopback")
     print(f"{'profile':<9} {'PSI s':>7} {'x loopback':>10} {'PSI MB':>7} {'relay CPU s':>11}")
     for profile, row in profiles.items():
+        if row["psi"] is None:  # (--no-psi)
+            continue
         ratio = f"{row['psi']['seconds'] / base['psi']['seconds']:.2f}" if base else "-"
         print(f"{profile:<9} {row['psi']['seconds']:>7} {ratio:>10} {row['psi']['mb']:>7} "
               f"{row['psi']['relay_cpu_s'] or '-':>11}")
@@ -283,8 +289,9 @@ def run_profiles(cfg, args: argparse.Namespace, settings: dict, features: dict) 
     print(f"central: {central}", file=sys.stderr, flush=True)
     results: dict[str, dict] = {"central": central}
     for profile in args.profiles:
-        results[profile] = {"psi": psi_across(cfg, args.workdir, profile), "training": {}}
-        print(f"{profile}: PSI {results[profile]['psi']}", file=sys.stderr, flush=True)
+        psi = None if args.no_psi else psi_across(cfg, args.workdir, profile)
+        results[profile] = {"psi": psi, "training": {}}
+        print(f"{profile}: PSI {psi}", file=sys.stderr, flush=True)
         for name, setting in settings[profile].items():
             out = args.workdir / "network" / profile / name.replace(" ", "-")
             trained = train_across(setting, features, out, profile, central["target"])
@@ -308,6 +315,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--wire", nargs="+", help="wire_dtype values (default: the config's)")
     parser.add_argument("--embed-ahead", nargs="+", type=int)
     parser.add_argument("--batches-per-message", nargs="+", type=int)
+    parser.add_argument("--local-updates", nargs="+", choices=["off", "on"],
+                        help="local_updates (default: the config's)")
     parser.add_argument("--recommended", action="store_true",
                         help="each profile its recommended setting (RECOMMENDED), loopback the "
                              "config's and all of them; instead of --wire and the others")
@@ -315,6 +324,7 @@ def parse_args() -> argparse.Namespace:
                         help="run everything this many times; the tables show medians")
     parser.add_argument("--set", nargs="+", default=[], metavar="SETTING=VALUE",
                         help="other training settings, the same in every training")
+    parser.add_argument("--no-psi", action="store_true", help="train only (no PSI across links)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     return parser.parse_args()
 
@@ -347,7 +357,8 @@ def main() -> None:
     print_results(results, cfg.task_names)
     print("A process per party, Arrow Flight with mutual TLS on 127.0.0.1; the feature parties "
           "reach the label party through a relay with the profile's delay and bandwidth "
-          "(loopback: no relay). setting: wire dtype, batches embedded ahead, batches per message")
+          "(loopback: no relay). setting: wire dtype, batches embedded ahead, batches per "
+          "message, local updates")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,29 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
             for party in cfg.parties}
 
 
+class LongLink:
+    """A party's channel whose embeddings and gradients take `delay_s` to cross.
+
+    A party that sends one waits that long first: its peer then waits that long for it, as
+    over a long link (and takes local updates meanwhile).
+    """
+
+    def __init__(self, channel, delay_s: float) -> None:  # (a Channel)
+        self.channel, self.me, self.delay_s = channel, channel.me, delay_s
+
+    def send(self, kind, to: str, table) -> None:
+        import time
+
+        from splitrec_core.channel import Kind
+
+        if kind in (Kind.EMBEDDING, Kind.GRADIENT):
+            time.sleep(self.delay_s)
+        self.channel.send(kind, to, table)
+
+    def __getattr__(self, name: str):  # recv, ready, sent, received, close: the channel's own
+        return getattr(self.channel, name)
+
+
 def burn_on_a_thread(cpu_s: float) -> float:
     """Keep a new thread busy until it has spent `cpu_s` CPU seconds; the seconds it spent.
 

@@ -184,6 +184,13 @@ class Channel(Protocol):
         order the peer sent them.
         """
 
+    def ready(self, frm: str) -> bool:
+        """Whether `recv` from party `frm` would return (or fail) now, without waiting.
+
+        A party that has other work to do while it waits (local training steps) asks this
+        first; it never takes a message.
+        """
+
     def sent(self) -> ChannelStats:
         """What this party has sent so far."""
 

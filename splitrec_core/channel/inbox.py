@@ -104,6 +104,11 @@ class PeerInbox:
             self._changed.notify_all()
             return kind, payload
 
+    def ready(self) -> bool:
+        """Whether `take` would return now: a message waits, or none will come."""
+        with self._changed:
+            return bool(self._waiting) or self.closed
+
     def close(self) -> None:
         """No more messages will come: wake whoever waits (what waits can still be taken)."""
         with self._changed:

@@ -81,6 +81,10 @@ class LocalHub:
         expect_kind(frm, kind, arrived.value)
         return buffer
 
+    def ready(self, frm: str, to: str) -> bool:
+        """Whether `take` from `frm` to `to` would return (or fail) now."""
+        return bool(self._aborted) or not self._route(frm, to).empty()
+
     def abort(self, reason: str) -> None:
         """Make every pending and future `take` raise, so no party waits for a failed one."""
         self._aborted = reason
@@ -125,6 +129,10 @@ class LocalChannel(CountingChannel):
         payload = self.hub.take(kind, frm, self.me)
         self._received.add(kind, payload.size)
         return received_table(frm, kind, payload)
+
+    def ready(self, frm: str) -> bool:
+        """Whether a message from `frm` waits (or the hub aborted)."""
+        return self.hub.ready(frm, self.me)
 
     def count_beside(self, kind: Kind, sent: int, received: int) -> None:
         """Count traffic outside the hub here and in the hub's total (by what was sent)."""

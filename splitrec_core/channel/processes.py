@@ -69,6 +69,10 @@ class ProcessChannel(CountingChannel):
         self._received.add(kind, payload.nbytes)
         return received_table(frm, kind, payload)
 
+    def ready(self, frm: str) -> bool:
+        """Whether a message from `frm` waits (or its stream ended)."""
+        return self._incoming[frm].inbox.ready()
+
     def close(self) -> None:
         """Close the pipes to the other parties (the process ends next)."""
         for pipe in self._pipes.values():

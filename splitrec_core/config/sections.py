@@ -150,6 +150,22 @@ class TrainingConfig(Strict):
                     "leave the parties more time to compute; above 1 a feature party waits for "
                     "gradients once per message, its bottom up to k - 1 batches stale (2k - 1 "
                     "with embed_ahead = 1)")
+    local_updates: bool = Field(
+        default=False,
+        description="while a party waits for a peer's message in training, it takes local "
+                    "steps on the last batches it exchanged (CELU-VFL): more learning per "
+                    "round trip over a long link, no extra traffic")
+    local_workset: int = Field(
+        default=5, ge=1, le=64,
+        description="with local_updates: the last batches each party keeps to step on")
+    local_reuse: int = Field(
+        default=5, ge=1, le=64,
+        description="with local_updates: local steps each kept batch may take at most")
+    local_min_cosine: float = Field(
+        default=0.5, ge=-1, le=1,
+        description="with local_updates: a kept row counts in a local step weighted by the "
+                    "cosine similarity of its cached and current value (embedding at a feature "
+                    "party, gradient at the label party), and not at all below this")
     xla: bool = Field(
         default=False,
         description="compile the training steps (each party's, and central training's) with XLA "

@@ -47,7 +47,13 @@ class TaskWeighting(keras.layers.Layer):
         return {**super().get_config(), "weights": self.weights_static, "learned": self.learned}
 
 
-def task_losses(labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
-    """Mean BCE per task `[num_tasks]` from logits; labels and logits are `[batch, num_tasks]`."""
-    return tf.reduce_mean(
-        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=0)
+def task_losses(labels: tf.Tensor, logits: tf.Tensor,
+                row_weights: tf.Tensor | None = None) -> tf.Tensor:
+    """Mean BCE per task `[num_tasks]` from logits; labels and logits are `[batch, num_tasks]`.
+
+    With `row_weights` `[batch]`, each row's losses count that much (a local update's rows).
+    """
+    per_row = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    if row_weights is not None:
+        per_row *= row_weights[:, None]
+    return tf.reduce_mean(per_row, axis=0)

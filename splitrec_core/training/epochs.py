@@ -159,15 +159,20 @@ class History:
     gates: list[list[list[float]]] = field(default_factory=list)  # [epoch][task][expert]
     task_weight: list[list[float]] = field(default_factory=list)  # [epoch][task]
     seconds: list[float] = field(default_factory=list)
+    local_steps: list[int] = field(default_factory=list)  # [epoch]: the label party's
 
     def record(self, losses: list[np.ndarray], val_auc: list[float], gates: np.ndarray,
-               task_weights: np.ndarray, started: float) -> None:
-        """Close an epoch that began at `time.perf_counter()` value `started`."""
+               task_weights: np.ndarray, started: float, local_steps: int = 0) -> None:
+        """Close an epoch that began at `time.perf_counter()` value `started`.
+
+        `local_steps`: the local updates the label party took in it (`local_updates`).
+        """
         self.task_loss.append(np.mean(losses, axis=0).tolist())
         self.val_auc.append(list(val_auc))
         self.gates.append(np.asarray(gates).tolist())
         self.task_weight.append(np.asarray(task_weights).tolist())
         self.seconds.append(time.perf_counter() - started)
+        self.local_steps.append(local_steps)
 
     def last_epoch_line(self, tasks: list[str], rows: int) -> str:
         """The last epoch in one line.
@@ -198,13 +203,14 @@ class History:
         """The history as arrays, for a checkpoint."""
         return {"task_loss": np.array(self.task_loss), "val_auc": np.array(self.val_auc),
                 "gates": np.array(self.gates), "task_weight": np.array(self.task_weight),
-                "seconds": np.array(self.seconds)}
+                "seconds": np.array(self.seconds), "local_steps": np.array(self.local_steps)}
 
     @classmethod
     def from_arrays(cls, saved: dict[str, np.ndarray]) -> History:
         """Inverse of `arrays`."""
         return cls(saved["task_loss"].tolist(), saved["val_auc"].tolist(), saved["gates"].tolist(),
-                   saved["task_weight"].tolist(), saved["seconds"].tolist())
+                   saved["task_weight"].tolist(), saved["seconds"].tolist(),
+                   saved["local_steps"].tolist())
 
     def as_json(self, tasks: list[str]) -> dict[str, object]:
         """The history for the report, per task where it applies.
@@ -226,4 +232,5 @@ class History:
             "gate_mean": {t: gates[:, j].tolist() for j, t in enumerate(tasks)},
             "gate_entropy": {t: entropy[:, j].tolist() for j, t in enumerate(tasks)},
             "seconds": self.seconds,
+            "local_steps": self.local_steps,
         }

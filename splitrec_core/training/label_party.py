@@ -23,6 +23,7 @@ from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy.leakage import LeakageAudit
 from splitrec_core.training.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.training.event_matrix import EventMatrix, Spread, spread_of
+from splitrec_core.training.local_updates import LocalUpdates, Workset
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import LabelTrainer
 from splitrec_core.training.streaming import StreamedFeatures
@@ -46,6 +47,7 @@ class LabelOutcome:
 
 def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
                 embeddings: list[BatchesIn], gradients: list[BatchesOut], audit: LeakageAudit,
+                local: LocalUpdates | None = None,
                 ) -> tuple[list[np.ndarray], tuple[tf.Tensor, tf.Tensor, list[np.ndarray]]]:
     """One epoch of the label party, ending with the outboxes flushed.
 
@@ -54,14 +56,19 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
     batch (with events, each person's embedding spread to its events) and puts each feature
     party's dL/dh per person, noised (`LabelTrainer.noised`), in its outbox. The audit sees each
     gradient as its feature party unpacks it (float16 or int8 rounding included), so its figures
-    are those of what crosses, against whether each person has a positive event.
+    are those of what crosses, against whether each person has a positive event. With `local`
+    updates it steps on cached batches while it waits for embeddings (`local_updates`); a batch
+    joins the workset with its rows as trained on (with events, one per event) and the
+    gradients computed for them before noise.
 
     Returns the per-task losses of each batch, and the last batch's own columns and received
     embeddings (to measure gate use on).
     """
     losses: list[np.ndarray] = []
+    computed: list[tf.Tensor] = []  # the batch's dL/dh per row trained on, before noise
 
     def hand_back(grads: list[tf.Tensor]) -> None:  # for the batch the loop is at
+        computed[:] = grads
         delivered = []
         for outbox, grad in zip(gradients, grads, strict=True):
             sent = trainer.noised(spread.to_people(grad)).numpy()
@@ -72,14 +79,23 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
 
     for cats, nums, labels, *events in batches:
         spread = Spread.of(events[0]) if events else Spread(len(labels))
-        received = [spread.to_events(inbox.take(spread.people))  # (waits)
+        received = [spread.to_events(_embedding(inbox, spread.people, local))  # (waits)
                     for inbox in embeddings]
         losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
+        if local is not None:
+            local.workset.add(cats, nums, received, labels, list(computed))
     for outbox in gradients:
         outbox.flush()
     for inbox in embeddings:
         inbox.end_epoch()
     return losses, (cats, nums, received)
+
+
+def _embedding(inbox: BatchesIn, people: int, local: LocalUpdates | None) -> tf.Tensor:
+    """A feature party's embedding of a batch's `people`, stepping locally while it is awaited."""
+    if local is None:
+        return inbox.take(people)
+    return local.meanwhile(inbox.ready, lambda: inbox.take(people))
 
 
 def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
@@ -104,17 +120,21 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
                   for f, width in _cut_widths(trainer, followers).items()]
     gradients = [BatchesOut(partial(channel.send, Kind.GRADIENT, f), wire, run.per_message)
                  for f in followers]
+    local = LocalUpdates(Workset(run.local, plan.seed), trainer.local_step) if run.local else None
     for epoch in range(run.start_epoch, plan.epochs):
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
-        losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit)
+        losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit,
+                                                 local)
         if epoch + 1 < plan.epochs:
             batches = run.train.batches(plan, epoch + 1, tasks)
         val_auc = _validation_auc(channel, trainer, validation, followers, tasks, wire)
         history.record(losses, val_auc,
                        trainer.gate_usage(cats, nums, last).numpy(),
-                       trainer.weighting.effective_weights().numpy(), started)
+                       trainer.weighting.effective_weights().numpy(), started,
+                       local.counted() if local else 0)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
-        _log.info("%s%s", history.last_epoch_line(tasks, len(plan.fit)),
+        _log.info("%s%s%s", history.last_epoch_line(tasks, len(plan.fit)),
+                  f"; {history.local_steps[-1]:,} local steps" if local else "",
                   " (best so far)" if decision.improved else "",
                   extra={"epoch": len(history.seconds), "epochs": plan.epochs})
         for follower in followers:

@@ -25,6 +25,7 @@ from splitrec_core.training.epochs import Plan
 from splitrec_core.training.event_matrix import EventMatrix
 from splitrec_core.training.feature_party import feature_loop
 from splitrec_core.training.label_party import LabelOutcome, label_loop
+from splitrec_core.training.local_updates import LocalSettings
 from splitrec_core.training.models import build_bottom, build_top, task_weighting
 from splitrec_core.training.runs import LoopSettings, save_model
 from splitrec_core.training.steps import BottomTrainer, LabelTrainer, StepSettings, set_op_threads
@@ -96,7 +97,9 @@ class PartyJob:
                        for path in (self.files.train, self.files.test))
         plan = Plan.of(training, len(train))
         steps = StepSettings(plan.learning_rate(training), training.xla,
-                             noise_seed=private_seed("noise", self.party))
+                             noise_seed=private_seed("noise", self.party),
+                             local_min_cosine=training.local_min_cosine
+                             if training.local_updates else None)
         models = {"bottom": build_bottom(cfg, self.party, Transform.load(self.files.transform))}
         checkpoints = self.checkpoints
         trainer: LabelTrainer | BottomTrainer
@@ -111,8 +114,10 @@ class PartyJob:
         trainer.trace(plan.batch_sizes)
         ready_at, cpu_at_ready = time.time(), process_cpu_s()
         start = agree_on_start(channel, checkpoints, cfg)
+        local = (LocalSettings(training.local_workset, training.local_reuse)
+                 if training.local_updates else None)
         run = LoopSettings(train, test, plan, checkpoints, start, Wire(training.wire_dtype),
-                           training.batches_per_message, training.embed_ahead)
+                           training.batches_per_message, training.embed_ahead, local)
         outcome = None
         if isinstance(trainer, LabelTrainer):
             outcome = label_loop(channel, trainer, run, followers=cfg.followers,

@@ -16,6 +16,7 @@ from splitrec_core.results import TrainResult
 from splitrec_core.training.checkpoint import Checkpoints
 from splitrec_core.training.epochs import History, Plan
 from splitrec_core.training.event_matrix import EventMatrix
+from splitrec_core.training.local_updates import LocalSettings
 from splitrec_core.training.streaming import StreamedFeatures
 from splitrec_core.training.wire import FLOAT32, Wire
 
@@ -34,6 +35,7 @@ class LoopSettings:
         per_message: training batches per message.
         ahead: messages a feature party embeds before it waits for gradients (see
             `bottom_epoch`); the label party does not read it.
+        local: the worksets of local updates (`local_updates`); None: none.
     """
 
     train: FeatureMatrix | StreamedFeatures | EventMatrix
@@ -44,6 +46,7 @@ class LoopSettings:
     wire: Wire = FLOAT32
     per_message: int = 1
     ahead: int = 0
+    local: LocalSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -152,6 +152,11 @@ class BatchesIn:
                          f"{self.offset}")
         return taken
 
+    def ready(self) -> bool:
+        """Whether `take` would return now: rows are in hand, or a message waits."""
+        return (self.held is not None and self.offset < len(self.held)
+                or self.channel.ready(self.peer))
+
     def end_epoch(self) -> None:
         """Check that the epoch's last message held no rows beyond its batches; start afresh."""
         if self.held is not None and self.offset != len(self.held):

@@ -115,6 +115,21 @@ def _spoke(channel: Channel) -> float:
     return float(table_array(channel.recv(Kind.GRADIENT, other))[0])
 
 
+def _asks_then_polls(channel: Channel) -> tuple[bool, float]:
+    nothing_yet = channel.ready("a")
+    channel.send(Kind.SPLIT_MASK, "a", array_table(np.array([1.0])))  # now a sends
+    deadline = time.monotonic() + 30
+    while not channel.ready("a") and time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert channel.ready("a"), "asking took the message"
+    return nothing_yet, float(table_array(channel.recv(Kind.EMBEDDING, "a"))[0])
+
+
+def _answers_when_asked(channel: Channel) -> None:
+    channel.recv(Kind.SPLIT_MASK, "b")
+    channel.send(Kind.EMBEDDING, "b", array_table(np.array([3.0])))
+
+
 def _counts_after(job: Callable[[Channel], Any], channel: Channel) -> tuple[dict, dict]:
     job(channel)
     return channel.sent().as_dict(), channel.received().as_dict()
@@ -195,6 +210,12 @@ def test_each_party_counts_what_it_sent_and_what_it_received(run_parties: Runner
     assert sorted(b_sent) == ["early_stopping"]
     assert (a_received, b_received) == (b_sent, a_sent)
     assert ChannelStats.merge(a_sent, b_sent) == traffic
+
+
+def test_ready_says_whether_a_message_waits_without_taking_it(run_parties: Runner):
+    # What local updates ask before each step: is the peer's message here yet?
+    outcomes, _ = run_parties({"a": _answers_when_asked, "b": _asks_then_polls})
+    assert outcomes["b"] == (False, 3.0)
 
 
 def test_three_parties_route_by_sender(run_parties: Runner):

@@ -175,6 +175,10 @@ class FlightChannel(CountingChannel):
         self._received.add(kind, payload.nbytes)
         return received_table(frm, kind, payload)
 
+    def ready(self, frm: str) -> bool:
+        """Whether a message from `frm` waits (or its stream ended)."""
+        return self._links[frm].inbox.ready()
+
     def inbox_peaks(self) -> dict[str, int]:
         """Per peer, the most bytes that ever waited in its inbox (at most the bound)."""
         return {peer: link.inbox.peak for peer, link in self._links.items()}

@@ -10,6 +10,7 @@ import tensorflow as tf
 from splitrec_core.training.steps.common import (
     StepSettings,
     adam,
+    agreement,
     input_specs,
     noise_generator,
     undone,
@@ -39,6 +40,9 @@ class BottomTrainer:
         self.backward_then_forward = tf.function(self._backward_then_forward, jit_compile=xla,
                                                  input_signature=[cats, nums, grad, cats, nums])
         self.embed = tf.function(self._embed, input_signature=[cats, nums])
+        self.min_cosine = steps.local_min_cosine
+        self.local_step = tf.function(self._local_step, jit_compile=xla,
+                                      input_signature=[cats, nums, grad, grad])
 
     def trace(self, batch_sizes: Sequence[int] = ()) -> None:
         """Trace every step now (it runs nothing) and keep the traced graphs.
@@ -49,6 +53,8 @@ class BottomTrainer:
         self.forward, self.backward, self.backward_then_forward, self.embed = (
             step.get_concrete_function()
             for step in (self.forward, self.backward, self.backward_then_forward, self.embed))
+        if self.min_cosine is not None:
+            self.local_step = self.local_step.get_concrete_function()
         if self.xla and batch_sizes:
             undone([*self.bottom.variables, *self.optimizer.variables],
                    lambda: self._take_each_step(batch_sizes))
@@ -65,6 +71,8 @@ class BottomTrainer:
             self.backward(*batch[n], zeros(self._grad_spec, n))
             first = batch_sizes[0]
             self.backward_then_forward(*batch[first], zeros(self._grad_spec, first), *batch[n])
+            if self.min_cosine is not None:
+                self.local_step(*batch[n], *(zeros(self._grad_spec, n) for _ in range(2)))
 
     def _embed(self, cats: tf.Tensor, nums: tf.Tensor) -> tf.Tensor:
         """The embedding for scoring: no noise."""
@@ -86,6 +94,21 @@ class BottomTrainer:
             h = self.bottom([cats, nums], training=True)
         variables = self.bottom.trainable_variables
         self.optimizer.apply(tape.gradient(h, variables, output_gradients=grad), variables)
+
+    def _local_step(self, cats: tf.Tensor, nums: tf.Tensor, sent: tf.Tensor,
+                    grad: tf.Tensor) -> None:
+        """A local update: step again on a cached batch's gradient, without a message.
+
+        `sent` is the embedding the label party computed `grad` on; each row's gradient counts
+        as far as the bottom's embedding of the row now still points where `sent` did
+        (`agreement`). It is a step of the optimizer like any other, so the learning-rate
+        schedule counts it too, as CELU-VFL's `global_step` does.
+        """
+        with tf.GradientTape() as tape:
+            h = self.bottom([cats, nums], training=True)
+        weighted = grad * agreement(h, sent, self.min_cosine)[:, None]
+        variables = self.bottom.trainable_variables
+        self.optimizer.apply(tape.gradient(h, variables, output_gradients=weighted), variables)
 
     def _backward_then_forward(self, cats: tf.Tensor, nums: tf.Tensor, grad: tf.Tensor,
                                next_cats: tf.Tensor, next_nums: tf.Tensor) -> tf.Tensor:

@@ -76,9 +76,29 @@ class StepSettings:
         noise: std of the Gaussian noise on what it hands over (a feature party's h, the label
             party's dL/dh); 0 = none.
         noise_seed: seeds the noise; private to this party (default: fresh from the OS).
+        local_min_cosine: with local updates (`training.local`), the least cosine similarity
+            between a cached row's value and today's for the row to count (`agreement`); None:
+            no local updates, and no local step is traced.
     """
 
     learning_rate: float | LearningRateSchedule
     xla: bool = False
     noise: float = 0.0
     noise_seed: int | None = None
+    local_min_cosine: float | None = None
+
+
+def agreement(fresh: tf.Tensor, cached: tf.Tensor, min_cosine: float) -> tf.Tensor:
+    """Per row, how far a local step may trust a cached row: CELU-VFL's instance weight.
+
+    The cosine similarity of the row's `fresh` value (computed now) and its `cached` one, where
+    it is at least `min_cosine`, else 0: a row whose value has turned away since it crossed
+    would step the model the wrong way. Both are `[rows, width]`; the weights `[rows]` carry no
+    gradient.
+    """
+    fresh, cached = tf.stop_gradient(fresh), tf.stop_gradient(cached)
+    cosine = tf.clip_by_value(
+        tf.reduce_sum(fresh * cached, axis=1)
+        / (tf.maximum(tf.norm(fresh, axis=1), 1e-12) * tf.maximum(tf.norm(cached, axis=1), 1e-12)),
+        -1.0, 1.0)
+    return tf.where(cosine >= min_cosine, cosine, tf.zeros_like(cosine))

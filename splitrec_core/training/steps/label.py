@@ -11,6 +11,7 @@ from splitrec_core.model import TaskWeighting, mean_gate_weights, task_losses
 from splitrec_core.training.steps.common import (
     StepSettings,
     adam,
+    agreement,
     input_specs,
     noise_generator,
     undone,
@@ -58,6 +59,9 @@ class LabelTrainer:
                                                input_signature=[cats, nums, received, labels])
         self.predict = tf.function(self._predict, input_signature=[cats, nums, received])
         self.gate_usage = tf.function(self._gate_usage, input_signature=[cats, nums, received])
+        self.min_cosine = steps.local_min_cosine
+        self.local_step = tf.function(self._local_step, jit_compile=xla,
+                                      input_signature=[cats, nums, received, labels, received])
 
     def trace(self, batch_sizes: Sequence[int] = ()) -> None:
         """As `BottomTrainer.trace`, for the training steps `train_batch` uses.
@@ -73,6 +77,8 @@ class LabelTrainer:
             self.gradients = self.gradients.get_concrete_function()
             specs = [tf.type_spec_from_value(g) for g in self.gradients.structured_outputs[2]]
             self.apply = self.apply.get_concrete_function(specs)
+        if self.min_cosine is not None:
+            self.local_step = self.local_step.get_concrete_function()
         if self.xla and batch_sizes:
             variables = [v for model in self.models for v in model.variables]
             undone([*variables, *self.optimizer.variables],
@@ -84,6 +90,9 @@ class LabelTrainer:
         for n in batch_sizes:
             self.train_batch(zeros(cats, n), zeros(nums, n), [zeros(h, n) for h in received],
                              zeros(labels, n), lambda sent: None)
+            if self.min_cosine is not None:
+                self.local_step(zeros(cats, n), zeros(nums, n), [zeros(h, n) for h in received],
+                                zeros(labels, n), [zeros(h, n) for h in received])
 
     def train_batch(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
                     labels: tf.Tensor, hand_back: Callable[[list[tf.Tensor]], None]) -> tf.Tensor:
@@ -148,6 +157,25 @@ class LabelTrainer:
         if self.gradient_noise <= 0:
             return sent
         return sent + self._rng.normal(tf.shape(sent), stddev=self.gradient_noise)
+
+    def _local_step(self, cats: tf.Tensor, nums: tf.Tensor, received: list[tf.Tensor],
+                    labels: tf.Tensor, sent: list[tf.Tensor]) -> None:
+        """A local update: step again on a cached batch with the embeddings it came with.
+
+        `sent` is the dL/dh this party computed for each received h then. A row counts as far
+        as its dL/dh now still points where it did (`agreement` over every feature party's
+        gradient side by side): CELU-VFL's weighting for the party that holds the labels. The
+        learning-rate schedule counts it as a step (`BottomTrainer._local_step`).
+        """
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(received)
+            logits = self.top(self._hs(cats, nums, received, True), training=True)
+            plain = self.weighting(task_losses(labels, logits))
+            with tape.stop_recording():
+                fresh = tape.gradient(plain, received)
+                weights = agreement(tf.concat(fresh, 1), tf.concat(sent, 1), self.min_cosine)
+            loss = self.weighting(task_losses(labels, logits, weights))
+        self._apply(tape.gradient(loss, self.variables))
 
     def _apply(self, grads: list[tf.Tensor]) -> None:
         """Step this party's variables on gradients from `gradients`."""
