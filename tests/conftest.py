@@ -103,6 +103,29 @@ class LongLink:
         return getattr(self.channel, name)
 
 
+def train_over_a_long_link(cfg: Config, features: dict[str, PartyFeatures],
+                           out: dict[str, Path]):  # -> TrainResult
+    """Split training on threads, each embedding and gradient held up past `LINK_WAIT_S`.
+
+    The waits are then a long link's, so local updates step in them (`LongLink`).
+    """
+    import time
+    from functools import partial
+
+    from splitrec_core.channel import LocalHub
+    from splitrec_core.training.local import label_result
+    from splitrec_core.training.local_updates import LINK_WAIT_S
+    from splitrec_core.training.party import PartyJob
+
+    jobs = {p: PartyJob(p, cfg, features[p], out[p]) for p in features}
+    hub, started = LocalHub(), time.time()
+    outcomes = hub.run({p: partial(job, LongLink(hub.channel(p), 1.25 * LINK_WAIT_S))
+                        for p, job in jobs.items()})
+    label = cfg.label_party
+    return label_result(cfg, features[label].test, outcomes, started, hub.stats().as_dict(),
+                        out[label])
+
+
 def burn_on_a_thread(cpu_s: float) -> float:
     """Keep a new thread busy until it has spent `cpu_s` CPU seconds; the seconds it spent.
 

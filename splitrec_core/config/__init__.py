@@ -1,7 +1,7 @@
 """The run configuration: parties, columns, tasks, model, training and privacy, read from TOML.
 
-The section models are in `sections`, the run settings and `Config` in `run`, reading TOML
-(with `extends`) and validation in `files`.
+The section models are in `sections` (`[training]` in `training`), the run settings and
+`Config` in `run`, reading TOML (with `extends`) and validation in `files`.
 """
 
 from splitrec_core.config.files import (
@@ -27,8 +27,8 @@ from splitrec_core.config.sections import (
     SweepConfig,
     TaskConfig,
     TopConfig,
-    TrainingConfig,
 )
+from splitrec_core.config.training import TrainingConfig
 
 __all__ = [
     "BottomConfig", "ChannelConfig", "Config", "EngineConfig", "ModelConfig", "NotifyConfig",

@@ -27,8 +27,8 @@ from splitrec_core.config.sections import (
     Strict,
     SweepConfig,
     TaskConfig,
-    TrainingConfig,
 )
+from splitrec_core.config.training import TrainingConfig
 from splitrec_core.errors import InputError
 
 

@@ -177,12 +177,14 @@ class History:
     def last_epoch_line(self, tasks: list[str], rows: int) -> str:
         """The last epoch in one line.
 
-        It gives the loss and validation AUC per task, and `rows` fitted per second.
+        It gives the loss and validation AUC per task, `rows` fitted per second, and the local
+        updates taken if any.
         """
         losses = ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, self.task_loss[-1], strict=True))
         aucs = ", ".join(f"{t} {v:.4f}" for t, v in zip(tasks, self.val_auc[-1], strict=False))
+        local = f"; {self.local_steps[-1]:,} local steps" if self.local_steps[-1] else ""
         return (f"epoch {len(self.seconds)}: loss {losses}; validation AUC {aucs or 'none'}; "
-                f"{rows / self.seconds[-1]:,.0f} rows/s")
+                f"{rows / self.seconds[-1]:,.0f} rows/s{local}")
 
     @property
     def best_epoch(self) -> int:

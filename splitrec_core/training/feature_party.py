@@ -17,7 +17,7 @@ from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import receive_row
 from splitrec_core.cpu import process_cpu_s
 from splitrec_core.training.epochs import DECISION, EVAL_BATCH, BestWeights, Decision
-from splitrec_core.training.local_updates import LocalUpdates, Workset
+from splitrec_core.training.local_updates import LocalUpdates
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import BottomTrainer
 from splitrec_core.training.wire import BatchesIn, BatchesOut
@@ -93,7 +93,7 @@ def feature_loop(channel: Channel, trainer: BottomTrainer, run: LoopSettings, *,
     embeddings = BatchesOut(partial(channel.send, Kind.EMBEDDING, leader), wire, run.per_message)
     gradients = BatchesIn(channel, Kind.GRADIENT, leader, trainer.bottom.output_shape[-1], wire,
                       run.per_message)
-    local = LocalUpdates(Workset(run.local, plan.seed), trainer.local_step) if run.local else None
+    local = LocalUpdates.of(run.local, plan.seed, trainer.local_step)
     for epoch in range(run.start_epoch, plan.epochs):
         bottom_epoch(trainer, batches, embeddings, gradients, run.ahead, local)
         for chunk in validation.chunks(EVAL_BATCH):

@@ -23,7 +23,7 @@ from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy.leakage import LeakageAudit
 from splitrec_core.training.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.training.event_matrix import EventMatrix, Spread, spread_of
-from splitrec_core.training.local_updates import LocalUpdates, Workset
+from splitrec_core.training.local_updates import LocalUpdates
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import LabelTrainer
 from splitrec_core.training.streaming import StreamedFeatures
@@ -120,7 +120,7 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
                   for f, width in _cut_widths(trainer, followers).items()]
     gradients = [BatchesOut(partial(channel.send, Kind.GRADIENT, f), wire, run.per_message)
                  for f in followers]
-    local = LocalUpdates(Workset(run.local, plan.seed), trainer.local_step) if run.local else None
+    local = LocalUpdates.of(run.local, plan.seed, trainer.local_step)
     for epoch in range(run.start_epoch, plan.epochs):
         started, audit = time.perf_counter(), LeakageAudit(tasks, plan.seed)
         losses, (cats, nums, last) = label_epoch(trainer, batches, embeddings, gradients, audit,
@@ -128,13 +128,11 @@ def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,
         if epoch + 1 < plan.epochs:
             batches = run.train.batches(plan, epoch + 1, tasks)
         val_auc = _validation_auc(channel, trainer, validation, followers, tasks, wire)
-        history.record(losses, val_auc,
-                       trainer.gate_usage(cats, nums, last).numpy(),
+        history.record(losses, val_auc, trainer.gate_usage(cats, nums, last).numpy(),
                        trainer.weighting.effective_weights().numpy(), started,
                        local.counted() if local else 0)
         decision = history.decide(plan.patience, last_epoch=epoch == plan.epochs - 1)
-        _log.info("%s%s%s", history.last_epoch_line(tasks, len(plan.fit)),
-                  f"; {history.local_steps[-1]:,} local steps" if local else "",
+        _log.info("%s%s", history.last_epoch_line(tasks, len(plan.fit)),
                   " (best so far)" if decision.improved else "",
                   extra={"epoch": len(history.seconds), "epochs": plan.epochs})
         for follower in followers:

@@ -32,7 +32,7 @@ import numpy as np
 
 T = TypeVar("T")
 SMOOTHING = 0.2  # the weight of the latest step in the running estimate of a step's time
-LINK_WAIT_S = 0.02  # waits shorter than this are a peer's compute, not a link's round trip
+LINK_WAIT_S = 0.04  # waits shorter than this are a peer's compute, not a long link's round trip
 RECENT = 9  # waits the estimate of the next is the median of
 
 
@@ -100,6 +100,12 @@ class LocalUpdates:
         The first waits of a run are a peer's start, not the link's.
         """
         return float(np.median(self.waits)) if len(self.waits) >= RECENT else 0.0
+
+    @classmethod
+    def of(cls, settings: LocalSettings | None, seed: int,
+           step: Callable[..., object]) -> LocalUpdates | None:
+        """A party's local updates with `settings` and its local `step`; None without settings."""
+        return None if settings is None else cls(Workset(settings, seed), step)
 
     def counted(self) -> int:
         """The local steps taken since the last call (an epoch's), counting afresh from 0."""

@@ -6,22 +6,25 @@ import json
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from splitrec_core.channel import LocalHub
 from splitrec_core.config import Config, load_config
 from splitrec_core.datasets.synthetic import write_parties
 from splitrec_core.evaluate import evaluate
 from splitrec_core.features import PartyFeatures
-from splitrec_core.results import TrainResult
 from splitrec_core.training.checkpoint import Checkpoints
-from splitrec_core.training.local import label_result, train_split_local
+from splitrec_core.training.local import train_split_local
 from splitrec_core.training.party import PartyJob
-from tests.conftest import REPO, SYNTHETIC_TOML, LongLink, prepare_features, with_training
+from tests.conftest import (
+    REPO,
+    SYNTHETIC_TOML,
+    prepare_features,
+    train_over_a_long_link,
+    with_training,
+)
 
 EPOCHS = 12
 TRAIN_IN_CHILD = """
@@ -30,26 +33,15 @@ from pathlib import Path
 from splitrec_core.config import load_config
 from splitrec_core.features import PartyFeatures
 from splitrec_core.training.local import train_split_local
-from tests.integration.test_resume import over_a_long_link
+from tests.conftest import train_over_a_long_link
 args = json.loads(sys.argv[1])
 cfg = load_config(Path(args["config"]))
 training = cfg.training.model_copy(update=args["training"])
 cfg = cfg.model_copy(update={"training": training})
 features = {p: PartyFeatures(*map(Path, f)) for p, f in args["features"].items()}
 out = {p: Path(d) for p, d in args["out"].items()}
-(over_a_long_link if training.local_updates else train_split_local)(cfg, features, out)
+(train_over_a_long_link if training.local_updates else train_split_local)(cfg, features, out)
 """
-
-
-def over_a_long_link(cfg: Config, features: dict[str, PartyFeatures],
-                     out: dict[str, Path]) -> TrainResult:
-    """Split training on threads, every embedding and gradient 30 ms on its way (`LongLink`)."""
-    jobs = {p: PartyJob(p, cfg, features[p], out[p]) for p in features}
-    hub, started = LocalHub(), time.time()
-    outcomes = hub.run({p: partial(job, LongLink(hub.channel(p), 0.03)) for p, job in jobs.items()})
-    label = cfg.label_party
-    return label_result(cfg, features[label].test, outcomes, started, hub.stats().as_dict(),
-                        out[label])
 
 
 def _common_epoch(parties: list[Checkpoints], limit: int) -> int:
@@ -120,7 +112,7 @@ def test_killed_training_with_local_updates_resumes_at_the_next_epoch(tmp_path: 
     out = {p: tmp_path / p for p in features}
 
     killed_after = _killed_after_epoch_2(cfg, features, out)
-    resumed = over_a_long_link(cfg, features, out)
+    resumed = train_over_a_long_link(cfg, features, out)
 
     assert 2 <= killed_after < 6
     assert resumed.resumed_after_epoch == killed_after

@@ -106,6 +106,7 @@ class BottomTrainer:
         """
         with tf.GradientTape() as tape:
             h = self.bottom([cats, nums], training=True)
+        assert self.min_cosine is not None  # traced only with local updates
         weighted = grad * agreement(h, sent, self.min_cosine)[:, None]
         variables = self.bottom.trainable_variables
         self.optimizer.apply(tape.gradient(h, variables, output_gradients=weighted), variables)

@@ -167,6 +167,7 @@ class LabelTrainer:
         gradient side by side): CELU-VFL's weighting for the party that holds the labels. The
         learning-rate schedule counts it as a step (`BottomTrainer._local_step`).
         """
+        assert self.min_cosine is not None  # traced only with local updates
         with tf.GradientTape(persistent=True) as tape:
             tape.watch(received)
             logits = self.top(self._hs(cats, nums, received, True), training=True)
