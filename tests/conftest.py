@@ -81,23 +81,33 @@ def prepare_features(cfg: Config, run: Path, hub=None) -> dict[str, PartyFeature
 
 
 class LongLink:
-    """A party's channel whose embeddings and gradients take `delay_s` to cross.
+    """A party's channel whose messages reach their peer `delay_s` after they are sent.
 
-    A party that sends one waits that long first: its peer then waits that long for it, as
-    over a long link (and takes local updates meanwhile).
+    The sender does not wait (a thread delivers each message in turn when it is due, so they
+    keep their order); its peer waits that much longer for each, as over a long link, and takes
+    local updates meanwhile.
     """
 
     def __init__(self, channel, delay_s: float) -> None:  # (a Channel)
+        import queue
+        import threading
+
         self.channel, self.me, self.delay_s = channel, channel.me, delay_s
+        self._due: queue.Queue = queue.Queue()
+        threading.Thread(target=self._deliver, daemon=True, name=f"link-{self.me}").start()
 
     def send(self, kind, to: str, table) -> None:
         import time
 
-        from splitrec_core.channel import Kind
+        self._due.put((time.monotonic() + self.delay_s, kind, to, table))
 
-        if kind in (Kind.EMBEDDING, Kind.GRADIENT):
-            time.sleep(self.delay_s)
-        self.channel.send(kind, to, table)
+    def _deliver(self) -> None:
+        import time
+
+        while True:
+            due, kind, to, table = self._due.get()
+            time.sleep(max(0.0, due - time.monotonic()))
+            self.channel.send(kind, to, table)
 
     def __getattr__(self, name: str):  # recv, ready, sent, received, close: the channel's own
         return getattr(self.channel, name)
@@ -105,9 +115,10 @@ class LongLink:
 
 def train_over_a_long_link(cfg: Config, features: dict[str, PartyFeatures],
                            out: dict[str, Path]):  # -> TrainResult
-    """Split training on threads, each embedding and gradient held up past `LINK_WAIT_S`.
+    """Split training on threads, each message twice `LINK_WAIT_S` on its way (`LongLink`).
 
-    The waits are then a long link's, so local updates step in them (`LongLink`).
+    A batch's round trip then takes four times that: a long link's wait, so local updates step
+    in it however busy the machine is.
     """
     import time
     from functools import partial
@@ -119,7 +130,7 @@ def train_over_a_long_link(cfg: Config, features: dict[str, PartyFeatures],
 
     jobs = {p: PartyJob(p, cfg, features[p], out[p]) for p in features}
     hub, started = LocalHub(), time.time()
-    outcomes = hub.run({p: partial(job, LongLink(hub.channel(p), 1.25 * LINK_WAIT_S))
+    outcomes = hub.run({p: partial(job, LongLink(hub.channel(p), 2 * LINK_WAIT_S))
                         for p, job in jobs.items()})
     label = cfg.label_party
     return label_result(cfg, features[label].test, outcomes, started, hub.stats().as_dict(),
