@@ -17,7 +17,7 @@ from splitrec_core.channel import Channel, Kind
 from splitrec_core.channel.expect import receive_row
 from splitrec_core.cpu import process_cpu_s
 from splitrec_core.training.epochs import DECISION, EVAL_BATCH, BestWeights, Decision
-from splitrec_core.training.local_updates import LocalUpdates
+from splitrec_core.training.local_updates import LocalUpdates, take_stepping
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import BottomTrainer
 from splitrec_core.training.wire import BatchesIn, BatchesOut
@@ -63,11 +63,9 @@ def _gradient(gradients: BatchesIn, batch: tuple[tf.Tensor, tf.Tensor, tf.Tensor
 
     With `local` updates the batch joins the workset once its gradient is in.
     """
-    rows = len(batch[0])
-    if local is None:
-        return gradients.take(rows)
-    grad = local.meanwhile(gradients.ready, lambda: gradients.take(rows))
-    local.workset.add(*batch, grad)
+    grad = take_stepping(gradients, len(batch[0]), local)
+    if local is not None:
+        local.workset.add(*batch, grad)
     return grad
 
 

@@ -23,7 +23,7 @@ from splitrec_core.features import FeatureMatrix
 from splitrec_core.privacy.leakage import LeakageAudit
 from splitrec_core.training.epochs import EVAL_BATCH, BestWeights, History, auc_per_task
 from splitrec_core.training.event_matrix import EventMatrix, Spread, spread_of
-from splitrec_core.training.local_updates import LocalUpdates
+from splitrec_core.training.local_updates import LocalUpdates, take_stepping
 from splitrec_core.training.runs import LoopSettings
 from splitrec_core.training.steps import LabelTrainer
 from splitrec_core.training.streaming import StreamedFeatures
@@ -79,7 +79,7 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
 
     for cats, nums, labels, *events in batches:
         spread = Spread.of(events[0]) if events else Spread(len(labels))
-        received = [spread.to_events(_embedding(inbox, spread.people, local))  # (waits)
+        received = [spread.to_events(take_stepping(inbox, spread.people, local))  # (waits)
                     for inbox in embeddings]
         losses.append(trainer.train_batch(cats, nums, received, labels, hand_back).numpy())
         if local is not None:
@@ -89,13 +89,6 @@ def label_epoch(trainer: LabelTrainer, batches: Iterable[tuple[tf.Tensor, ...]],
     for inbox in embeddings:
         inbox.end_epoch()
     return losses, (cats, nums, received)
-
-
-def _embedding(inbox: BatchesIn, people: int, local: LocalUpdates | None) -> tf.Tensor:
-    """A feature party's embedding of a batch's `people`, stepping locally while it is awaited."""
-    if local is None:
-        return inbox.take(people)
-    return local.meanwhile(inbox.ready, lambda: inbox.take(people))
 
 
 def label_loop(channel: Channel, trainer: LabelTrainer, run: LoopSettings, *,

@@ -26,9 +26,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+    from splitrec_core.training.wire import BatchesIn
 
 T = TypeVar("T")
 SMOOTHING = 0.2  # the weight of the latest step in the running estimate of a step's time
@@ -140,3 +145,10 @@ class LocalUpdates:
         whenever the wait is expected to go on.
         """
         return expected_s >= LINK_WAIT_S and expected_s - waited_s > self.step_s
+
+
+def take_stepping(inbox: BatchesIn, rows: int, local: LocalUpdates | None) -> tf.Tensor:
+    """The next `rows` rows from `inbox`; with `local` updates, stepping while they are awaited."""
+    if local is None:
+        return inbox.take(rows)
+    return local.meanwhile(inbox.ready, lambda: inbox.take(rows))

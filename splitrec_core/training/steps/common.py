@@ -76,7 +76,7 @@ class StepSettings:
         noise: std of the Gaussian noise on what it hands over (a feature party's h, the label
             party's dL/dh); 0 = none.
         noise_seed: seeds the noise; private to this party (default: fresh from the OS).
-        local_min_cosine: with local updates (`training.local`), the least cosine similarity
+        local_min_cosine: with local updates (`training.local_updates`), the least cosine similarity
             between a cached row's value and today's for the row to count (`agreement`); None:
             no local updates, and no local step is traced.
     """
